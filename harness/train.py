@@ -1,0 +1,137 @@
+"""The training loop, top to bottom (no HF Trainer).
+
+Per optimizer step: `grad_accum` micro-batches (seeded order), each forward under autocast when on
+a GPU, loss = task loss + method.extra_loss(), scaled by 1/grad_accum, backward; then gradient
+clipping, optimizer.step(), scheduler.step(), method.on_step_end(step) (gradients still present),
+zero_grad(). Evaluation of every non-train split every `eval_every` steps (default: once per
+epoch) and at the end; `best` is the evaluation with the best primary metric on the validation
+split. A non-finite loss stops the run with an error.
+"""
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from harness.errors import HarnessError
+from harness.evaluate import evaluate
+from harness.schedule import build_scheduler
+
+SELECT_SPLIT = "validation"
+
+
+@dataclass
+class Plan:
+    """How many optimizer steps a run takes and how often it evaluates."""
+
+    total_steps: int
+    steps_per_epoch: int
+    eval_every: int
+    warmup_steps: int
+
+
+def plan_steps(train, n_train: int) -> Plan:
+    steps_per_epoch = max(1, math.ceil(n_train / (train.batch_size * train.grad_accum)))
+    total = train.max_steps or max(1, math.ceil(train.epochs * steps_per_epoch))
+    return Plan(total, steps_per_epoch, train.eval_every or min(steps_per_epoch, total),
+                int(round(train.warmup_ratio * total)))
+
+
+def batch_indices(n: int, batch_size: int, seed: int) -> Iterator[tuple[float, list[int]]]:
+    """Endless (epoch position, indices) batches; each epoch a fresh permutation from one seeded
+    generator, so the data order depends only on the seed."""
+    generator = torch.Generator().manual_seed(seed)
+    epoch = 0
+    while True:
+        order = torch.randperm(n, generator=generator).tolist()
+        for start in range(0, n, batch_size):
+            yield epoch + min(start + batch_size, n) / n, order[start : start + batch_size]
+        epoch += 1
+
+
+@dataclass
+class Outcome:
+    curve: list[dict] = field(default_factory=list)
+    final: dict = field(default_factory=dict)
+    best: dict = field(default_factory=dict)
+    best_step: int | None = None
+    steps: int = 0
+    examples: int = 0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+
+
+def is_better(value: float, best: float | None, higher_is_better: bool) -> bool:
+    return best is None or (value > best if higher_is_better else value < best)
+
+
+def train(model, method, task, encoded: dict, run, device: torch.device, dtype: torch.dtype | None,
+          pad_id: int, logger, progress: bool) -> Outcome:
+    """`run` holds the validated settings (run.train, run.seed); `encoded` the encoded splits."""
+    cfg = run.train
+    plan = plan_steps(cfg, len(encoded["train"]))
+    optimizer = torch.optim.AdamW(method.param_groups(cfg))
+    scheduler = build_scheduler(optimizer, cfg.schedule, plan.warmup_steps, plan.total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    batches = batch_indices(len(encoded["train"]), cfg.batch_size, run.seed)
+    outcome, best_score, loss_sum, loss_count = Outcome(), None, 0.0, 0
+
+    def run_evaluation(step: int, epoch: float) -> None:
+        nonlocal best_score, loss_sum, loss_count
+        started = time.perf_counter()
+        values = {split: evaluate(model, encoded[split], task, cfg.eval_batch_size, pad_id, device, dtype)
+                  for split in task.eval_splits}
+        outcome.eval_seconds += time.perf_counter() - started
+        if loss_count:
+            outcome.curve.append({"step": step, "epoch": epoch, "split": "train", "values": {"loss": loss_sum / loss_count}})
+            loss_sum, loss_count = 0.0, 0
+        for split, split_values in values.items():
+            outcome.curve.append({"step": step, "epoch": epoch, "split": split, "values": split_values})
+            logger.log(step, epoch, {f"{split}/{k}": v for k, v in split_values.items()})
+        outcome.final = values
+        score = values[SELECT_SPLIT][task.primary]
+        if is_better(score, best_score, task.higher_is_better):
+            best_score, outcome.best, outcome.best_step = score, values, step
+
+    bar = tqdm(total=plan.total_steps, desc=f"{method.name}/{task.name}", disable=not progress, leave=False)
+    started = time.perf_counter()
+    epoch = 0.0
+    for step in range(1, plan.total_steps + 1):
+        model.train()
+        step_loss = 0.0
+        for _ in range(cfg.grad_accum):
+            epoch, indices = next(batches)
+            batch = {k: v.to(device, non_blocking=True) for k, v in encoded["train"].batch(indices, pad_id).items()}
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = model(**batch).loss
+                extra = method.extra_loss()
+                if extra is not None:
+                    loss = loss + extra
+            value = loss.item()
+            if not math.isfinite(value):
+                raise HarnessError(f"loss is {value} at step {step}; lower train.lr or check the data")
+            scaler.scale(loss / cfg.grad_accum).backward()
+            step_loss += value / cfg.grad_accum
+            outcome.examples += len(indices)
+        if cfg.max_grad_norm is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        method.on_step_end(step)
+        optimizer.zero_grad(set_to_none=True)
+
+        outcome.steps = step
+        loss_sum, loss_count = loss_sum + step_loss, loss_count + 1
+        logger.log(step, epoch, {"train/loss": step_loss, "train/lr": scheduler.get_last_lr()[0]})
+        bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
+        bar.update()
+        if step % plan.eval_every == 0 or step == plan.total_steps:
+            run_evaluation(step, epoch)
+    bar.close()
+    outcome.train_seconds = time.perf_counter() - started - outcome.eval_seconds
+    return outcome

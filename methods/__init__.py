@@ -1,0 +1,6 @@
+"""PEFT methods, one module each; importing this package registers them all."""
+from methods import full, head, lora  # noqa: F401  (registration)
+from methods.base import Method, MethodConfig
+from methods.registry import METHODS, build_method, method_class, parse_method_config
+
+__all__ = ["METHODS", "Method", "MethodConfig", "build_method", "method_class", "parse_method_config"]

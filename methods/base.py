@@ -1,0 +1,103 @@
+"""The method interface (design.md §4): what the training loop drives for every PEFT method.
+
+A method is constructed on a loaded model: it freezes the backbone, keeps the task head trainable,
+injects its modules (`apply`) and then answers the loop's questions: optimizer groups, extra loss,
+the step-end hook, merging, and parameter counts for the run record.
+"""
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
+
+import torch
+from torch import nn
+
+from harness.errors import HarnessError
+
+
+@dataclass
+class MethodConfig:
+    """Keys every method has. `lr`/`head_lr` are the method's recommended rates (train.lr and
+    train.head_lr default to them); `variant` names a configuration in leaderboards."""
+
+    name: str = ""
+    targets: list[str] = field(default_factory=list)
+    lr: float = 5e-4
+    head_lr: float = 5e-4
+    variant: Optional[str] = None
+
+
+def is_under(name: str, prefixes: list[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+class Method:
+    """Base class: full backbone frozen, head trainable, no adapter. Subclasses override `apply`
+    (and the hooks they need)."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type] = MethodConfig
+
+    def __init__(self, model: nn.Module, cfg: MethodConfig, head_modules: list[str]):
+        self.model, self.cfg, self.head_modules = model, cfg, list(head_modules)
+        modules = dict(model.named_modules())
+        missing = [h for h in self.head_modules if h not in modules]
+        if missing:
+            raise HarnessError(f"head modules {missing} not found in the model; top-level modules: {[n for n, _ in model.named_children()]}")
+        self.backbone_params = sum(p.numel() for n, p in model.named_parameters() if not is_under(n, self.head_modules))
+        for name, param in model.named_parameters():
+            param.requires_grad_(is_under(name, self.head_modules))
+        self.apply()
+
+    def apply(self) -> None:
+        """Inject modules / unfreeze parameters. The base method trains the head only."""
+
+    # -- what the loop drives -------------------------------------------------------------------
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.model.named_parameters() if p.requires_grad and is_under(n, self.head_modules)]
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.model.named_parameters() if p.requires_grad and not is_under(n, self.head_modules)]
+
+    def param_groups(self, train) -> list[dict]:
+        """AdamW groups: adapter at train.lr, head at train.head_lr; weight decay on matrices only
+        (biases, LayerNorm and other vectors get none)."""
+        groups = []
+        for params, lr in ((self.adapter_parameters(), train.lr), (self.head_parameters(), train.head_lr)):
+            for decay in (True, False):
+                chosen = [p for p in params if (p.ndim >= 2) == decay]
+                if chosen:
+                    groups.append({"params": chosen, "lr": lr, "weight_decay": train.weight_decay if decay else 0.0})
+        return groups
+
+    def extra_loss(self) -> Optional[torch.Tensor]:
+        """A regularizer added to the task loss, or None."""
+        return None
+
+    def on_step_end(self, step: int) -> None:
+        """Called after optimizer.step() and before zero_grad() (gradients are still there)."""
+
+    def merge(self) -> None:
+        """Fold the update into the base weights; outputs stay the same."""
+
+    def param_counts(self) -> dict[str, int]:
+        adapter = sum(p.numel() for p in self.adapter_parameters())
+        head = sum(p.numel() for p in self.head_parameters())
+        return {
+            "adapter": adapter,
+            "head": head,
+            "trainable": adapter + head,
+            "total": sum(p.numel() for p in self.model.parameters()),
+            "backbone": self.backbone_params,
+        }
+
+    # -- saving ---------------------------------------------------------------------------------
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        params = dict(self.model.named_parameters())
+        unknown = sorted(set(state) - {n for n, p in params.items() if p.requires_grad})
+        if unknown:
+            raise HarnessError(f"state holds parameters this method does not train: {unknown[:5]}")
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value)

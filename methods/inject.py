@@ -1,0 +1,57 @@
+"""Choosing target modules by name and swapping them for wrappers (shared by every method).
+
+A pattern is a PEFT-style suffix (`query` matches `encoder.layer.0.attention.self.query`;
+`output.dense` matches both `output.dense` and `attention.output.dense`), `re:<regex>` for a full
+regex match, or `all-linear` for every module of the wanted types. Head modules are never targets.
+Each pattern must match at least one module: a typo is an error listing the model's module names.
+"""
+import re
+from typing import Callable
+
+from torch import nn
+
+from harness.errors import HarnessError
+from methods.base import is_under
+
+
+def candidate_modules(model: nn.Module, types: tuple[type, ...], exclude: list[str]) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, types) and n and not is_under(n, exclude)]
+
+
+def pattern_matches(pattern: str, name: str) -> bool:
+    if pattern == "all-linear":
+        return True
+    if pattern.startswith("re:"):
+        return re.fullmatch(pattern[3:], name) is not None
+    return name == pattern or name.endswith("." + pattern)
+
+
+def name_shapes(names: list[str]) -> str:
+    """Module names with layer indices folded, for error messages."""
+    return ", ".join(dict.fromkeys(re.sub(r"\.\d+\.", ".<n>.", n) for n in names))
+
+
+def match_targets(model: nn.Module, patterns: list[str], exclude: list[str],
+                  types: tuple[type, ...] = (nn.Linear,), method: str = "method") -> list[str]:
+    if not patterns:
+        raise HarnessError(f"{method}: method.targets is empty; give module-name patterns or 'all-linear'")
+    candidates = candidate_modules(model, types, exclude)
+    kinds = "/".join(t.__name__ for t in types)
+    for pattern in patterns:
+        if not any(pattern_matches(pattern, n) for n in candidates):
+            raise HarnessError(f"{method}: target pattern '{pattern}' matches no {kinds} module; the model has: {name_shapes(candidates)}")
+    return [n for n in candidates if any(pattern_matches(p, n) for p in patterns)]
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def inject(model: nn.Module, names: list[str], wrap: Callable[[str, nn.Module], nn.Module]) -> dict[str, nn.Module]:
+    """Replace each named module by `wrap(name, module)`; returns the wrappers by name."""
+    wrappers = {}
+    for name in names:
+        wrappers[name] = wrap(name, model.get_submodule(name))
+        replace_module(model, name, wrappers[name])
+    return wrappers

@@ -1,0 +1,27 @@
+"""Task families: packaged text tasks (bbc_news, tweet_sentiment) and GLUE from the hub."""
+from functools import partial
+
+from harness.errors import HarnessError
+from tasks import bbc_news, glue, tweet_sentiment
+from tasks.base import Split, TaskData, limit_split, require_nonempty
+
+TASK_LOADERS = {
+    "bbc_news": bbc_news.load,
+    "tweet_sentiment": tweet_sentiment.load,
+    **{name: partial(glue.load, name) for name in glue.GLUE_TASKS},
+}
+
+
+def load_task(cfg) -> TaskData:
+    """The task named by `cfg.name`, with `limit_train` / `limit_eval` applied."""
+    if cfg.name not in TASK_LOADERS:
+        raise HarnessError(f"unknown task '{cfg.name}'; available: {', '.join(sorted(TASK_LOADERS))}")
+    task = TASK_LOADERS[cfg.name](cfg)
+    task.splits = {
+        name: limit_split(split, cfg.limit_train if name == "train" else cfg.limit_eval, cfg.split_seed)
+        for name, split in task.splits.items()
+    }
+    return require_nonempty(task)
+
+
+__all__ = ["TASK_LOADERS", "Split", "TaskData", "load_task"]

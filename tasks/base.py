@@ -1,0 +1,69 @@
+"""What every task family hands the harness: labelled text splits, a label space and its metrics."""
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+
+@dataclass
+class Split:
+    """One split: `texts` holds one tuple per example (one text, or a sentence pair)."""
+
+    texts: list[tuple[str, ...]]
+    labels: list
+
+    def __post_init__(self):
+        if len(self.texts) != len(self.labels):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices) -> "Split":
+        return Split([self.texts[i] for i in indices], [self.labels[i] for i in indices])
+
+
+@dataclass
+class TaskData:
+    """A task ready for tokenization.
+
+    `splits` always has `train` and `validation`; `report_split` is the split whose scores the
+    leaderboard reports (`test` for the packaged tasks, `validation` for GLUE, whose test labels are
+    hidden). Every split other than `train` is evaluated. `num_labels` is 1 for regression.
+    """
+
+    name: str
+    splits: dict[str, Split]
+    num_labels: int
+    metric_fn: Callable[[np.ndarray, np.ndarray], dict[str, float]]
+    primary: str
+    report_split: str
+    higher_is_better: bool = True
+    label_names: list[str] = field(default_factory=list)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.num_labels == 1
+
+    @property
+    def eval_splits(self) -> list[str]:
+        return [name for name in self.splits if name != "train"]
+
+
+def limit_split(split: Split, limit: int | None, seed: int) -> Split:
+    """The first `limit` examples of a fixed seeded permutation (all examples when limit is None)."""
+    if limit is None or limit >= len(split):
+        return split
+    if limit <= 0:
+        raise HarnessError(f"task limit must be a positive number of examples or null, got {limit}")
+    order = np.random.default_rng(seed).permutation(len(split))[:limit]
+    return split.subset(sorted(order.tolist()))
+
+
+def require_nonempty(task: TaskData) -> TaskData:
+    for name, split in task.splits.items():
+        if len(split) == 0:
+            raise HarnessError(f"task '{task.name}': split '{name}' is empty")
+    return task

