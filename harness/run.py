@@ -113,9 +113,9 @@ def execute_run(cfg: DictConfig) -> dict:
     try:
         fine_tune(cfg, record, logger)
         record["status"] = "success"
-    except (Exception, KeyboardInterrupt) as error:
+    except BaseException as error:  # interrupted runs are recorded as failed too, then re-raised
         record["status"], record["error"] = "failed", one_line(error)
-        if isinstance(error, KeyboardInterrupt):
+        if not isinstance(error, Exception):
             raise
         if not isinstance(error, HarnessError):  # unexpected: keep the traceback for debugging
             import traceback

@@ -1,0 +1,44 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from transformers import BertConfig, BertForSequenceClassification
+
+from harness.preflight import CONF_DIR
+
+QUICK = ["model=tiny_bert", "task.limit_train=32", "task.limit_eval=16", "train.max_steps=2",
+         "train.batch_size=8", "progress=false"]
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """Compose the real config with overrides; results and caches go to tmp_path."""
+
+    def make(*overrides: str, quick: bool = True):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=[
+                f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}",
+                *(QUICK if quick else []), *overrides,
+            ])
+
+    return make
+
+
+def tiny_bert(num_labels: int = 3, seed: int = 0, **overrides) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=48, max_position_embeddings=64, num_labels=num_labels,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **overrides)
+    return BertForSequenceClassification(config).eval()
+
+
+def tiny_batch(batch: int = 4, length: int = 10, seed: int = 1) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    return {"input_ids": torch.randint(1, 100, (batch, length), generator=generator),
+            "attention_mask": torch.ones(batch, length, dtype=torch.long)}

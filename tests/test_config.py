@@ -1,0 +1,92 @@
+"""Config composition: every option of every group composes and validates; standard keys exist."""
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from harness.errors import HarnessError
+from harness.preflight import CONF_DIR, group_options, unknown_choices
+from harness.schema import parse_settings
+from methods import METHODS, parse_method_config
+
+STANDARD_KEYS = ["seed", "results_dir", "sweep", "train.max_steps", "train.epochs", "train.batch_size",
+                 "train.lr", "train.head_lr", "train.eval_every", "task.name", "task.max_length",
+                 "task.limit_train", "task.limit_eval", "model.name", "model.path", "method.name",
+                 "method.targets"]
+OPTIONS = [(group, option) for group, options in group_options().items() for option in options]
+
+
+def test_groups_have_the_expected_options():
+    options = group_options()
+    assert set(options["method"]) == set(METHODS)
+    assert {"bbc_news", "tweet_sentiment", "cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"} <= set(options["task"])
+    assert {"minilm", "tiny_bert", "roberta_base", "roberta_large", "deberta_v3_base"} <= set(options["model"])
+    assert set(options["logger"]) == {"csv", "wandb", "none"}
+    assert "demo" in options["sweep"]
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_validates_and_has_standard_keys(make_config, group, option):
+    cfg = make_config(f"{group}={option}", quick=False)
+    for key in STANDARD_KEYS:
+        assert OmegaConf.select(cfg, key, throw_on_missing=True, default="<absent>") != "<absent>", key
+    settings = parse_settings(cfg)
+    method = parse_method_config(cfg.method)
+    if group == "method":
+        assert method.name == option
+        assert settings.train.lr == method.lr and settings.train.head_lr == method.head_lr
+    if group in ("task", "model"):
+        assert getattr(settings, group).name == option
+
+
+def test_rank_keys_exist_where_a_method_has_a_rank(make_config):
+    cfg = make_config("method=lora")
+    assert cfg.method.r == 8 and cfg.method.alpha == 8
+
+
+def test_demo_sweep_is_a_multirun_over_every_method(make_config):
+    cfg = make_config("sweep=demo", quick=False)
+    assert cfg.sweep == "demo"
+    assert cfg.train.max_steps is not None
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        hydra_cfg = compose("config", overrides=["sweep=demo"], return_hydra_config=True).hydra
+    assert hydra_cfg.mode == RunMode.MULTIRUN
+    assert hydra_cfg.sweeper.params.method == "glob(*)"
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lr=-1", "train.lr and train.head_lr must be > 0"),
+    ("train.batch_size=0", "train.batch_size must be > 0"),
+    ("train.schedule=step", "train.schedule 'step' unknown; allowed: linear, cosine, constant"),
+    ("train.precision=fp8", "train.precision 'fp8' unknown"),
+    ("train.batch_size=abc", "train.batch_size"),
+    ("+train.colour=blue", "train: unknown key 'colour'"),
+    ("task.limit_train=0", "task.limit_train must be a positive number"),
+    ("task.max_length=1", "task.max_length must be > 1"),
+])
+def test_bad_values_give_one_line_errors(make_config, override, message):
+    with pytest.raises(HarnessError) as error:
+        parse_settings(make_config(override))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("method.r=0", "method.r must be a positive rank, got 0"),
+    ("method.r=-4", "method.r must be a positive rank, got -4"),
+    ("method.dropout=1.5", "method.dropout must be in [0, 1)"),
+    ("+method.rank=4", "method: unknown key 'rank'"),
+    ("method.name=nope", "unknown method 'nope'; available: "),
+])
+def test_bad_method_values_give_one_line_errors(make_config, override, message):
+    with pytest.raises(HarnessError) as error:
+        parse_method_config(make_config(override).method)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_unknown_group_options_are_caught_before_hydra():
+    assert unknown_choices(["method=lora", "task=bbc_news"]) == []
+    assert unknown_choices(["method=full,lora", "seed=0,1,2"]) == []
+    problems = unknown_choices(["method=lora,dorra", "model=bert_huge"])
+    assert problems[0].startswith("unknown method 'dorra'; available: full, head, lora")
+    assert problems[1].startswith("unknown model 'bert_huge'; available: ")
+    assert unknown_choices(["-m", "method=glob(*)"]) == []
