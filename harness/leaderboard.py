@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.records import RecordStore
+from harness.records import RecordStore, semantic_config
 
 FULL = "full"
 
@@ -20,6 +20,26 @@ FULL = "full"
 def method_label(record: dict) -> str:
     variant = record.get("variant")
     return f"{record['method']}[{variant}]" if variant else record["method"]
+
+
+def setting_of(record: dict) -> dict:
+    """The record's config as flat `a.b` keys, without what varies between seeds of one setting."""
+    config = semantic_config(record.get("config") or {})
+    config.pop("seed", None)
+    return pd.json_normalize(config, sep=".").iloc[0].to_dict() if config else {}
+
+
+def separate_settings(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs of one (model, method, task) that differ in more than the seed are different rows: the
+    keys that differ are appended to the method label, so they are never averaged together."""
+    runs = runs.copy()
+    for _, group in runs.groupby(["model", "method", "task"]):
+        settings = pd.DataFrame(list(group["setting"]), index=group.index).astype(str)
+        differing = [key for key in settings.columns if settings[key].nunique() > 1]
+        for index in group.index if differing else []:
+            detail = ", ".join(f"{key}={settings.at[index, key]}" for key in differing)
+            runs.at[index, "method"] = f"{runs.at[index, 'method']} ({detail})"
+    return runs.drop(columns="setting")
 
 
 def runs_frame(records: list[dict], which: str = "final") -> pd.DataFrame:
@@ -35,10 +55,11 @@ def runs_frame(records: list[dict], which: str = "final") -> pd.DataFrame:
             "model": record["model"], "method": method_label(record), "task": record["task"],
             "seed": record["seed"], "metric": metrics["primary"], "split": metrics["report_split"],
             "score": 100 * values[metrics["primary"]], "adapter_params": params["adapter"],
-            "backbone_params": params["backbone"], "sweep": record.get("sweep"),
+            "backbone_params": params["backbone"], "sweep": record.get("sweep"), "setting": setting_of(record),
         })
-    return pd.DataFrame(rows, columns=["model", "method", "task", "seed", "metric", "split", "score",
-                                       "adapter_params", "backbone_params", "sweep"])
+    columns = ["model", "method", "task", "seed", "metric", "split", "score", "adapter_params",
+               "backbone_params", "sweep", "setting"]
+    return separate_settings(pd.DataFrame(rows, columns=columns))
 
 
 def summary_frame(runs: pd.DataFrame, stat: str = "mean") -> pd.DataFrame:

@@ -25,7 +25,7 @@ def test_success_record_has_every_field_of_the_schema(make_config):
     stored = json.loads(RecordStore(cfg.results_dir).path(record["run_key"]).read_text())
     assert stored == json.loads(json.dumps(record, default=str))
     assert (stored["method"], stored["task"], stored["model"], stored["seed"], stored["tags"]) == ("lora", "bbc_news", "tiny_bert", 3, ["smoke"])
-    assert stored["config"]["train"]["lr"] == 5e-4  # resolved, not an interpolation
+    assert stored["config"]["train"]["lr"] == 1e-3  # resolved, not an interpolation
     params = stored["params"]
     assert params["adapter"] == 2 * 2 * 8 * (32 + 32)  # 2 layers × {query, value} × r(d_in + d_out)
     assert params["trainable"] == params["adapter"] + params["head"] and params["head"] == 32 * 5 + 5

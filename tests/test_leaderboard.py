@@ -1,0 +1,101 @@
+"""The leaderboard from fixed records equals the expected files; statistics are right."""
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.leaderboard import build_and_write, main
+
+DATA = Path(__file__).parent / "data"
+BACKBONE = 22_713_216
+# (method, variant, task, seed, final score, best score, adapter params)
+RUNS = [
+    ("full", None, "bbc_news", 0, 0.97, 0.975, BACKBONE),
+    ("full", None, "bbc_news", 1, 0.96, 0.97, BACKBONE),
+    ("full", None, "bbc_news", 2, 0.98, 0.98, BACKBONE),
+    ("full", None, "tweet_sentiment", 0, 0.80, 0.81, BACKBONE),
+    ("lora", None, "bbc_news", 0, 0.95, 0.96, 73_728),
+    ("lora", None, "bbc_news", 1, 0.94, 0.95, 73_728),
+    ("lora", None, "tweet_sentiment", 0, 0.78, 0.79, 73_728),
+    ("lora", "r16", "bbc_news", 0, 0.96, 0.96, 147_456),
+    ("head", None, "bbc_news", 0, 0.50, 0.55, 0),
+]
+
+
+def record(method, variant, task, seed, final, best, adapter, status="success", sweep="fixture") -> dict:
+    key = f"{method}-{variant}-{task}-{seed}"
+    return {
+        "schema_version": 1, "run_key": key, "status": status, "error": None, "method": method,
+        "variant": variant, "task": task, "model": "minilm", "seed": seed, "sweep": sweep, "tags": [],
+        "config": {}, "params": {"adapter": adapter, "head": 1925, "trainable": adapter + 1925,
+                                 "total": BACKBONE + 1925, "backbone": BACKBONE},
+        "metrics": {"primary": "accuracy", "higher_is_better": True, "report_split": "test", "curve": [],
+                    "final": {"validation": {"accuracy": 0.0}, "test": {"accuracy": final}},
+                    "best": {"validation": {"accuracy": 0.0}, "test": {"accuracy": best}}, "best_step": 10},
+        "cost": {}, "provenance": {},
+    }
+
+
+@pytest.fixture
+def results(tmp_path) -> Path:
+    runs = tmp_path / "results" / "runs"
+    runs.mkdir(parents=True)
+    for spec in RUNS:
+        rec = record(*spec)
+        (runs / f"{rec['run_key']}.json").write_text(json.dumps(rec))
+    failed = record("lora", None, "bbc_news", 5, 0.0, 0.0, 73_728, status="failed")
+    (runs / "failed.json").write_text(json.dumps(failed))
+    (runs / "other-sweep.json").write_text(json.dumps(record("full", None, "bbc_news", 9, 0.10, 0.1, BACKBONE, sweep="other")))
+    return tmp_path / "results"
+
+
+def test_markdown_equals_the_expected_file(results):
+    text = build_and_write(str(results), sweep="fixture")
+    assert text == (DATA / "expected_leaderboard.md").read_text()
+    assert (results / "leaderboard.md").read_text() == text
+    assert (results / "leaderboard.png").stat().st_size > 10_000
+    assert "\\begin{tabular}" in (results / "leaderboard.tex").read_text()
+
+
+def test_csv_statistics(results):
+    build_and_write(str(results), sweep="fixture", with_plot=False)
+    table = pd.read_csv(results / "leaderboard.csv").set_index(["method", "task"])
+    lora = table.loc[("lora", "bbc_news")]
+    assert lora["n"] == 2 and lora["mean"] == pytest.approx(94.5) and lora["std"] == pytest.approx(math.sqrt(0.5), abs=1e-4)
+    assert lora["delta_vs_full"] == pytest.approx(94.5 - 97.0)
+    assert lora["pct_backbone"] == pytest.approx(100 * 73_728 / BACKBONE, abs=1e-4)
+    assert table.loc[("full", "bbc_news")]["n"] == 3  # the failed run and the other sweep are not counted
+    assert table.loc[("lora[r16]", "bbc_news")]["mean"] == pytest.approx(96.0)
+
+
+def test_median_and_best_options(results, capsys):
+    main(["--results-dir", str(results), "--sweep", "fixture", "--stat", "median", "--which", "best", "--no-plot"])
+    table = pd.read_csv(results / "leaderboard.csv").set_index(["method", "task"])
+    assert table.loc[("full", "bbc_news")]["median"] == pytest.approx(97.5)
+    assert "97.50 (n=3)" in capsys.readouterr().out
+
+
+def test_corrupt_record_is_reported_and_not_counted(results):
+    (results / "runs" / "broken.json").write_text('{"schema_version": 1, "run_key"')
+    text = build_and_write(str(results), sweep="fixture", with_plot=False)
+    assert "## Skipped record files" in text and "broken.json: unreadable" in text
+    assert "97.00 ± 1.00 (n=3)" in text
+
+
+def test_no_runs_gives_an_empty_board(tmp_path):
+    assert "No successful runs yet." in build_and_write(str(tmp_path / "empty"))
+
+
+
+def test_runs_that_differ_in_more_than_the_seed_are_separate_rows(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for seed, lr, score in ((0, 1e-3, 0.9), (1, 1e-3, 0.8), (0, 1e-4, 0.5)):
+        rec = record("lora", None, "bbc_news", seed, score, score, 73_728)
+        rec["run_key"], rec["config"] = f"k{seed}{lr}", {"seed": seed, "logger": {"name": "csv"}, "train": {"lr": lr}}
+        (runs / f"{rec['run_key']}.json").write_text(json.dumps(rec))
+    text = build_and_write(str(tmp_path), with_plot=False)
+    assert "| lora (train.lr=0.001)  |" in text and "85.00 ± 7.07 (n=2)" in text
+    assert "| lora (train.lr=0.0001) |" in text and "50.00 (n=1)" in text
