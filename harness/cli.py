@@ -6,7 +6,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from harness.errors import HarnessError
+from harness.errors import one_line
 from harness.preflight import CONF_DIR, unknown_choices
 
 
@@ -17,8 +17,8 @@ def app(cfg: DictConfig) -> str:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         record = execute_run(cfg)
-    except HarnessError as error:  # nothing could be recorded (e.g. results_dir not writable)
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:  # nothing could be recorded (e.g. results_dir not writable)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         record = {"status": "failed"}
     if record["status"] != "success" and not multirun:
         sys.exit(1)

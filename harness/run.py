@@ -109,8 +109,8 @@ def execute_run(cfg: DictConfig) -> dict:
     record = new_record(config, key)
     logger = build_logger(parse_section(LoggerConfig, cfg.logger, "logger"), cfg.results_dir)
     store.write(record)
-    logger.start(record)
     try:
+        logger.start(record)
         fine_tune(cfg, record, logger)
         record["status"] = "success"
     except BaseException as error:  # interrupted runs are recorded as failed too, then re-raised

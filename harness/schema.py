@@ -34,7 +34,7 @@ def parse_section(schema: type, node: Any, where: str):
     except ConfigKeyError as error:
         raise HarnessError(f"{where}: unknown key '{error.key}'; allowed keys: {allowed}") from None
     except OmegaConfBaseException as error:
-        message = " ".join(str(error.msg if hasattr(error, "msg") else error).split())
+        message = str(error).strip().splitlines()[0]
         raise HarnessError(f"{where}.{error.key}: {message}") from None
 
 

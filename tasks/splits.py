@@ -5,7 +5,8 @@ default 42) that never depends on the run seed: every run of a task sees the sam
 """
 from sklearn.model_selection import train_test_split
 
-from tasks.base import Split
+from tasks import metrics
+from tasks.base import Split, TaskData
 
 TRAIN_FRACTION, VALIDATION_FRACTION = 0.70, 0.15
 
@@ -20,3 +21,17 @@ def stratified_splits(texts: list[tuple[str, ...]], labels: list[int], seed: int
     )
     whole = Split(texts, labels)
     return {"train": whole.subset(train), "validation": whole.subset(validation), "test": whole.subset(test)}
+
+
+def stratified_classification(name: str, texts: list[tuple[str, ...]], labels: list[int],
+                              label_names: list[str], seed: int) -> TaskData:
+    """A single-label classification task split here, scored by accuracy (and macro F1) on test."""
+    return TaskData(
+        name=name,
+        splits=stratified_splits(texts, labels, seed),
+        num_labels=len(label_names),
+        metric_fn=metrics.accuracy_macro_f1,
+        primary="accuracy",
+        report_split="test",
+        label_names=label_names,
+    )

