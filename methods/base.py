@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
+from methods.inject import inject, is_under, match_targets
 
 
 @dataclass
@@ -25,16 +26,13 @@ class MethodConfig:
     variant: Optional[str] = None
 
 
-def is_under(name: str, prefixes: list[str]) -> bool:
-    return any(name == p or name.startswith(p + ".") for p in prefixes)
-
-
 class Method:
     """Base class: full backbone frozen, head trainable, no adapter. Subclasses override `apply`
     (and the hooks they need)."""
 
     name: ClassVar[str]
     Config: ClassVar[type] = MethodConfig
+    exact_identity_at_init: ClassVar[bool] = True  # False where the paper starts near, not at, W0
 
     def __init__(self, model: nn.Module, cfg: MethodConfig, head_modules: list[str]):
         self.model, self.cfg, self.head_modules = model, cfg, list(head_modules)
@@ -101,3 +99,22 @@ class Method:
         with torch.no_grad():
             for name, value in state.items():
                 params[name].copy_(value)
+
+
+class LayerMethod(Method):
+    """A method that wraps every targeted layer in an adapter layer (LoRA and its relatives).
+
+    Subclasses implement `make_layer(name, base)`, returning a module that wraps `base` and has a
+    `merge()` method; target matching, injection and merging are shared.
+    """
+
+    def make_layer(self, name: str, base: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    def apply(self) -> None:
+        names = match_targets(self.model, self.cfg.targets, self.head_modules, method=self.name)
+        self.layers = inject(self.model, names, self.make_layer)
+
+    def merge(self) -> None:
+        for layer in self.layers.values():
+            layer.merge()

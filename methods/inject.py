@@ -11,7 +11,11 @@ from typing import Callable
 from torch import nn
 
 from harness.errors import HarnessError
-from methods.base import is_under
+
+
+def is_under(name: str, prefixes: list[str]) -> bool:
+    """Whether module/parameter `name` is one of `prefixes` or inside one."""
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
 def candidate_modules(model: nn.Module, types: tuple[type, ...], exclude: list[str]) -> list[str]:
@@ -52,6 +56,7 @@ def inject(model: nn.Module, names: list[str], wrap: Callable[[str, nn.Module], 
     """Replace each named module by `wrap(name, module)`; returns the wrappers by name."""
     wrappers = {}
     for name in names:
-        wrappers[name] = wrap(name, model.get_submodule(name))
+        base = model.get_submodule(name)
+        wrappers[name] = wrap(name, base).train(base.training)  # keep the model's train/eval mode
         replace_module(model, name, wrappers[name])
     return wrappers

@@ -15,8 +15,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.schema import require
-from methods.base import Method, MethodConfig
-from methods.inject import inject, match_targets
+from methods.base import LayerMethod, MethodConfig
 from methods.registry import register
 
 
@@ -75,20 +74,10 @@ class LoRALinear(nn.Module):
 
 
 @register
-class LoRA(Method):
+class LoRA(LayerMethod):
     name = "lora"
     Config = LoraConfig
 
-    def apply(self) -> None:
-        cfg = self.cfg
-
-        def wrap(name: str, base: nn.Linear) -> LoRALinear:
-            check_rank(self.name, name, cfg.r, base.in_features, base.out_features)
-            return LoRALinear(base, cfg.r, cfg.alpha, cfg.dropout, cfg.rslora)
-
-        names = match_targets(self.model, cfg.targets, self.head_modules, method=self.name)
-        self.layers = inject(self.model, names, wrap)
-
-    def merge(self) -> None:
-        for layer in self.layers.values():
-            layer.merge()
+    def make_layer(self, name: str, base: nn.Linear) -> LoRALinear:
+        check_rank(self.name, name, self.cfg.r, base.in_features, base.out_features)
+        return LoRALinear(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout, self.cfg.rslora)

@@ -34,8 +34,9 @@ def perturb_trainable(model, seed: int = 7) -> None:
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_outputs_unchanged_at_init(name):
     reference = tiny_bert()(**tiny_batch()).logits
-    model, _ = applied(name)
-    assert torch.allclose(model(**tiny_batch()).logits, reference, atol=1e-6)
+    model, method = applied(name)
+    tolerance = 1e-6 if method.exact_identity_at_init else 1e-4
+    assert torch.allclose(model(**tiny_batch()).logits, reference, atol=tolerance)
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -1,0 +1,75 @@
+"""DoRA: Weight-Decomposed Low-Rank Adaptation (Liu et al. 2024, arXiv 2402.09353).
+
+The adapted weight is split into a trained magnitude and a LoRA-updated direction:
+    W' = m ⊙ (W0 + s·B A) / ‖W0 + s·B A‖,      s = α/r
+with the norm per output row (over d_in; NVlabs' code and PEFT, not the paper's per-column
+wording) and detached from the graph (paper §4.3: treated as a constant, no gradient through it).
+m (d_out) starts at the row norms of W0, A and B as LoRA (A kaiming-uniform(a=√5), B = 0), so
+W' = W0 at step 0. W' is never materialised in the forward:
+    y = x W0ᵀ + b + (m/‖·‖ − 1) ⊙ (x̃ W0ᵀ) + (m/‖·‖) ⊙ s·(x̃ Aᵀ Bᵀ),   x̃ = dropout(x)
+(x̃ W0ᵀ is the base output without bias when dropout is off, one extra matmul otherwise, as in
+the reference code and PEFT). Merge: W0 ← (m/‖W0 + s·B A‖) ⊙_row (W0 + s·B A).
+Trainable params: r·(d_in + d_out) + d_out per adapted matrix.
+"""
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from methods.base import LayerMethod
+from methods.lora import LoraConfig, LoRALinear, check_rank
+from methods.registry import register
+
+
+FFN_OUTPUT = r"re:.*\.layer\.\d+\.output\.dense"  # the FFN's down projection, not attention.output.dense
+
+
+@dataclass
+class DoraConfig(LoraConfig):
+    name: str = "dora"
+    targets: list[str] = field(default_factory=lambda: ["query", "key", "value", "intermediate.dense", FFN_OUTPUT])
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+
+
+class DoRALinear(LoRALinear):
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, rslora: bool):
+        super().__init__(base, r, alpha, dropout, rslora)
+        self.magnitude = nn.Parameter(torch.linalg.vector_norm(base.weight.detach(), dim=1))
+
+    def magnitude_scale(self) -> torch.Tensor:
+        """m / ‖W0 + s·B A‖ per output row, with the norm detached."""
+        weight = self.base.weight + self.scaling * (self.lora_B @ self.lora_A)
+        return self.magnitude / torch.linalg.vector_norm(weight, dim=1).detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        if self.merged:
+            return out
+        scale = self.magnitude_scale()
+        if isinstance(self.dropout, nn.Identity):
+            dropped, base_part = x, out if self.base.bias is None else out - self.base.bias
+        else:
+            dropped = self.dropout(x)
+            base_part = F.linear(dropped, self.base.weight)
+        lora = F.linear(F.linear(dropped, self.lora_A), self.lora_B) * self.scaling
+        return out + (scale - 1) * base_part + scale * lora
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            scale = self.magnitude_scale()
+            self.base.weight.copy_(scale[:, None] * (self.base.weight + self.delta_weight()))
+            self.merged = True
+
+
+@register
+class DoRA(LayerMethod):
+    name = "dora"
+    Config = DoraConfig
+
+    def make_layer(self, name: str, base: nn.Linear) -> DoRALinear:
+        check_rank(self.name, name, self.cfg.r, base.in_features, base.out_features)
+        return DoRALinear(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout, self.cfg.rslora)

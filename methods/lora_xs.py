@@ -1,0 +1,83 @@
+"""LoRA-XS: Low-Rank Adaptation with Extremely Small number of parameters (Bałazy et al. 2024,
+arXiv 2405.17604).
+
+Truncated SVD of each frozen weight, W0 ≈ U_r Σ_r V_rᵀ, gives frozen factors B = U_r (d_out×r) and
+A = Σ_r V_rᵀ (r×d_in; singular values on the input side, as the reference code); only the r×r
+matrix R between them is trained:
+    y = x W0ᵀ + b + s · dropout(x) Aᵀ Rᵀ Bᵀ,      ΔW = s · B R A,   s = α/r
+R ~ N(0, σ²) with σ = 1e-5 (the paper's init: near zero, not zero). Merge: W0 ← W0 + s·B R A.
+Trainable params: r² per adapted matrix; A and B are buffers (r·(d_in + d_out) frozen values).
+The SVD is exact (torch.linalg.svd in float64, computed once per matrix), hence deterministic.
+"""
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.schema import require
+from methods.base import LayerMethod, MethodConfig
+from methods.lora import check_rank
+from methods.registry import register
+
+
+@dataclass
+class LoraXSConfig(MethodConfig):
+    name: str = "lora_xs"
+    targets: list[str] = field(default_factory=lambda: ["query", "value", "attention.output.dense", "output.dense"])
+    r: int = 16
+    alpha: float = 16.0
+    dropout: float = 0.0
+    init_std: float = 1e-5
+
+    def __post_init__(self):
+        require(self.r > 0, f"method.r must be a positive rank, got {self.r}")
+        require(self.alpha > 0, f"method.alpha must be > 0, got {self.alpha}")
+        require(0 <= self.dropout < 1, f"method.dropout must be in [0, 1), got {self.dropout}")
+        require(self.init_std >= 0, f"method.init_std must be >= 0, got {self.init_std}")
+
+
+def svd_factors(weight: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """B = U_r (d_out×r) and A = Σ_r V_rᵀ (r×d_in) of the rank-r truncated SVD of `weight`."""
+    u, s, vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)
+    return u[:, :r].to(weight.dtype), (s[:r, None] * vh[:r]).to(weight.dtype)
+
+
+class LoraXSLinear(nn.Module):
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, init_std: float):
+        super().__init__()
+        self.base = base
+        up, down = svd_factors(base.weight, r)
+        self.register_buffer("lora_B", up)
+        self.register_buffer("lora_A", down)
+        self.lora_R = nn.Parameter(torch.randn(r, r, dtype=base.weight.dtype, device=base.weight.device) * init_std)
+        self.scaling = alpha / r
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.scaling * (self.lora_B @ self.lora_R @ self.lora_A)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        if self.merged:
+            return out
+        latent = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_R)
+        return out + F.linear(latent, self.lora_B) * self.scaling
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
+            self.merged = True
+
+
+@register
+class LoraXS(LayerMethod):
+    name = "lora_xs"
+    Config = LoraXSConfig
+    exact_identity_at_init = False  # R ~ N(0, 1e-5²): the update starts near zero, not at zero
+
+    def make_layer(self, name: str, base: nn.Linear) -> LoraXSLinear:
+        check_rank(self.name, name, self.cfg.r, base.in_features, base.out_features)
+        return LoraXSLinear(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout, self.cfg.init_std)

@@ -1,0 +1,177 @@
+"""LoRA-XS, MELoRA and DoRA: their paper's math, their errors, and equality with PEFT where PEFT
+has the method (DoRA) or an equivalent LoRA (LoRA-XS with R folded into B, MELoRA with n=1)."""
+import copy
+import math
+
+import peft
+import pytest
+import torch
+from torch import nn
+
+from harness.errors import HarnessError
+from methods.dora import DoRA, DoraConfig
+from methods.lora_xs import LoraXS, LoraXSConfig, LoraXSLinear
+from methods.melora import Melora, MeloraConfig, MeloraLinear
+from tests.conftest import tiny_batch, tiny_bert
+
+HEAD = ["classifier"]
+
+
+def peft_lora(model, r, alpha, targets, **extra):
+    config = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=extra.pop("dropout", 0.0), **extra)
+    return peft.get_peft_model(copy.deepcopy(model), config)
+
+
+def peft_layer(peft_model, name):
+    return peft_model.base_model.model.get_submodule(name)
+
+
+# -- LoRA-XS ------------------------------------------------------------------------------------
+
+def test_lora_xs_factors_are_the_truncated_svd_with_singular_values_on_the_input_side():
+    torch.manual_seed(0)
+    base = nn.Linear(24, 16).double()
+    layer = LoraXSLinear(base, r=5, alpha=16, dropout=0.0, init_std=1e-5)
+    assert torch.allclose(layer.lora_B.T @ layer.lora_B, torch.eye(5, dtype=torch.float64), atol=1e-12)
+    singular = torch.linalg.svdvals(base.weight.detach())
+    assert torch.allclose(layer.lora_A.norm(dim=1), singular[:5], atol=1e-12)  # rows of Σ_r V_rᵀ
+    residual = torch.linalg.matrix_norm(base.weight - layer.lora_B @ layer.lora_A)
+    assert residual.item() == pytest.approx(singular[5:].square().sum().sqrt().item(), rel=1e-10)
+    assert layer.lora_R.std().item() == pytest.approx(1e-5, rel=0.5)
+
+
+def test_lora_xs_equals_peft_lora_with_r_folded_into_b():
+    model = tiny_bert().double()
+    targets = ["query", "value", "attention.output.dense", "output.dense"]
+    ours = LoraXS(model, LoraXSConfig(r=4, alpha=16, targets=targets), HEAD)
+    theirs = peft_lora(tiny_bert().double(), 4, 16, targets)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, layer in ours.layers.items():
+            layer.lora_R.copy_(torch.randn(4, 4, generator=generator, dtype=torch.float64))
+            peft_layer(theirs, name).lora_A["default"].weight.copy_(layer.lora_A)
+            peft_layer(theirs, name).lora_B["default"].weight.copy_(layer.lora_B @ layer.lora_R)
+    assert torch.allclose(ours.model(**tiny_batch()).logits, theirs(**tiny_batch()).logits, atol=1e-12)
+
+
+def test_lora_xs_trains_r_squared_parameters_and_keeps_factors_as_buffers():
+    method = LoraXS(tiny_bert(), LoraXSConfig(r=4), HEAD)
+    assert len(method.layers) == 2 * 4
+    assert method.param_counts()["adapter"] == 2 * 4 * 4**2
+    grouped = {id(p) for g in method.param_groups(type("T", (), {"lr": 1, "head_lr": 1, "weight_decay": 0})) for p in g["params"]}
+    layer = next(iter(method.layers.values()))
+    assert id(layer.lora_R) in grouped and not layer.lora_A.requires_grad
+    assert "lora_A" in dict(layer.named_buffers()) and "lora_B" in dict(layer.named_buffers())
+
+
+def test_lora_xs_svd_is_deterministic_and_rank_is_checked():
+    first = LoraXS(tiny_bert(), LoraXSConfig(r=4), HEAD).layers
+    second = LoraXS(tiny_bert(), LoraXSConfig(r=4), HEAD).layers
+    assert all(torch.equal(first[n].lora_A, second[n].lora_A) and torch.equal(first[n].lora_B, second[n].lora_B) for n in first)
+    with pytest.raises(HarnessError, match=r"lora_xs: rank r=33 exceeds min\(d_in, d_out\)=32 of layer 'bert.encoder.layer.0.attention.self.query'"):
+        LoraXS(tiny_bert(), LoraXSConfig(r=33), HEAD)
+
+
+# -- MELoRA -------------------------------------------------------------------------------------
+
+def test_melora_with_one_block_equals_peft_lora():
+    model = tiny_bert().double()
+    ours = Melora(model, MeloraConfig(r=4, n=1, alpha=16, dropout=0.0), HEAD)
+    theirs = peft_lora(tiny_bert().double(), 4, 16, ["query", "value"])
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, layer in ours.layers.items():
+            layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=generator, dtype=torch.float64))
+            peft_layer(theirs, name).lora_A["default"].weight.copy_(layer.lora_A[0])
+            peft_layer(theirs, name).lora_B["default"].weight.copy_(layer.lora_B[0])
+    ours_out, theirs_out = ours.model(**tiny_batch()).logits, theirs(**tiny_batch()).logits
+    assert torch.allclose(ours_out, theirs_out, atol=1e-12)
+    ours_out.sum().backward(), theirs_out.sum().backward()
+    for name, layer in ours.layers.items():
+        assert torch.allclose(layer.lora_A.grad[0], peft_layer(theirs, name).lora_A["default"].weight.grad, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(6, 24), (2, 3, 24), (2, 2, 3, 24)])
+def test_melora_update_is_the_block_diagonal_for_any_leading_dims(shape):
+    torch.manual_seed(0)
+    layer = MeloraLinear(nn.Linear(24, 12).double(), r=2, n=3, alpha=4, dropout=0.0)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    blocks = [layer.scaling * layer.lora_B[i] @ layer.lora_A[i] for i in range(3)]
+    delta = torch.block_diag(*blocks)
+    assert delta.shape == (12, 24) and torch.equal(delta[:4, 8:], torch.zeros(4, 16, dtype=torch.float64))
+    x = torch.randn(shape, dtype=torch.float64)
+    assert torch.allclose(layer(x), layer.base(x) + x @ delta.T, atol=1e-12)
+    assert torch.allclose(layer.delta_weight(), delta, atol=1e-14)
+
+
+def test_melora_init_parameter_count_and_divisibility():
+    torch.manual_seed(0)
+    layer = MeloraLinear(nn.Linear(64, 32), r=2, n=4, alpha=4, dropout=0.0)
+    assert layer.lora_A.abs().max() <= 1 / math.sqrt(64 / 4)  # kaiming-uniform on each block's fan-in
+    assert layer.lora_A.abs().max() > 0.9 / math.sqrt(64 / 4)
+    assert torch.count_nonzero(layer.lora_B) == 0
+    method = Melora(tiny_bert(), MeloraConfig(r=2, n=4), HEAD)
+    assert method.param_counts()["adapter"] == 2 * 2 * 2 * (32 + 32)  # r(d_in + d_out) per matrix
+    with pytest.raises(HarnessError, match=r"melora: layer 'bert.encoder.layer.0.attention.self.query' \(32×32\) is not divisible into n=3 blocks"):
+        Melora(tiny_bert(), MeloraConfig(n=3), HEAD)
+    with pytest.raises(HarnessError, match=r"melora: rank r=9 exceeds min\(d_in, d_out\)=8"):
+        Melora(tiny_bert(), MeloraConfig(r=9, n=4), HEAD)
+
+
+# -- DoRA ---------------------------------------------------------------------------------------
+
+def dora_pair(dropout=0.0, targets=("query", "value", "intermediate.dense")):
+    model = tiny_bert().double()
+    ours = DoRA(model, DoraConfig(r=4, alpha=8, dropout=dropout, targets=list(targets)), HEAD)
+    theirs = peft_lora(tiny_bert().double(), 4, 8, targets, dropout=dropout, use_dora=True)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for name, layer in ours.layers.items():
+            layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=generator, dtype=torch.float64) * 0.3)
+            layer.magnitude.mul_(1 + 0.1 * torch.randn(layer.magnitude.shape, generator=generator, dtype=torch.float64))
+            theirs_layer = peft_layer(theirs, name)
+            theirs_layer.lora_A["default"].weight.copy_(layer.lora_A)
+            theirs_layer.lora_B["default"].weight.copy_(layer.lora_B)
+            theirs_layer.lora_magnitude_vector["default"].weight.copy_(layer.magnitude)
+    return ours, theirs
+
+
+def test_dora_magnitude_starts_at_the_row_norms_and_count_adds_d_out():
+    method = DoRA(tiny_bert(), DoraConfig(r=4, targets=["query", "intermediate.dense"]), HEAD)
+    layer = method.layers["bert.encoder.layer.0.intermediate.dense"]
+    assert torch.allclose(layer.magnitude, layer.base.weight.norm(dim=1))
+    assert method.param_counts()["adapter"] == 2 * ((4 * (32 + 32) + 32) + (4 * (32 + 48) + 48))
+
+
+def test_dora_outputs_gradients_and_merge_equal_peft():
+    ours, theirs = dora_pair()
+    ours_out, theirs_out = ours.model(**tiny_batch()).logits, theirs(**tiny_batch()).logits
+    assert torch.allclose(ours_out, theirs_out, atol=1e-12)
+    ours_out.pow(2).sum().backward(), theirs_out.pow(2).sum().backward()
+    for name, layer in ours.layers.items():
+        theirs_layer = peft_layer(theirs, name)
+        assert torch.allclose(layer.lora_A.grad, theirs_layer.lora_A["default"].weight.grad, atol=1e-10)
+        assert torch.allclose(layer.lora_B.grad, theirs_layer.lora_B["default"].weight.grad, atol=1e-10)
+        assert torch.allclose(layer.magnitude.grad, theirs_layer.lora_magnitude_vector["default"].weight.grad, atol=1e-10)
+    ours.merge()
+    merged = theirs.merge_and_unload()
+    for name, layer in ours.layers.items():
+        assert torch.allclose(layer.base.weight, merged.get_submodule(name).weight, atol=1e-12)
+
+
+def test_dora_with_dropout_equals_peft_in_training_mode():
+    ours, theirs = dora_pair(dropout=0.3)
+    ours.model.train(), theirs.train()
+    torch.manual_seed(11)
+    ours_out = ours.model(**tiny_batch()).logits
+    torch.manual_seed(11)
+    theirs_out = theirs(**tiny_batch()).logits
+    assert torch.allclose(ours_out, theirs_out, atol=1e-12)
+
+
+def test_dora_norm_is_detached():
+    ours, _ = dora_pair()
+    layer = ours.layers["bert.encoder.layer.0.attention.self.query"]
+    (grad,) = torch.autograd.grad(layer.magnitude_scale().sum(), layer.lora_B, allow_unused=True)
+    assert grad is None  # m/‖W0 + sBA‖ carries no gradient into B: the norm is a constant
