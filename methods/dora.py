@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import LayerMethod
-from methods.lora import LoraConfig, LoRALinear, check_rank
+from methods.lora import LoRA, LoraConfig, LoRALinear
 from methods.registry import register
 
 
@@ -66,10 +65,7 @@ class DoRALinear(LoRALinear):
 
 
 @register
-class DoRA(LayerMethod):
+class DoRA(LoRA):
     name = "dora"
     Config = DoraConfig
-
-    def make_layer(self, name: str, base: nn.Linear) -> DoRALinear:
-        check_rank(self.name, name, self.cfg.r, base.in_features, base.out_features)
-        return DoRALinear(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout, self.cfg.rslora)
+    layer_class = DoRALinear

@@ -16,13 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.schema import require
-from methods.base import LayerMethod, MethodConfig
-from methods.lora import check_rank
+from methods.base import LayerMethod
+from methods.lowrank import AdditiveLinear, LowRankConfig, check_rank
 from methods.registry import register
 
 
 @dataclass
-class LoraXSConfig(MethodConfig):
+class LoraXSConfig(LowRankConfig):
     name: str = "lora_xs"
     targets: list[str] = field(default_factory=lambda: ["query", "value", "attention.output.dense", "output.dense"])
     r: int = 16
@@ -31,9 +31,7 @@ class LoraXSConfig(MethodConfig):
     init_std: float = 1e-5
 
     def __post_init__(self):
-        require(self.r > 0, f"method.r must be a positive rank, got {self.r}")
-        require(self.alpha > 0, f"method.alpha must be > 0, got {self.alpha}")
-        require(0 <= self.dropout < 1, f"method.dropout must be in [0, 1), got {self.dropout}")
+        super().__post_init__()
         require(self.init_std >= 0, f"method.init_std must be >= 0, got {self.init_std}")
 
 
@@ -43,33 +41,21 @@ def svd_factors(weight: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tenso
     return u[:, :r].to(weight.dtype), (s[:r, None] * vh[:r]).to(weight.dtype)
 
 
-class LoraXSLinear(nn.Module):
+class LoraXSLinear(AdditiveLinear):
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, init_std: float):
-        super().__init__()
-        self.base = base
+        super().__init__(base, dropout)
         up, down = svd_factors(base.weight, r)
         self.register_buffer("lora_B", up)
         self.register_buffer("lora_A", down)
         self.lora_R = nn.Parameter(torch.randn(r, r, dtype=base.weight.dtype, device=base.weight.device) * init_std)
         self.scaling = alpha / r
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.merged = False
 
     def delta_weight(self) -> torch.Tensor:
         return self.scaling * (self.lora_B @ self.lora_R @ self.lora_A)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
-        if self.merged:
-            return out
-        latent = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_R)
-        return out + F.linear(latent, self.lora_B) * self.scaling
-
-    @torch.no_grad()
-    def merge(self) -> None:
-        if not self.merged:
-            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
-            self.merged = True
+    def update(self, x: torch.Tensor) -> torch.Tensor:
+        latent = F.linear(F.linear(x, self.lora_A), self.lora_R)
+        return F.linear(latent, self.lora_B) * self.scaling
 
 
 @register

@@ -17,13 +17,13 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.schema import require
-from methods.base import LayerMethod, MethodConfig
-from methods.lora import check_rank
+from methods.base import LayerMethod
+from methods.lowrank import AdditiveLinear, LowRankConfig, check_rank
 from methods.registry import register
 
 
 @dataclass
-class MeloraConfig(MethodConfig):
+class MeloraConfig(LowRankConfig):
     name: str = "melora"
     targets: list[str] = field(default_factory=lambda: ["query", "value"])
     r: int = 8
@@ -32,42 +32,28 @@ class MeloraConfig(MethodConfig):
     dropout: float = 0.05
 
     def __post_init__(self):
-        require(self.r > 0, f"method.r must be a positive rank, got {self.r}")
+        super().__post_init__()
         require(self.n > 0, f"method.n must be a positive number of mini LoRAs, got {self.n}")
-        require(self.alpha > 0, f"method.alpha must be > 0, got {self.alpha}")
-        require(0 <= self.dropout < 1, f"method.dropout must be in [0, 1), got {self.dropout}")
 
 
-class MeloraLinear(nn.Module):
+class MeloraLinear(AdditiveLinear):
     def __init__(self, base: nn.Linear, r: int, n: int, alpha: float, dropout: float):
-        super().__init__()
-        self.base, self.n = base, n
+        super().__init__(base, dropout)
+        self.n = n
         factory = {"dtype": base.weight.dtype, "device": base.weight.device}
         self.lora_A = nn.Parameter(torch.empty(n, r, base.in_features // n, **factory))
         self.lora_B = nn.Parameter(torch.zeros(n, base.out_features // n, r, **factory))
         for block in self.lora_A:  # per block, so the fan-in is d_in/n
             nn.init.kaiming_uniform_(block, a=math.sqrt(5))
         self.scaling = alpha / r
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.merged = False
 
     def delta_weight(self) -> torch.Tensor:
         return self.scaling * torch.block_diag(*(self.lora_B @ self.lora_A))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
-        if self.merged:
-            return out
-        chunks = self.dropout(x).unflatten(-1, (self.n, -1))  # (..., n, d_in/n)
+    def update(self, x: torch.Tensor) -> torch.Tensor:
+        chunks = x.unflatten(-1, (self.n, -1))  # (..., n, d_in/n)
         latent = torch.einsum("...ni,nri->...nr", chunks, self.lora_A)
-        update = torch.einsum("...nr,nor->...no", latent, self.lora_B).flatten(-2)
-        return out + update * self.scaling
-
-    @torch.no_grad()
-    def merge(self) -> None:
-        if not self.merged:
-            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
-            self.merged = True
+        return torch.einsum("...nr,nor->...no", latent, self.lora_B).flatten(-2) * self.scaling
 
 
 @register

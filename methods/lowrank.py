@@ -1,0 +1,56 @@
+"""Pieces shared by the LoRA family: the rank/scale/dropout config, the rank check, and the
+wrapper that adds an update ΔW to a frozen nn.Linear (forward, merge)."""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from harness.errors import HarnessError
+from harness.schema import require
+from methods.base import MethodConfig
+
+
+@dataclass
+class LowRankConfig(MethodConfig):
+    r: int = 8
+    alpha: float = 8.0
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        require(self.r > 0, f"method.r must be a positive rank, got {self.r}")
+        require(self.alpha > 0, f"method.alpha must be > 0, got {self.alpha}")
+        require(0 <= self.dropout < 1, f"method.dropout must be in [0, 1), got {self.dropout}")
+
+
+def check_rank(method: str, name: str, r: int, d_in: int, d_out: int) -> None:
+    if r > min(d_in, d_out):
+        raise HarnessError(f"{method}: rank r={r} exceeds min(d_in, d_out)={min(d_in, d_out)} of layer '{name}' ({d_out}×{d_in})")
+
+
+class AdditiveLinear(nn.Module):
+    """y = base(x) + update(dropout(x)) until merged, then W0 ← W0 + ΔW and y = base(x).
+
+    Subclasses define `update` (the forward of the update, on the dropped-out input) and
+    `delta_weight` (the same update as a d_out×d_in matrix, for merging)."""
+
+    def __init__(self, base: nn.Linear, dropout: float):
+        super().__init__()
+        self.base = base
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+
+    def update(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def delta_weight(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        return out if self.merged else out + self.update(self.dropout(x))
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
+            self.merged = True
