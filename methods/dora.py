@@ -38,16 +38,15 @@ class DoRALinear(LoRALinear):
         super().__init__(base, r, alpha, dropout, rslora)
         self.magnitude = nn.Parameter(torch.linalg.vector_norm(base.weight.detach(), dim=1))
 
-    def magnitude_scale(self) -> torch.Tensor:
-        """m / ‖W0 + s·B A‖ per output row, with the norm detached."""
-        weight = self.base.weight + self.scaling * (self.lora_B @ self.lora_A)
+    def magnitude_scale(self, weight: torch.Tensor) -> torch.Tensor:
+        """m / ‖weight‖ per output row (weight = W0 + s·B A), with the norm detached."""
         return self.magnitude / torch.linalg.vector_norm(weight, dim=1).detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
         if self.merged:
             return out
-        scale = self.magnitude_scale()
+        scale = self.magnitude_scale(self.base.weight + self.delta_weight())
         if isinstance(self.dropout, nn.Identity):
             dropped, base_part = x, out if self.base.bias is None else out - self.base.bias
         else:
@@ -59,8 +58,8 @@ class DoRALinear(LoRALinear):
     @torch.no_grad()
     def merge(self) -> None:
         if not self.merged:
-            scale = self.magnitude_scale()
-            self.base.weight.copy_(scale[:, None] * (self.base.weight + self.delta_weight()))
+            weight = self.base.weight + self.delta_weight()
+            self.base.weight.copy_(self.magnitude_scale(weight)[:, None] * weight)
             self.merged = True
 
 
