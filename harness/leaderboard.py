@@ -17,6 +17,26 @@ from harness.records import RecordStore, reported_adapter_params, semantic_confi
 FULL = "full"
 
 
+def tuning_stage(record: dict) -> str | None:
+    """`search` or `final` for runs of a tuning protocol (harness/tune.py), else None."""
+    return ((record.get("config") or {}).get("tuning") or {}).get("stage")
+
+
+def tuned_values(records: list[dict]) -> pd.DataFrame:
+    """The learning rates a tuning protocol chose, per (model, method, task), from its final runs."""
+    rows = []
+    for record in records:
+        tuning = (record.get("config") or {}).get("tuning") or {}
+        if record["status"] == "success" and tuning.get("stage") == "final":
+            train = record["config"]["train"]
+            grid = " ".join(f"{a:g}/{b:g}" for a, b in zip(tuning["lr_grid"], tuning["head_lr_grid"]))
+            rows.append({"model": record["model"], "method": method_label(record), "task": record["task"],
+                         "lr": f"{train['lr']:g}", "head lr": f"{train['head_lr']:g}", "searched (lr/head lr)": grid,
+                         "chosen on": f"{tuning['split']}, seed {tuning['search_seed']}"})
+    columns = ["model", "method", "task", "lr", "head lr", "searched (lr/head lr)", "chosen on"]
+    return pd.DataFrame(rows, columns=columns).drop_duplicates().sort_values(["model", "method", "task"])
+
+
 def method_label(record: dict) -> str:
     variant = record.get("variant")
     return f"{record['method']}[{variant}]" if variant else record["method"]
@@ -127,13 +147,18 @@ def caption(summary: pd.DataFrame, model: str, stat: str, which: str) -> str:
             f"full fine-tuning.")
 
 
-def markdown(summary: pd.DataFrame, stat: str, which: str, problems: list[str]) -> str:
+def markdown(summary: pd.DataFrame, stat: str, which: str, problems: list[str], tuned: pd.DataFrame) -> str:
     parts = ["# Leaderboard", ""]
     if summary.empty:
         parts.append("No successful runs yet.")
     for model in sorted(summary["model"].unique()):
         parts += [f"## {model}", "", caption(summary, model, stat, which), "",
                   wide_table(summary, model, stat).to_markdown(index=False, disable_numparse=True), ""]
+    if not tuned.empty:
+        parts += ["## Tuned learning rates", "",
+                  "Chosen per (method, task) by the best primary metric on the selection split among the "
+                  "searched (lr / head lr) pairs; every seed then ran with the chosen pair.", "",
+                  tuned.to_markdown(index=False, disable_numparse=True), ""]
     if problems:
         parts += ["## Skipped record files", "", *[f"- {p}" for p in problems], ""]
     return "\n".join(parts).rstrip() + "\n"
@@ -188,13 +213,14 @@ def build_and_write(results_dir: str, sweep: str | None = None, stat: str = "mea
                     out_dir: str | None = None, with_plot: bool = True) -> str:
     """Writes leaderboard.{md,csv,tex,png} and returns the Markdown."""
     records, problems = RecordStore(results_dir).load_all()
+    records = [r for r in records if tuning_stage(r) != "search"]  # searches choose values; they are not results
     if sweep:
         records = [r for r in records if r.get("sweep") == sweep]
     runs = runs_frame(records, which)
     summary = summary_frame(runs, stat) if not runs.empty else pd.DataFrame(columns=["model"])
     out = Path(out_dir or results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(summary, stat, which, problems)
+    text = markdown(summary, stat, which, problems, tuned_values(records))
     (out / "leaderboard.md").write_text(text)
     if not runs.empty:
         columns = ["model", "method", "task", "metric", "split", "n", "mean", "std", "median",
