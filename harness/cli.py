@@ -31,4 +31,9 @@ def main() -> None:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
+    if "--dry-run" in sys.argv[1:]:
+        from harness.plan import main as plan
+
+        plan(sys.argv[1:])
+        return
     app()

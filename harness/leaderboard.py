@@ -17,24 +17,55 @@ from harness.records import RecordStore, reported_adapter_params, semantic_confi
 FULL = "full"
 
 
-def tuning_stage(record: dict) -> str | None:
-    """`search` or `final` for runs of a tuning protocol (harness/tune.py), else None."""
-    return ((record.get("config") or {}).get("tuning") or {}).get("stage")
+def tuning_of(record: dict) -> dict | None:
+    """The `tuning` section of a run of a tuning protocol (harness/tune.py), else None."""
+    return (record.get("config") or {}).get("tuning")
 
 
-def tuned_values(records: list[dict]) -> pd.DataFrame:
-    """The learning rates a tuning protocol chose, per (model, method, task), from its final runs."""
-    rows = []
+def lr_pair(record: dict) -> tuple[float, float]:
+    train = record["config"]["train"]
+    return train["lr"], train["head_lr"]
+
+
+def best_tuned(records: list[dict]) -> dict | None:
+    """Among one (model, method, task)'s protocol runs, the search-seed run with the best primary
+    metric on the tuning split (ties: the first in grid order); None if none succeeded."""
+    best = None
     for record in records:
-        tuning = (record.get("config") or {}).get("tuning") or {}
-        if record["status"] == "success" and tuning.get("stage") == "final":
-            train = record["config"]["train"]
-            grid = " ".join(f"{a:g}/{b:g}" for a, b in zip(tuning["lr_grid"], tuning["head_lr_grid"]))
-            rows.append({"model": record["model"], "method": method_label(record), "task": record["task"],
-                         "lr": f"{train['lr']:g}", "head lr": f"{train['head_lr']:g}", "searched (lr/head lr)": grid,
-                         "chosen on": f"{tuning['split']}, seed {tuning['search_seed']}"})
+        tuning = tuning_of(record)
+        if record["status"] != "success" or record["seed"] != tuning["search_seed"]:
+            continue
+        metrics = record["metrics"]
+        score = metrics["final"][tuning["split"]][metrics["primary"]] * (1 if metrics["higher_is_better"] else -1)
+        order = list(zip(tuning["lr_grid"], tuning["head_lr_grid"])).index(lr_pair(record))
+        if best is None or (-score, order) < best[0]:
+            best = ((-score, order), record)
+    return None if best is None else best[1]
+
+
+def select_tuned(records: list[dict]) -> tuple[list[dict], pd.DataFrame]:
+    """Protocol runs reduced to the chosen (lr, head lr) of each (model, method, task), every seed
+    at it; other records pass through. Also the table of chosen values."""
+    groups: dict[tuple, list[dict]] = {}
+    kept = []
+    for record in records:
+        if tuning_of(record) is None:
+            kept.append(record)
+        else:
+            groups.setdefault((record["model"], method_label(record), record["task"]), []).append(record)
+    rows = []
+    for (model, method, task), group in sorted(groups.items()):
+        winner = best_tuned(group)
+        if winner is None:
+            continue
+        kept += [r for r in group if lr_pair(r) == lr_pair(winner)]
+        tuning, metrics = tuning_of(winner), winner["metrics"]
+        rows.append({"model": model, "method": method, "task": task, "lr": f"{lr_pair(winner)[0]:g}",
+                     "head lr": f"{lr_pair(winner)[1]:g}",
+                     "searched (lr/head lr)": " ".join(f"{a:g}/{b:g}" for a, b in zip(tuning["lr_grid"], tuning["head_lr_grid"])),
+                     "chosen on": f"{tuning['split']} {metrics['primary']} {100 * metrics['final'][tuning['split']][metrics['primary']]:.2f} (seed {tuning['search_seed']})"})
     columns = ["model", "method", "task", "lr", "head lr", "searched (lr/head lr)", "chosen on"]
-    return pd.DataFrame(rows, columns=columns).drop_duplicates().sort_values(["model", "method", "task"])
+    return kept, pd.DataFrame(rows, columns=columns)
 
 
 def method_label(record: dict) -> str:
@@ -62,21 +93,23 @@ def separate_settings(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.drop(columns="setting")
 
 
-def runs_frame(records: list[dict], which: str = "final", metric: str | None = None) -> pd.DataFrame:
+def runs_frame(records: list[dict], which: str = "final", metric: str | None = None,
+               split: str | None = None) -> pd.DataFrame:
     """One row per successful run: its score ×100 in the primary metric (or `metric`, where the
-    run recorded it) on the report split."""
+    run recorded it) on the report split (or `split`, e.g. MNLI's validation_mismatched)."""
     rows = []
     for record in records:
         if record["status"] != "success":
             continue
         metrics, params = record["metrics"], record["params"]
-        values = (metrics.get(which) or {}).get(metrics["report_split"]) or {}
+        where = split or metrics["report_split"]
+        values = (metrics.get(which) or {}).get(where) or {}
         name = metric or metrics["primary"]
         if name not in values:
             continue
         rows.append({
             "model": record["model"], "method": method_label(record), "task": record["task"],
-            "seed": record["seed"], "metric": name, "split": metrics["report_split"],
+            "seed": record["seed"], "metric": name, "split": where,
             "score": 100 * values[name], "adapter_params": reported_adapter_params(params),
             "adapter_params_initial": params["adapter"], "backbone_params": params["backbone"],
             "sweep": record.get("sweep"), "setting": setting_of(record),
@@ -156,8 +189,8 @@ def markdown(summary: pd.DataFrame, stat: str, which: str, problems: list[str], 
                   wide_table(summary, model, stat).to_markdown(index=False, disable_numparse=True), ""]
     if not tuned.empty:
         parts += ["## Tuned learning rates", "",
-                  "Chosen per (method, task) by the best primary metric on the selection split among the "
-                  "searched (lr / head lr) pairs; every seed then ran with the chosen pair.", "",
+                  "Chosen per (method, task): the searched (lr / head lr) pair whose search-seed run had the best "
+                  "primary metric on the selection split; every seed ran with it, and the table above shows only those runs.", "",
                   tuned.to_markdown(index=False, disable_numparse=True), ""]
     if problems:
         parts += ["## Skipped record files", "", *[f"- {p}" for p in problems], ""]
@@ -213,14 +246,14 @@ def build_and_write(results_dir: str, sweep: str | None = None, stat: str = "mea
                     out_dir: str | None = None, with_plot: bool = True) -> str:
     """Writes leaderboard.{md,csv,tex,png} and returns the Markdown."""
     records, problems = RecordStore(results_dir).load_all()
-    records = [r for r in records if tuning_stage(r) != "search"]  # searches choose values; they are not results
     if sweep:
         records = [r for r in records if r.get("sweep") == sweep]
+    records, tuned = select_tuned(records)  # a protocol's other grid points chose the values; they are not results
     runs = runs_frame(records, which)
     summary = summary_frame(runs, stat) if not runs.empty else pd.DataFrame(columns=["model"])
     out = Path(out_dir or results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(summary, stat, which, problems, tuned_values(records))
+    text = markdown(summary, stat, which, problems, tuned)
     (out / "leaderboard.md").write_text(text)
     if not runs.empty:
         columns = ["model", "method", "task", "metric", "split", "n", "mean", "std", "median",
@@ -236,7 +269,7 @@ def build_and_write(results_dir: str, sweep: str | None = None, stat: str = "mea
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.leaderboard", description=__doc__.split("\n")[0])
-    parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--results-dir", default=None, help="default: results (with --paper: results/TABLE)")
     parser.add_argument("--out", default=None, help="output folder (default: the results dir)")
     parser.add_argument("--sweep", default=None, help="only records of this named sweep")
     parser.add_argument("--stat", choices=("mean", "median"), default="mean")
@@ -249,13 +282,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.paper:
         from harness.paper import paper_markdown
 
-        text = paper_markdown(args.paper, args.results_dir)
-        out = Path(args.out or args.results_dir)
+        results_dir = args.results_dir or f"results/{args.paper}"
+        text = paper_markdown(args.paper, results_dir)
+        out = Path(args.out or results_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"paper_{args.paper}.md").write_text(text)
         print(text)
         return
-    print(build_and_write(args.results_dir, args.sweep, args.stat, args.which, args.out, not args.no_plot))
+    print(build_and_write(args.results_dir or "results", args.sweep, args.stat, args.which, args.out, not args.no_plot))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 The run key is a short hash of the resolved config without the keys that do not change a result
 (where results and caches go, logging, progress display, thread count, the sweep's name, tags and
-the instructions of a tuning protocol).
+the instructions of a tuning protocol, the per-task table whose values are already in place).
 Records are written atomically (temporary file, fsync, rename), so a killed run leaves either the
 previous complete record or the new one, never a truncated file.
 """
@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.errors import HarnessError
 
 SCHEMA_VERSION = 1
-NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "logger", "progress", "threads", "sweep", "tags", "hydra", "protocol")
+NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "logger", "progress", "threads", "sweep", "tags", "hydra", "protocol", "per_task")
 STATUSES = ("running", "success", "failed")
 REQUIRED_FIELDS = ("schema_version", "run_key", "status", "method", "task", "model", "seed", "config", "params", "metrics", "cost")
 

@@ -15,6 +15,7 @@ from harness.device import autocast_dtype, device_name, pick_device
 from harness.errors import HarnessError, one_line
 from harness.loggers import build_logger
 from harness.memory import read_peak, reset_peak
+from harness.per_task import apply_per_task
 from harness.provenance import provenance, utc_now
 from harness.records import RecordStore, new_record, reported_adapter_params, resolved_config, run_key
 from harness.schema import LoggerConfig, parse_section, parse_settings
@@ -117,6 +118,7 @@ def summary_line(record: dict) -> str:
 
 def execute_run(cfg: DictConfig) -> dict:
     """Run one composed config unless it already succeeded; the record is returned either way."""
+    cfg = apply_per_task(cfg)
     config = resolved_config(cfg)
     key = run_key(config)
     store = RecordStore(cfg.results_dir)

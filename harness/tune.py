@@ -6,8 +6,9 @@ A protocol is the `protocol` section of a sweep config (conf/sweep/official.yaml
    own defaults, so full fine-tuning gets its own range) on `search_seed`;
 2. **pick**: the value pair with the best primary metric on `select_split` (validation; ties: the
    first in grid order); failed search runs never win;
-3. **final**: the chosen pair on every seed of `seeds`; these runs carry `tuning` (stage, split,
-   grids) in their config, hence in their records, and only they enter the leaderboard.
+3. **seeds**: the chosen pair on every seed of `seeds` (the search seed's run is the search's own).
+Every run carries `tuning` (split, search seed, grid) in its config, hence in its record; the
+leaderboard applies the same rule to the records (`select_tuned`) and shows only the chosen runs.
 Runs are launched as Hydra multiruns (one per method, then one per (method, task)), so extra
 overrides such as `hydra/launcher=joblib` apply; runs that already succeeded are skipped, so the
 same command resumes a killed protocol and, when everything is done, only rebuilds the tables:
@@ -25,10 +26,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from harness.errors import HarnessError
+from harness.leaderboard import best_tuned, build_and_write, lr_pair
 from harness.preflight import CONF_DIR, group_options, unknown_choices
 from harness.records import RecordStore, resolved_config, run_key
 
-STAGES = ("search", "final")
 
 
 @dataclass
@@ -75,9 +76,11 @@ class Cell:
         return [f"model={self.suite.model}", f"method={self.method}", f"task={self.task}",
                 *self.suite.overrides, *self.suite.method_overrides.get(self.method, [])]
 
-    def tuning(self, stage: str, protocol: Protocol) -> str:
+    def tuning(self, protocol: Protocol) -> str:
+        """The record's `tuning` section: the same for the search and the seeds, so the search run of
+        the chosen values is also that seed's run."""
         listed = lambda values: "[" + ",".join(f"{v:g}" for v in values) + "]"
-        return (f"+tuning={{stage:{stage},split:{protocol.select_split},search_seed:{protocol.search_seed},"
+        return (f"+tuning={{split:{protocol.select_split},search_seed:{protocol.search_seed},"
                 f"lr_grid:{listed(v[0] for v in self.grid)},head_lr_grid:{listed(v[1] for v in self.grid)}}}")
 
 
@@ -140,31 +143,25 @@ def plan_cells(protocol: Protocol, composer: Composer) -> list[Cell]:
 
 def search_runs(cell: Cell, protocol: Protocol) -> list[list[str]]:
     return [[*cell.base_overrides(), f"seed={protocol.search_seed}", f"train.lr={lr:g}", f"train.head_lr={head:g}",
-             cell.tuning("search", protocol)] for lr, head in cell.grid]
+             cell.tuning(protocol)] for lr, head in cell.grid]
 
 
 def final_runs(cell: Cell, protocol: Protocol, lr: float, head_lr: float) -> list[list[str]]:
     return [[*cell.base_overrides(), f"seed={seed}", f"train.lr={lr:g}", f"train.head_lr={head_lr:g}",
-             cell.tuning("final", protocol)] for seed in protocol.seeds]
+             cell.tuning(protocol)] for seed in protocol.seeds]
 
 
 def pick(cell: Cell, protocol: Protocol, composer: Composer, store: RecordStore) -> dict:
-    """The best (lr, head lr) of a cell's search runs on the selection split, and the search's outcome."""
-    candidates = []
-    for overrides in search_runs(cell, protocol):
-        record = store.read(composer.key(overrides))
-        if record is None or record["status"] != "success":
-            continue
-        metrics = record["metrics"]
-        score = metrics["final"][protocol.select_split][metrics["primary"]]
-        candidates.append((score if metrics["higher_is_better"] else -score, record))
+    """The cell's chosen (lr, head lr), by the leaderboard's own rule (`best_tuned`), and the search's outcome."""
+    records = [r for o in search_runs(cell, protocol) if (r := store.read(composer.key(o))) is not None]
     row = {"model": cell.suite.model, "method": cell.method, "task": cell.task,
            "grid": " ".join(f"{lr:g}/{head:g}" for lr, head in cell.grid),
-           "searched": len(candidates), "lr": None, "head_lr": None, "metric": None, "select_score": None}
-    if candidates:
-        best = max(candidates, key=lambda c: c[0])[1]  # max keeps the first of equal scores
-        train, metrics = best["config"]["train"], best["metrics"]
-        row.update(lr=train["lr"], head_lr=train["head_lr"], metric=metrics["primary"],
+           "searched": sum(r["status"] == "success" for r in records), "lr": None, "head_lr": None,
+           "metric": None, "select_score": None}
+    best = best_tuned(records)
+    if best is not None:
+        metrics = best["metrics"]
+        row.update(zip(("lr", "head_lr"), lr_pair(best)), metric=metrics["primary"],
                    select_score=metrics["final"][protocol.select_split][metrics["primary"]])
     return row
 
@@ -220,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     by_grid: dict[tuple, list[list[str]]] = {}  # one multirun per (model, method, grids): tasks × grid
     for cell, runs in zip(cells, searches):
-        by_grid.setdefault((cell.suite.model, cell.method, cell.tuning("search", protocol)), []).extend(runs)
+        by_grid.setdefault((cell.suite.model, cell.method, cell.tuning(protocol)), []).extend(runs)
     for runs in by_grid.values():
         if missing(runs, composer, store):
             launch(runs, [*args.overrides])
@@ -237,8 +234,6 @@ def main(argv: list[str] | None = None) -> None:
     tuning = pd.DataFrame(rows)
     Path(cfg.results_dir).mkdir(parents=True, exist_ok=True)
     tuning.to_csv(Path(cfg.results_dir) / "tuning.csv", index=False)
-    from harness.leaderboard import build_and_write
-
     print(build_and_write(cfg.results_dir, sweep=cfg.sweep, out_dir=protocol.leaderboard))
 
 

@@ -24,21 +24,22 @@ class GlueSpec:
     num_labels: int
     metric_fn: Callable
     primary: str
+    train_size: int  # examples in GLUE's train split (for run planning without a download)
     eval_splits: tuple[tuple[str, str], ...] = (("validation", "validation"),)
 
 
 GLUE_TASKS = {
-    "cola": GlueSpec(("sentence",), 2, metrics.matthews, "matthews_correlation"),
-    "sst2": GlueSpec(("sentence",), 2, metrics.accuracy, "accuracy"),
-    "mrpc": GlueSpec(("sentence1", "sentence2"), 2, metrics.accuracy_binary_f1, "accuracy"),
-    "qqp": GlueSpec(("question1", "question2"), 2, metrics.accuracy_binary_f1, "accuracy"),
-    "stsb": GlueSpec(("sentence1", "sentence2"), 1, metrics.correlations, "pearson"),
+    "cola": GlueSpec(("sentence",), 2, metrics.matthews, "matthews_correlation", 8551),
+    "sst2": GlueSpec(("sentence",), 2, metrics.accuracy, "accuracy", 67349),
+    "mrpc": GlueSpec(("sentence1", "sentence2"), 2, metrics.accuracy_binary_f1, "accuracy", 3668),
+    "qqp": GlueSpec(("question1", "question2"), 2, metrics.accuracy_binary_f1, "accuracy", 363846),
+    "stsb": GlueSpec(("sentence1", "sentence2"), 1, metrics.correlations, "pearson", 5749),
     "mnli": GlueSpec(
-        ("premise", "hypothesis"), 3, metrics.accuracy, "accuracy",
+        ("premise", "hypothesis"), 3, metrics.accuracy, "accuracy", 392702,
         (("validation", "validation_matched"), ("validation_mismatched", "validation_mismatched")),
     ),
-    "qnli": GlueSpec(("question", "sentence"), 2, metrics.accuracy, "accuracy"),
-    "rte": GlueSpec(("sentence1", "sentence2"), 2, metrics.accuracy, "accuracy"),
+    "qnli": GlueSpec(("question", "sentence"), 2, metrics.accuracy, "accuracy", 104743),
+    "rte": GlueSpec(("sentence1", "sentence2"), 2, metrics.accuracy, "accuracy", 2490),
 }
 
 

@@ -43,7 +43,8 @@ def test_multirun_full_and_lora_on_packaged_bbc_news_then_resume(tmp_path):
     assert lora["cost"]["steps"] == 3 and len(lora["metrics"]["final"]["test"]) == 2
     summary = [line for line in done.stdout.splitlines() if " | bbc_news | minilm | seed 0 | " in line]
     assert len(summary) == 2 and "test accuracy" in summary[0]
-    board = (tmp_path / "results" / "leaderboard.md").read_text()
+    board = (tmp_path / "multirun" / "leaderboard.md").read_text()
+    assert not (tmp_path / "results" / "leaderboard.md").exists()  # results/ holds only what is asked for
     assert "| full " in board and "| lora " in board and "73,728" in board
     assert "# Leaderboard" in done.stdout
 

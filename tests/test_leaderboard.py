@@ -114,20 +114,27 @@ def test_paper_view_puts_published_numbers_beside_ours(results, tmp_path, capsys
     reference = tmp_path / "reference"
     reference.mkdir()
     (reference / "fixture.csv").write_text(
-        "paper,table,model,method,variant,params,task,metric,value,protocol,source\n"
-        "P,T1,minilm,lora,,73728,bbc_news,accuracy,95.0,median of 5,paper p. 3\n"
-        "P,T1,minilm,lora,r16,,bbc_news,accuracy,97.5,,paper p. 3\n"
-        "P,T1,minilm,dora,,,bbc_news,accuracy,96.0,,paper p. 3\n"
-        "P,T1,minilm,lora,r16,,bbc_news,macro_f1,90.0,,paper p. 3\n")
+        "paper,table,model,method,variant,params,task,metric,split,value,stat,which,protocol,source\n"
+        "P,T1,minilm,lora,,73728,bbc_news,accuracy,,95.0,mean,final,mean of 5,paper p. 3\n"
+        "P,T1,minilm,lora,r16,,bbc_news,accuracy,,97.5,mean,final,,paper p. 3\n"
+        "P,T1,minilm,dora,,,bbc_news,accuracy,,96.0,mean,final,,paper p. 3\n"
+        "P,T1,minilm,lora,r16,,bbc_news,macro_f1,,90.0,mean,final,,paper p. 3\n"
+        "P,T2,minilm,full,,,bbc_news,accuracy,,97.0,median,best,median of 5 best epoch,paper p. 4\n"
+        "P,T2,minilm,full,,,bbc_news,accuracy,validation,50.0,mean,final,other split,paper p. 4\n"
+        "P,T2,roberta_base,full,,,bbc_news,accuracy,,90.0,mean,final,other model,paper p. 4\n")
     from harness.paper import paper_markdown
 
     text = paper_markdown("fixture", str(results), reference)
-    table = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
-    rows = {cells[0]: cells[1:] for cells in table if cells[2] != "macro_f1"}
-    assert rows["lora"] == ["bbc_news", "accuracy", "73,728", "73,728", "95.0", "94.50 ± 0.71 (n=2)", "-0.50"]
-    assert rows["lora[r16]"][3:] == ["147,456", "97.5", "96.00 (n=1)", "-1.50"]
-    assert rows["dora"][3:] == ["—", "96.0", "no runs", "—"]
-    f1_row = next(cells for cells in table if cells[2] == "macro_f1")  # matched per metric: these runs recorded none
-    assert f1_row[0] == "lora[r16]" and f1_row[6:] == ["no runs", "—"]
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")][1:]
+    rows = {(cells[1], cells[3], cells[6]): cells[2:] for cells in table if cells[0] == "minilm"}
+    assert rows["lora", "accuracy", "95.0"] == ["bbc_news", "accuracy", "73,728", "73,728", "95.0", "94.50 ± 0.71 (n=2)", "-0.50"]
+    assert rows["lora[r16]", "accuracy", "97.5"][3:] == ["147,456", "97.5", "96.00 (n=1)", "-1.50"]
+    assert rows["dora", "accuracy", "96.0"][3:] == ["—", "96.0", "no runs", "—"]
+    assert rows["lora[r16]", "macro_f1", "90.0"][5:] == ["no runs", "—"]  # matched per metric: these runs recorded none
+    # the table's own rule: median over seeds of the best evaluation (0.975, 0.97, 0.98 -> 97.5)
+    assert rows["full", "accuracy", "97.0"][5:] == ["97.50 (median, n=3)", "+0.50"]
+    # a row on another split is matched on that split's values (validation 0.0 here), not the report split's
+    assert rows["full", "accuracy (validation)", "50.0"][5:] == ["0.00 ± 0.00 (n=3)", "-50.00"]
+    assert [cells[:2] + cells[7:] for cells in table if cells[0] == "roberta_base"] == [["roberta_base", "full", "no runs", "—"]]
     with pytest.raises(HarnessError, match="no published table 'missing'; available: fixture"):
         paper_markdown("missing", str(results), reference)

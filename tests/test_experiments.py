@@ -1,0 +1,152 @@
+"""Paper experiments (per-task tables, dry-run plans) and the tuning protocol (grids, pick, multiruns)."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from harness.errors import HarnessError
+from harness.leaderboard import lr_pair, select_tuned
+from harness.per_task import apply_per_task
+from harness.plan import main as plan
+from harness.preflight import CONF_DIR
+from harness.records import RecordStore, resolved_config, run_key
+from harness.run import execute_run
+from harness.tune import Cell, Composer, Protocol, Suite, as_multiruns, pick, search_runs
+from tasks.glue import GLUE_TASKS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return apply_per_task(compose("config", overrides=list(overrides)))
+
+
+@pytest.mark.parametrize("method,task,expected", [
+    ("adalora_glue/adalora-0.3M", "rte", {"train.lr": 1.2e-3, "train.head_lr": 1.2e-3, "train.epochs": 50,
+                                          "train.batch_size": 32, "method.t_init": 600, "method.delta_t": 1,
+                                          "method.t_final": 1800, "method.orth_reg": 0.3, "method.target_r": 2}),
+    ("adalora_glue/adalora-1.2M", "cola", {"train.lr": 5e-4, "train.epochs": 25, "method.orth_reg": 0.5,
+                                           "method.t_final": 3500, "method.target_r": 8, "method.r": 12}),
+    ("adalora_glue/lora-r2", "stsb", {"train.lr": 2.2e-3, "train.epochs": 25, "method.r": 2, "method.variant": "r2"}),
+    ("full", "mnli", {"train.lr": 2e-5, "train.head_lr": 2e-5, "train.epochs": 7}),
+])
+def test_adalora_experiment_gives_each_method_and_task_the_papers_values(method, task, expected):
+    cfg = composed("experiment=adalora_glue_debertav3_base", f"method={method}", f"task={task}")
+    from omegaconf import OmegaConf
+
+    assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
+    assert cfg.model.name == "deberta_v3_base" and cfg.sweep == "adalora_glue_debertav3_base"
+
+
+def test_lora_experiment_table9_values_apply_to_lora_only():
+    lora = composed("experiment=lora_glue_roberta_base", "method=lora", "task=cola")
+    full = composed("experiment=lora_glue_roberta_base", "method=full", "task=cola")
+    assert (lora.train.batch_size, lora.train.epochs, lora.train.lr, lora.train.head_lr) == (32, 80, 4e-4, 4e-4)
+    assert (lora.method.r, lora.method.alpha, list(lora.method.targets)) == (8, 8, ["query", "value"])
+    assert (full.train.batch_size, full.train.epochs, full.train.lr) == (32, 10, 2e-5)
+    large = composed("experiment=lora_glue_roberta_large", "method=lora", "task=rte")
+    assert (large.train.batch_size, large.train.epochs, large.train.lr, large.method.alpha, large.task.max_length) == (8, 20, 4e-4, 16, 512)
+
+
+def test_per_task_values_are_in_the_record_and_the_run_key_but_the_table_is_not(make_config):
+    cfg = make_config("+per_task={bbc_news:{train:{lr:0.0123}},lora/bbc_news:{method:{r:2}},head/bbc_news:{method:{r:3}}}")
+    record = execute_run(cfg)
+    assert record["status"] == "success"
+    assert record["config"]["train"]["lr"] == 0.0123 and record["config"]["method"]["r"] == 2
+    same = make_config("train.lr=0.0123", "method.r=2")
+    assert record["run_key"] == run_key(resolved_config(same))
+
+
+@pytest.mark.parametrize("table,message", [
+    ("{bbc_newz:{train:{lr:1}}}", "per_task entry 'bbc_newz' names no task (or method/task); tasks: bbc_news, "),
+    ("{lorra/bbc_news:{train:{lr:1}}}", "per_task entry 'lorra/bbc_news' names no task"),
+    ("{bbc_news:{train:{lrr:1}}}", "per_task.bbc_news: unknown key 'train.lrr'"),
+])
+def test_bad_per_task_tables_are_one_line_errors(make_config, table, message):
+    with pytest.raises(HarnessError) as error:
+        apply_per_task(make_config(f"+per_task={table}"))
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_dry_run_lists_every_run_with_its_steps_and_the_device_hours(capsys):
+    plan(["experiment=adalora_glue_debertav3_base", "task=rte,mrpc", "seed=0", "--dry-run", "--steps-per-second", "4"])
+    lines = capsys.readouterr().out.splitlines()
+    runs = [line for line in lines if line.startswith("#")]
+    assert len(runs) == 5 * 2  # five methods × two tasks × one seed
+    rte = next(line for line in runs if "adalora[0.3M] rte deberta_v3_base seed 0" in line)
+    assert "lr 0.0012 batch 32 epochs 50 steps 3900" in rte  # 50 × ceil(2,490 / 32)
+    steps = 5 * (50 * math.ceil(GLUE_TASKS["rte"].train_size / 32) + 30 * math.ceil(GLUE_TASKS["mrpc"].train_size / 32))
+    assert lines[-1] == (f"10 runs, 10 to do: {steps:,} optimizer steps = {steps / 4 / 3600:,.1f} device-hours at 4 "
+                         "steps/s (training only, evaluation not counted)")
+
+
+def test_grids_are_factors_of_each_methods_defaults():
+    protocol = Protocol(0, [0, 1, 2], [0.3, 1.0, 3.0], [1.0, 2.0], "validation", "out", [],
+                        {"full": {"tie_head_lr": True}, "head": {"lr_factors": [1.0], "head_lr_factors": [0.5, 1.0]}})
+    assert protocol.grid("lora", 1e-3, 5e-3) == [(3e-4, 5e-3), (3e-4, 1e-2), (1e-3, 5e-3), (1e-3, 1e-2), (3e-3, 5e-3), (3e-3, 1e-2)]
+    assert protocol.grid("full", 5e-5, 5e-5) == [(1.5e-5, 1.5e-5), (5e-5, 5e-5), (1.5e-4, 1.5e-4)]
+    assert protocol.grid("head", 1e-3, 5e-3) == [(1e-3, 2.5e-3), (1e-3, 5e-3)]
+
+
+def test_runs_become_hydra_multiruns_that_cover_exactly_them():
+    product = [[f"task={t}", f"train.lr={lr}", "train.head_lr=5"] for t in "ab" for lr in (1, 2)]
+    assert as_multiruns(product) == [["task=a,b", "train.lr=1,2", "train.head_lr=5"]]
+    tied = [[f"task={t}", f"train.lr={lr}", f"train.head_lr={lr}"] for t in "ab" for lr in (1, 2)]
+    assert as_multiruns(tied) == [["task=a,b", "train.lr=1", "train.head_lr=1"], ["task=a,b", "train.lr=2", "train.head_lr=2"]]
+
+
+def test_pick_takes_the_best_validation_score_first_on_ties_and_never_a_failed_run(tmp_path):
+    composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])
+    protocol = Protocol(0, [0, 1], [0.3, 1.0, 3.0, 10.0], [1.0], "validation", str(tmp_path), [])
+    cell = Cell(Suite("tiny_bert", ["bbc_news"], ["lora"]), "lora", "bbc_news", protocol.grid("lora", 1e-3, 5e-3))
+    store = RecordStore(tmp_path)
+    # validation / test scores per grid point; the 4th run failed (its score would have won)
+    for overrides, (validation, test, status) in zip(search_runs(cell, protocol),
+                                                     [(0.5, 0.9, "success"), (0.7, 0.1, "success"),
+                                                      (0.7, 0.2, "success"), (0.99, 0.99, "failed")]):
+        cfg = composer(overrides)
+        store.write({"run_key": run_key(resolved_config(cfg)), "status": status, "schema_version": 1, "method": "lora",
+                     "task": "bbc_news", "model": "tiny_bert", "seed": 0, "config": resolved_config(cfg), "params": {"adapter": 1},
+                     "cost": {}, "metrics": {"primary": "accuracy", "higher_is_better": True,
+                                             "final": {"validation": {"accuracy": validation}, "test": {"accuracy": test}}}})
+    row = pick(cell, protocol, composer, store)
+    assert (row["lr"], row["head_lr"], row["select_score"], row["searched"]) == (1e-3, 5e-3, 0.7, 3)
+    assert row["grid"] == "0.0003/0.005 0.001/0.005 0.003/0.005 0.01/0.005"
+    # the leaderboard applies the same rule to the records: only the chosen lr's runs remain
+    kept, chosen = select_tuned(store.load_all()[0])
+    assert [lr_pair(r) for r in kept] == [(1e-3, 5e-3)]
+    assert chosen[["method", "task", "lr", "head lr"]].values.tolist() == [["lora", "bbc_news", "0.001", "0.005"]]
+
+
+@pytest.mark.slow
+def test_protocol_end_to_end_searches_picks_runs_seeds_and_writes_the_leaderboard(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PEFT_HARNESS_CACHE": str(tmp_path / "cache")}
+    overrides = ["sweep=official", f"results_dir={tmp_path / 'results'}", f"protocol.leaderboard={tmp_path / 'board'}",
+                 "protocol.suites=[{model:tiny_bert,tasks:[bbc_news],methods:[head,lora]}]", "protocol.seeds=[0,1]",
+                 "task.limit_train=32", "task.limit_eval=16", "train.max_steps=2", "train.batch_size=8",
+                 f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    done = subprocess.run([sys.executable, "-m", "harness.tune", *overrides], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*.json")]
+    assert all(r["status"] == "success" and r["sweep"] == "official" and r["config"]["tuning"] for r in records)
+    for method in ("head", "lora"):
+        runs = [r for r in records if r["method"] == method]
+        grid = list(zip(runs[0]["config"]["tuning"]["lr_grid"], runs[0]["config"]["tuning"]["head_lr_grid"]))
+        search = sorted((r for r in runs if r["seed"] == 0), key=lambda r: grid.index(lr_pair(r)))
+        assert len(search) == 3 and len(runs) == 4  # 3 grid points on seed 0, then seed 1 at the chosen one
+        best = max(search, key=lambda r: r["metrics"]["final"]["validation"]["accuracy"])  # max: first on ties
+        (seed1,) = [r for r in runs if r["seed"] == 1]
+        assert lr_pair(seed1) == lr_pair(best)
+    board = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "(n=2)" in board and "(n=3)" not in board and "## Tuned learning rates" in board
+    again = subprocess.run([sys.executable, "-m", "harness.tune", *overrides], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "$ python" not in again.stdout  # all done: nothing launched
+    assert (tmp_path / "board" / "leaderboard.md").read_text() == board
