@@ -1,4 +1,6 @@
 """Device choice and mixed precision: CUDA, then MPS, then CPU; bf16 autocast on GPUs that have it."""
+import os
+
 import torch
 
 from harness.errors import HarnessError
@@ -6,7 +8,11 @@ from harness.errors import HarnessError
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def pick_device(requested: str) -> torch.device:
+def pick_device(requested: str, job_index: int | None = None) -> torch.device:
+    """`auto`: CUDA, then MPS, then CPU. With several visible GPUs, the runs of a parallel sweep
+    (job number `job_index`) take them in turn: GPU job_index mod count."""
+    if requested in ("auto", "cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 1 and job_index is not None:
+        return torch.device("cuda", job_index % torch.cuda.device_count())
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -16,6 +22,14 @@ def pick_device(requested: str) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
         raise HarnessError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
     return torch.device(requested)
+
+
+def make_deterministic() -> None:
+    """Bitwise-reproducible kernels on GPUs (`deterministic: true`); CPU runs are reproducible anyway."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

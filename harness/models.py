@@ -1,6 +1,8 @@
 """Loading a sequence-classification model and its tokenizer: hub id, local directory or packaged
 path (`pkg://...`) through the same transformers calls; or a random init from a config (tests).
 Image models (model.kind other than text) come from harness/vision.py."""
+from pathlib import Path
+
 import transformers
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -11,8 +13,16 @@ transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 
 
+def model_path(path: str) -> str:
+    """A packaged path resolved; a local path (absolute, ./, ../, ~) that must exist; else a hub id."""
+    if path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
+        raise HarnessError(f"local path '{path}' does not exist; give an existing folder, a hub id "
+                           "(owner/name) or pkg://<package>/<path>")
+    return resolve_path(path)
+
+
 def load_tokenizer(cfg):
-    path = resolve_path(cfg.tokenizer or cfg.path)
+    path = model_path(cfg.tokenizer or cfg.path)
     try:
         return AutoTokenizer.from_pretrained(path, revision=cfg.revision)
     except (OSError, ValueError) as error:
@@ -25,7 +35,7 @@ def load_model(cfg, num_labels: int):
         from harness.vision import IMAGE_MODELS
 
         return IMAGE_MODELS[cfg.kind](cfg, num_labels)
-    path = resolve_path(cfg.path)
+    path = model_path(cfg.path)
     problem = "regression" if num_labels == 1 else "single_label_classification"
     try:
         if cfg.random_init:

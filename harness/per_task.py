@@ -34,6 +34,15 @@ def entries_for(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
     return [(name, table[name]) for name in (task, f"{method}/{task}") if name in table]
 
 
+def effective_config(cfg: DictConfig) -> tuple[DictConfig, HarnessError | None]:
+    """`cfg` with its per-task entries, or `cfg` unchanged and the error a bad table gives (the run
+    is then recorded as failed under the key of `cfg`)."""
+    try:
+        return apply_per_task(cfg), None
+    except HarnessError as error:
+        return cfg, error
+
+
 def apply_per_task(cfg: DictConfig) -> DictConfig:
     """`cfg` with its per-task entries merged in (unknown keys are one-line errors)."""
     for name, entry in entries_for(cfg):

@@ -7,7 +7,6 @@ applied), and lists its run key, whether a success record already exists, and it
 total and the device-hours it takes at S steps per second. Works offline; runs nothing.
 """
 import argparse
-import math
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra

@@ -8,10 +8,11 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def group_options(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
-    """Options of every group, nested ones as `sub/name` (e.g. method=rac_mnist/rac-A)."""
+    """Options of every group, nested ones as `sub/name` (e.g. method=rac_mnist/rac-A). conf/hydra/
+    holds launcher presets (hydra/launcher=parallel|slurm): Hydra's own groups, not ours."""
     return {
         group.name: sorted(p.relative_to(group).with_suffix("").as_posix() for p in group.rglob("*.yaml"))
-        for group in sorted(conf_dir.iterdir()) if group.is_dir()
+        for group in sorted(conf_dir.iterdir()) if group.is_dir() and group.name != "hydra"
     }
 
 

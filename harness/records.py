@@ -2,7 +2,8 @@
 
 The run key is a short hash of the resolved config without the keys that do not change a result
 (where results and caches go, logging, progress display, thread count, the sweep's name, tags and
-the instructions of a tuning protocol, the per-task table whose values are already in place).
+the instructions of a tuning protocol, the per-task table whose values are already in place,
+`deterministic` (GPU kernel choice; the flag is recorded) and the job's index in a parallel sweep).
 Records are written atomically (temporary file, fsync, rename), so a killed run leaves either the
 previous complete record or the new one, never a truncated file.
 """
@@ -18,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from harness.errors import HarnessError
 
 SCHEMA_VERSION = 1
-NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "logger", "progress", "threads", "sweep", "tags", "hydra", "protocol", "per_task")
+NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "logger", "progress", "threads", "sweep", "tags", "hydra", "protocol", "per_task",
+                     "deterministic", "job_index")
 STATUSES = ("running", "success", "failed")
 REQUIRED_FIELDS = ("schema_version", "run_key", "status", "method", "task", "model", "seed", "config", "params", "metrics", "cost")
 

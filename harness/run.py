@@ -3,6 +3,7 @@
 `execute_run` keeps the record's life cycle: skip if a success record exists, write `running`,
 fine-tune, write `success` or `failed` with the error. `fine_tune` is the work in between.
 """
+import hashlib
 import random
 import sys
 import time
@@ -11,11 +12,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from harness.device import autocast_dtype, device_name, pick_device
+from harness.device import autocast_dtype, device_name, make_deterministic, pick_device
 from harness.errors import HarnessError, one_line
 from harness.loggers import build_logger
 from harness.memory import read_peak, reset_peak
-from harness.per_task import apply_per_task
+from harness.per_task import effective_config
 from harness.provenance import provenance, utc_now
 from harness.records import RecordStore, new_record, reported_adapter_params, resolved_config, run_key
 from harness.schema import LoggerConfig, parse_section, parse_settings
@@ -54,6 +55,16 @@ def model_inputs(task, run, cache_dir) -> tuple[dict, int, int]:
     return encoded, cache_hits, tokenizer.pad_token_id or 0
 
 
+def trainable_checksum(model: torch.nn.Module) -> str:
+    """SHA-256 of every trained parameter's name and bytes at the end: equal checksums, equal weights."""
+    digest = hashlib.sha256()
+    for name, parameter in sorted(model.named_parameters()):
+        if parameter.requires_grad:
+            digest.update(name.encode())
+            digest.update(parameter.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def fine_tune(cfg: DictConfig, record: dict, logger) -> None:
     """Train and evaluate; fills record['params'|'metrics'|'cost'|'provenance']."""
     wall_started = time.perf_counter()
@@ -61,9 +72,11 @@ def fine_tune(cfg: DictConfig, record: dict, logger) -> None:
     parse_method_config(cfg.method)  # every config error surfaces before any loading
     if run.threads:
         torch.set_num_threads(run.threads)
-    device = pick_device(run.train.device)
+    if cfg.get("deterministic"):
+        make_deterministic()
+    device = pick_device(run.train.device, cfg.get("job_index"))
     dtype = autocast_dtype(run.train.precision, device)
-    record["provenance"] = provenance(device_name(device))
+    record["provenance"] = {**provenance(device_name(device)), "deterministic": bool(cfg.get("deterministic"))}
 
     from harness.models import load_model  # transformers import: only when running
 
@@ -91,6 +104,7 @@ def fine_tune(cfg: DictConfig, record: dict, logger) -> None:
     allocation = method.allocation()
     if allocation is not None:  # methods that reallocate a rank budget during training
         record["params"] = {**initial_counts, "adapter_final": method.param_counts()["adapter"], "ranks_final": allocation}
+    record["params"]["trainable_sha256"] = trainable_checksum(model)
     record["cost"] = {
         "train_seconds": round(outcome.train_seconds, 3),
         "eval_seconds": round(outcome.eval_seconds, 3),
@@ -118,7 +132,7 @@ def summary_line(record: dict) -> str:
 
 def execute_run(cfg: DictConfig) -> dict:
     """Run one composed config unless it already succeeded; the record is returned either way."""
-    cfg = apply_per_task(cfg)
+    cfg, problem = effective_config(cfg)
     config = resolved_config(cfg)
     key = run_key(config)
     store = RecordStore(cfg.results_dir)
@@ -131,6 +145,8 @@ def execute_run(cfg: DictConfig) -> dict:
     logger = build_logger(parse_section(LoggerConfig, cfg.logger, "logger"), cfg.results_dir)
     store.write(record)
     try:
+        if problem is not None:
+            raise problem
         logger.start(record)
         fine_tune(cfg, record, logger)
         record["status"] = "success"

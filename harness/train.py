@@ -68,6 +68,45 @@ def is_better(value: float, best: float | None, higher_is_better: bool) -> bool:
     return best is None or (value > best if higher_is_better else value < best)
 
 
+class StepRunner:
+    """One optimizer step over its micro-batches: forward under autocast, task loss + the method's
+    extra loss, backward (scaled by 1/micro-batches), unscale, clip, step, schedule, the method's
+    step-end hook (gradients still present), zero_grad. Returns the step's mean loss. The training
+    loop and the benchmark (harness/bench.py) both step through it."""
+
+    def __init__(self, model, method, optimizer, scheduler, device: torch.device, dtype: torch.dtype | None,
+                 max_grad_norm: float | None):
+        self.model, self.method, self.optimizer, self.scheduler = model, method, optimizer, scheduler
+        self.device, self.dtype, self.max_grad_norm = device, dtype, max_grad_norm
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        self.trainable = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def __call__(self, step: int, micro_batches: list[dict]) -> float:
+        self.method.train_mode()
+        step_loss = 0.0
+        for batch in micro_batches:
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+                loss = self.model(**batch).loss
+                extra = self.method.extra_loss()
+                if extra is not None:
+                    loss = loss + extra
+            value = loss.item()
+            if not math.isfinite(value):
+                raise HarnessError(f"loss is {value} at step {step}; lower train.lr or check the data")
+            self.scaler.scale(loss / len(micro_batches)).backward()
+            step_loss += value / len(micro_batches)
+        self.scaler.unscale_(self.optimizer)  # true gradients for clipping and for methods that read them
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.method.on_step_end(step)
+        self.optimizer.zero_grad(set_to_none=True)
+        return step_loss
+
+
 def train(model, method, task, encoded: dict, run, device: torch.device, dtype: torch.dtype | None,
           pad_id: int, logger, progress: bool) -> Outcome:
     """`run` holds the validated settings (run.train, run.seed); `encoded` the encoded splits."""
@@ -75,8 +114,7 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
     plan = plan_steps(cfg, len(encoded["train"]))
     optimizer = torch.optim.AdamW(method.param_groups(cfg))
     scheduler = build_scheduler(optimizer, cfg.schedule, plan.warmup_steps, plan.total_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    step_once = StepRunner(model, method, optimizer, scheduler, device, dtype, cfg.max_grad_norm)
     batches = batch_indices(len(encoded["train"]), cfg.batch_size, run.seed)
     outcome, best_score, loss_sum, loss_count = Outcome(), None, 0.0, 0
 
@@ -100,33 +138,11 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
     method.start(plan.total_steps, optimizer)
     bar = tqdm(total=plan.total_steps, desc=f"{method.name}/{task.name}", disable=not progress, leave=False)
     started = time.perf_counter()
-    epoch = 0.0
     for step in range(1, plan.total_steps + 1):
-        method.train_mode()
-        step_loss = 0.0
-        for _ in range(cfg.grad_accum):
-            epoch, indices = next(batches)
-            batch = {k: v.to(device, non_blocking=True) for k, v in encoded["train"].batch(indices, pad_id).items()}
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = model(**batch).loss
-                extra = method.extra_loss()
-                if extra is not None:
-                    loss = loss + extra
-            value = loss.item()
-            if not math.isfinite(value):
-                raise HarnessError(f"loss is {value} at step {step}; lower train.lr or check the data")
-            scaler.scale(loss / cfg.grad_accum).backward()
-            step_loss += value / cfg.grad_accum
-            outcome.examples += len(indices)
-        scaler.unscale_(optimizer)  # true gradients for clipping and for methods that read them
-        if cfg.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        method.on_step_end(step)
-        optimizer.zero_grad(set_to_none=True)
-
+        micro = [next(batches) for _ in range(cfg.grad_accum)]
+        epoch = micro[-1][0]
+        step_loss = step_once(step, [encoded["train"].batch(indices, pad_id) for _, indices in micro])
+        outcome.examples += sum(len(indices) for _, indices in micro)
         outcome.steps = step
         loss_sum, loss_count = loss_sum + step_loss, loss_count + 1
         logger.log(step, epoch, {"train/loss": step_loss, "train/lr": scheduler.get_last_lr()[0]})

@@ -115,12 +115,11 @@ def parse_protocol(cfg: DictConfig) -> Protocol:
 
 
 class Composer:
-    """Hydra's compose API over the project's config, to read defaults and compute run keys."""
+    """Hydra's compose API over the project's config (inside `initialize_config_dir`), to read
+    defaults and compute run keys."""
 
     def __init__(self, base: list[str]):
         self.base = base
-        self.context = initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3")
-        self.context.__enter__()
 
     def __call__(self, overrides: list[str]) -> DictConfig:
         return compose("config", overrides=[*self.base, *overrides])
@@ -196,6 +195,11 @@ def launch(runs: list[list[str]], extra: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        run_protocol(argv)
+
+
+def run_protocol(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.tune", description=__doc__.split("\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="list the runs and what is done; run nothing")
     parser.add_argument("overrides", nargs="*", help="config overrides: sweep=<protocol sweep> first, then any others")

@@ -102,6 +102,11 @@ def test_runs_become_hydra_multiruns_that_cover_exactly_them():
 
 
 def test_pick_takes_the_best_validation_score_first_on_ties_and_never_a_failed_run(tmp_path):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        check_pick(tmp_path)
+
+
+def check_pick(tmp_path):
     composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])
     protocol = Protocol(0, [0, 1], [0.3, 1.0, 3.0, 10.0], [1.0], "validation", str(tmp_path), [])
     cell = Cell(Suite("tiny_bert", ["bbc_news"], ["lora"]), "lora", "bbc_news", protocol.grid("lora", 1e-3, 5e-3))

@@ -1,0 +1,256 @@
+"""Sweeps that survive bad input, crashes and concurrency; determinism; launchers; sweep progress."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from harness.cli import threads_for
+from harness.device import pick_device
+from harness.errors import HarnessError
+from harness.leaderboard import build_and_write
+from harness.preflight import CONF_DIR, group_options, unknown_choices
+from harness.progress import progress_line, summary
+from harness.records import RecordStore
+from harness.run import execute_run
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["model=tiny_bert", "task.limit_train=32", "task.limit_eval=16", "train.batch_size=8", "progress=false"]
+
+# (overrides, the start of the one-line error); every one must leave a failed record and no success
+BAD_RUNS = [
+    (["method.r=0"], "method.r must be a positive rank, got 0"),
+    (["method.r=-3"], "method.r must be a positive rank, got -3"),
+    (["method.r=abc"], "method.r: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["method.alpha=abc"], "method.alpha: Value 'abc' of type 'str' could not be converted to Float"),
+    (["method.r=1000"], "lora: rank r=1000 exceeds min(d_in, d_out)=32 of layer 'bert.encoder.layer.0.attention.self.query'"),
+    (["method.targets=[valeu]"], "lora: target pattern 'valeu' matches no Linear/Conv2d module; the model has: "),
+    (["method.dropout=1.5"], "method.dropout must be in [0, 1), got 1.5"),
+    (["method=adalora", "method.t_init=1", "method.t_final=2"],
+     "adalora: no budgeting phase: t_init (1 steps) must be < total steps − t_final (2 − 2 = 0)"),
+    (["method=melora", "method.n=5"], "melora: layer 'bert.encoder.layer.0.attention.self.query' (32×32) is not divisible into n=5 blocks"),
+    (["method=surm", "method.structure=hexagonal"], "method.structure must be one of circulant, toeplitz, kronecker, got 'hexagonal'"),
+    (["method=surm", "method.targets=[intermediate.dense]"], "surm: structure=circulant needs a square layer, but 'bert.encoder.layer.0.intermediate.dense' is 64×32"),
+    (["train.lr=-1"], "train.lr and train.head_lr must be > 0, got -1.0, 0.005"),
+    (["train.batch_size=0"], "train.batch_size must be > 0, got 0"),
+    (["train.schedule=cosinus"], "train.schedule 'cosinus' unknown; allowed: linear, cosine, constant"),
+    (["train.precision=fp8"], "train.precision 'fp8' unknown; allowed: auto, fp32, bf16, fp16"),
+    (["train.warmup_ratio=1.5"], "train.warmup_ratio must be in [0, 1), got 1.5"),
+    (["+train.lrr=1"], "train: unknown key 'lrr'; allowed keys: epochs, max_steps, batch_size,"),
+    (["seed=abc"], "seed must be an integer, got 'abc'"),
+    (["threads=0"], "threads must be > 0 or null, got 0"),
+    (["task.limit_train=0"], "task.limit_train must be a positive number of examples or null, got 0"),
+    (["task.max_length=1"], "task.max_length must be > 1, got 1"),
+    (["task=digits"], "task 'digits' is an image task but model 'tiny_bert' is a text model; choose a model of the task's kind"),
+    (["model.path=pkg://no_such_package/model"], "packaged asset 'no_such_package' is not installed; install it with: pip install no_such_package"),
+    (["model.path=/nonexistent/model"], "local path '/nonexistent/model' does not exist; give an existing folder, a hub id"),
+    (["task=rte", "task.source=/nonexistent/glue"], "GLUE 'rte' split 'train' could not be loaded from '/nonexistent/glue'"),
+    (["train.lr=1e30", "train.max_steps=4"], "loss is nan at step 2; lower train.lr or check the data"),
+    (["train.device=cuda"] if not torch.cuda.is_available() else ["train.precision=fp8"],
+     "train.device=cuda but no CUDA device is visible" if not torch.cuda.is_available() else "train.precision 'fp8'"),
+    (["+per_task={bbc_newz:{train:{lr:1}}}"], "per_task entry 'bbc_newz' names no task (or method/task); tasks: bbc_news,"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_RUNS, ids=[" ".join(o) for o, _ in BAD_RUNS])
+def test_bad_input_is_one_line_and_a_failed_record_never_a_success(tmp_path, overrides, message):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"results_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}", *TINY,
+                                           "train.max_steps=2", *overrides])
+    record = execute_run(cfg)
+    assert record["status"] == "failed"
+    assert record["error"].startswith(message) and "\n" not in record["error"]
+    stored, problems = RecordStore(tmp_path).load_all()
+    assert [r["status"] for r in stored] == ["failed"] and problems == []
+
+
+def test_unknown_group_choices_are_one_line_before_anything_runs():
+    options = group_options()
+    assert unknown_choices(["method=dorra", "task=bbc", "model=gpt5", "logger=tensorboard"]) == [
+        f"unknown method 'dorra'; available: {', '.join(options['method'])}",
+        f"unknown task 'bbc'; available: {', '.join(options['task'])}",
+        f"unknown model 'gpt5'; available: {', '.join(options['model'])}",
+        "unknown logger 'tensorboard'; available: csv, none, wandb"]
+
+
+def test_unwritable_or_corrupt_results_are_reported_never_counted(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"results_dir={blocker}", *TINY, "train.max_steps=2"])
+    with pytest.raises(HarnessError, match=f"results directory '{blocker}/runs' is not writable"):
+        execute_run(cfg)
+    runs = tmp_path / "results" / "runs"
+    runs.mkdir(parents=True)
+    (runs / "truncated.json").write_text('{"schema_version": 1, "run_key": "trunc')
+    (runs / "empty.json").write_text("")
+    (runs / "no_fields.json").write_text('{"status": "success"}')
+    (runs / "bad_status.json").write_text(json.dumps({f: {} for f in ("schema_version", "run_key", "method", "task", "model",
+                                                                        "seed", "config", "params", "metrics", "cost")} | {"status": "done"}))
+    text = build_and_write(str(tmp_path / "results"), with_plot=False)
+    assert "No successful runs yet." in text
+    skipped = text.split("## Skipped record files")[1]
+    assert all(name in skipped for name in ("truncated.json: unreadable", "empty.json: unreadable",
+                                            "no_fields.json: missing fields", "bad_status.json: status 'done'"))
+
+
+def run_twice(tmp_path, *overrides):
+    records = []
+    for attempt in range(2):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=[f"results_dir={tmp_path / str(attempt)}", f"cache_dir={tmp_path / 'cache'}",
+                                               *TINY, "train.max_steps=6", *overrides])
+        records.append(execute_run(cfg))
+    return records
+
+
+@pytest.mark.parametrize("method", ["lora", "adalora", "full"])
+def test_same_config_and_seed_give_identical_metrics_and_weights(tmp_path, method):
+    first, second = run_twice(tmp_path, f"method={method}", "method.dropout=0.1" if method != "full" else "seed=0")
+    assert first["status"] == second["status"] == "success"
+    assert first["metrics"]["final"] == second["metrics"]["final"] and first["metrics"]["curve"] == second["metrics"]["curve"]
+    assert first["params"]["trainable_sha256"] == second["params"]["trainable_sha256"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        other = execute_run(compose("config", overrides=[f"results_dir={tmp_path / 'other'}", f"cache_dir={tmp_path / 'cache'}",
+                                                         *TINY, "train.max_steps=6", f"method={method}", "seed=1"]))
+    assert other["params"]["trainable_sha256"] != first["params"]["trainable_sha256"]  # the checksum sees the weights
+
+
+def test_deterministic_option_sets_the_torch_flags_and_is_recorded(tmp_path):
+    try:
+        first, second = run_twice(tmp_path, "deterministic=true")
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert first["provenance"]["deterministic"] is True and first["config"]["deterministic"] is True
+    assert first["params"]["trainable_sha256"] == second["params"]["trainable_sha256"]
+
+
+def test_parallel_jobs_share_the_cores_and_take_the_gpus_in_turn(monkeypatch):
+    joblib = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}
+    assert threads_for(joblib, 2) == 1 and threads_for(joblib | {"n_jobs": 3}, 16) == 5
+    assert threads_for(joblib | {"n_jobs": -1}, 8) == 1 and threads_for({"_target_": "BasicLauncher"}, 8) is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert [pick_device("auto", job) for job in range(4)] == [torch.device("cuda", i) for i in (0, 1, 2, 0)]
+    assert pick_device("auto") == torch.device("cuda")
+
+
+def test_launcher_presets_compose():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        slurm = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+        parallel = compose("config", overrides=["hydra/launcher=parallel"], return_hydra_config=True)
+    launcher = slurm.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert (launcher.gpus_per_node, launcher.array_parallelism, launcher.timeout_min) == (1, 16, 240)
+    assert parallel.hydra.launcher._target_.endswith("JoblibLauncher") and parallel.hydra.launcher.n_jobs == 2
+
+
+def test_progress_counts_done_skipped_failed_remaining_with_an_eta(tmp_path):
+    store = RecordStore(tmp_path)
+    for key, status in (("a", "success"), ("b", "success"), ("c", "failed"), ("d", "running")):
+        store.write({"run_key": key, "status": status, "error": "boom" if status == "failed" else None, "schema_version": 1,
+                     "method": "lora", "task": "bbc_news", "model": "minilm", "seed": 0, "config": {},
+                     "params": {"adapter": 1}, "cost": {}, "metrics": {"final": {"test": {}}}})
+    plan = {"started": 1000.0, "keys": ["a", "b", "c", "d", "e"], "done_before": ["a"], "results_dir": str(tmp_path)}
+    # 2 runs finished in 60 s, 2 remaining: ETA 60 s
+    assert progress_line(plan, now=1060.0) == "[sweep 3/5] 1 done, 1 skipped, 1 failed, 2 remaining; ETA 1m00s"
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "sweep_plan.json").write_text(json.dumps(plan))
+    text, failed = summary(str(tmp_path / "sweep"))
+    assert failed == 3
+    assert text.splitlines()[1:] == ["  FAILED lora | bbc_news | minilm | seed 0 (c): boom",
+                                     "  NO RECORD d: see its error above", "  NO RECORD e: see its error above"]
+
+
+def harness(tmp_path, *args, results="results", **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PEFT_HARNESS_CACHE": str(tmp_path / "cache")}
+    return subprocess.Popen([sys.executable, "-m", "harness", "-m", *args, f"results_dir={tmp_path / results}",
+                             f"hydra.sweep.dir={tmp_path / 'multirun' / results}"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+
+
+SWEEP = ["method=head,lora,lora_xs", "seed=0,1", *TINY, "train.max_steps=40"]
+
+
+def records_in(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((path / "runs").glob("*.json"))}
+
+
+def statuses_in(path: Path) -> list[str]:
+    found = []
+    for content in records_in(path).values():
+        try:
+            found.append(json.loads(content)["status"])
+        except ValueError:
+            found.append("unreadable")
+    return found
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_run_resumes_to_the_uninterrupted_leaderboard(tmp_path):
+    reference = harness(tmp_path, *SWEEP, results="reference")
+    out, err = reference.communicate(timeout=900)
+    assert reference.returncode == 0, err[-2000:]
+    assert "[sweep end 6/6] 6 done, 0 skipped, 0 failed, 0 remaining" in out
+
+    killed = harness(tmp_path, *SWEEP)
+    deadline = time.time() + 600
+    while time.time() < deadline:  # SIGKILL once two runs finished and the third is running
+        states = statuses_in(tmp_path / "results")
+        if states.count("success") >= 2 and "running" in states:
+            break
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    before = records_in(tmp_path / "results")
+    finished = {name: content for name, content in before.items() if json.loads(content)["status"] == "success"}
+    assert len(finished) >= 2 and sorted(json.loads(c)["status"] for c in before.values()).count("running") == 1
+
+    resumed = harness(tmp_path, *SWEEP)
+    out, err = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, err[-2000:]
+    after = records_in(tmp_path / "results")
+    assert len(after) == 6 and all(json.loads(c)["status"] == "success" for c in after.values())
+    assert {name: after[name] for name in finished} == finished  # finished records untouched, byte for byte
+    assert f"{len(finished)} skipped" in out and err.count("skip ") == len(finished)
+    assert set(after) == set(records_in(tmp_path / "reference"))  # same run keys, none duplicated
+    ours = build_and_write(str(tmp_path / "results"), out_dir=str(tmp_path / "board_resumed"), with_plot=False)
+    theirs = build_and_write(str(tmp_path / "reference"), out_dir=str(tmp_path / "board_reference"), with_plot=False)
+    assert ours == theirs
+
+
+@pytest.mark.slow
+def test_two_joblib_jobs_and_a_second_launcher_writing_at_once_give_the_sequential_leaderboard(tmp_path):
+    sequential = harness(tmp_path, *SWEEP, results="sequential")
+    assert sequential.wait(timeout=900) == 0
+    parallel = harness(tmp_path, *SWEEP, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2")
+    other = harness(tmp_path, *SWEEP, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "seed=1,0")  # same runs, other order
+    assert parallel.wait(timeout=900) == 0 and other.wait(timeout=900) == 0
+    records = records_in(tmp_path / "results")
+    assert set(records) == set(records_in(tmp_path / "sequential")) and len(records) == 6
+    assert all(json.loads(c)["status"] == "success" for c in records.values())
+    assert not list((tmp_path / "results" / "runs").glob("*.tmp"))
+    ours = build_and_write(str(tmp_path / "results"), out_dir=str(tmp_path / "board_parallel"), with_plot=False)
+    theirs = build_and_write(str(tmp_path / "sequential"), out_dir=str(tmp_path / "board_sequential"), with_plot=False)
+    assert ours == theirs
+
+
+@pytest.mark.slow
+def test_submitit_local_executor_runs_a_real_multirun_and_a_failure_exits_1(tmp_path):
+    done = harness(tmp_path, "hydra/launcher=submitit_local", "method=head,lora", *TINY, "train.max_steps=2",
+                   "method.targets=[valeu]")
+    out, err = done.communicate(timeout=900)
+    assert done.returncode == 1  # lora's targets match nothing: the sweep finishes, lists it, exits 1
+    assert "[sweep end 2/2] 1 done, 0 skipped, 1 failed, 0 remaining" in err
+    assert "  FAILED lora | bbc_news | tiny_bert | seed 0" in err and "target pattern 'valeu' matches no" in err
+    statuses = sorted(json.loads(c)["status"] for c in records_in(tmp_path / "results").values())
+    assert statuses == ["failed", "success"]
+    assert list((tmp_path / "multirun" / "results" / ".submitit").iterdir())  # submitit's own job folders
