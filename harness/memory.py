@@ -3,6 +3,7 @@
 On Linux the RSS peak (VmHWM) is reset per run by writing 5 to /proc/self/clear_refs, so runs of a
 sweep that share a process each get their own peak; elsewhere the process-lifetime maximum is used.
 """
+import os
 import resource
 import sys
 from pathlib import Path
@@ -38,3 +39,14 @@ def read_peak(device: torch.device) -> dict[str, float]:
             "peak_rss_mb": rss_peak_mb(),
         }
     return {"peak_memory_mb": rss_peak_mb()}
+
+
+def current_mb(device: torch.device) -> float:
+    """Memory in use now: allocated on CUDA; resident set size on CPU (Linux; else the peak)."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return rss_peak_mb()

@@ -143,6 +143,8 @@ class AdaLoRA(BudgetMethod):
             if schedule.masks_at(step):
                 self.mask_to_budget(schedule.budget(step))
         elif step == schedule.freeze_step:
+            if not self.sensitivity:  # a run so short that the freeze step is the first: score on this step's gradients
+                self.update_importance()
             self.mask_to_budget(schedule.target)
             self.sensitivity.clear()
             self.uncertainty.clear()

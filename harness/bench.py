@@ -1,0 +1,275 @@
+"""`python -m harness.bench`: every method's training cost, side by side in one process and one run.
+
+For each registered method (its default config, conf/method/<name>.yaml) on one model and batch
+shape it measures, through the training loop's own step (`harness.train.StepRunner`: forward, task
++ extra loss, backward, clip, AdamW step, the method's step hook, zero_grad):
+- seconds per step: the median over `--steps` timed steps after `--warmup` untimed ones;
+- peak memory during those steps (CPU: peak RSS, reset per method; CUDA: max allocated) and the
+  optimizer state's size;
+- two references measured in the same run: full fine-tuning, and the frozen-backbone limit (no adapter:
+  the trained head plus the backward pass through the whole frozen network down to its input
+  embeddings, which is the least any adapter inside the network costs); ratios method/limit and
+  method/full;
+- for LoRA, DoRA and AdaLoRA, Hugging Face PEFT's implementation with the same settings on the same
+  model and batch (ratio ours/PEFT).
+Methods are timed in rounds (every method once per round, `--rounds` rounds) so that slow drifts of
+the machine hit all of them alike. The table is printed and written to results/bench/<device>.md.
+`--overhead` also times a default run (`python -m harness`) twice, with a cold and a warm tokenization
+cache, and reports the share of its wall time spent outside training and evaluation steps.
+"""
+import argparse
+import copy
+import gc
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from torch import nn
+
+from harness.device import autocast_dtype, device_name, pick_device
+from harness.memory import current_mb, read_peak, reset_peak
+from harness.preflight import CONF_DIR, group_options
+from harness.schedule import build_scheduler
+from harness.schema import TrainConfig
+from harness.train import StepRunner
+from methods import build_method
+from methods.base import Method, MethodConfig
+
+PEFT_METHODS = ("lora", "dora", "adalora")
+HEAD = ["classifier"]
+
+
+class FrozenBackbone(Method):
+    """The frozen-backbone limit: no adapter, the head trained, and gradients flowing back through
+    every layer to the input embeddings (what any adapter inside the network needs at least)."""
+
+    name = "limit"
+
+    def apply(self) -> None:
+        self.model.get_input_embeddings().register_forward_hook(lambda module, args, output: output.requires_grad_(True))
+
+
+def text_model(name: str) -> nn.Module:
+    """`minilm`: the packaged MiniLM (real weights); `roberta_base_random`: RoBERTa-base's shape
+    (12 layers, hidden 768, FFN 3072, 12 heads) with random weights, no download."""
+    if name == "roberta_base_random":
+        from transformers import RobertaConfig, RobertaForSequenceClassification
+
+        torch.manual_seed(0)
+        config = RobertaConfig(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                               intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, num_labels=5)
+        return RobertaForSequenceClassification(config)
+    from harness.models import load_model
+    from harness.schema import ModelConfig, parse_section
+
+    return load_model(parse_section(ModelConfig, compose("config", overrides=[f"model={name}"]).model, "model"), 5)
+
+
+def random_batch(vocab: int, batch: int, length: int) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    return {"input_ids": torch.randint(5, vocab, (batch, length), generator=generator),
+            "attention_mask": torch.ones(batch, length, dtype=torch.long),
+            "labels": torch.randint(0, 5, (batch,), generator=generator)}
+
+
+def peft_regex(patterns: list[str]) -> str:
+    """Our target patterns (module-name suffixes, or `re:` regexes) as one PEFT target regex."""
+    parts = [p[3:] if p.startswith("re:") else rf"(?:.*\.)?{re.escape(p)}" for p in patterns]
+    return "|".join(f"(?:{p})" for p in parts)
+
+
+class PeftMethod(Method):
+    """PEFT's LoRA / DoRA / AdaLoRA with our method config, driven by the same StepRunner."""
+
+    def __init__(self, model: nn.Module, cfg, total_steps: int):
+        from peft import AdaLoraConfig, LoraConfig, get_peft_model
+
+        self.name = f"peft_{cfg.name}"
+        common = dict(target_modules=peft_regex(list(cfg.targets)), lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                      modules_to_save=HEAD)
+        if cfg.name == "adalora":
+            steps = lambda value: int(value * total_steps) if value < 1 else int(value)
+            config = AdaLoraConfig(init_r=cfg.r or math.ceil(1.5 * cfg.target_r), target_r=cfg.target_r,
+                                   tinit=steps(cfg.t_init), tfinal=steps(cfg.t_final), deltaT=cfg.delta_t, beta1=cfg.beta1,
+                                   beta2=cfg.beta2, orth_reg_weight=cfg.orth_reg, total_step=total_steps, **common)
+        else:
+            config = LoraConfig(r=cfg.r, use_dora=cfg.name == "dora", **common)
+        self.peft_model = get_peft_model(model, config)
+        self.model, self.cfg, self.head_modules = self.peft_model, cfg, []
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.peft_model.named_parameters() if p.requires_grad and ".classifier." in n]
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.peft_model.named_parameters() if p.requires_grad and ".classifier." not in n]
+
+    def on_step_end(self, step: int) -> None:
+        if self.cfg.name == "adalora":
+            self.peft_model.base_model.update_and_allocate(step)
+
+
+def optimizer_state_mb(optimizer: torch.optim.Optimizer) -> float:
+    return sum(t.numel() * t.element_size() for state in optimizer.state.values() for t in state.values()
+               if torch.is_tensor(t)) / 2**20
+
+
+class Contender:
+    """One method on its own copy of the model, ready to step."""
+
+    def __init__(self, label: str, model: nn.Module, method: Method, device, dtype, total_steps: int):
+        self.label, self.model, self.method = label, model.to(device), method
+        train = TrainConfig(lr=1e-4, head_lr=1e-4, schedule="constant", warmup_ratio=0.0)
+        optimizer = torch.optim.AdamW(method.param_groups(train))
+        method.start(total_steps, optimizer)
+        self.step = StepRunner(method.model, method, optimizer, build_scheduler(optimizer, "constant", 0, total_steps),
+                               device, dtype, train.max_grad_norm)
+        self.trainable = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
+        self.seconds: list[float] = []
+        self.peak_mb = 0.0
+        self.done = 0
+
+    def run(self, batch: dict, steps: int, device, timed: bool) -> None:
+        gc.collect()
+        before = current_mb(device)
+        reset_peak(device)
+        for _ in range(steps):
+            self.done += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            self.step(self.done, [batch])
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if timed:
+                self.seconds.append(time.perf_counter() - started)
+        self.peak_mb = max(self.peak_mb, read_peak(device)["peak_memory_mb"] - before)
+
+
+def build_contenders(base: nn.Module, methods: list[str], device, dtype, total_steps: int, with_peft: bool) -> list[Contender]:
+    contenders = []
+    for label in ["limit", *methods, *([f"peft_{m}" for m in PEFT_METHODS if m in methods] if with_peft else [])]:
+        model = copy.deepcopy(base)
+        if label == "limit":
+            method = FrozenBackbone(model, MethodConfig(name="limit"), HEAD)
+        elif label.startswith("peft_"):
+            method = PeftMethod(model, method_config(label[5:]), total_steps)
+        else:
+            method = build_method(model, compose("config", overrides=[f"method={label}"]).method, HEAD)
+        contenders.append(Contender(label, model, method, device, dtype, total_steps))
+    return contenders
+
+
+def method_config(name: str):
+    from methods import parse_method_config
+
+    return parse_method_config(compose("config", overrides=[f"method={name}"]).method)
+
+
+def machine(device: torch.device) -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    return f"{device_name(device)}; {text}" if device.type == "cuda" else text
+
+
+def table(contenders: list[Contender]) -> list[dict]:
+    by_label = {c.label: c for c in contenders}
+    median = {c.label: statistics.median(c.seconds) for c in contenders}
+    rows = []
+    for c in contenders:
+        peft = f"peft_{c.label}"
+        rows.append({
+            "method": c.label, "trainable params": f"{c.trainable:,}", "s/step": f"{median[c.label]:.4f}",
+            "× limit": f"{median[c.label] / median['limit']:.3f}",
+            "× full": f"{median[c.label] / median['full']:.3f}" if "full" in median else "—",
+            "ours / PEFT": f"{median[c.label] / median[peft]:.3f}" if peft in by_label else "—",
+            "step memory MB": f"{c.peak_mb:,.0f}", "optimizer state MB": f"{optimizer_state_mb(c.step.optimizer):.2f}",
+        })
+    return rows
+
+
+def overhead(cache_root: Path) -> list[str]:
+    """A default run twice (cold, then warm tokenization cache): wall time outside its steps."""
+    lines = []
+    results = cache_root / "results"
+    for attempt, cache in (("cold cache", cache_root / "cache"), ("warm cache", cache_root / "cache")):
+        env = {**os.environ, "PEFT_HARNESS_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+        target = results / attempt.replace(" ", "_")
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "harness", f"results_dir={target}", "progress=false", "logger=csv"],
+                       env=env, check=True, capture_output=True)
+        wall = time.perf_counter() - started
+        (record,) = [json.loads(p.read_text()) for p in (target / "runs").glob("*.json")]
+        cost = record["cost"]
+        outside = wall - cost["train_seconds"] - cost["eval_seconds"]
+        lines.append(f"- default run (`python -m harness`: lora, bbc_news, 1 epoch = {cost['steps']} steps), {attempt}: "
+                     f"process wall {wall:.1f} s, training steps {cost['train_seconds']:.1f} s, evaluation "
+                     f"{cost['eval_seconds']:.1f} s, outside them {outside:.1f} s = **{100 * outside / wall:.1f} %** "
+                     f"(tokenization cache hits: {cost['tokenize_cache_hits']})")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="minilm", help="minilm (packaged) or roberta_base_random")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per method per round")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method first")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--methods", default="all", help="comma-separated, or all (the text methods)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", help="auto | fp32 | bf16")
+    parser.add_argument("--no-peft", action="store_true")
+    parser.add_argument("--overhead", action="store_true", help="also time a default run's overhead (~5 min on 2 cores)")
+    parser.add_argument("--out", default="results/bench")
+    args = parser.parse_args(argv)
+    device = pick_device(args.device)
+    dtype = autocast_dtype(args.precision, device)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        available = [m for m in group_options()["method"] if "/" not in m and m != "projection"]
+        methods = available if args.methods == "all" else args.methods.split(",")
+        base = text_model(args.model)
+        batch = random_batch(base.config.vocab_size, args.batch, args.length)
+        total = args.warmup + args.rounds * args.steps
+        contenders = build_contenders(base, methods, device, dtype, total, not args.no_peft)
+    for contender in contenders:
+        contender.run(batch, args.warmup, device, timed=False)
+    for _ in range(args.rounds):
+        for contender in contenders:
+            contender.run(batch, args.steps, device, timed=True)
+    rows = table(contenders)
+    import pandas as pd
+
+    precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[dtype]
+    lines = [f"# Training-step benchmark: {args.model}, batch {args.batch} × {args.length} tokens, {precision}", "",
+             f"Machine: {machine(device)}. Command: `python -m harness.bench {' '.join(argv if argv is not None else sys.argv[1:])}`.",
+             f"Median of {args.rounds} rounds × {args.steps} timed steps per method (after {args.warmup} warm-up steps), "
+             "all methods in one process, interleaved by round. `limit` = frozen backbone (no adapter; head trained; "
+             "backward through every layer to the input embeddings). Step memory: the peak during the method's steps "
+             "above the memory in use just before them (activations, gradients, optimizer state; "
+             + ("max allocated on the GPU)." if device.type == "cuda" else "peak RSS of the process, reset per method)."),
+             "", pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), ""]
+    if args.overhead:
+        with tempfile.TemporaryDirectory() as scratch:
+            lines += ["## Harness overhead", "", *overhead(Path(scratch)), ""]
+    text = "\n".join(lines)
+    print(text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", (device_name(device) if device.type == "cuda" else "cpu").lower()).strip("-")
+    (out / f"{slug}-{args.model}-b{args.batch}x{args.length}.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
