@@ -118,6 +118,26 @@ class PeftMethod(Method):
             self.peft_model.base_model.update_and_allocate(step)
 
 
+def saved_activations_mb(contender: "Contender", batch: dict) -> float:
+    """Bytes autograd keeps for the backward pass of one training forward (each storage counted
+    once): the activation memory a method costs, the same on every device."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    contender.method.train_mode()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = contender.method.model(**batch).loss
+        extra = contender.method.extra_loss()
+        if extra is not None:
+            loss = loss + extra
+    del loss
+    return sum(storages.values()) / 2**20
+
+
 def optimizer_state_mb(optimizer: torch.optim.Optimizer) -> float:
     return sum(t.numel() * t.element_size() for state in optimizer.state.values() for t in state.values()
                if torch.is_tensor(t)) / 2**20
@@ -136,6 +156,7 @@ class Contender:
         self.trainable = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
         self.seconds: list[float] = []
         self.peak_mb = 0.0
+        self.activations_mb = 0.0
         self.done = 0
 
     def run(self, batch: dict, steps: int, device, timed: bool) -> None:
@@ -182,7 +203,7 @@ def machine(device: torch.device) -> str:
     return f"{device_name(device)}; {text}" if device.type == "cuda" else text
 
 
-def table(contenders: list[Contender]) -> list[dict]:
+def table(contenders: list[Contender], on_cuda: bool) -> list[dict]:
     by_label = {c.label: c for c in contenders}
     median = {c.label: statistics.median(c.seconds) for c in contenders}
     rows = []
@@ -193,7 +214,8 @@ def table(contenders: list[Contender]) -> list[dict]:
             "× limit": f"{median[c.label] / median['limit']:.3f}",
             "× full": f"{median[c.label] / median['full']:.3f}" if "full" in median else "—",
             "ours / PEFT": f"{median[c.label] / median[peft]:.3f}" if peft in by_label else "—",
-            "step memory MB": f"{c.peak_mb:,.0f}", "optimizer state MB": f"{optimizer_state_mb(c.step.optimizer):.2f}",
+            "activations MB": f"{c.activations_mb:,.1f}",
+            **({"peak memory MB": f"{c.peak_mb:,.0f}"} if on_cuda else {}), "optimizer state MB": f"{optimizer_state_mb(c.step.optimizer):.2f}",
         })
     return rows
 
@@ -248,7 +270,10 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.rounds):
         for contender in contenders:
             contender.run(batch, args.steps, device, timed=True)
-    rows = table(contenders)
+    batch_on_device = {k: v.to(device) for k, v in batch.items()}
+    for contender in contenders:
+        contender.activations_mb = saved_activations_mb(contender, batch_on_device)
+    rows = table(contenders, device.type == "cuda")
     import pandas as pd
 
     precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[dtype]
@@ -256,9 +281,10 @@ def main(argv: list[str] | None = None) -> None:
              f"Machine: {machine(device)}. Command: `python -m harness.bench {' '.join(argv if argv is not None else sys.argv[1:])}`.",
              f"Median of {args.rounds} rounds × {args.steps} timed steps per method (after {args.warmup} warm-up steps), "
              "all methods in one process, interleaved by round. `limit` = frozen backbone (no adapter; head trained; "
-             "backward through every layer to the input embeddings). Step memory: the peak during the method's steps "
-             "above the memory in use just before them (activations, gradients, optimizer state; "
-             + ("max allocated on the GPU)." if device.type == "cuda" else "peak RSS of the process, reset per method)."),
+             "backward through every layer to the input embeddings). Activations: the tensors autograd saves for "
+             "the backward of one training forward (each storage once). Optimizer state: AdamW's moments."
+             + (" Peak memory: max allocated on the GPU during the method's steps above the memory in use before them."
+                if device.type == "cuda" else " (Peak RSS is not reported on CPU: all contenders share one process.)"),
              "", pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), ""]
     if args.overhead:
         with tempfile.TemporaryDirectory() as scratch:

@@ -44,14 +44,16 @@ class DoRALinear(LoRALinear):
         out = self.base(x)
         if self.merged:
             return out
-        scale = self.magnitude_scale(self.base.weight + self.delta_weight())
+        with torch.no_grad():  # the norm is a constant (no graph for W0 + s·B A)
+            weight = self.base.weight + self.delta_weight()
+        scale = self.magnitude_scale(weight)
         if isinstance(self.dropout, nn.Identity):
             dropped, base_part = x, out if self.base.bias is None else out - self.base.bias
         else:
             dropped = self.dropout(x)
             base_part = F.linear(dropped, self.base.weight)
-        lora = F.linear(F.linear(dropped, self.lora_A), self.lora_B) * self.scaling
-        return out + (scale - 1) * base_part + scale * lora
+        lora = F.linear(F.linear(dropped, self.lora_A), self.lora_B)
+        return out + (scale - 1) * base_part + (scale * self.scaling) * lora  # s folded into the d_out vector
 
     @torch.no_grad()
     def merge(self) -> None:
