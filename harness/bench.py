@@ -12,18 +12,20 @@ shape it measures, through the training loop's own step (`harness.train.StepRunn
   method/full;
 - for LoRA, DoRA and AdaLoRA, Hugging Face PEFT's implementation with the same settings on the same
   model and batch (ratio ours/PEFT).
-Methods are timed in rounds (every method once per round, `--rounds` rounds) so that slow drifts of
-the machine hit all of them alike. The table is printed and written to results/bench/<device>.md.
+Methods are timed in rounds (every method once per round, in a shuffled order, `--rounds` rounds) so
+that slow drifts of the machine hit all of them alike. The table is printed and written to results/bench/<device>.md.
 `--overhead` also times a default run (`python -m harness`) twice, with a cold and a warm tokenization
 cache, and reports the share of its wall time spent outside training and evaluation steps.
 """
 import argparse
 import copy
+import ctypes
 import gc
 import json
 import math
 import os
 import platform
+import random
 import re
 import statistics
 import subprocess
@@ -156,7 +158,7 @@ class Contender:
         self.trainable = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
         self.seconds: list[float] = []
         self.peak_mb = 0.0
-        self.activations_mb = 0.0
+        self.activations_mb = self.optimizer_mb = 0.0
         self.done = 0
 
     def run(self, batch: dict, steps: int, device, timed: bool) -> None:
@@ -176,18 +178,30 @@ class Contender:
         self.peak_mb = max(self.peak_mb, read_peak(device)["peak_memory_mb"] - before)
 
 
-def build_contenders(base: nn.Module, methods: list[str], device, dtype, total_steps: int, with_peft: bool) -> list[Contender]:
-    contenders = []
-    for label in ["limit", *methods, *([f"peft_{m}" for m in PEFT_METHODS if m in methods] if with_peft else [])]:
-        model = copy.deepcopy(base)
-        if label == "limit":
-            method = FrozenBackbone(model, MethodConfig(name="limit"), HEAD)
-        elif label.startswith("peft_"):
-            method = PeftMethod(model, method_config(label[5:]), total_steps)
-        else:
-            method = build_method(model, compose("config", overrides=[f"method={label}"]).method, HEAD)
-        contenders.append(Contender(label, model, method, device, dtype, total_steps))
-    return contenders
+def contender_labels(methods: list[str], with_peft: bool) -> list[str]:
+    return ["limit", *methods, *([f"peft_{m}" for m in PEFT_METHODS if m in methods] if with_peft else [])]
+
+
+def build_contender(base: nn.Module, label: str, device, dtype, total_steps: int) -> Contender:
+    model = copy.deepcopy(base)
+    if label == "limit":
+        method = FrozenBackbone(model, MethodConfig(name="limit"), HEAD)
+    elif label.startswith("peft_"):
+        method = PeftMethod(model, method_config(label[5:]), total_steps)
+    else:
+        method = build_method(model, compose("config", overrides=[f"method={label}"]).method, HEAD)
+    return Contender(label, model, method, device, dtype, total_steps)
+
+
+def finish(contender: Contender, batch: dict, release: bool) -> None:
+    """Activation and optimizer-state sizes; with `release`, drop the model (sequential mode)."""
+    contender.activations_mb = saved_activations_mb(contender, batch)
+    contender.optimizer_mb = optimizer_state_mb(contender.step.optimizer)
+    if release:
+        contender.model = contender.method = contender.step = None
+        gc.collect()
+        if sys.platform == "linux":  # hand freed heap pages back, or RSS creeps up model after model
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def method_config(name: str):
@@ -215,7 +229,7 @@ def table(contenders: list[Contender], on_cuda: bool) -> list[dict]:
             "× full": f"{median[c.label] / median['full']:.3f}" if "full" in median else "—",
             "ours / PEFT": f"{median[c.label] / median[peft]:.3f}" if peft in by_label else "—",
             "activations MB": f"{c.activations_mb:,.1f}",
-            **({"peak memory MB": f"{c.peak_mb:,.0f}"} if on_cuda else {}), "optimizer state MB": f"{optimizer_state_mb(c.step.optimizer):.2f}",
+            **({"peak memory MB": f"{c.peak_mb:,.0f}"} if on_cuda else {}), "optimizer state MB": f"{c.optimizer_mb:.2f}",
         })
     return rows
 
@@ -253,6 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", help="auto | fp32 | bf16")
     parser.add_argument("--no-peft", action="store_true")
+    parser.add_argument("--sequential", action="store_true",
+                        help="one method's model in memory at a time, its steps back to back (models too large to hold ~15 copies)")
     parser.add_argument("--overhead", action="store_true", help="also time a default run's overhead (~5 min on 2 cores)")
     parser.add_argument("--out", default="results/bench")
     args = parser.parse_args(argv)
@@ -264,15 +280,27 @@ def main(argv: list[str] | None = None) -> None:
         base = text_model(args.model)
         batch = random_batch(base.config.vocab_size, args.batch, args.length)
         total = args.warmup + args.rounds * args.steps
-        contenders = build_contenders(base, methods, device, dtype, total, not args.no_peft)
-    for contender in contenders:
-        contender.run(batch, args.warmup, device, timed=False)
-    for _ in range(args.rounds):
-        for contender in contenders:
-            contender.run(batch, args.steps, device, timed=True)
-    batch_on_device = {k: v.to(device) for k, v in batch.items()}
-    for contender in contenders:
-        contender.activations_mb = saved_activations_mb(contender, batch_on_device)
+        labels = contender_labels(methods, not args.no_peft)
+        batch_on_device = {k: v.to(device) for k, v in batch.items()}
+        if args.sequential:  # one model in memory at a time (large models): each method's steps back to back
+            contenders = []
+            for label in labels:
+                contender = build_contender(base, label, device, dtype, total)
+                contender.run(batch, args.warmup, device, timed=False)
+                for _ in range(args.rounds):
+                    contender.run(batch, args.steps, device, timed=True)
+                finish(contender, batch_on_device, release=True)
+                contenders.append(contender)
+        else:
+            contenders = [build_contender(base, label, device, dtype, total) for label in labels]
+            for contender in contenders:
+                contender.run(batch, args.warmup, device, timed=False)
+            order = random.Random(0)
+            for _ in range(args.rounds):  # every method once per round, in a fresh order: none always goes first
+                for contender in order.sample(contenders, len(contenders)):
+                    contender.run(batch, args.steps, device, timed=True)
+            for contender in contenders:
+                finish(contender, batch_on_device, release=False)
     rows = table(contenders, device.type == "cuda")
     import pandas as pd
 
@@ -280,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = [f"# Training-step benchmark: {args.model}, batch {args.batch} × {args.length} tokens, {precision}", "",
              f"Machine: {machine(device)}. Command: `python -m harness.bench {' '.join(argv if argv is not None else sys.argv[1:])}`.",
              f"Median of {args.rounds} rounds × {args.steps} timed steps per method (after {args.warmup} warm-up steps), "
-             "all methods in one process, interleaved by round. `limit` = frozen backbone (no adapter; head trained; "
+             "all methods in one process, " + ("one after the other (--sequential)." if args.sequential else "interleaved by round (shuffled order per round).") + " `limit` = frozen backbone (no adapter; head trained; "
              "backward through every layer to the input embeddings). Activations: the tensors autograd saves for "
              "the backward of one training forward (each storage once). Optimizer state: AdamW's moments."
              + (" Peak memory: max allocated on the GPU during the method's steps above the memory in use before them."
