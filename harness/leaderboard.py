@@ -29,7 +29,11 @@ def lr_pair(record: dict) -> tuple[float, float]:
 
 def best_tuned(records: list[dict]) -> dict | None:
     """Among one (model, method, task)'s protocol runs, the search-seed run with the best primary
-    metric on the tuning split (ties: the first in grid order); None if none succeeded."""
+    metric on the tuning split (ties: the first in grid order); None while a grid point has not
+    finished (succeeded or failed) or when none succeeded."""
+    searched = {lr_pair(r) for r in records if r["status"] in ("success", "failed") and r["seed"] == tuning_of(r)["search_seed"]}
+    if records and not set(zip(tuning_of(records[0])["lr_grid"], tuning_of(records[0])["head_lr_grid"])) <= searched:
+        return None  # the search is not finished: no choice yet
     best = None
     for record in records:
         tuning = tuning_of(record)

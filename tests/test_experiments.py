@@ -120,6 +120,12 @@ def check_pick(tmp_path):
                      "task": "bbc_news", "model": "tiny_bert", "seed": 0, "config": resolved_config(cfg), "params": {"adapter": 1},
                      "cost": {}, "metrics": {"primary": "accuracy", "higher_is_better": True,
                                              "final": {"validation": {"accuracy": validation}, "test": {"accuracy": test}}}})
+    # while one grid point is still running there is no choice yet
+    last = search_runs(cell, protocol)[-1]
+    unfinished = store.read(composer.key(last)) | {"status": "running"}
+    store.write(unfinished)
+    assert pick(cell, protocol, composer, store)["lr"] is None and select_tuned(store.load_all()[0])[0] == []
+    store.write(unfinished | {"status": "failed"})
     row = pick(cell, protocol, composer, store)
     assert (row["lr"], row["head_lr"], row["select_score"], row["searched"]) == (1e-3, 5e-3, 0.7, 3)
     assert row["grid"] == "0.0003/0.005 0.001/0.005 0.003/0.005 0.01/0.005"
