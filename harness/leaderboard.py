@@ -27,23 +27,33 @@ def lr_pair(record: dict) -> tuple[float, float]:
     return train["lr"], train["head_lr"]
 
 
+def tuning_grid(record: dict) -> list[tuple[float, float]]:
+    """The (lr, head lr) pairs a protocol run's search covered, in grid order."""
+    tuning = tuning_of(record)
+    return list(zip(tuning["lr_grid"], tuning["head_lr_grid"]))
+
+
+def grid_text(pairs) -> str:
+    return " ".join(f"{lr:g}/{head:g}" for lr, head in pairs)
+
+
 def best_tuned(records: list[dict]) -> dict | None:
     """Among one (model, method, task)'s protocol runs, the search-seed run with the best primary
     metric on the tuning split (ties: the first in grid order); None while a grid point has not
     finished (succeeded or failed) or when none succeeded."""
-    searched = {lr_pair(r) for r in records if r["status"] in ("success", "failed") and r["seed"] == tuning_of(r)["search_seed"]}
-    if records and not set(zip(tuning_of(records[0])["lr_grid"], tuning_of(records[0])["head_lr_grid"])) <= searched:
+    if not records:
+        return None
+    grid = tuning_grid(records[0])
+    search = [r for r in records if r["seed"] == tuning_of(r)["search_seed"]]
+    if not set(grid) <= {lr_pair(r) for r in search if r["status"] in ("success", "failed")}:
         return None  # the search is not finished: no choice yet
     best = None
-    for record in records:
-        tuning = tuning_of(record)
-        if record["status"] != "success" or record["seed"] != tuning["search_seed"]:
-            continue
+    for record in (r for r in search if r["status"] == "success"):
         metrics = record["metrics"]
-        score = metrics["final"][tuning["split"]][metrics["primary"]] * (1 if metrics["higher_is_better"] else -1)
-        order = list(zip(tuning["lr_grid"], tuning["head_lr_grid"])).index(lr_pair(record))
-        if best is None or (-score, order) < best[0]:
-            best = ((-score, order), record)
+        score = metrics["final"][tuning_of(record)["split"]][metrics["primary"]] * (1 if metrics["higher_is_better"] else -1)
+        rank = (-score, grid.index(lr_pair(record)))
+        if best is None or rank < best[0]:
+            best = (rank, record)
     return None if best is None else best[1]
 
 
@@ -66,7 +76,7 @@ def select_tuned(records: list[dict]) -> tuple[list[dict], pd.DataFrame]:
         tuning, metrics = tuning_of(winner), winner["metrics"]
         rows.append({"model": model, "method": method, "task": task, "lr": f"{lr_pair(winner)[0]:g}",
                      "head lr": f"{lr_pair(winner)[1]:g}",
-                     "searched (lr/head lr)": " ".join(f"{a:g}/{b:g}" for a, b in zip(tuning["lr_grid"], tuning["head_lr_grid"])),
+                     "searched (lr/head lr)": grid_text(tuning_grid(winner)),
                      "chosen on": f"{tuning['split']} {metrics['primary']} {100 * metrics['final'][tuning['split']][metrics['primary']]:.2f} (seed {tuning['search_seed']})"})
     columns = ["model", "method", "task", "lr", "head lr", "searched (lr/head lr)", "chosen on"]
     return kept, pd.DataFrame(rows, columns=columns)

@@ -72,8 +72,8 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
-def progress_line(plan: dict, now: float | None = None) -> str:
-    groups = statuses(plan)
+def progress_line(plan: dict, now: float | None = None, groups: dict[str, list[str]] | None = None) -> str:
+    groups = groups or statuses(plan)
     finished = len(groups["done"]) + len(groups["failed"])
     total = len(plan["keys"])
     line = (f"[sweep {total - len(groups['remaining'])}/{total}] {len(groups['done'])} done, "
@@ -98,7 +98,7 @@ def summary(sweep_dir: str) -> tuple[str, int]:
     plan = json.loads(path.read_text())
     groups = statuses(plan)
     store = RecordStore(plan["results_dir"])
-    lines = [progress_line(plan).replace("[sweep", "[sweep end", 1)]
+    lines = [progress_line(plan, groups=groups).replace("[sweep", "[sweep end", 1)]
     for key in groups["failed"]:
         record = store.read(key)
         lines.append(f"  FAILED {record['method']} | {record['task']} | {record['model']} | seed {record['seed']} "

@@ -26,10 +26,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from harness.errors import HarnessError
-from harness.leaderboard import best_tuned, build_and_write, lr_pair
+from harness.leaderboard import best_tuned, build_and_write, grid_text, lr_pair
 from harness.preflight import CONF_DIR, group_options, unknown_choices
 from harness.records import RecordStore, resolved_config, run_key
-
 
 
 @dataclass
@@ -99,8 +98,8 @@ def expand_methods(names, exclude) -> list[str]:
 
 def parse_protocol(cfg: DictConfig) -> Protocol:
     if cfg.get("protocol") is None:
-        sweeps = [name for name in group_options()["sweep"]]
-        raise HarnessError(f"the config has no `protocol` section; choose a sweep that defines one (sweep=...; sweeps: {', '.join(sweeps)})")
+        sweeps = ", ".join(group_options()["sweep"])
+        raise HarnessError(f"the config has no `protocol` section; choose a sweep that defines one (sweep=...; sweeps: {sweeps})")
     node = OmegaConf.to_container(cfg.protocol, resolve=True)
     suites = [Suite(model=s["model"], tasks=list(s["tasks"]), methods=expand_methods(s.get("methods", "all"), s.get("exclude", [])),
                     overrides=list(s.get("overrides", [])), method_overrides=dict(s.get("method_overrides", {})))
@@ -116,16 +115,19 @@ def parse_protocol(cfg: DictConfig) -> Protocol:
 
 class Composer:
     """Hydra's compose API over the project's config (inside `initialize_config_dir`), to read
-    defaults and compute run keys."""
+    defaults and compute run keys (each run's key composed once: the protocol asks for it repeatedly)."""
 
     def __init__(self, base: list[str]):
         self.base = base
+        self.keys: dict[tuple[str, ...], str] = {}
 
     def __call__(self, overrides: list[str]) -> DictConfig:
         return compose("config", overrides=[*self.base, *overrides])
 
     def key(self, overrides: list[str]) -> str:
-        return run_key(resolved_config(self(overrides)))
+        if tuple(overrides) not in self.keys:
+            self.keys[tuple(overrides)] = run_key(resolved_config(self(overrides)))
+        return self.keys[tuple(overrides)]
 
 
 def plan_cells(protocol: Protocol, composer: Composer) -> list[Cell]:
@@ -140,21 +142,20 @@ def plan_cells(protocol: Protocol, composer: Composer) -> list[Cell]:
     return cells
 
 
+def cell_runs(cell: Cell, protocol: Protocol, pairs: list[tuple[float, float]], seeds: list[int]) -> list[list[str]]:
+    return [[*cell.base_overrides(), f"seed={seed}", f"train.lr={lr:g}", f"train.head_lr={head:g}", cell.tuning(protocol)]
+            for lr, head in pairs for seed in seeds]
+
+
 def search_runs(cell: Cell, protocol: Protocol) -> list[list[str]]:
-    return [[*cell.base_overrides(), f"seed={protocol.search_seed}", f"train.lr={lr:g}", f"train.head_lr={head:g}",
-             cell.tuning(protocol)] for lr, head in cell.grid]
-
-
-def final_runs(cell: Cell, protocol: Protocol, lr: float, head_lr: float) -> list[list[str]]:
-    return [[*cell.base_overrides(), f"seed={seed}", f"train.lr={lr:g}", f"train.head_lr={head_lr:g}",
-             cell.tuning(protocol)] for seed in protocol.seeds]
+    return cell_runs(cell, protocol, cell.grid, [protocol.search_seed])
 
 
 def pick(cell: Cell, protocol: Protocol, composer: Composer, store: RecordStore) -> dict:
     """The cell's chosen (lr, head lr), by the leaderboard's own rule (`best_tuned`), and the search's outcome."""
     records = [r for o in search_runs(cell, protocol) if (r := store.read(composer.key(o))) is not None]
     row = {"model": cell.suite.model, "method": cell.method, "task": cell.task,
-           "grid": " ".join(f"{lr:g}/{head:g}" for lr, head in cell.grid),
+           "grid": grid_text(cell.grid),
            "searched": sum(r["status"] == "success" for r in records), "lr": None, "head_lr": None,
            "metric": None, "select_score": None}
     best = best_tuned(records)
@@ -216,8 +217,8 @@ def run_protocol(argv: list[str] | None) -> None:
     print(f"protocol {cfg.sweep}: {len(cells)} (model, method, task) cells; search {sum(map(len, searches))} runs "
           f"({todo} to do), then {len(protocol.seeds)} seeds per cell")
     if args.dry_run:
-        for cell, runs in zip(cells, searches):
-            print(f"  {cell.suite.model} {cell.method} {cell.task}: lr/head lr " + " ".join(f"{a:g}/{b:g}" for a, b in cell.grid))
+        for cell in cells:
+            print(f"  {cell.suite.model} {cell.method} {cell.task}: lr/head lr {grid_text(cell.grid)}")
         return
     by_grid: dict[tuple, list[list[str]]] = {}  # one multirun per (model, method, grids): tasks × grid
     for cell, runs in zip(cells, searches):
@@ -232,7 +233,7 @@ def run_protocol(argv: list[str] | None) -> None:
         if row["lr"] is None:
             print(f"warning: no successful search run for {cell.method} on {cell.task}; no final runs", file=sys.stderr)
             continue
-        runs = final_runs(cell, protocol, row["lr"], row["head_lr"])
+        runs = cell_runs(cell, protocol, [(row["lr"], row["head_lr"])], protocol.seeds)
         if missing(runs, composer, store):
             launch(runs, [*args.overrides])
     tuning = pd.DataFrame(rows)
