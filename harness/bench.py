@@ -4,8 +4,8 @@ For each registered method (its default config, conf/method/<name>.yaml) on one 
 shape it measures, through the training loop's own step (`harness.train.StepRunner`: forward, task
 + extra loss, backward, clip, AdamW step, the method's step hook, zero_grad):
 - seconds per step: the median over `--steps` timed steps after `--warmup` untimed ones;
-- peak memory during those steps (CPU: peak RSS, reset per method; CUDA: max allocated) and the
-  optimizer state's size;
+- the activation memory autograd saves for backward and the optimizer state's size; with `--isolate`
+  (each method in a process of its own) its peak memory (CPU: peak RSS; CUDA: max allocated);
 - two references measured in the same run: full fine-tuning, and the frozen-backbone limit (no adapter:
   the trained head plus the backward pass through the whole frozen network down to its input
   embeddings, which is the least any adapter inside the network costs); ratios method/limit and
@@ -23,6 +23,7 @@ import ctypes
 import gc
 import json
 import math
+import multiprocessing
 import os
 import platform
 import random
@@ -39,6 +40,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from harness.device import autocast_dtype, device_name, pick_device
+from harness.errors import one_line
 from harness.memory import current_mb, read_peak, reset_peak
 from harness.preflight import CONF_DIR, group_options
 from harness.schedule import build_scheduler
@@ -148,8 +150,10 @@ def optimizer_state_mb(optimizer: torch.optim.Optimizer) -> float:
 class Contender:
     """One method on its own copy of the model, ready to step."""
 
-    def __init__(self, label: str, model: nn.Module, method: Method, device, dtype, total_steps: int):
+    def __init__(self, label: str, model: nn.Module, method: Method, batch: dict, device, dtype, total_steps: int,
+                 absolute_peak: bool = False):
         self.label, self.model, self.method = label, model.to(device), method
+        self.batch, self.device, self.absolute_peak = batch, device, absolute_peak
         train = TrainConfig(lr=1e-4, head_lr=1e-4, schedule="constant", warmup_ratio=0.0)
         optimizer = torch.optim.AdamW(method.param_groups(train))
         method.start(total_steps, optimizer)
@@ -161,47 +165,113 @@ class Contender:
         self.activations_mb = self.optimizer_mb = 0.0
         self.done = 0
 
-    def run(self, batch: dict, steps: int, device, timed: bool) -> None:
+    def run(self, steps: int, timed: bool) -> None:
+        """`steps` training steps on the batch; with `timed`, their seconds are kept. The peak memory
+        is the process's (own process) or above the memory in use before the steps (shared process)."""
+        device = self.device
         gc.collect()
-        before = current_mb(device)
+        before = 0.0 if self.absolute_peak else current_mb(device)
         reset_peak(device)
         for _ in range(steps):
             self.done += 1
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             started = time.perf_counter()
-            self.step(self.done, [batch])
+            self.step(self.done, [self.batch])
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if timed:
                 self.seconds.append(time.perf_counter() - started)
         self.peak_mb = max(self.peak_mb, read_peak(device)["peak_memory_mb"] - before)
 
+    def finish(self) -> None:
+        """Activation and optimizer-state sizes."""
+        batch = {k: v.to(self.device) for k, v in self.batch.items()}
+        self.activations_mb = saved_activations_mb(self, batch)
+        self.optimizer_mb = optimizer_state_mb(self.step.optimizer)
+
 
 def contender_labels(methods: list[str], with_peft: bool) -> list[str]:
     return ["limit", *methods, *([f"peft_{m}" for m in PEFT_METHODS if m in methods] if with_peft else [])]
 
 
-def build_contender(base: nn.Module, label: str, device, dtype, total_steps: int) -> Contender:
-    model = copy.deepcopy(base)
+def build_contender(model: nn.Module, label: str, batch: dict, device, dtype, total_steps: int,
+                    absolute_peak: bool = False) -> Contender:
+    """`label`'s method applied to `model` (changed in place)."""
     if label == "limit":
         method = FrozenBackbone(model, MethodConfig(name="limit"), HEAD)
     elif label.startswith("peft_"):
         method = PeftMethod(model, method_config(label[5:]), total_steps)
     else:
         method = build_method(model, compose("config", overrides=[f"method={label}"]).method, HEAD)
-    return Contender(label, model, method, device, dtype, total_steps)
+    return Contender(label, model, method, batch, device, dtype, total_steps, absolute_peak)
 
 
-def finish(contender: Contender, batch: dict, release: bool) -> None:
-    """Activation and optimizer-state sizes; with `release`, drop the model (sequential mode)."""
-    contender.activations_mb = saved_activations_mb(contender, batch)
-    contender.optimizer_mb = optimizer_state_mb(contender.step.optimizer)
-    if release:
-        contender.model = contender.method = contender.step = None
-        gc.collect()
-        if sys.platform == "linux":  # hand freed heap pages back, or RSS creeps up model after model
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+def release_heap() -> None:
+    """Hand freed heap pages back to the system, or RSS creeps up step after step and model after model."""
+    gc.collect()
+    if sys.platform == "linux":
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def contender_process(connection, settings: dict, label: str) -> None:
+    """A worker's life: build one contender, then step / finish on the parent's commands."""
+    try:
+        torch.set_num_threads(settings["threads"])
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            device = pick_device(settings["device"])
+            model = text_model(settings["model"])
+            batch = random_batch(model.config.vocab_size, settings["batch"], settings["length"])
+            contender = build_contender(model, label, batch, device, autocast_dtype(settings["precision"], device),
+                                        settings["total"], absolute_peak=True)
+            release_heap()
+            connection.send(("ready", contender.trainable))
+            while True:
+                command, steps, timed = connection.recv()
+                if command == "finish":
+                    contender.finish()
+                    connection.send(("finished", contender.activations_mb, contender.optimizer_mb))
+                    return
+                contender.run(steps, timed)
+                release_heap()  # an idle worker holds its model and optimizer state, not its last step's memory
+                connection.send(("ran", contender.seconds[-steps:] if timed else [], contender.peak_mb))
+    except Exception as error:
+        connection.send(("error", one_line(error)))
+
+
+class IsolatedContender:
+    """A contender in a process of its own (spawned), driven over a pipe by the benchmark's process:
+    its peak memory is its own, and no other method's models or freed memory sit beside it."""
+
+    def __init__(self, label: str, settings: dict):
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=contender_process, args=(child, settings, label), daemon=True)
+        self.process.start()
+        self.label, self.seconds, self.peak_mb = label, [], 0.0
+        (self.trainable,) = self.receive("ready")
+
+    def receive(self, expected: str) -> tuple:
+        try:
+            kind, *payload = self.connection.recv()
+        except EOFError:
+            self.process.join()
+            raise RuntimeError(f"{self.label}: its benchmark process died (exit code {self.process.exitcode}; "
+                               "out of memory? run fewer --methods at once)") from None
+        if kind == "error":
+            raise RuntimeError(f"{self.label}: {payload[0]}")
+        assert kind == expected, (kind, expected)
+        return tuple(payload)
+
+    def run(self, steps: int, timed: bool) -> None:
+        self.connection.send(("run", steps, timed))
+        seconds, self.peak_mb = self.receive("ran")
+        self.seconds += seconds
+
+    def finish(self) -> None:
+        self.connection.send(("finish", 0, False))
+        self.activations_mb, self.optimizer_mb = self.receive("finished")
+        self.process.join()
 
 
 def method_config(name: str):
@@ -217,7 +287,17 @@ def machine(device: torch.device) -> str:
     return f"{device_name(device)}; {text}" if device.type == "cuda" else text
 
 
-def table(contenders: list[Contender], on_cuda: bool) -> list[dict]:
+PEAK_NOTES = {
+    None: "(Peak RSS is not reported here: all contenders share one process; `--isolate` reports it.)",
+    "peak memory MB": "Peak memory: max allocated on the GPU during the method's steps (own process: everything it "
+                      "holds; shared process: above the memory in use before them).",
+    "peak RSS MB": "Peak RSS: the method's own process at its highest during its steps (Python, torch, the model, "
+                   "gradients, optimizer state and the step's working memory).",
+}
+
+
+def table(contenders: list, peak: str | None) -> list[dict]:
+    """One row per contender; `peak` names the peak-memory column (None: left out)."""
     by_label = {c.label: c for c in contenders}
     median = {c.label: statistics.median(c.seconds) for c in contenders}
     rows = []
@@ -229,7 +309,7 @@ def table(contenders: list[Contender], on_cuda: bool) -> list[dict]:
             "× full": f"{median[c.label] / median['full']:.3f}" if "full" in median else "—",
             "ours / PEFT": f"{median[c.label] / median[peft]:.3f}" if peft in by_label else "—",
             "activations MB": f"{c.activations_mb:,.1f}",
-            **({"peak memory MB": f"{c.peak_mb:,.0f}"} if on_cuda else {}), "optimizer state MB": f"{c.optimizer_mb:.2f}",
+            **({peak: f"{c.peak_mb:,.0f}"} if peak else {}), "optimizer state MB": f"{c.optimizer_mb:.2f}",
         })
     return rows
 
@@ -267,8 +347,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", help="auto | fp32 | bf16")
     parser.add_argument("--no-peft", action="store_true")
-    parser.add_argument("--sequential", action="store_true",
-                        help="one method's model in memory at a time, its steps back to back (models too large to hold ~15 copies)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="each method in a process of its own (spawned), still interleaved by round: "
+                             "per-method peak memory (RSS on CPU), no memory shared or left over between methods")
     parser.add_argument("--overhead", action="store_true", help="also time a default run's overhead (~5 min on 2 cores)")
     parser.add_argument("--out", default="results/bench")
     args = parser.parse_args(argv)
@@ -277,42 +358,38 @@ def main(argv: list[str] | None = None) -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         available = [m for m in group_options()["method"] if "/" not in m and m != "projection"]
         methods = available if args.methods == "all" else args.methods.split(",")
-        base = text_model(args.model)
-        batch = random_batch(base.config.vocab_size, args.batch, args.length)
         total = args.warmup + args.rounds * args.steps
         labels = contender_labels(methods, not args.no_peft)
-        batch_on_device = {k: v.to(device) for k, v in batch.items()}
-        if args.sequential:  # one model in memory at a time (large models): each method's steps back to back
-            contenders = []
-            for label in labels:
-                contender = build_contender(base, label, device, dtype, total)
-                contender.run(batch, args.warmup, device, timed=False)
-                for _ in range(args.rounds):
-                    contender.run(batch, args.steps, device, timed=True)
-                finish(contender, batch_on_device, release=True)
-                contenders.append(contender)
+        if args.isolate:  # built one after the other, so that only one model is being built at a time
+            settings = {"model": args.model, "batch": args.batch, "length": args.length, "device": args.device,
+                        "precision": args.precision, "total": total, "threads": torch.get_num_threads()}
+            contenders = [IsolatedContender(label, settings) for label in labels]
         else:
-            contenders = [build_contender(base, label, device, dtype, total) for label in labels]
-            for contender in contenders:
-                contender.run(batch, args.warmup, device, timed=False)
-            order = random.Random(0)
-            for _ in range(args.rounds):  # every method once per round, in a fresh order: none always goes first
-                for contender in order.sample(contenders, len(contenders)):
-                    contender.run(batch, args.steps, device, timed=True)
-            for contender in contenders:
-                finish(contender, batch_on_device, release=False)
-    rows = table(contenders, device.type == "cuda")
+            base = text_model(args.model)
+            batch = random_batch(base.config.vocab_size, args.batch, args.length)
+            contenders = [build_contender(copy.deepcopy(base), label, batch, device, dtype, total) for label in labels]
+        for contender in contenders:
+            contender.run(args.warmup, timed=False)
+        order = random.Random(0)
+        for _ in range(args.rounds):  # every method once per round, in a fresh order: none always goes first
+            for contender in order.sample(contenders, len(contenders)):
+                contender.run(args.steps, timed=True)
+        for contender in contenders:
+            contender.finish()
+    peak = ("peak RSS MB" if device.type == "cpu" else "peak memory MB") if args.isolate else \
+        ("peak memory MB" if device.type == "cuda" else None)
+    rows = table(contenders, peak)
     import pandas as pd
 
     precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[dtype]
     lines = [f"# Training-step benchmark: {args.model}, batch {args.batch} × {args.length} tokens, {precision}", "",
              f"Machine: {machine(device)}. Command: `python -m harness.bench {' '.join(argv if argv is not None else sys.argv[1:])}`.",
              f"Median of {args.rounds} rounds × {args.steps} timed steps per method (after {args.warmup} warm-up steps), "
-             "all methods in one process, " + ("one after the other (--sequential)." if args.sequential else "interleaved by round (shuffled order per round).") + " `limit` = frozen backbone (no adapter; head trained; "
+             + ("each method in a process of its own" if args.isolate else "all methods in one process")
+             + ", interleaved by round (shuffled order per round). `limit` = frozen backbone (no adapter; head trained; "
              "backward through every layer to the input embeddings). Activations: the tensors autograd saves for "
-             "the backward of one training forward (each storage once). Optimizer state: AdamW's moments."
-             + (" Peak memory: max allocated on the GPU during the method's steps above the memory in use before them."
-                if device.type == "cuda" else " (Peak RSS is not reported on CPU: all contenders share one process.)"),
+             "the backward of one training forward (each storage once). Optimizer state: AdamW's moments. "
+             + PEAK_NOTES[peak],
              "", pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), ""]
     if args.overhead:
         with tempfile.TemporaryDirectory() as scratch:

@@ -1,18 +1,41 @@
 """The benchmark runs every contender through the loop's step and writes its table (timings are
 reported, never asserted)."""
+import pytest
+
 from harness.bench import main
+
+TINY = ["--model", "tiny_bert", "--steps", "1", "--batch", "2", "--length", "8"]
+
+
+def table_rows(text: str) -> dict[str, dict[str, str]]:
+    """The printed Markdown table: method -> column -> cell."""
+    lines = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
+    header, *body = lines
+    return {cells[0]: dict(zip(header, cells)) for cells in body}
 
 
 def test_bench_compares_methods_limit_full_and_peft_on_equal_trainable_counts(tmp_path, capsys):
-    main(["--model", "tiny_bert", "--methods", "full,lora,dora,adalora,lora_xs", "--steps", "1", "--warmup", "3",
-          "--rounds", "1", "--batch", "2", "--length", "8", "--out", str(tmp_path)])
+    main([*TINY, "--methods", "full,lora,dora,adalora,lora_xs", "--warmup", "3", "--rounds", "1", "--out", str(tmp_path)])
     text = capsys.readouterr().out
-    rows = {cells[0]: cells[1:] for cells in
-            ([c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| "))}
-    assert set(rows) == {"method", "limit", "full", "lora", "dora", "adalora", "lora_xs", "peft_lora", "peft_dora", "peft_adalora"}
+    rows = table_rows(text)
+    assert set(rows) == {"limit", "full", "lora", "dora", "adalora", "lora_xs", "peft_lora", "peft_dora", "peft_adalora"}
     for method in ("lora", "dora", "adalora"):  # PEFT built from the same config trains as many parameters
-        assert rows[method][0] == rows[f"peft_{method}"][0] and rows[method][5] != "—" and float(rows[method][6]) > 0
-    assert rows["limit"][2] == "1.000" and rows["full"][3] == "1.000"
-    assert rows["limit"][0] == f"{32 * 5 + 5:,}"  # the limit trains tiny_bert's head only: 32 -> 5 labels
+        ours, peft = rows[method], rows[f"peft_{method}"]
+        assert ours["trainable params"] == peft["trainable params"] and ours["ours / PEFT"] != "—"
+        assert float(ours["activations MB"]) > 0
+    assert rows["limit"]["× limit"] == "1.000" and rows["full"]["× full"] == "1.000"
+    assert rows["limit"]["trainable params"] == f"{32 * 5 + 5:,}"  # the limit trains tiny_bert's head only: 32 -> 5 labels
+    assert "peak RSS MB" not in rows["lora"]  # one shared process: no per-method RSS
     (written,) = tmp_path.glob("cpu-tiny_bert-b2x8.md")
     assert written.read_text() + "\n" == text
+
+
+@pytest.mark.slow
+def test_isolated_bench_runs_each_method_in_its_own_process_and_reports_its_peak_rss(tmp_path, capsys):
+    main([*TINY, "--methods", "full,lora", "--warmup", "1", "--rounds", "2", "--out", str(tmp_path), "--isolate"])
+    rows = table_rows(capsys.readouterr().out)
+    assert set(rows) == {"limit", "full", "lora", "peft_lora"}
+    assert rows["lora"]["trainable params"] == rows["peft_lora"]["trainable params"] == "2,213"
+    assert rows["full"]["optimizer state MB"] == f"{2 * 4 * 1_011_525 / 2**20:.2f}"  # AdamW's two fp32 moments
+    for row in rows.values():  # a whole process's peak: Python, torch and the model, well over 100 MB
+        assert float(row["peak RSS MB"].replace(",", "")) > 100
