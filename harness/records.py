@@ -128,4 +128,19 @@ class RecordStore:
                 problems.append(f"{path.name}: unreadable ({' '.join(str(error).split())})")
             except CorruptRecord as error:
                 problems.append(str(error))
-        return records, problems
+        return drop_stale_duplicates(records, problems)
+
+
+def drop_stale_duplicates(records: list[dict], problems: list[str]) -> tuple[list[dict], list[str]]:
+    """A record whose key was made under an older key scheme (e.g. before a config key became
+    non-semantic) is the same run as the record under its config's current key: a resumed sweep
+    redid it there. Such a stale copy is reported and left out, so that the run counts once."""
+    keys = {record["run_key"] for record in records}
+    kept = []
+    for record in records:
+        current = run_key(record["config"])
+        if record["run_key"] != current and current in keys:
+            problems.append(f"{record['run_key']}.json: the same run as {current}.json (a key from an older key scheme); counted once")
+        else:
+            kept.append(record)
+    return kept, problems

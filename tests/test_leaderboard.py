@@ -8,6 +8,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.leaderboard import build_and_write, main
+from harness.records import run_key
 
 DATA = Path(__file__).parent / "data"
 BACKBONE = 22_713_216
@@ -91,6 +92,19 @@ def test_corrupt_record_is_reported_and_not_counted(results):
     text = build_and_write(str(results), sweep="fixture", with_plot=False)
     assert "## Skipped record files" in text and "broken.json: unreadable" in text
     assert "97.00 ± 1.00 (n=3)" in text
+
+
+def test_a_copy_under_a_stale_key_is_reported_and_counted_once(results):
+    """A resumed sweep redoes a run whose record carries a key from an older key scheme: the two
+    records of that run count once (the one under the config's current key)."""
+    config = {"method": {"name": "full"}, "task": {"name": "bbc_news"}, "seed": 3}
+    current = record("full", None, "bbc_news", 3, 0.90, 0.90, BACKBONE) | {"config": config, "run_key": run_key(config)}
+    stale = current | {"run_key": "0123456789ab"}
+    for rec in (current, stale):
+        (results / "runs" / f"{rec['run_key']}.json").write_text(json.dumps(rec))
+    text = build_and_write(str(results), sweep="fixture", with_plot=False)
+    assert f"0123456789ab.json: the same run as {run_key(config)}.json" in text.split("## Skipped record files")[1]
+    assert "95.25 ± 3.59 (n=4)" in text  # 97, 96, 98 and 90 once (n=5 if counted twice)
 
 
 def test_no_runs_gives_an_empty_board(tmp_path):
