@@ -18,7 +18,7 @@ from torch import nn
 from harness.errors import HarnessError
 from harness.schema import require
 from methods.base import LayerMethod
-from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank
+from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 
 
 @dataclass
@@ -58,7 +58,7 @@ class TripletLinear(AdditiveLayer):
         return self.scaling * (self.lora_B @ (self.lora_E[:, None] * self.lora_A))
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(x, self.lora_A) * self.lora_E, self.lora_B) * self.scaling
+        return scaled(F.linear(F.linear(x, self.lora_A) * self.lora_E, self.lora_B), self.scaling)
 
     @torch.no_grad()
     def zero_pruned(self) -> None:

@@ -22,7 +22,7 @@ from torch import nn
 from harness.errors import HarnessError
 from methods.base import LayerMethod
 from methods.inject import run_with
-from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank
+from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register
 
 
@@ -52,7 +52,7 @@ class LoRALinear(AdditiveLayer):
         return self.scaling * (self.lora_B @ self.lora_A)
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
+        return scaled(F.linear(F.linear(x, self.lora_A), self.lora_B), self.scaling)
 
 
 class LoRAConv2d(AdditiveLayer):
@@ -70,7 +70,7 @@ class LoRAConv2d(AdditiveLayer):
         return self.scaling * torch.einsum("or,rikl->oikl", self.lora_B[:, :, 0, 0], self.lora_A)
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(run_with(self.base, x, weight=self.lora_A, bias=None), self.lora_B) * self.scaling
+        return scaled(F.conv2d(run_with(self.base, x, weight=self.lora_A, bias=None), self.lora_B), self.scaling)
 
 
 @register

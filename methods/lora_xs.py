@@ -17,7 +17,7 @@ from torch import nn
 
 from harness.schema import require
 from methods.base import LayerMethod
-from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank
+from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register
 
 
@@ -55,7 +55,7 @@ class LoraXSLinear(AdditiveLayer):
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
         latent = F.linear(F.linear(x, self.lora_A), self.lora_R)
-        return F.linear(latent, self.lora_B) * self.scaling
+        return scaled(F.linear(latent, self.lora_B), self.scaling)
 
 
 @register

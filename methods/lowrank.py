@@ -22,6 +22,11 @@ class LowRankConfig(MethodConfig):
         require(0 <= self.dropout < 1, f"method.dropout must be in [0, 1), got {self.dropout}")
 
 
+def scaled(update: torch.Tensor, scaling: float) -> torch.Tensor:
+    """update · scaling, without a pass over the update when scaling is 1 (bitwise the same result)."""
+    return update if scaling == 1 else update * scaling
+
+
 def check_rank(method: str, name: str, r: int, d_in: int, d_out: int) -> None:
     if r > min(d_in, d_out):
         raise HarnessError(f"{method}: rank r={r} exceeds min(d_in, d_out)={min(d_in, d_out)} of layer '{name}' ({d_out}×{d_in})")

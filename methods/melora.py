@@ -18,7 +18,7 @@ from torch import nn
 from harness.errors import HarnessError
 from harness.schema import require
 from methods.base import LayerMethod
-from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank
+from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register
 
 
@@ -53,7 +53,7 @@ class MeloraLinear(AdditiveLayer):
     def update(self, x: torch.Tensor) -> torch.Tensor:
         chunks = x.unflatten(-1, (self.n, -1))  # (..., n, d_in/n)
         latent = torch.einsum("...ni,nri->...nr", chunks, self.lora_A)
-        return torch.einsum("...nr,nor->...no", latent, self.lora_B).flatten(-2) * self.scaling
+        return scaled(torch.einsum("...nr,nor->...no", latent, self.lora_B).flatten(-2), self.scaling)
 
 
 @register
