@@ -55,13 +55,14 @@ def model_inputs(task, run, cache_dir) -> tuple[dict, int, int]:
     return encoded, cache_hits, tokenizer.pad_token_id or 0
 
 
-def trainable_checksum(model: torch.nn.Module) -> str:
-    """SHA-256 of every trained parameter's name and bytes at the end: equal checksums, equal weights."""
+def trainable_checksum(method) -> str:
+    """SHA-256 of the names and bytes of everything the method learned (`Method.state_tensors`: the
+    trained parameters, and masks, folded weights, trained BatchNorm statistics): equal checksums,
+    equal learned state."""
     digest = hashlib.sha256()
-    for name, parameter in sorted(model.named_parameters()):
-        if parameter.requires_grad:
-            digest.update(name.encode())
-            digest.update(parameter.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    for name, tensor in sorted(method.state_tensors().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -104,7 +105,7 @@ def fine_tune(cfg: DictConfig, record: dict, logger) -> None:
     allocation = method.allocation()
     if allocation is not None:  # methods that reallocate a rank budget during training
         record["params"] = {**initial_counts, "adapter_final": method.param_counts()["adapter"], "ranks_final": allocation}
-    record["params"]["trainable_sha256"] = trainable_checksum(model)
+    record["params"]["trainable_sha256"] = trainable_checksum(method)
     record["cost"] = {
         "train_seconds": round(outcome.train_seconds, 3),
         "eval_seconds": round(outcome.eval_seconds, 3),

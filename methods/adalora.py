@@ -20,6 +20,8 @@ The allocation reads gradients, so it runs in `on_step_end` (after optimizer.ste
 zero_grad()). t_init/t_final are steps, or fractions of T when below 1; t_init ≥ T − t_final is
 an error. Params: r_init(d_in + d_out + 1) per matrix while training; the record's
 `adapter_final` is Σ over kept triplets of (d_in + d_out + 1), the paper's budget.
+Weight decay (`decay = "trainer"`): A, E and B decayed, biases and LayerNorm not (HF Trainer's rule in
+QingruZhang/AdaLoRA NLU/run_glue.py; its DeBERTaV3 scripts use 0 to 0.1 by task).
 """
 from dataclasses import dataclass, field
 

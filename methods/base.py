@@ -5,13 +5,21 @@ injects its modules (`apply`) and then answers the loop's questions: optimizer g
 the step-end hook, merging, and parameter counts for the run record.
 """
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
 from torch import nn
 
 from harness.errors import HarnessError
 from methods.inject import inject, is_under, match_targets
+
+
+NORM_LAYERS = tuple(t for t in (nn.LayerNorm, nn.GroupNorm, getattr(nn, "RMSNorm", None), nn.modules.batchnorm._BatchNorm) if t)
+
+
+def is_bias(name: str) -> bool:
+    """Whether a parameter name is a bias by HF Trainer's rule ("bias" in the name; its last part here)."""
+    return "bias" in name.rsplit(".", 1)[-1]
 
 
 @dataclass
@@ -32,6 +40,11 @@ class Method:
 
     name: ClassVar[str]
     Config: ClassVar[type] = MethodConfig
+    # Which trainable tensors AdamW decays (toward 0, at train.weight_decay), as the method's reference
+    # code does (each method's docstring cites it):
+    #   "trainer": all but biases and normalisation-layer parameters (HF Trainer's rule);
+    #   "all": every trainable tensor (a plain torch AdamW over all of them, torch's default).
+    decay: ClassVar[Literal["trainer", "all"]] = "trainer"
     exact_identity_at_init: ClassVar[bool] = True  # False where the paper starts near, not at, W0
     rewrites_adapted_layers: ClassVar[bool] = False  # True where training itself changes frozen tensors of
     # the adapted layers (RAC-LoRA folds each link into W0 and redraws its frozen factor)
@@ -63,19 +76,34 @@ class Method:
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in module.parameters(recurse=False)):
                 module.eval()
 
+    def named_head_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and is_under(n, self.head_modules)]
+
+    def named_adapter_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and not is_under(n, self.head_modules)]
+
     def head_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.model.named_parameters() if p.requires_grad and is_under(n, self.head_modules)]
+        return [p for _, p in self.named_head_parameters()]
 
     def adapter_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.model.named_parameters() if p.requires_grad and not is_under(n, self.head_modules)]
+        return [p for _, p in self.named_adapter_parameters()]
+
+    def undecayed(self) -> set[str]:
+        """Names of the trainable parameters AdamW must not decay, by the method's `decay` policy."""
+        if self.decay == "all":
+            return set()
+        in_norm_layers = {f"{module_name}.{name}" if module_name else name
+                          for module_name, module in self.model.named_modules() if isinstance(module, NORM_LAYERS)
+                          for name, _ in module.named_parameters(recurse=False)}
+        return {n for n, p in self.model.named_parameters() if p.requires_grad and (is_bias(n) or n in in_norm_layers)}
 
     def param_groups(self, train) -> list[dict]:
-        """AdamW groups: adapter at train.lr, head at train.head_lr; weight decay on matrices only
-        (biases, LayerNorm and other vectors get none)."""
-        groups = []
-        for params, lr in ((self.adapter_parameters(), train.lr), (self.head_parameters(), train.head_lr)):
+        """AdamW groups: adapter at train.lr, head at train.head_lr, each split into the tensors the
+        method's policy decays (at train.weight_decay) and the others (weight decay 0)."""
+        undecayed, groups = self.undecayed(), []
+        for named, lr in ((self.named_adapter_parameters(), train.lr), (self.named_head_parameters(), train.head_lr)):
             for decay in (True, False):
-                chosen = [p for p in params if (p.ndim >= 2) == decay]
+                chosen = [p for n, p in named if (n not in undecayed) == decay]
                 if chosen:
                     groups.append({"params": chosen, "lr": lr, "weight_decay": train.weight_decay if decay else 0.0})
         return groups
@@ -112,17 +140,36 @@ class Method:
         }
 
     # -- saving ---------------------------------------------------------------------------------
+    def learned_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors outside the optimizer that training changes and the model's function depends on,
+        by their names in the model: the running statistics of BatchNorm layers that are trained
+        (they run in train mode); subclasses add theirs (masks, folded weights, redrawn factors)."""
+        tensors = {}
+        for name, module in self.model.named_modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and any(p.requires_grad for p in module.parameters(recurse=False)):
+                tensors.update({f"{name}.{buffer}": value for buffer, value in module.named_buffers(recurse=False)})
+        return tensors
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything the method learned, live (not copied): every trained parameter and the learned
+        tensors. Its bytes are the record's `params.trainable_sha256`."""
+        return {**{n: p for n, p in self.model.named_parameters() if p.requires_grad}, **self.learned_tensors()}
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        """A copy of `state_tensors()`: loaded into a freshly built model of the same config it gives
+        the same outputs."""
+        return {name: tensor.detach().clone() for name, tensor in self.state_tensors().items()}
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        params = dict(self.model.named_parameters())
-        unknown = sorted(set(state) - {n for n, p in params.items() if p.requires_grad})
+        tensors = self.state_tensors()
+        unknown, missing = sorted(set(state) - set(tensors)), sorted(set(tensors) - set(state))
         if unknown:
-            raise HarnessError(f"state holds parameters this method does not train: {unknown[:5]}")
+            raise HarnessError(f"state holds tensors this method does not learn: {unknown[:5]}")
+        if missing:
+            raise HarnessError(f"state lacks tensors this method learns: {missing[:5]}")
         with torch.no_grad():
             for name, value in state.items():
-                params[name].copy_(value)
+                tensors[name].copy_(value)
 
 
 class LayerMethod(Method):

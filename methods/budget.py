@@ -109,6 +109,11 @@ class BudgetMethod(LayerMethod):
         for layer in self.layers.values():
             layer.zero_pruned()
 
+    def learned_tensors(self) -> dict[str, torch.Tensor]:
+        """The kept-component masks besides the base method's tensors (they decide the final count
+        and which components are held at zero)."""
+        return {**super().learned_tensors(), **{f"{name}.kept": layer.kept for name, layer in self.layers.items()}}
+
     def allocation(self) -> dict[str, int]:
         return {name: int(layer.kept.sum()) for name, layer in self.layers.items()}
 

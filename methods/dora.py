@@ -10,6 +10,9 @@ W' = W0 at step 0. W' is never materialised in the forward:
 (x̃ W0ᵀ is the base output without bias when dropout is off, one extra matmul otherwise, as in
 the reference code and PEFT). Merge: W0 ← (m/‖W0 + s·B A‖) ⊙_row (W0 + s·B A).
 Trainable params: r·(d_in + d_out) + d_out per adapted matrix.
+Weight decay (`decay = "trainer"`): A, B and the magnitude m decayed (toward 0, as HF Trainer does in
+NVlabs/DoRA commonsense_reasoning/finetune.py, whose scripts use weight_decay 0, and in its VL-BART
+trainer at 0.01), biases and LayerNorm not.
 """
 from dataclasses import dataclass, field
 

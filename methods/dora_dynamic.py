@@ -22,6 +22,8 @@ re-zeroed after every step. Loss += η·R (the "dimensional equilibrium modulato
 while t ≤ t_e, then off. Steps are numbered from 1.
 Params: r0(d_in + d_out + 1) per matrix while training; the record's `adapter_final` is
 Σ over kept components of (d_in + d_out + 1) (the paper's count leaves out the n·r_T scalars c_i).
+Weight decay (`decay = "all"`): every trained tensor, the scalers c and the head's biases included,
+one AdamW group as the official code (Finetune_And_Benchmark.py; weight_decay 0.01).
 """
 from dataclasses import dataclass, field
 
@@ -74,6 +76,7 @@ class DynamicRankLinear(TripletLinear):
 @register
 class DoraDynamic(BudgetMethod):
     name = "dora_dynamic"
+    decay = "all"
     Config = DoraDynamicConfig
 
     def new_layer(self, base: nn.Linear) -> DynamicRankLinear:

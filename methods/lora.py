@@ -5,6 +5,9 @@ For each targeted linear layer with frozen W0 (d_out×d_in):
 A (r×d_in) ~ kaiming-uniform(a=√5) (= U(±1/√d_in), as loralib and PEFT), B (d_out×r) = 0, so
 ΔW = 0 at step 0. Scale s = α/r, or α/√r with rsLoRA (Kalajdzievski 2023). Merge: W0 ← W0 + s·B A.
 Trainable params: r·(d_in + d_out) per adapted matrix (no LoRA bias).
+Weight decay (`decay = "trainer"`): A, B and the head's weight decayed, biases and LayerNorm not, HF
+Trainer's rule as in the reference GLUE code (microsoft/LoRA examples/NLU, run_glue.py through the
+bundled Trainer.create_optimizer; its RoBERTa scripts use weight_decay 0.1).
 
 Conv2d layers (PEFT's convention): A is a k_h×k_w convolution C_in → r with the base layer's stride,
 padding and dilation (run through the base layer's own forward, so TF-style "same"-padding subclasses

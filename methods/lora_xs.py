@@ -8,6 +8,9 @@ matrix R between them is trained:
 R ~ N(0, σ²) with σ = 1e-5 (the paper's init: near zero, not zero). Merge: W0 ← W0 + s·B R A.
 Trainable params: r² per adapted matrix; A and B are buffers (r·(d_in + d_out) frozen values).
 The SVD is exact (torch.linalg.svd in float64, computed once per matrix), hence deterministic.
+Weight decay (`decay = "all"`): every trained tensor, R and the whole head (biases included), as the
+reference's own torch AdamW over all of them (MohammadrezaBanaei/LoRA-XS main_glue.py; no
+weight_decay given, so torch's default 0.01).
 """
 from dataclasses import dataclass, field
 
@@ -61,6 +64,7 @@ class LoraXSLinear(AdditiveLayer):
 @register
 class LoraXS(LayerMethod):
     name = "lora_xs"
+    decay = "all"
     Config = LoraXSConfig
     exact_identity_at_init = False  # R ~ N(0, 1e-5²): the update starts near zero, not at zero
 

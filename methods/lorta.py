@@ -15,6 +15,9 @@ measures the difference). Merge: W0 ← W0 + s·ΔW_{l,m} for every adapted matr
 Layers and matrix types come from module names (the layer index in `…layer.<l>.…`, the matrix
 type from the target pattern it matches) and H from the model config; every target must be d×d.
 Trainable params: r·(d + d_h + H + L + M) for the whole model.
+Weight decay (`decay = "trainer"`): the CP factors and the head's weight decayed, biases and LayerNorm
+not (ihounie/lorta nlu/glue/run_glue.py CustomTrainer.create_optimizer; its GLUE scripts decay the
+adapter at 0 and the classifier weight at 0.1, a separate value the harness does not have).
 """
 import math
 import re

@@ -9,6 +9,9 @@ W' (TF-style "same" padding kept). Merge: W ← W ⊙ γ. Trainable params: C_ou
 convolutions the method trains as many numbers as full fine-tuning of those layers would). The task
 head is trained; BatchNorm affine parameters stay frozen unless `train_bn: true` (then they count
 as adapter parameters). Default targets: every Conv2d of the backbone.
+Weight decay: the gates are never decayed (they start at 1 and decay would pull them, and the filters
+they scale, toward 0; there is no public reference code), nor are BatchNorm parameters and biases;
+the head's weight is (HF Trainer's rule).
 """
 from dataclasses import dataclass, field
 
@@ -56,6 +59,9 @@ class Projection(LayerMethod):
 
     def make_layer(self, name: str, base: nn.Conv2d) -> GatedConv2d:
         return GatedConv2d(base)
+
+    def undecayed(self) -> set[str]:
+        return super().undecayed() | {f"{name}.gates" for name in self.layers}
 
     def apply(self) -> None:
         super().apply()

@@ -16,6 +16,10 @@ The random factors come from a generator seeded with the run's seed, so a seed r
 The optimizer's state is kept across links, as in the reference (its AdamW is created once and the
 factors change in place); `reset_optimizer: true` clears the adapter's moments at every boundary.
 The final merge folds the last link as LoRA does.
+Weight decay (`decay = "all"`): every trained tensor (the trained factor and the head), as the
+reference's AdamW over all trainable parameters (configure_optimizers; torch's default 0.01).
+Saved state: besides the trained factor, each adapted layer's base weight (the folded links) and
+its frozen factor, so that a reload reproduces the function.
 """
 import math
 from dataclasses import dataclass, field
@@ -87,6 +91,7 @@ class ChainLinear(LoRALinear):
 @register
 class RacLora(LoRA):
     name = "rac_lora"
+    decay = "all"
     Config = RacLoraConfig
     target_types = (nn.Linear,)
     rewrites_adapted_layers = True
@@ -99,6 +104,16 @@ class RacLora(LoRA):
         cfg = self.cfg
         check_rank(self.name, name, cfg.r, base.in_features, base.out_features)
         return ChainLinear(base, cfg.r, cfg.alpha, cfg.dropout, cfg.frozen, cfg.gaussian, cfg.init_std, self.generator)
+
+    def learned_tensors(self) -> dict[str, torch.Tensor]:
+        """Each adapted layer's base weight (it holds the folded links) and, with a frozen factor,
+        that factor (redrawn at every link), besides the base method's tensors."""
+        tensors = super().learned_tensors()
+        for name, layer in self.layers.items():
+            tensors[f"{name}.base.weight"] = layer.base.weight
+            if self.cfg.frozen != "none":
+                tensors[f"{name}.lora_{self.cfg.frozen}"] = getattr(layer, f"lora_{self.cfg.frozen}")
+        return tensors
 
     def start(self, total_steps: int, optimizer=None) -> None:
         super().start(total_steps, optimizer)

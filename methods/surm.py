@@ -17,9 +17,13 @@ merge W0 ← W0 + M. Params per layer: those of M.
 placement=adapter: after the attention-output dense and the FFN-output dense of every layer
 (default targets), after the block's own dropout and before its residual add and LayerNorm
 (the reference wiring; the block's dropout moves into the wrapper):
-    h ← h + act(M·dropout(h)) + β,   β ∈ R^d = 0,  act ∈ {gelu, relu, tanh, silu, identity}
-(activations with act(0) = 0, so the adapter is the identity at init). Not mergeable (act is
+    h ← h + act(M·dropout(h)) + β,   β ∈ R^d = 0,  act ∈ {gelu, tanh, silu, identity}
+(activations with act(0) = 0, so the adapter is the identity at init, and act'(0) ≠ 0: with relu,
+relu'(0) = 0 and M = 0 at init, M would never get a gradient). Not mergeable (act is
 non-linear). Params per adapter: those of M (square, d = d_out) + d.
+Weight decay (`decay = "trainer"`): the structured factors (circulant and Toeplitz vectors included)
+decayed, the adapter bias β and other biases and LayerNorm not: the reference's no_decay list
+["bias", "LayerNorm.weight"] (src/scripts/run_bert_glue.py; weight_decay 0.25).
 """
 from dataclasses import dataclass, field
 
@@ -36,7 +40,7 @@ from methods.structured import STRUCTURES, build_structure
 
 PLACEMENTS = ("lora", "adapter")
 DEFAULT_TARGETS = {"lora": ["query", "value"], "adapter": ["attention.output.dense", FFN_OUTPUT]}
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU, "identity": nn.Identity}
+ACTIVATIONS = {"gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "identity": nn.Identity}
 
 
 @dataclass
@@ -53,7 +57,7 @@ class SurmConfig(MethodConfig):
     def __post_init__(self):
         require(self.structure in STRUCTURES, f"method.structure must be one of {', '.join(STRUCTURES)}, got '{self.structure}'")
         require(self.placement in PLACEMENTS, f"method.placement must be one of {', '.join(PLACEMENTS)}, got '{self.placement}'")
-        require(self.activation in ACTIVATIONS, f"method.activation must be one of {', '.join(ACTIVATIONS)} (act(0) = 0), got '{self.activation}'")
+        require(self.activation in ACTIVATIONS, f"method.activation must be one of {', '.join(ACTIVATIONS)} (act(0) = 0, act'(0) ≠ 0), got '{self.activation}'")
         require(self.r > 0, f"method.r must be a positive integer, got {self.r}")
         require(0 <= self.dropout < 1, f"method.dropout must be in [0, 1), got {self.dropout}")
         if not self.targets:

@@ -8,7 +8,9 @@ from hydra import compose, initialize_config_dir
 from harness.preflight import CONF_DIR
 from methods import METHODS, build_method
 from methods.inject import is_under
+from harness.run import trainable_checksum
 from tests.conftest import tiny_batch, tiny_bert, tiny_cnn, tiny_images
+from tests.training import LABELS, settings, train_steps
 
 HEAD = ["classifier"]
 
@@ -67,44 +69,97 @@ def test_param_counts_add_up(name):
     assert counts["total"] == sum(p.numel() for p in model.parameters())
 
 
+def trained(name: str, steps: int = 8, seed: int = 0):
+    """A method after `steps` steps of an 8-step run: RAC-LoRA has folded links (4 links), AdaLoRA
+    and dynamic DoRA have pruned to their final budgets (freeze at step 4)."""
+    model, method = applied(name, seed=seed)
+    perturb_trainable(model)  # every factor non-zero, so every trainable tensor gets a gradient
+    train_steps(method, lambda step: batch_for(name, seed=step), steps, total=8)
+    return model, method
+
+
+def added_parameters(method) -> dict[str, torch.nn.Parameter]:
+    """Trainable tensors the method added to the model (not the backbone's own, not the head)."""
+    return {n: p for n, p in method.model.named_parameters()
+            if p.requires_grad and ".base." not in n and not is_under(n, HEAD) and n.rsplit(".", 1)[-1] not in ("weight", "bias")}
+
+
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_only_trainable_parameters_change(name):
+def test_every_trainable_tensor_changes_the_output(name):
     model, method = applied(name)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer = torch.optim.AdamW(method.param_groups(type("T", (), {"lr": 1e-2, "head_lr": 1e-2, "weight_decay": 0.0})))
-    model.train()
-    method.start(4)
-    for step in range(4):
-        loss = model(**batch_for(name, seed=step), labels=torch.tensor([0, 1, 2, 0])).loss
+    perturb_trainable(model)
+    batch = batch_for(name)
+    with torch.no_grad():
+        reference = model(**batch).logits
+        for n, param in model.named_parameters():
+            if param.requires_grad:
+                saved = param.clone()
+                param.add_(0.1 * torch.randn(param.shape, generator=torch.Generator().manual_seed(5)))
+                assert not torch.equal(model(**batch).logits, reference), f"{n} is trainable but disconnected"
+                param.copy_(saved)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_a_step_changes_every_trainable_tensor_and_nothing_frozen(name):
+    model, method = applied(name)
+    perturb_trainable(model)
+    optimizer = torch.optim.AdamW(method.param_groups(settings(lr=1e-2)))
+    method.start(4, optimizer)
+    method.train_mode()
+    for step in (1, 2):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        loss = model(**batch_for(name, seed=step), labels=LABELS).loss
         extra = method.extra_loss()
         (loss if extra is None else loss + extra).backward()
         optimizer.step()
-        method.on_step_end(step + 1)
+        for n, p in model.named_parameters():  # checked before on_step_end and zero_grad
+            if p.requires_grad:
+                assert p.grad is not None and torch.count_nonzero(p.grad) > 0, f"{n} is trainable but got no gradient"
+                assert not torch.equal(before[n], p), f"{n} got a gradient but the step did not change it"
+            else:
+                assert torch.equal(before[n], p), f"{n} is frozen but the optimizer changed it"
+        method.on_step_end(step)
         optimizer.zero_grad()
-    for n, p in model.named_parameters():
-        changed = not torch.equal(before[n], p)
-        if p.requires_grad:
-            assert changed or p.grad is None, f"{n} is trainable but did not change"
-        elif not (method.rewrites_adapted_layers and is_under(n, list(method.layers))):
-            assert not changed, f"{n} is frozen but changed"
-    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if n.startswith("classifier."))
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_merge_gives_the_same_outputs(name):
-    model, method = applied(name)
-    perturb_trainable(model)
+def test_merge_after_training_gives_the_same_outputs_from_the_base_weights_alone(name):
+    model, method = trained(name)
     unmerged = model(**batch_for(name)).logits
     method.merge()
     assert torch.allclose(model(**batch_for(name)).logits, unmerged, atol=1e-5)
+    with torch.no_grad():  # merged: the added tensors no longer take part
+        for param in added_parameters(method).values():
+            param.add_(1.0)
+    assert torch.allclose(model(**batch_for(name)).logits, unmerged, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_trainable_state_round_trip(name):
-    model, method = applied(name)
+ROUND_TRIPS = [(name, {}) for name in sorted(METHODS)] + [("projection", {"train_bn": True}), ("full", {"model": "cnn"})]
+
+
+@pytest.mark.parametrize("name, extra", ROUND_TRIPS, ids=[f"{n}{'-' + '-'.join(map(str, e.values())) if e else ''}" for n, e in ROUND_TRIPS])
+def test_saved_state_after_training_restores_the_outputs_in_a_fresh_model(name, extra):
+    """Saved after folding (RAC-LoRA), pruning (AdaLoRA, dynamic DoRA) and BatchNorm statistics
+    updates (trained BatchNorm layers); loaded into a model built with other random draws."""
+    def build(seed):
+        extra_values = {k: v for k, v in extra.items() if k != "model"}
+        model = tiny_cnn() if extra.get("model") == "cnn" or for_images(name) else tiny_bert()
+        torch.manual_seed(seed)
+        node = method_node(name)
+        node.update(extra_values)
+        return model, build_method(model, node, HEAD)
+
+    model, method = build(100)
+    batch = (lambda step: tiny_images(seed=step)) if isinstance(model.classifier, nn.Linear) and hasattr(model, "backbone") \
+        else (lambda step: tiny_batch(seed=step))
     perturb_trainable(model)
-    expected = model(**batch_for(name)).logits
+    train_steps(method, batch, 8)
+    expected, checksum = model(**batch(0)).logits, trainable_checksum(method)
     state = method.trainable_state_dict()
-    fresh_model, fresh_method = applied(name, seed=0)
+    fresh_model, fresh_method = build(7)
+    assert not torch.allclose(fresh_model(**batch(0)).logits, expected, atol=1e-4)
+    assert trainable_checksum(fresh_method) != checksum
     fresh_method.load_trainable_state_dict(state)
-    assert torch.allclose(fresh_model(**batch_for(name)).logits, expected, atol=1e-6)
+    assert torch.equal(fresh_model(**batch(0)).logits, expected)
+    assert trainable_checksum(fresh_method) == checksum
+    assert fresh_method.param_counts() == method.param_counts() and fresh_method.allocation() == method.allocation()

@@ -5,6 +5,7 @@ import torch
 from harness.errors import HarnessError
 from methods.rac_lora import RacLora, RacLoraConfig
 from tests.conftest import tiny_batch, tiny_bert
+from tests.training import train_steps as train_batches
 
 HEAD = ["classifier"]
 QUERY = "bert.encoder.layer.0.attention.self.query"
@@ -18,14 +19,7 @@ def chain(seed: int = 0, **values) -> RacLora:
 
 
 def train_steps(method, steps: int, total: int) -> torch.optim.Optimizer:
-    optimizer = torch.optim.AdamW(method.param_groups(type("T", (), {"lr": 1e-2, "head_lr": 1e-2, "weight_decay": 0.0})))
-    method.start(total, optimizer)
-    for step in range(1, steps + 1):
-        method.model(**tiny_batch(seed=step), labels=torch.tensor([0, 1, 2, 0])).loss.backward()
-        optimizer.step()
-        method.on_step_end(step)
-        optimizer.zero_grad()
-    return optimizer
+    return train_batches(method, lambda step: tiny_batch(seed=step), steps, total=total)
 
 
 @pytest.mark.parametrize("frozen, trained", [("A", "B"), ("B", "A")])

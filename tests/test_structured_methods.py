@@ -99,7 +99,8 @@ def test_surm_shape_errors_name_the_layer(values, message):
 @pytest.mark.parametrize("values, message", [
     ({"structure": "dense"}, "method.structure must be one of circulant, toeplitz, kronecker, got 'dense'"),
     ({"placement": "prefix"}, "method.placement must be one of lora, adapter"),
-    ({"activation": "sigmoid"}, r"method.activation must be one of gelu, relu, tanh, silu, identity \(act\(0\) = 0\)"),
+    ({"activation": "sigmoid"}, r"method.activation must be one of gelu, tanh, silu, identity"),
+    ({"activation": "relu"}, r"method.activation must be one of gelu, tanh, silu, identity \(act\(0\) = 0, act'\(0\) ≠ 0\)"),
 ])
 def test_surm_bad_config_is_one_line(values, message):
     with pytest.raises(HarnessError, match=message):
