@@ -65,20 +65,19 @@ class BudgetSchedule:
     total: int
     delta_t: int
 
-    @property
     def freeze_step(self) -> int:
         return self.total - self.t_final
 
     def budget(self, step: int) -> int:
         if step <= self.t_init:
             return self.initial
-        if step >= self.freeze_step:
+        if step >= self.freeze_step():
             return self.target
         remaining = 1 - (step - self.t_init) / (self.total - self.t_final - self.t_init)
         return int((self.initial - self.target) * remaining**3 + self.target)
 
     def masks_at(self, step: int) -> bool:
-        return self.t_init < step < self.freeze_step and step % self.delta_t == 0
+        return self.t_init < step < self.freeze_step() and step % self.delta_t == 0
 
 
 class AdaLoRALinear(TripletLinear):
@@ -99,11 +98,11 @@ class AdaLoRA(BudgetMethod):
     def start(self, total_steps: int, optimizer=None) -> None:
         super().start(total_steps, optimizer)
         cfg = self.cfg
-        self.schedule = BudgetSchedule(self.initial_budget, self.target_budget, schedule_steps(cfg.t_init, total_steps, "t_init"),
+        self.schedule = BudgetSchedule(self.initial_budget(), self.target_budget(), schedule_steps(cfg.t_init, total_steps, "t_init"),
                                        schedule_steps(cfg.t_final, total_steps, "t_final"), total_steps, cfg.delta_t)
-        if self.schedule.t_init >= self.schedule.freeze_step:
+        if self.schedule.t_init >= self.schedule.freeze_step():
             raise HarnessError(f"adalora: no budgeting phase: t_init ({self.schedule.t_init} steps) must be < total steps − t_final "
-                               f"({total_steps} − {self.schedule.t_final} = {self.schedule.freeze_step}); lower method.t_init/t_final or train longer")
+                               f"({total_steps} − {self.schedule.t_final} = {self.schedule.freeze_step()}); lower method.t_init/t_final or train longer")
         self.sensitivity: dict[tuple[str, str], torch.Tensor] = {}
         self.uncertainty: dict[tuple[str, str], torch.Tensor] = {}
 
@@ -116,17 +115,17 @@ class AdaLoRA(BudgetMethod):
                 penalties.append(torch.linalg.matrix_norm(gram - torch.eye(len(gram), dtype=gram.dtype, device=gram.device)))
         return self.cfg.orth_reg * torch.stack(penalties).mean()
 
-    @torch.no_grad()
     def update_importance(self) -> None:
-        beta1, beta2 = self.cfg.beta1, self.cfg.beta2
-        for name, layer in self.layers.items():
-            for factor in ("A", "E", "B"):
-                param = getattr(layer, f"lora_{factor}")
-                key = (name, factor)
-                importance = (param * param.grad).abs() if param.grad is not None else torch.zeros_like(param)
-                sensitivity = beta1 * self.sensitivity.get(key, torch.zeros_like(param)) + (1 - beta1) * importance
-                uncertainty = beta2 * self.uncertainty.get(key, torch.zeros_like(param)) + (1 - beta2) * (importance - sensitivity).abs()
-                self.sensitivity[key], self.uncertainty[key] = sensitivity, uncertainty
+        with torch.no_grad():
+            beta1, beta2 = self.cfg.beta1, self.cfg.beta2
+            for name, layer in self.layers.items():
+                for factor in ("A", "E", "B"):
+                    param = getattr(layer, f"lora_{factor}")
+                    key = (name, factor)
+                    importance = (param * param.grad).abs() if param.grad is not None else torch.zeros_like(param)
+                    sensitivity = beta1 * self.sensitivity.get(key, torch.zeros_like(param)) + (1 - beta1) * importance
+                    uncertainty = beta2 * self.uncertainty.get(key, torch.zeros_like(param)) + (1 - beta2) * (importance - sensitivity).abs()
+                    self.sensitivity[key], self.uncertainty[key] = sensitivity, uncertainty
 
     def triplet_scores(self) -> dict[str, torch.Tensor]:
         def score(name: str, factor: str) -> torch.Tensor:
@@ -135,16 +134,16 @@ class AdaLoRA(BudgetMethod):
         return {name: score(name, "E") + (score(name, "A").mean(dim=1) + score(name, "B").mean(dim=0)) for name in self.layers}
 
     def mask_to_budget(self, budget: int) -> None:
-        self.prune_lowest(self.triplet_scores(), self.initial_budget - budget)
+        self.prune_lowest(self.triplet_scores(), self.initial_budget() - budget)
 
     def on_step_end(self, step: int) -> None:
         self.require_started()
         schedule = self.schedule
-        if step < schedule.freeze_step:
+        if step < schedule.freeze_step():
             self.update_importance()
             if schedule.masks_at(step):
                 self.mask_to_budget(schedule.budget(step))
-        elif step == schedule.freeze_step:
+        elif step == schedule.freeze_step():
             if not self.sensitivity:  # a run so short that the freeze step is the first: score on this step's gradients
                 self.update_importance()
             self.mask_to_budget(schedule.target)

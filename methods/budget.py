@@ -60,9 +60,9 @@ class TripletLinear(AdditiveLayer):
     def update(self, x: torch.Tensor) -> torch.Tensor:
         return scaled(F.linear(F.linear(x, self.lora_A) * self.lora_E, self.lora_B), self.scaling)
 
-    @torch.no_grad()
     def zero_pruned(self) -> None:
-        self.lora_E.masked_fill_(~self.kept, 0.0)
+        with torch.no_grad():
+            self.lora_E.masked_fill_(~self.kept, 0.0)
 
     def kept_params(self) -> int:
         return int(self.kept.sum()) * (self.base.in_features + self.base.out_features + 1)
@@ -79,11 +79,9 @@ class BudgetMethod(LayerMethod):
         check_rank(self.name, name, self.cfg.r, base.in_features, base.out_features)
         return self.new_layer(base)
 
-    @property
     def initial_budget(self) -> int:
         return self.cfg.r * len(self.layers)
 
-    @property
     def target_budget(self) -> int:
         return self.cfg.target_r * len(self.layers)
 
@@ -92,18 +90,18 @@ class BudgetMethod(LayerMethod):
             raise HarnessError(f"{self.name}: start(total_steps) must be called before training steps")
         return self.total_steps
 
-    @torch.no_grad()
     def prune_lowest(self, scores: dict[str, torch.Tensor], count: int) -> None:
         """Zero the components scoring at or below the `count`-th smallest score over all layers;
         the others are kept (count <= 0 keeps every component)."""
-        if count <= 0:
-            for layer in self.layers.values():
-                layer.kept.fill_(True)
-            return
-        threshold = torch.kthvalue(torch.cat([scores[name] for name in self.layers]), count).values
-        for name, layer in self.layers.items():
-            layer.kept.copy_(scores[name] > threshold)
-            layer.zero_pruned()
+        with torch.no_grad():
+            if count <= 0:
+                for layer in self.layers.values():
+                    layer.kept.fill_(True)
+                return
+            threshold = torch.kthvalue(torch.cat([scores[name] for name in self.layers]), count).values
+            for name, layer in self.layers.items():
+                layer.kept.copy_(scores[name] > threshold)
+                layer.zero_pruned()
 
     def hold_pruned(self) -> None:
         for layer in self.layers.values():

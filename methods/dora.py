@@ -58,12 +58,12 @@ class DoRALinear(LoRALinear):
         lora = F.linear(F.linear(dropped, self.lora_A), self.lora_B)
         return out + (scale - 1) * base_part + (scale * self.scaling) * lora  # s folded into the d_out vector
 
-    @torch.no_grad()
     def merge(self) -> None:
-        if not self.merged:
-            weight = self.base.weight + self.delta_weight()
-            self.base.weight.copy_(self.magnitude_scale(weight)[:, None] * weight)
-            self.merged = True
+        with torch.no_grad():
+            if not self.merged:
+                weight = self.base.weight + self.delta_weight()
+                self.base.weight.copy_(self.magnitude_scale(weight)[:, None] * weight)
+                self.merged = True
 
 
 @register

@@ -64,13 +64,13 @@ class DynamicRankLinear(TripletLinear):
         nn.init.kaiming_uniform_(self.lora_A)
         nn.init.kaiming_uniform_(self.lora_B)
 
-    @torch.no_grad()
     def component_shares(self) -> torch.Tensor:
         """‖c_i b_i a_iᵀ‖_F / (‖B diag(c) A‖_F + 1e-8) for every component i."""
-        A, c, B = self.lora_A, self.lora_E, self.lora_B
-        a_norms, b_norms = torch.linalg.vector_norm(A, dim=1), torch.linalg.vector_norm(B, dim=0)
-        total_sq = ((B.T @ B) * (A @ A.T) * torch.outer(c, c)).sum().clamp_min(0)
-        return c.abs() * a_norms * b_norms / (total_sq.sqrt() + 1e-8)
+        with torch.no_grad():
+            A, c, B = self.lora_A, self.lora_E, self.lora_B
+            a_norms, b_norms = torch.linalg.vector_norm(A, dim=1), torch.linalg.vector_norm(B, dim=0)
+            total_sq = ((B.T @ B) * (A @ A.T) * torch.outer(c, c)).sum().clamp_min(0)
+            return c.abs() * a_norms * b_norms / (total_sq.sqrt() + 1e-8)
 
 
 @register
@@ -107,7 +107,6 @@ class DoraDynamic(BudgetMethod):
         r0, components = self.cfg.r, self.cfg.r * len(self.layers)
         return components * (r0 - self.cfg.target_r) * u**3 // (r0 * self.window**3)
 
-    @torch.no_grad()
     def on_step_end(self, step: int) -> None:
         self.require_started()
         self.completed_steps = step
@@ -116,7 +115,7 @@ class DoraDynamic(BudgetMethod):
             return
         beta = self.cfg.beta
         for name, layer in self.layers.items():
-            self.scores[name].mul_(beta).add_((1 - beta) * layer.component_shares())
+            self.scores[name].mul_(beta).add_((1 - beta) * layer.component_shares())  # shares carry no graph
         u = step - self.window_start
         if u >= 0 and (u % self.cfg.delta_t == 0 or u == self.window):
             self.prune_lowest(self.scores, max(self.prune_count(u), 1))

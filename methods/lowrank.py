@@ -54,8 +54,8 @@ class AdditiveLayer(nn.Module):
         out = self.base(x)
         return out if self.merged else out + self.update(self.dropout(x))
 
-    @torch.no_grad()
     def merge(self) -> None:
-        if not self.merged:
-            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
-            self.merged = True
+        with torch.no_grad():
+            if not self.merged:
+                self.base.weight += self.delta_weight().to(self.base.weight.dtype)
+                self.merged = True

@@ -44,11 +44,11 @@ class GatedConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) if self.merged else run_with(self.base, x, weight=self.gated_weight())
 
-    @torch.no_grad()
     def merge(self) -> None:
-        if not self.merged:
-            self.base.weight.copy_(self.gated_weight())
-            self.merged = True
+        with torch.no_grad():
+            if not self.merged:
+                self.base.weight.copy_(self.gated_weight())
+                self.merged = True
 
 
 @register

@@ -69,23 +69,23 @@ class ChainLinear(LoRALinear):
             getattr(self, f"lora_{frozen}").requires_grad_(False)
         self.restart()
 
-    @torch.no_grad()
     def restart(self) -> None:
         """Start a link: a fresh Gaussian factor and a zero other one (or LoRA's init: kaiming A, zero B)."""
-        if self.random is None:
-            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=self.generator)
-            self.lora_B.zero_()
-            return
-        random = getattr(self, f"lora_{self.random}")
-        draw = torch.randn(random.shape, generator=self.generator, dtype=random.dtype) * self.init_std
-        random.copy_(draw.to(random.device))
-        getattr(self, "lora_B" if self.random == "A" else "lora_A").zero_()
+        with torch.no_grad():
+            if self.random is None:
+                nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=self.generator)
+                self.lora_B.zero_()
+                return
+            random = getattr(self, f"lora_{self.random}")
+            draw = torch.randn(random.shape, generator=self.generator, dtype=random.dtype) * self.init_std
+            random.copy_(draw.to(random.device))
+            getattr(self, "lora_B" if self.random == "A" else "lora_A").zero_()
 
-    @torch.no_grad()
     def fold(self) -> None:
         """End a link: W0 ← W0 + s·B A, then restart."""
-        self.base.weight += self.delta_weight().to(self.base.weight.dtype)
-        self.restart()
+        with torch.no_grad():
+            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
+            self.restart()
 
 
 @register

@@ -70,7 +70,7 @@ def test_adalora_follows_peft_step_by_step():
             optimizer.step()
         ours.on_step_end(step)
         theirs.base_model.update_and_allocate(step)
-        if ours.schedule.masks_at(step) or step == ours.schedule.freeze_step:
+        if ours.schedule.masks_at(step) or step == ours.schedule.freeze_step():
             allocation_steps.append(step)
             assert sum(ours.allocation().values()) == ours.schedule.budget(step)
             assert ours.schedule.budget(step) == theirs.base_model.rankallocator.budget_schedule(step)[0]
@@ -79,7 +79,7 @@ def test_adalora_follows_peft_step_by_step():
             key = f"{name}.lora_{factor}.default"
             assert torch.allclose(sensitivity, allocator.exp_avg_ipt[key].view_as(sensitivity), rtol=1e-10, atol=1e-15)
             assert torch.allclose(ours.uncertainty[(name, factor)], allocator.exp_avg_unc[key].view_as(sensitivity), rtol=1e-10, atol=1e-15)
-        assert len(ours.sensitivity) == (3 * len(TARGETS) * 2 if step < ours.schedule.freeze_step else 0)
+        assert len(ours.sensitivity) == (3 * len(TARGETS) * 2 if step < ours.schedule.freeze_step() else 0)
         for name, layer in ours.layers.items():
             their_E = peft_layer(theirs, name).lora_E["default"].view(-1)
             assert torch.equal(layer.lora_E == 0, their_E == 0), f"masks differ at step {step} in {name}"
@@ -107,7 +107,7 @@ def test_adalora_orthogonality_loss_is_the_mean_frobenius_distance_over_all_fact
 
 def test_adalora_budget_schedule_is_cubic_between_t_init_and_t_final():
     schedule = BudgetSchedule(initial=300, target=200, t_init=10, t_final=20, total=110, delta_t=5)
-    assert schedule.freeze_step == 90
+    assert schedule.freeze_step() == 90
     assert [schedule.budget(t) for t in (0, 10, 11, 50, 89, 90, 110)] == [
         300, 300, int(100 * (1 - 1 / 80) ** 3 + 200), int(100 * 0.5**3 + 200), int(100 * (1 / 80) ** 3 + 200), 200, 200]
     assert [t for t in range(1, 111) if schedule.masks_at(t)] == list(range(15, 90, 5))
