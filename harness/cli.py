@@ -1,7 +1,9 @@
 """`python -m harness`: the Hydra application (one run, or a multirun with `-m` / `sweep=...`).
 
-Exit status: 0 when every run succeeded (or was already done), 1 when a run failed (a multirun
-finishes all its runs first and lists the failures), 2 for unknown config choices."""
+Exit status: 0 when every run succeeded (or was already done, or is being trained by another
+launcher), 1 when a run failed or a step at the end of a sweep failed (a multirun finishes all its
+runs first and lists the failures), 2 for a bad command line (unknown config choice or key, bad
+override), 130 / 143 when SIGINT / SIGTERM interrupted a run (recorded as `interrupted`)."""
 import os
 import sys
 
@@ -11,8 +13,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from harness import progress
-from harness.errors import one_line
-from harness.preflight import CONF_DIR, unknown_choices
+from harness.errors import Interrupted, handle_interrupts, one_line
+from harness.preflight import CONF_DIR, command_line_problems
 
 
 def threads_for(launcher: DictConfig, cores: int) -> int | None:
@@ -28,6 +30,7 @@ def threads_for(launcher: DictConfig, cores: int) -> int | None:
 def app(cfg: DictConfig) -> str:
     from harness.run import execute_run
 
+    handle_interrupts()  # also in launcher workers (joblib, submitit) that run this function
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     with open_dict(cfg):
@@ -35,28 +38,38 @@ def app(cfg: DictConfig) -> str:
         if cfg.get("threads") is None:
             cfg.threads = threads_for(hydra_cfg.launcher, os.cpu_count() or 1)
     try:
-        record = execute_run(cfg)
+        record = execute_run(cfg) or {"status": "elsewhere"}  # None: another launcher trains it
     except Exception as error:  # nothing could be recorded (e.g. results_dir not writable)
         print(f"error: {one_line(error)}", file=sys.stderr)
         record = {"status": "failed"}
     if multirun:
         progress.report_progress(hydra_cfg.sweep.dir)
-    elif record["status"] != "success":
+    elif record["status"] not in ("success", "elsewhere"):
         sys.exit(1)
     return record["status"]
 
 
 def main() -> None:
-    problems = unknown_choices(sys.argv[1:])
+    arguments = sys.argv[1:]
+    problems = command_line_problems(arguments)
     if problems:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
-    if "--dry-run" in sys.argv[1:]:
+    if "--dry-run" in arguments:
         from harness.plan import main as plan
 
-        plan(sys.argv[1:])
+        plan(arguments)
         return
-    app()
-    if progress.OUTCOME["failed_runs"]:
+    handle_interrupts()
+    try:
+        app()
+    except (Interrupted, KeyboardInterrupt) as interruption:  # the run's record says `interrupted`
+        code = interruption.exit_code if isinstance(interruption, Interrupted) else 130
+        run = getattr(interruption, "run", None)
+        what = f"run {run} recorded as interrupted; the same command redoes it" if run else "no run was in progress"
+        print(f"{one_line(interruption) if isinstance(interruption, Interrupted) else 'interrupted by SIGINT'}: {what}; "
+              f"exit status {code}", file=sys.stderr)
+        sys.exit(code)
+    if progress.OUTCOME["failed_runs"] or progress.OUTCOME["step_errors"]:
         sys.exit(1)

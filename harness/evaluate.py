@@ -7,26 +7,34 @@ import torch
 @torch.no_grad()
 def predict(model, encoded, batch_size: int, pad_id: int, device: torch.device,
             dtype: torch.dtype | None) -> np.ndarray:
-    """Predictions in the split's order: class ids, or the single output of a regression head."""
+    """The model's outputs in the split's order: N×classes logits, or N×1 for a regression head."""
     model.eval()
     order = encoded.eval_order()
-    outputs = torch.empty(len(encoded), dtype=torch.float32)
+    outputs = None
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
         batch = encoded.batch(indices, pad_id)
         batch.pop("labels")
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(**batch).logits.float()
-        values = logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1).float()
-        outputs[indices] = values.cpu()
+            logits = model(**batch).logits.float().cpu()
+        if outputs is None:
+            outputs = torch.empty(len(encoded), logits.shape[-1], dtype=torch.float32)
+        outputs[indices] = logits
     return outputs.numpy()
 
 
+def predictions(outputs: np.ndarray) -> np.ndarray:
+    """Class ids (argmax of the logits), or the single output of a regression head."""
+    return outputs[:, 0] if outputs.shape[1] == 1 else outputs.argmax(axis=1)
+
+
 def evaluate(model, encoded, task, batch_size: int, pad_id: int, device: torch.device,
-             dtype: torch.dtype | None) -> dict[str, float]:
-    preds = predict(model, encoded, batch_size, pad_id, device, dtype)
+             dtype: torch.dtype | None) -> tuple[dict[str, float], np.ndarray]:
+    """The task's metrics on the split, and the model's outputs (see `predict`)."""
+    outputs = predict(model, encoded, batch_size, pad_id, device, dtype)
     labels = encoded.labels.numpy()
+    preds = predictions(outputs)
     if not task.is_regression:
         preds, labels = preds.astype(np.int64), labels.astype(np.int64)
-    return task.metric_fn(preds, labels)
+    return task.metric_fn(preds, labels), outputs

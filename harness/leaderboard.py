@@ -1,7 +1,8 @@
 """Leaderboards from run records: `python -m harness.leaderboard` (also run at the end of sweeps).
 
-Reads <results_dir>/runs/*.json (success only; corrupt files are reported and skipped) and writes
-<out>/leaderboard.{md,csv,tex,png}: per model, one row per method (and variant), one column per
+Reads <results_dir>/runs/*.json (success only; invalid records are listed with their reason and
+skipped) and writes <out>/leaderboard.{md,csv,tex,png} (default out: results/scratch; the official
+leaderboard is written only by `python -m harness.tune sweep=official`): per model, one row per method (and variant), one column per
 task; cells are the primary metric ×100 on the task's report split, mean ± std over seeds with n
 (or the median), at the final evaluation (or the best one); adapter params (task head excluded)
 absolute and as % of the backbone; Δ = difference to full fine-tuning's score on the same task.
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.errors import HarnessError
 from harness.records import RecordStore, reported_adapter_params, semantic_config
 
 FULL = "full"
@@ -277,14 +279,27 @@ def build_and_write(results_dir: str, sweep: str | None = None, stat: str = "mea
         if with_plot:
             plot(summary, out / "leaderboard.png")
     for problem in problems:
-        print(f"warning: skipped corrupt record {problem}", file=sys.stderr)
+        print(f"warning: record {problem}", file=sys.stderr)
     return text
+
+
+SCRATCH = "results/scratch"
+
+
+def official_dir() -> Path:
+    """Where the official protocol writes the official leaderboard (conf/sweep/official.yaml)."""
+    from omegaconf import OmegaConf
+
+    from harness.preflight import CONF_DIR
+
+    return Path(OmegaConf.load(CONF_DIR / "sweep" / "official.yaml").protocol.leaderboard)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.leaderboard", description=__doc__.split("\n")[0])
     parser.add_argument("--results-dir", default=None, help="default: results (with --paper: results/TABLE)")
-    parser.add_argument("--out", default=None, help="output folder (default: the results dir)")
+    parser.add_argument("--out", default=SCRATCH, help=f"output folder (default: {SCRATCH}); never the official "
+                        f"leaderboard's, which only `python -m harness.tune sweep=official` writes")
     parser.add_argument("--sweep", default=None, help="only records of this named sweep")
     parser.add_argument("--stat", choices=("mean", "median"), default="mean")
     parser.add_argument("--which", choices=("final", "best"), default="final",
@@ -293,17 +308,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paper", default=None, metavar="TABLE",
                         help="a published table (results/reference/TABLE.csv) beside our runs of sweep TABLE")
     args = parser.parse_args(argv)
-    if args.paper:
-        from harness.paper import paper_markdown
+    if Path(args.out).resolve() == official_dir().resolve():
+        raise SystemExit(f"error: {args.out} holds the official leaderboard, written only by `python -m harness.tune "
+                         f"sweep=official`; choose another --out (default {SCRATCH})")
+    try:
+        if args.paper:
+            from harness.paper import paper_markdown
 
-        results_dir = args.results_dir or f"results/{args.paper}"
-        text = paper_markdown(args.paper, results_dir)
-        out = Path(args.out or results_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"paper_{args.paper}.md").write_text(text)
-        print(text)
-        return
-    print(build_and_write(args.results_dir or "results", args.sweep, args.stat, args.which, args.out, not args.no_plot))
+            text = paper_markdown(args.paper, args.results_dir or f"results/{args.paper}")
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / f"paper_{args.paper}.md").write_text(text)
+        else:
+            text = build_and_write(args.results_dir or "results", args.sweep, args.stat, args.which, args.out, not args.no_plot)
+    except HarnessError as error:
+        raise SystemExit(f"error: {error}") from None
+    print(text)
 
 
 if __name__ == "__main__":

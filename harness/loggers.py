@@ -1,18 +1,19 @@
 """Loggers are views of a run: every step's numbers as they come, and the finished record.
 
-- csv (default): <results_dir>/runs/<run_key>.steps.csv (step, epoch, metric, value rows) and one
-  row per finished run appended to <results_dir>/runs.csv.
+- csv (default): <results_dir>/runs/<run_key>.steps.csv (step, epoch, metric, value rows; flushed at
+  every evaluation) and <results_dir>/runs.csv, one row per run key with the run's latest state
+  (written when it starts and when it ends).
 - wandb: one W&B run per harness run (also when a sweep runs in one process); project, group and
   tags from the config; the resolved config as W&B config; offline when no API key is configured.
 - none: nothing.
 """
 import csv
-import fcntl
 import netrc
 import os
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.files import atomic_write
 from harness.records import reported_adapter_params
 
 RUNS_CSV_COLUMNS = ("run_key", "status", "method", "variant", "task", "model", "seed", "sweep",
@@ -27,21 +28,33 @@ class NullLogger:
     def log(self, step: int, epoch: float, values: dict[str, float]) -> None:
         pass
 
+    def flush(self) -> None:
+        pass
+
     def finish(self, record: dict) -> None:
         pass
 
 
-def append_locked(path: Path, row: dict, columns: tuple[str, ...]) -> None:
-    """Append one CSV row under an exclusive lock (several processes may finish at once)."""
+def upsert_row(path: Path, row: dict, columns: tuple[str, ...]) -> None:
+    """Put `row` into the CSV at `path` in place of the row with the same run key (or at the end),
+    under a lock (several processes may finish at once), so the file has one row per run key."""
+    from filelock import FileLock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", newline="") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        if handle.tell() == 0:
-            writer.writeheader()
-        writer.writerow(row)
-        handle.flush()
-        fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(path.with_name(f".{path.name}.lock")):
+        rows = {}
+        if path.exists():
+            with open(path, newline="") as handle:
+                rows = {old["run_key"]: old for old in csv.DictReader(handle)}
+        rows[row["run_key"]] = row
+
+        def write(temporary: Path) -> None:
+            with open(temporary, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows.values())
+
+        atomic_write(path, write)
 
 
 def summary_row(record: dict) -> dict:
@@ -72,16 +85,20 @@ class CsvLogger(NullLogger):
         self.handle = open(path, "w", newline="")
         self.writer = csv.writer(self.handle)
         self.writer.writerow(("step", "epoch", "metric", "value"))
+        upsert_row(self.results_dir / "runs.csv", summary_row(record), RUNS_CSV_COLUMNS)
 
     def log(self, step: int, epoch: float, values: dict[str, float]) -> None:
         for name, value in values.items():
             self.writer.writerow((step, round(epoch, 4), name, value))
 
+    def flush(self) -> None:
+        self.handle.flush()
+
     def finish(self, record: dict) -> None:
         if self.handle is not None:
             self.handle.close()
             self.handle = None
-        append_locked(self.results_dir / "runs.csv", summary_row(record), RUNS_CSV_COLUMNS)
+        upsert_row(self.results_dir / "runs.csv", summary_row(record), RUNS_CSV_COLUMNS)
 
 
 def wandb_has_api_key() -> bool:

@@ -29,6 +29,20 @@ def load_tokenizer(cfg):
         raise HarnessError(f"model '{cfg.name}': tokenizer could not be loaded from '{path}': {one_line(error)}") from None
 
 
+def max_positions(cfg) -> int | None:
+    """The longest input (tokens) a text model's position embeddings take; None where positions are
+    relative only (DeBERTa-v2/v3)."""
+    path = model_path(cfg.path)
+    try:
+        config = AutoConfig.from_pretrained(path, revision=cfg.revision, **cfg.overrides)
+    except (OSError, ValueError) as error:
+        raise HarnessError(f"model '{cfg.name}' could not be loaded from '{path}': {one_line(error)}") from None
+    if not getattr(config, "position_biased_input", True) or not hasattr(config, "max_position_embeddings"):
+        return None
+    offset = config.pad_token_id + 1 if config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+    return config.max_position_embeddings - offset
+
+
 def load_model(cfg, num_labels: int):
     """The model with a fresh task head of `num_labels` outputs (1: regression)."""
     if cfg.is_image:

@@ -64,7 +64,7 @@ def cell(mine: dict | None) -> str:
 
 def paper_markdown(table: str, results_dir: str, reference_dir: Path = REFERENCE_DIR) -> str:
     reference = reference_table(table, reference_dir)
-    records, _ = RecordStore(results_dir).load_all()
+    records, problems = RecordStore(results_dir).load_all()
     found = ours([r for r in records if r.get("sweep") == table], reference)
     rows = []
     for row in reference.itertuples():
@@ -83,4 +83,6 @@ def paper_markdown(table: str, results_dir: str, reference_dir: Path = REFERENCE
              f"Ours: records of sweep `{table}` in {results_dir}, ×100, by the table's rule ({rules}; n = seeds). "
              f"Published protocol and source per row in results/reference/{table}.csv.", "",
              pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), ""]
+    if problems:
+        lines += ["## Skipped record files", "", *[f"- {p}" for p in problems], ""]
     return "\n".join(lines)

@@ -14,9 +14,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
 from harness.errors import HarnessError, one_line
-from harness.per_task import apply_per_task
 from harness.preflight import CONF_DIR
-from harness.records import RecordStore, resolved_config, run_key
+from harness.records import RecordStore, identify
 from harness.schema import TaskConfig, TrainConfig, parse_section
 from harness.train import plan_steps
 
@@ -62,12 +61,14 @@ def main(argv: list[str]) -> None:
         sizes, total, todo_steps, todo, unknown = {}, 0, 0, 0, 0
         for number, run in enumerate(runs):
             try:
-                cfg = apply_per_task(compose("config", overrides=run))
+                identity = identify(compose("config", overrides=run))
+                if identity.problem is not None:
+                    raise identity.problem
+                cfg, key = identity.cfg, identity.key
                 train, task = parse_section(TrainConfig, cfg.train, "train"), parse_section(TaskConfig, cfg.task, "task")
             except HarnessError as error:
                 print(f"#{number}: {' '.join(run)}: error: {one_line(error)}")
                 continue
-            key = run_key(resolved_config(cfg))
             previous = RecordStore(cfg.results_dir).read(key)
             status = previous["status"] if previous else "to do"
             size = train_size(task, sizes)

@@ -7,8 +7,10 @@ run, the process that ran it reads the plan and the records and prints one line:
 
     [sweep 7/20] 5 done, 1 skipped, 1 failed, 13 remaining; ETA 6m40s
 
-At the end the callback prints every failed run with its error (and runs that left no record) and
-marks the sweep as failed, which makes `python -m harness` exit with status 1.
+At the end the callback prints every failed or interrupted run with its error, runs that left no
+record, and runs that another launcher is training (it holds their lock; not a failure of this
+sweep), and marks the sweep as failed if any run failed or left no record, which makes
+`python -m harness` exit with status 1.
 """
 import json
 import sys
@@ -18,11 +20,10 @@ from pathlib import Path
 from hydra import compose
 from omegaconf import DictConfig
 
-from harness.per_task import effective_config
-from harness.records import RecordStore, resolved_config, run_key
+from harness.records import RecordStore, identify
 
 PLAN_FILE = "sweep_plan.json"
-OUTCOME = {"failed_runs": 0}  # set at the end of a multirun, read by harness.cli.main
+OUTCOME = {"failed_runs": 0, "step_errors": 0}  # set by the multirun's callback, read by harness.cli.main
 
 
 def planned_keys(arguments: list[str]) -> list[str | None]:
@@ -32,7 +33,7 @@ def planned_keys(arguments: list[str]) -> list[str | None]:
     keys = []
     for run in expand(arguments):
         try:
-            keys.append(run_key(resolved_config(effective_config(compose("config", overrides=run))[0])))
+            keys.append(identify(compose("config", overrides=run)).key)
         except Exception:
             keys.append(None)
     return keys
@@ -59,11 +60,16 @@ def statuses(plan: dict) -> dict[str, list[str]]:
             groups["skipped"].append(key)
         elif status == "success":
             groups["done"].append(key)
-        elif status == "failed":
+        elif status in ("failed", "interrupted"):
             groups["failed"].append(key)
         else:
             groups["remaining"].append(key)
     return groups
+
+
+def trained_elsewhere(store: RecordStore, keys: list[str]) -> list[str]:
+    """The keys among `keys` whose lock another process holds: another launcher is training them."""
+    return [key for key in keys if key and store.is_locked(key)]
 
 
 def duration(seconds: float) -> str:
@@ -101,8 +107,12 @@ def summary(sweep_dir: str) -> tuple[str, int]:
     lines = [progress_line(plan, groups=groups).replace("[sweep", "[sweep end", 1)]
     for key in groups["failed"]:
         record = store.read(key)
-        lines.append(f"  FAILED {record['method']} | {record['task']} | {record['model']} | seed {record['seed']} "
+        lines.append(f"  {record['status'].upper()} {record['method']} | {record['task']} | {record['model']} | seed {record['seed']} "
                      f"({key}): {record['error']}")
+    elsewhere = trained_elsewhere(store, groups["remaining"])
     for key in groups["remaining"]:
-        lines.append(f"  NO RECORD {key or '(run could not be composed)'}: see its error above")
-    return "\n".join(lines), len(groups["failed"]) + len(groups["remaining"])
+        if key in elsewhere:
+            lines.append(f"  ELSEWHERE {key}: another process is training it (it holds the run's lock)")
+        else:
+            lines.append(f"  NO RECORD {key or '(run could not be composed)'}: see its error above")
+    return "\n".join(lines), len(groups["failed"]) + len(groups["remaining"]) - len(elsewhere)

@@ -1,24 +1,28 @@
 """One run from composed config to written record (design.md §2).
 
-`execute_run` keeps the record's life cycle: skip if a success record exists, write `running`,
-fine-tune, write `success` or `failed` with the error. `fine_tune` is the work in between.
+`execute_run` keeps the record's life cycle: take the run key's lock (or leave the run to the process
+that holds it), skip if a success record exists, write `running`, fine-tune, write `success`,
+`failed` with the error, or `interrupted` (SIGINT/SIGTERM; re-raised). `fine_tune` is the work in
+between.
 """
 import hashlib
+import math
 import random
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from harness.device import autocast_dtype, device_name, make_deterministic, pick_device
-from harness.errors import HarnessError, one_line
-from harness.loggers import build_logger
+from harness.errors import HarnessError, Interrupted, one_line
+from harness.files import ensure_writable
+from harness.loggers import NullLogger, build_logger
 from harness.memory import read_peak, reset_peak
-from harness.per_task import effective_config
 from harness.provenance import provenance, utc_now
-from harness.records import RecordStore, new_record, reported_adapter_params, resolved_config, run_key
+from harness.records import RecordStore, identify, new_record, reported_adapter_params, reported_score
 from harness.schema import LoggerConfig, parse_section, parse_settings
 from harness.train import train
 from methods import build_method, parse_method_config
@@ -44,9 +48,13 @@ def model_inputs(task, run, cache_dir) -> tuple[dict, int, int]:
         model = run.model
         return {name: PixelSplit.from_split(split, model.image_size, model.channels, model.mean, model.std)
                 for name, split in task.splits.items()}, 0, 0
-    from harness.models import load_tokenizer
+    from harness.models import load_tokenizer, max_positions
 
     tokenizer = load_tokenizer(run.model)
+    positions = max_positions(run.model)
+    if positions is not None and run.task.max_length > positions:
+        raise HarnessError(f"task.max_length={run.task.max_length} exceeds the {positions} positions of model "
+                           f"'{run.model.name}'; allowed: 2 to {positions}")
     encoded, cache_hits = {}, 0
     for name, split in task.splits.items():
         encoded[name], hit = encode_cached(task.name, name, split, tokenizer, run.task.max_length,
@@ -66,8 +74,9 @@ def trainable_checksum(method) -> str:
     return digest.hexdigest()
 
 
-def fine_tune(cfg: DictConfig, record: dict, logger) -> None:
-    """Train and evaluate; fills record['params'|'metrics'|'cost'|'provenance']."""
+def fine_tune(cfg: DictConfig, record: dict, logger, store: RecordStore) -> None:
+    """Train and evaluate; fills record['params'|'metrics'|'cost'|'provenance'|'predictions'] (and
+    'adapter' with save_adapter=true), the files they name written beside the record."""
     wall_started = time.perf_counter()
     run = parse_settings(cfg)
     parse_method_config(cfg.method)  # every config error surfaces before any loading
@@ -80,6 +89,9 @@ def fine_tune(cfg: DictConfig, record: dict, logger) -> None:
     record["provenance"] = {**provenance(device_name(device)), "deterministic": bool(cfg.get("deterministic"))}
 
     from harness.models import load_model  # transformers import: only when running
+
+    if cfg.get("cache_dir"):
+        ensure_writable(Path(cfg.cache_dir), "cache_dir")
 
     task = load_task(run.task)
     encoded, cache_hits, pad_id = model_inputs(task, run, cfg.get("cache_dir"))
@@ -106,6 +118,18 @@ def fine_tune(cfg: DictConfig, record: dict, logger) -> None:
     if allocation is not None:  # methods that reallocate a rank budget during training
         record["params"] = {**initial_counts, "adapter_final": method.param_counts()["adapter"], "ranks_final": allocation}
     record["params"]["trainable_sha256"] = trainable_checksum(method)
+    for which in ("final", "best"):
+        score = reported_score(record, which)
+        if not math.isfinite(score):
+            raise HarnessError(f"{task.report_split} {task.primary} is {score} at the {which} evaluation; "
+                               f"a run without a finite score counts as failed")
+    from harness.predictions import write_predictions
+
+    record["predictions"] = write_predictions(store.beside(record["run_key"], "predictions.parquet"), task, encoded, outcome)
+    if cfg.get("save_adapter"):
+        from harness.adapter import save_adapter
+
+        record["adapter"] = save_adapter(store.beside(record["run_key"], "adapter.safetensors"), method)
     record["cost"] = {
         "train_seconds": round(outcome.train_seconds, 3),
         "eval_seconds": round(outcome.eval_seconds, 3),
@@ -123,38 +147,55 @@ def summary_line(record: dict) -> str:
     if record["status"] != "success":
         return f"{head} | {record['status'].upper()}: {record['error']}"
     params, metrics, cost = record["params"], record["metrics"], record["cost"]
-    split, primary = metrics["report_split"], metrics["primary"]
     adapter = reported_adapter_params(params)
     share = 100 * adapter / max(params["backbone"], 1)
-    score = 100 * metrics["final"][split][primary]
     return (f"{head} | adapter params {adapter:,} ({share:.2f}% of backbone) | "
-            f"{split} {primary} {score:.2f} | {cost['wall_seconds']:.1f} s")
+            f"{metrics['report_split']} {metrics['primary']} {100 * reported_score(record):.2f} | {cost['wall_seconds']:.1f} s")
 
 
-def execute_run(cfg: DictConfig) -> dict:
-    """Run one composed config unless it already succeeded; the record is returned either way."""
-    cfg, problem = effective_config(cfg)
-    config = resolved_config(cfg)
-    key = run_key(config)
-    store = RecordStore(cfg.results_dir)
+def execute_run(cfg: DictConfig) -> dict | None:
+    """Run one composed config unless it already succeeded (its record is returned) or another
+    process holds its lock (one line, and None: that process trains it)."""
+    from filelock import Timeout
+
+    run = identify(cfg)
+    store = RecordStore(run.cfg.results_dir)
     store.ensure_writable()
-    previous = store.read(key)
+    lock = store.lock(run.key)
+    try:
+        lock.acquire()
+    except Timeout:
+        print(f"skip {run.key}: another process is training this run (it holds {lock.lock_file})", file=sys.stderr)
+        return None
+    try:
+        return execute_locked(run, store)
+    finally:
+        lock.release()
+
+
+def execute_locked(run, store: RecordStore) -> dict:
+    previous = store.read(run.key)
+    for problem in store.problems:
+        print(f"note: {problem}; the run is done again", file=sys.stderr)
     if previous is not None and previous["status"] == "success":
-        print(f"skip {key}: already succeeded ({summary_line(previous)})", file=sys.stderr)
+        print(f"skip {run.key}: already succeeded ({summary_line(previous)})", file=sys.stderr)
         return previous
-    record = new_record(config, key)
-    logger = build_logger(parse_section(LoggerConfig, cfg.logger, "logger"), cfg.results_dir)
+    record = new_record(run.config, run.key)
+    logger = NullLogger()  # until the logger's own config is checked
     store.write(record)
     try:
-        if problem is not None:
-            raise problem
+        if run.problem is not None:
+            raise run.problem
+        logger = build_logger(parse_section(LoggerConfig, run.cfg.logger, "logger"), run.cfg.results_dir)
         logger.start(record)
-        fine_tune(cfg, record, logger)
+        fine_tune(run.cfg, record, logger, store)
         record["status"] = "success"
-    except BaseException as error:  # interrupted runs are recorded as failed too, then re-raised
+    except (Interrupted, KeyboardInterrupt) as error:  # recorded, then re-raised: the process exits 130/143
+        record["status"], record["error"] = "interrupted", str(error) if isinstance(error, Interrupted) else "interrupted by SIGINT"
+        error.run = f"{summary_line(record).split(' | INTERRUPTED')[0]} ({run.key})"  # for the one line harness.cli prints
+        raise
+    except Exception as error:
         record["status"], record["error"] = "failed", one_line(error)
-        if not isinstance(error, Exception):
-            raise
         if not isinstance(error, HarnessError):  # unexpected: keep the traceback for debugging
             import traceback
 
@@ -163,5 +204,6 @@ def execute_run(cfg: DictConfig) -> dict:
         record["provenance"]["ended_at"] = utc_now()
         store.write(record)
         logger.finish(record)
-        print(summary_line(record), file=sys.stderr if record["status"] != "success" else sys.stdout)
+        if record["status"] != "interrupted":
+            print(summary_line(record), file=sys.stderr if record["status"] != "success" else sys.stdout, flush=True)
     return record

@@ -3,6 +3,7 @@
 Hydra composes the YAML; each section is then checked against its dataclass here (unknown keys,
 wrong types, out-of-range values), before any data or model is loaded.
 """
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
@@ -28,6 +29,8 @@ def parse_section(schema: type, node: Any, where: str):
         node = {}
     elif isinstance(node, DictConfig):
         node = OmegaConf.to_container(node, resolve=True)
+    elif not isinstance(node, dict):
+        raise HarnessError(f"{where} must be a section of keys ({allowed}), got {node!r}")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), node)
         return OmegaConf.to_object(merged)
@@ -153,3 +156,33 @@ def parse_settings(cfg: DictConfig) -> RunSettings:
         logger=parse_section(LoggerConfig, cfg.logger, "logger"),
         threads=cfg.get("threads"),
     )
+
+
+def is_list_type(annotation) -> bool:
+    """list[...] or Optional[list[...]]."""
+    if typing.get_origin(annotation) is typing.Union:
+        return any(is_list_type(arg) for arg in typing.get_args(annotation))
+    return annotation is list or typing.get_origin(annotation) is list
+
+
+SECTIONS = {"train": TrainConfig, "task": TaskConfig, "model": ModelConfig, "logger": LoggerConfig}
+
+
+def scalars_as_lists(cfg: DictConfig) -> DictConfig:
+    """A copy of `cfg` in which a scalar given where a section's schema expects a list (`tags=smoke`,
+    `method.targets=query`) is that one-element list, so it runs, and keys, as the list would."""
+    from methods.registry import METHODS
+
+    cfg = cfg.copy()
+    schemas = dict(SECTIONS)
+    method = cfg.get("method")
+    if isinstance(method, DictConfig) and method.get("name") in METHODS:
+        schemas["method"] = METHODS[method.name].Config
+    places = [(cfg, "tags")] + [(cfg[section], f.name) for section, schema in schemas.items()
+                                if isinstance(cfg.get(section), DictConfig)
+                                for f in fields(schema) if is_list_type(f.type)]
+    for node, key in places:
+        value = node.get(key)
+        if value is not None and not OmegaConf.is_list(value) and not isinstance(value, (list, DictConfig)):
+            node[key] = [value]
+    return cfg

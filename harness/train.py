@@ -6,7 +6,9 @@ each forward under autocast when on a GPU, loss = task loss + method.extra_loss(
 1/grad_accum, backward; then gradient clipping, optimizer.step(), scheduler.step(),
 method.on_step_end(step) (gradients still present), zero_grad(). Evaluation of every non-train
 split every `eval_every` steps (default: once per epoch) and at the end; `best` is the evaluation
-with the best primary metric on the validation split. A non-finite loss stops the run with an error.
+with the best primary metric on the validation split; the model's outputs at the final and the best
+evaluation are kept (the run's predictions). The logger flushes at every evaluation. A non-finite
+loss stops the run with an error.
 """
 import math
 import time
@@ -58,6 +60,8 @@ class Outcome:
     final: dict = field(default_factory=dict)
     best: dict = field(default_factory=dict)
     best_step: int | None = None
+    final_outputs: dict = field(default_factory=dict)  # split -> the model's outputs at the final evaluation
+    best_outputs: dict = field(default_factory=dict)  # ... at the best one
     steps: int = 0
     examples: int = 0
     train_seconds: float = 0.0
@@ -121,8 +125,10 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
     def run_evaluation(step: int, epoch: float) -> None:
         nonlocal best_score, loss_sum, loss_count
         started = time.perf_counter()
-        values = {split: evaluate(model, encoded[split], task, cfg.eval_batch_size, pad_id, device, dtype)
-                  for split in task.eval_splits}
+        evaluated = {split: evaluate(model, encoded[split], task, cfg.eval_batch_size, pad_id, device, dtype)
+                     for split in task.eval_splits}
+        values = {split: split_values for split, (split_values, _) in evaluated.items()}
+        outputs = {split: split_outputs for split, (_, split_outputs) in evaluated.items()}
         outcome.eval_seconds += time.perf_counter() - started
         if loss_count:
             outcome.curve.append({"step": step, "epoch": epoch, "split": "train", "values": {"loss": loss_sum / loss_count}})
@@ -130,10 +136,11 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
         for split, split_values in values.items():
             outcome.curve.append({"step": step, "epoch": epoch, "split": split, "values": split_values})
             logger.log(step, epoch, {f"{split}/{k}": v for k, v in split_values.items()})
-        outcome.final = values
+        logger.flush()
+        outcome.final, outcome.final_outputs = values, outputs
         score = values[SELECT_SPLIT][task.primary]
         if is_better(score, best_score, task.higher_is_better):
-            best_score, outcome.best, outcome.best_step = score, values, step
+            best_score, outcome.best, outcome.best_step, outcome.best_outputs = score, values, step, outputs
 
     method.start(plan.total_steps, optimizer)
     bar = tqdm(total=plan.total_steps, desc=f"{method.name}/{task.name}", disable=not progress, leave=False)
@@ -141,11 +148,12 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
     for step in range(1, plan.total_steps + 1):
         micro = [next(batches) for _ in range(cfg.grad_accum)]
         epoch = micro[-1][0]
+        lr = scheduler.get_last_lr()[0]  # the rate this step uses (the scheduler moves on inside the step)
         step_loss = step_once(step, [encoded["train"].batch(indices, pad_id) for _, indices in micro])
         outcome.examples += sum(len(indices) for _, indices in micro)
         outcome.steps = step
         loss_sum, loss_count = loss_sum + step_loss, loss_count + 1
-        logger.log(step, epoch, {"train/loss": step_loss, "train/lr": scheduler.get_last_lr()[0]})
+        logger.log(step, epoch, {"train/loss": step_loss, "train/lr": lr})
         bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
         bar.update()
         if step % plan.eval_every == 0 or step == plan.total_steps:

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.errors import HarnessError
 from harness.leaderboard import best_tuned, build_and_write, grid_text, lr_pair
 from harness.preflight import CONF_DIR, group_options, unknown_choices
-from harness.records import RecordStore, resolved_config, run_key
+from harness.records import RecordStore, identify
 
 
 @dataclass
@@ -126,7 +126,7 @@ class Composer:
 
     def key(self, overrides: list[str]) -> str:
         if tuple(overrides) not in self.keys:
-            self.keys[tuple(overrides)] = run_key(resolved_config(self(overrides)))
+            self.keys[tuple(overrides)] = identify(self(overrides)).key
         return self.keys[tuple(overrides)]
 
 
@@ -236,6 +236,8 @@ def run_protocol(argv: list[str] | None) -> None:
         runs = cell_runs(cell, protocol, [(row["lr"], row["head_lr"])], protocol.seeds)
         if missing(runs, composer, store):
             launch(runs, [*args.overrides])
+    for problem in dict.fromkeys(store.problems):  # invalid records met while picking: listed, then redone or left out
+        print(f"warning: {problem}", file=sys.stderr)
     tuning = pd.DataFrame(rows)
     Path(cfg.results_dir).mkdir(parents=True, exist_ok=True)
     tuning.to_csv(Path(cfg.results_dir) / "tuning.csv", index=False)

@@ -14,7 +14,7 @@ from harness.leaderboard import lr_pair, select_tuned
 from harness.per_task import apply_per_task
 from harness.plan import main as plan
 from harness.preflight import CONF_DIR
-from harness.records import RecordStore, resolved_config, run_key
+from harness.records import RecordStore, identify, new_record, resolved_config, run_key
 from harness.run import execute_run
 from harness.tune import Cell, Composer, Protocol, Suite, as_multiruns, pick, search_runs
 from tasks.glue import GLUE_TASKS
@@ -115,11 +115,14 @@ def check_pick(tmp_path):
     for overrides, (validation, test, status) in zip(search_runs(cell, protocol),
                                                      [(0.5, 0.9, "success"), (0.7, 0.1, "success"),
                                                       (0.7, 0.2, "success"), (0.99, 0.99, "failed")]):
-        cfg = composer(overrides)
-        store.write({"run_key": run_key(resolved_config(cfg)), "status": status, "schema_version": 1, "method": "lora",
-                     "task": "bbc_news", "model": "tiny_bert", "seed": 0, "config": resolved_config(cfg), "params": {"adapter": 1},
-                     "cost": {}, "metrics": {"primary": "accuracy", "higher_is_better": True,
-                                             "final": {"validation": {"accuracy": validation}, "test": {"accuracy": test}}}})
+        identity = identify(composer(overrides))
+        scores = {"validation": {"accuracy": validation}, "test": {"accuracy": test}}
+        store.write(new_record(identity.config, identity.key) | {
+            "status": status, "error": None if status == "success" else "boom",
+            "params": {"adapter": 1, "head": 1, "trainable": 2, "total": 3, "backbone": 2},
+            "cost": {"train_seconds": 1.0, "eval_seconds": 1.0, "wall_seconds": 2.0, "steps": 4},
+            "metrics": {"primary": "accuracy", "higher_is_better": True, "report_split": "test", "curve": [],
+                        "final": scores, "best": scores, "best_step": 4}})
     # while one grid point is still running there is no choice yet
     last = search_runs(cell, protocol)[-1]
     unfinished = store.read(composer.key(last)) | {"status": "running"}

@@ -1,4 +1,5 @@
 """The leaderboard from fixed records equals the expected files; statistics are right."""
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -28,17 +29,20 @@ RUNS = [
 ]
 
 
+COST = {"train_seconds": 1.0, "eval_seconds": 0.5, "wall_seconds": 2.0, "steps": 10}
+
+
 def record(method, variant, task, seed, final, best, adapter, adapter_final=None, status="success", sweep="fixture") -> dict:
-    key = f"{method}-{variant}-{task}-{seed}"
+    key = hashlib.sha256(f"{method}-{variant}-{task}-{seed}-{sweep}".encode()).hexdigest()[:12]
     rec = {
-        "schema_version": 1, "run_key": key, "status": status, "error": None, "method": method,
+        "schema_version": 1, "run_key": key, "status": status, "error": None if status == "success" else "boom", "method": method,
         "variant": variant, "task": task, "model": "minilm", "seed": seed, "sweep": sweep, "tags": [],
         "config": {}, "params": {"adapter": adapter, "head": 1925, "trainable": adapter + 1925,
                                  "total": BACKBONE + 1925, "backbone": BACKBONE},
         "metrics": {"primary": "accuracy", "higher_is_better": True, "report_split": "test", "curve": [],
                     "final": {"validation": {"accuracy": 0.0}, "test": {"accuracy": final}},
                     "best": {"validation": {"accuracy": 0.0}, "test": {"accuracy": best}}, "best_step": 10},
-        "cost": {}, "provenance": {},
+        "cost": COST, "provenance": {},
     }
     if adapter_final is not None:
         rec["params"]["adapter_final"] = adapter_final
@@ -81,7 +85,8 @@ def test_csv_statistics(results):
 
 
 def test_median_and_best_options(results, capsys):
-    main(["--results-dir", str(results), "--sweep", "fixture", "--stat", "median", "--which", "best", "--no-plot"])
+    main(["--results-dir", str(results), "--sweep", "fixture", "--stat", "median", "--which", "best", "--no-plot",
+          "--out", str(results)])
     table = pd.read_csv(results / "leaderboard.csv").set_index(["method", "task"])
     assert table.loc[("full", "bbc_news")]["median"] == pytest.approx(97.5)
     assert "97.50 (n=3)" in capsys.readouterr().out
@@ -117,7 +122,8 @@ def test_runs_that_differ_in_more_than_the_seed_are_separate_rows(tmp_path):
     runs.mkdir()
     for seed, lr, score in ((0, 1e-3, 0.9), (1, 1e-3, 0.8), (0, 1e-4, 0.5)):
         rec = record("lora", None, "bbc_news", seed, score, score, 73_728)
-        rec["run_key"], rec["config"] = f"k{seed}{lr}", {"seed": seed, "logger": {"name": "csv"}, "train": {"lr": lr}}
+        rec["config"] = {"seed": seed, "logger": {"name": "csv"}, "train": {"lr": lr}}
+        rec["run_key"] = run_key(rec["config"])
         (runs / f"{rec['run_key']}.json").write_text(json.dumps(rec))
     text = build_and_write(str(tmp_path), with_plot=False)
     assert "| lora (train.lr=0.001)  |" in text and "85.00 ± 7.07 (n=2)" in text

@@ -17,7 +17,7 @@ from harness.errors import HarnessError
 from harness.leaderboard import build_and_write
 from harness.preflight import CONF_DIR, group_options, unknown_choices
 from harness.progress import progress_line, summary
-from harness.records import RecordStore
+from harness.records import RecordStore, new_record
 from harness.run import execute_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +84,7 @@ def test_unwritable_or_corrupt_results_are_reported_never_counted(tmp_path):
     blocker.write_text("")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"results_dir={blocker}", *TINY, "train.max_steps=2"])
-    with pytest.raises(HarnessError, match=f"results directory '{blocker}/runs' is not writable"):
+    with pytest.raises(HarnessError, match=f"results_dir: folder '{blocker}/runs' is not writable"):
         execute_run(cfg)
     runs = tmp_path / "results" / "runs"
     runs.mkdir(parents=True)
@@ -97,7 +97,8 @@ def test_unwritable_or_corrupt_results_are_reported_never_counted(tmp_path):
     assert "No successful runs yet." in text
     skipped = text.split("## Skipped record files")[1]
     assert all(name in skipped for name in ("truncated.json: unreadable", "empty.json: unreadable",
-                                            "no_fields.json: missing fields", "bad_status.json: status 'done'"))
+                                            "no_fields.json: record: 'schema_version' is a required property",
+                                            "bad_status.json: record: 'error' is a required property"))
 
 
 def run_twice(tmp_path, *overrides):
@@ -155,19 +156,24 @@ def test_launcher_presets_compose():
 
 def test_progress_counts_done_skipped_failed_remaining_with_an_eta(tmp_path):
     store = RecordStore(tmp_path)
-    for key, status in (("a", "success"), ("b", "success"), ("c", "failed"), ("d", "running")):
-        store.write({"run_key": key, "status": status, "error": "boom" if status == "failed" else None, "schema_version": 1,
-                     "method": "lora", "task": "bbc_news", "model": "minilm", "seed": 0, "config": {},
-                     "params": {"adapter": 1}, "cost": {}, "metrics": {"final": {"test": {}}}})
-    plan = {"started": 1000.0, "keys": ["a", "b", "c", "d", "e"], "done_before": ["a"], "results_dir": str(tmp_path)}
+    a, b, c, d, e = (f"{n:012x}" for n in range(10, 15))
+    scores = {"test": {"accuracy": 0.5}}
+    for key, status in ((a, "success"), (b, "success"), (c, "failed"), (d, "running")):
+        store.write(new_record({"method": {"name": "lora"}, "task": {"name": "bbc_news"}, "model": {"name": "minilm"}, "seed": 0}, key) | {
+            "status": status, "error": "boom" if status == "failed" else None,
+            "params": {"adapter": 1, "head": 1, "trainable": 2, "total": 3, "backbone": 2},
+            "cost": {"train_seconds": 1.0, "eval_seconds": 1.0, "wall_seconds": 2.0, "steps": 4},
+            "metrics": {"primary": "accuracy", "higher_is_better": True, "report_split": "test", "curve": [],
+                        "final": scores, "best": scores, "best_step": 4}})
+    plan = {"started": 1000.0, "keys": [a, b, c, d, e], "done_before": [a], "results_dir": str(tmp_path)}
     # 2 runs finished in 60 s, 2 remaining: ETA 60 s
     assert progress_line(plan, now=1060.0) == "[sweep 3/5] 1 done, 1 skipped, 1 failed, 2 remaining; ETA 1m00s"
     (tmp_path / "sweep").mkdir()
     (tmp_path / "sweep" / "sweep_plan.json").write_text(json.dumps(plan))
     text, failed = summary(str(tmp_path / "sweep"))
     assert failed == 3
-    assert text.splitlines()[1:] == ["  FAILED lora | bbc_news | minilm | seed 0 (c): boom",
-                                     "  NO RECORD d: see its error above", "  NO RECORD e: see its error above"]
+    assert text.splitlines()[1:] == [f"  FAILED lora | bbc_news | minilm | seed 0 ({c}): boom",
+                                     f"  NO RECORD {d}: see its error above", f"  NO RECORD {e}: see its error above"]
 
 
 def harness(tmp_path, *args, results="results", **kwargs) -> subprocess.Popen:

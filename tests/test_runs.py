@@ -113,7 +113,7 @@ def test_corrupt_and_truncated_records_are_reported_and_redone(make_config):
 def test_unwritable_results_dir_is_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(HarnessError, match="results directory .* is not writable"):
+    with pytest.raises(HarnessError, match="results_dir: folder .* is not writable"):
         RecordStore(blocker / "results").ensure_writable()
 
 

@@ -1,0 +1,60 @@
+"""Files beside the records: written atomically (temporary file, fsync, rename), so that a killed
+process leaves the previous complete file or the new one, never a truncated one; created with the
+process umask (0644 under the usual 022), like any file `open` creates; checksummed with SHA-256."""
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from harness.errors import HarnessError
+
+
+def umask_mode() -> int:
+    """0o666 less the process umask: the mode `open(path, "w")` would give a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(temporary)` fills a temporary file in `path`'s folder, which then replaces `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.close(fd)
+        write(Path(temporary))
+        os.chmod(temporary, umask_mode())  # mkstemp creates 0600: readable by the owner only
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def described(path: Path) -> dict:
+    """How a record names a file beside it: name, SHA-256 and size."""
+    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def ensure_writable(folder: Path, key: str) -> None:
+    """`folder` exists (created if need be) and takes new files; else one line naming the config key."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise HarnessError(f"{key}: folder '{folder}' is not writable ({error.strerror}); set {key} to a writable folder") from None
