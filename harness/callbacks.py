@@ -28,7 +28,7 @@ class LeaderboardCallback(Callback):
         attempt("the sweep's plan", lambda: progress.write_plan(config))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from harness.leaderboard import build_and_write
+        from harness.report.leaderboard import build_and_write
 
         attempt("the sweep's leaderboard", lambda: print(build_and_write(
             config.results_dir, sweep=config.get("sweep"), out_dir=config.hydra.sweep.dir)))

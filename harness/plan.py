@@ -15,7 +15,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
 from harness.errors import HarnessError, one_line
 from harness.preflight import CONF_DIR
-from harness.records import RecordStore, identify
+from harness.records import RecordStore, identify, method_label
 from harness.schema import TaskConfig, TrainConfig, parse_section
 from harness.train import plan_steps
 
@@ -78,7 +78,7 @@ def main(argv: list[str]) -> None:
                 todo += 1
                 todo_steps += steps or 0
                 unknown += steps is None
-            label = f"{cfg.method.name}" + (f"[{cfg.method.variant}]" if cfg.method.get("variant") else "")
+            label = method_label(cfg.method.name, cfg.method.get("variant"))
             print(f"#{number}: {key} {status:7} {label} {cfg.task.name} {cfg.model.name} seed {cfg.seed} "
                   f"lr {train.lr:g} batch {train.batch_size} epochs {train.epochs:g} steps "
                   f"{steps if steps is not None else '?'}")

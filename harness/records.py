@@ -36,6 +36,11 @@ NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "logger", "progress", "threads"
 LOCK_WAIT_SECONDS = 1.0  # a launcher waits this long for a run's lock before leaving the run to its holder
 
 
+def method_label(method: str, variant: str | None) -> str:
+    """A method's display label in tables and listings: its registry name, the variant in brackets."""
+    return f"{method}[{variant}]" if variant else method
+
+
 def reported_adapter_params(params: dict) -> int:
     """The adapter count tables report: the kept count for methods that prune a rank budget
     during training (`adapter_final`), else the trained count (`adapter`)."""

@@ -26,9 +26,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from harness.errors import HarnessError
-from harness.leaderboard import best_tuned, build_and_write, grid_text, lr_pair
 from harness.preflight import CONF_DIR, group_options, unknown_choices
 from harness.records import RecordStore, identify
+from harness.report.leaderboard import build_and_write
+from harness.selection import best_tuned, grid_text, lr_pair
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from harness.errors import HarnessError
-from harness.leaderboard import lr_pair, select_tuned
+from harness.selection import lr_pair, select_tuned
 from harness.per_task import apply_per_task
 from harness.plan import main as plan
 from harness.preflight import CONF_DIR

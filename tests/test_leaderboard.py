@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from harness.errors import HarnessError
-from harness.leaderboard import build_and_write, main
+from harness.report.leaderboard import build_and_write, main
 from harness.records import run_key
 
 DATA = Path(__file__).parent / "data"
@@ -142,7 +142,7 @@ def test_paper_view_puts_published_numbers_beside_ours(results, tmp_path, capsys
         "P,T2,minilm,full,,,bbc_news,accuracy,,97.0,median,best,median of 5 best epoch,paper p. 4\n"
         "P,T2,minilm,full,,,bbc_news,accuracy,validation,50.0,mean,final,other split,paper p. 4\n"
         "P,T2,roberta_base,full,,,bbc_news,accuracy,,90.0,mean,final,other model,paper p. 4\n")
-    from harness.paper import paper_markdown
+    from harness.report.paper import paper_markdown
 
     text = paper_markdown("fixture", str(results), reference)
     table = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")][1:]

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from harness.cli import threads_for
 from harness.device import pick_device
 from harness.errors import HarnessError
-from harness.leaderboard import build_and_write
+from harness.report.leaderboard import build_and_write
 from harness.preflight import CONF_DIR, group_options, unknown_choices
 from harness.progress import progress_line, summary
 from harness.records import RecordStore, new_record

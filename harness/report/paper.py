@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.leaderboard import runs_frame
-from harness.records import RecordStore
+from harness.records import RecordStore, method_label
+from harness.report.leaderboard import runs_frame
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
 SELECTION = {"stat": ("mean", "median"), "which": ("final", "best")}
@@ -32,7 +32,7 @@ def reference_table(table: str, reference_dir: Path = REFERENCE_DIR) -> pd.DataF
         bad = sorted(set(reference[column]) - set(allowed))
         if bad:
             raise HarnessError(f"{path.name}: column '{column}' has {bad}; allowed: {', '.join(allowed)}")
-    reference["label"] = [f"{m}[{v}]" if v else m for m, v in zip(reference["method"], reference["variant"])]
+    reference["label"] = [method_label(m, v) for m, v in zip(reference["method"], reference["variant"])]
     return reference
 
 
