@@ -4,12 +4,14 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from harness.errors import HarnessError
 from harness.report.leaderboard import build_and_write, main
 from harness.records import run_key
+from harness.report.statistics import estimate
 
 DATA = Path(__file__).parent / "data"
 BACKBONE = 22_713_216
@@ -75,7 +77,8 @@ def test_csv_statistics(results):
     table = pd.read_csv(results / "leaderboard.csv").set_index(["method", "task"])
     lora = table.loc[("lora", "bbc_news")]
     assert lora["n"] == 2 and lora["mean"] == pytest.approx(94.5) and lora["std"] == pytest.approx(math.sqrt(0.5), abs=1e-4)
-    assert lora["delta_vs_full"] == pytest.approx(94.5 - 97.0)
+    assert lora["diff_full"] == pytest.approx(-2.0)  # paired on the seeds both have: 95 − 97, 94 − 96
+    assert math.isnan(lora["p_full"]) and lora["mark_full"] == "≈"  # no spread in two equal differences: no test
     assert lora["pct_backbone"] == pytest.approx(100 * 73_728 / BACKBONE, abs=1e-4)
     assert table.loc[("full", "bbc_news")]["n"] == 3  # the failed run and the other sweep are not counted
     assert table.loc[("lora[r16]", "bbc_news")]["mean"] == pytest.approx(96.0)
@@ -96,7 +99,7 @@ def test_corrupt_record_is_reported_and_not_counted(results):
     (results / "runs" / "broken.json").write_text('{"schema_version": 1, "run_key"')
     text = build_and_write(str(results), sweep="fixture", with_plot=False)
     assert "## Skipped record files" in text and "broken.json: unreadable" in text
-    assert "97.00 ± 1.00 (n=3)" in text
+    assert "97.00 [94.52, 99.48] (n=3)" in text  # mean ± t(2)·sd/√3
 
 
 def test_a_copy_under_a_stale_key_is_reported_and_counted_once(results):
@@ -109,7 +112,7 @@ def test_a_copy_under_a_stale_key_is_reported_and_counted_once(results):
         (results / "runs" / f"{rec['run_key']}.json").write_text(json.dumps(rec))
     text = build_and_write(str(results), sweep="fixture", with_plot=False)
     assert f"0123456789ab.json: the same run as {run_key(config)}.json" in text.split("## Skipped record files")[1]
-    assert "95.25 ± 3.59 (n=4)" in text  # 97, 96, 98 and 90 once (n=5 if counted twice)
+    assert "95.25 [89.53, 100.00] (n=4)" in text  # 97, 96, 98 and 90 once (n=5 if counted twice); capped at 100
 
 
 def test_no_runs_gives_an_empty_board(tmp_path):
@@ -126,7 +129,7 @@ def test_runs_that_differ_in_more_than_the_seed_are_separate_rows(tmp_path):
         rec["run_key"] = run_key(rec["config"])
         (runs / f"{rec['run_key']}.json").write_text(json.dumps(rec))
     text = build_and_write(str(tmp_path), with_plot=False)
-    assert "| lora (train.lr=0.001)  |" in text and "85.00 ± 7.07 (n=2)" in text
+    assert "| lora (train.lr=0.001)  |" in text and "85.00 [21.47, 100.00] (n=2)" in text
     assert "| lora (train.lr=0.0001) |" in text and "50.00 (n=1)" in text
 
 
@@ -158,3 +161,50 @@ def test_paper_view_puts_published_numbers_beside_ours(results, tmp_path, capsys
     assert [cells[:2] + cells[7:] for cells in table if cells[0] == "roberta_base"] == [["roberta_base", "full", "no runs", "—"]]
     with pytest.raises(HarnessError, match="no published table 'missing'; available: fixture"):
         paper_markdown("missing", str(results), reference)
+
+
+def write_predictions(runs: Path, rec: dict, correct: np.ndarray) -> None:
+    """A prediction file beside `rec` (test split, final step 10): label 0 and prediction 0 where correct."""
+    path = runs / f"{rec['run_key']}.predictions.parquet"
+    pd.DataFrame({"split": "test", "step": 10, "example_id": [f"ex{i}" for i in range(len(correct))],
+                  "label": 0, "prediction": np.where(correct, 0, 1)}).to_parquet(path)
+    rec["predictions"] = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                          "bytes": path.stat().st_size, "steps": {"final": 10, "best": 10}}
+    rec["metrics"]["final"]["test"]["accuracy"] = float(correct.mean())
+
+
+def test_intervals_and_marks_from_predictions(tmp_path):
+    """Three seeds × 400 items: LoRA answers 90 % of the items, full fine-tuning 70 %: the cells'
+    intervals cover seeds and items, and LoRA's win over full fine-tuning is significant (▲)."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    rng = np.random.default_rng(0)
+    matrices = {"full": rng.random((3, 400)) < 0.7, "lora": rng.random((3, 400)) < 0.9}
+    for method, matrix in matrices.items():
+        for seed, correct in enumerate(matrix):
+            rec = record(method, None, "bbc_news", seed, 0.0, 0.0, 73_728)
+            write_predictions(runs, rec, correct)
+            (runs / f"{rec['run_key']}.json").write_text(json.dumps(rec))
+    build_and_write(str(tmp_path), out_dir=str(tmp_path / "out"), with_plot=False)
+    table = pd.read_csv(tmp_path / "out" / "leaderboard.csv").set_index("method")
+    lora = table.loc["lora"]
+    expected = estimate(per_item=100.0 * matrices["lora"])
+    assert lora["items"] == 400 and (lora["low"], lora["high"]) == pytest.approx((expected.low, expected.high), abs=1e-4)
+    difference = estimate(per_item=100.0 * (matrices["lora"].astype(float) - matrices["full"]))
+    assert (lora["diff_full"], lora["diff_low_full"], lora["diff_high_full"]) == pytest.approx(
+        (difference.mean, difference.low, difference.high), abs=1e-4)  # the CSV keeps 4 decimals
+    assert lora["mark_full"] == "▲" and table.loc["full"]["mark_lora"] == "▼" and lora["p_better_full"] == 1.0
+    assert "test items" in (tmp_path / "out" / "leaderboard.md").read_text()
+
+
+def test_sanity_flags_name_what_is_wrong(results):
+    runs = results / "runs"
+    for seed, (final, best) in enumerate([(0.40, 0.40), (0.41, 0.41), (0.42, 0.42)]):  # full FT far below head-only
+        rec = record("full", None, "digits", seed, final, best, BACKBONE)
+        (runs / f"{rec['run_key']}.json").write_text(json.dumps(rec))
+        rec = record("head", None, "digits", seed, 0.80 + seed / 100, 0.80 + seed / 100, 0)
+        (runs / f"{rec['run_key']}.json").write_text(json.dumps(rec))
+    text = build_and_write(str(results), sweep="fixture", with_plot=False)
+    assert "digits: reference under-trained: full fine-tuning 41.00 is below head-only 81.00 beyond both intervals" in text
+    assert "head / bbc_news: not converged: final 50.00 vs best 55.00" in text
+    assert "lora / bbc_news: 2 seeds, fewer than the 3 of other cells" in text

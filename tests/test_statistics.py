@@ -139,3 +139,10 @@ def test_aggregate_iqm_with_a_stratified_bootstrap_interval():
     mean, low_mean, high_mean = aggregate(tasks, "mean")
     assert mean == pytest.approx(np.mean(np.concatenate(tasks)))
     assert high - low < high_mean - low_mean  # the IQM ignores the outlying runs
+
+
+def test_aggregate_keeps_single_run_tasks_fixed():
+    value, low, high = aggregate([[0.5, 0.7, 0.9], [2.0]], "mean")
+    assert value == pytest.approx(np.mean([0.5, 0.7, 0.9, 2.0]))
+    assert (0.5 + 0.5 + 0.5 + 2.0) / 4 <= low < value < high <= (0.9 * 3 + 2.0) / 4
+    assert np.isnan(aggregate([[1.0], [2.0]], "mean")[1])

@@ -3,21 +3,28 @@
 Reads <results_dir>/runs/*.json (success only; invalid records are listed with their reason and
 skipped) and writes <out>/leaderboard.{md,csv,tex,png} (default out: results/scratch; the official
 leaderboard is written only by `python -m harness.tune sweep=official`): per model, one row per method (and variant), one column per
-task; cells are the primary metric ×100 on the task's report split, mean ± std over seeds with n
-(or the median), at the final evaluation (or the best one); adapter params (task head excluded)
-absolute and as % of the backbone; Δ = difference to full fine-tuning's score on the same task.
+task; cells are the primary metric ×100 on the task's report split, the mean over seeds with its 95 %
+interval (harness/report/cells.py: seeds and, from the runs' predictions, test items) and n (or the
+median), at the final evaluation (or the best one); adapter params (task head excluded) absolute and
+as % of the backbone; Δ full / Δ lora: the paired difference to full fine-tuning / LoRA on the same
+seeds and items, marked ▲ ▼ where significant after Holm's correction over the model's table (≈: not
+shown to differ); sanity flags under each table.
 """
 import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
 from harness.records import RecordStore, method_label, reported_adapter_params, semantic_config
+from harness.report.cells import REFERENCES, cell_of, item_scores, with_comparisons
+from harness.report.statistics import aggregate, normalise
 from harness.selection import select_tuned
 
 FULL = "full"
+METRIC_RANGE = {"accuracy": (0.0, 100.0), "f1": (0.0, 100.0), "macro_f1": (0.0, 100.0)}  # ×100
 
 
 def setting_of(record: dict) -> dict:
@@ -41,7 +48,7 @@ def separate_settings(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def runs_frame(records: list[dict], which: str = "final", metric: str | None = None,
-               split: str | None = None) -> pd.DataFrame:
+               split: str | None = None, runs_dir: Path | None = None) -> pd.DataFrame:
     """One row per successful run: its score ×100 in the primary metric (or `metric`, where the
     run recorded it) on the report split (or `split`, e.g. MNLI's validation_mismatched)."""
     rows = []
@@ -54,32 +61,41 @@ def runs_frame(records: list[dict], which: str = "final", metric: str | None = N
         name = metric or metrics["primary"]
         if name not in values:
             continue
+        entry = record.get("predictions")
+        step = (entry or {}).get("steps", {}).get(which)
+        best = ((metrics.get("best") or {}).get(where) or {}).get(name)
         rows.append({
             "model": record["model"], "method": method_label(record["method"], record.get("variant")), "task": record["task"],
-            "seed": record["seed"], "metric": name, "split": where,
-            "score": 100 * values[name], "adapter_params": reported_adapter_params(params),
+            "seed": record["seed"], "metric": name, "split": where, "higher_is_better": metrics["higher_is_better"],
+            "score": 100 * values[name], "best_score": float("nan") if best is None else 100 * best,
+            "items": None if runs_dir is None else item_scores(entry, runs_dir, where, step, name),
+            "adapter_params": reported_adapter_params(params),
             "adapter_params_initial": params["adapter"], "backbone_params": params["backbone"],
             "sweep": record.get("sweep"), "setting": setting_of(record),
         })
-    columns = ["model", "method", "task", "seed", "metric", "split", "score", "adapter_params",
-               "adapter_params_initial", "backbone_params", "sweep", "setting"]
+    columns = ["model", "method", "task", "seed", "metric", "split", "higher_is_better", "score", "best_score", "items",
+               "adapter_params", "adapter_params_initial", "backbone_params", "sweep", "setting"]
     return separate_settings(pd.DataFrame(rows, columns=columns))
 
 
 def summary_frame(runs: pd.DataFrame, stat: str = "mean") -> pd.DataFrame:
-    """One row per (model, method, task): n, mean, std, median, the chosen centre and Δ vs full."""
+    """One row per (model, method, task): n, mean with its 95 % interval, std, median, the chosen
+    centre, the paired comparisons with full fine-tuning and LoRA (harness/report/cells.py)."""
     grouped = runs.groupby(["model", "method", "task"], sort=True)
     summary = grouped.agg(
-        metric=("metric", "first"), split=("split", "first"), n=("score", "size"), mean=("score", "mean"),
-        std=("score", "std"), median=("score", "median"), adapter_params=("adapter_params", "median"),
+        metric=("metric", "first"), split=("split", "first"), higher_is_better=("higher_is_better", "first"),
+        n=("score", "size"), mean=("score", "mean"), std=("score", "std"), median=("score", "median"),
+        best_mean=("best_score", "mean"), adapter_params=("adapter_params", "median"),
         adapter_params_initial=("adapter_params_initial", "median"), backbone_params=("backbone_params", "median"),
     ).reset_index()
+    cells = {key: cell_of(group) for key, group in grouped}
+    estimates = [cells[(row.model, row.method, row.task)].estimate() for row in summary.itertuples()]
+    bounds = [METRIC_RANGE.get(metric, (-np.inf, np.inf)) for metric in summary["metric"]]  # an interval never leaves the metric's range
+    summary["low"] = [max(e.low, low) for e, (low, _) in zip(estimates, bounds)]
+    summary["high"] = [min(e.high, high) for e, (_, high) in zip(estimates, bounds)]
+    summary["items"] = [e.items for e in estimates]
     summary["score"] = summary[stat]
-    full = summary[summary["method"] == FULL].set_index(["model", "task"])["score"]
-    summary["delta_vs_full"] = [
-        row.score - full[(row.model, row.task)] if (row.model, row.task) in full.index else float("nan")
-        for row in summary.itertuples()
-    ]
+    summary = with_comparisons(summary, cells)
     summary["pct_backbone"] = 100 * summary["adapter_params"] / summary["backbone_params"]
     for column in ("adapter_params", "adapter_params_initial"):
         summary[column] = summary[column].astype(int)
@@ -90,12 +106,17 @@ def cell(row: pd.Series, stat: str) -> str:
     n = int(row["n"])
     if stat == "median":
         return f"{row['median']:.2f} (n={n})"
-    spread = f" ± {row['std']:.2f}" if n > 1 else ""
-    return f"{row['mean']:.2f}{spread} (n={n})"
+    interval = f" [{row['low']:.2f}, {row['high']:.2f}]" if n > 1 or not pd.isna(row["low"]) else ""
+    return f"{row['mean']:.2f}{interval} (n={n})"
+
+
+def difference(row: pd.Series, reference: str) -> str:
+    value = row[f"diff_{reference}"]
+    return "—" if pd.isna(value) else f"{value:+.2f} {row[f'mark_{reference}']}"
 
 
 def wide_table(summary: pd.DataFrame, model: str, stat: str) -> pd.DataFrame:
-    """The printed table of one model: methods as rows, a score and a Δ column per task."""
+    """The printed table of one model: methods as rows, a score and a Δ column per task and reference."""
     part = summary[summary["model"] == model]
     tasks = sorted(part["task"].unique())
     rows = []
@@ -107,8 +128,8 @@ def wide_table(summary: pd.DataFrame, model: str, stat: str) -> pd.DataFrame:
         for task in tasks:
             present = task in by_task.index
             row[task] = cell(by_task.loc[task], stat) if present else "—"
-            delta = by_task.loc[task, "delta_vs_full"] if present else float("nan")
-            row[f"Δ {task}"] = "—" if pd.isna(delta) else f"{delta:+.2f}"
+            for reference in REFERENCES:
+                row[f"Δ {reference} {task}"] = difference(by_task.loc[task], reference) if present else "—"
         if len(tasks) > 1:
             row["avg"] = f"{by_task['score'].mean():.2f}" if len(by_task) == len(tasks) else "—"
         rows.append(row)
@@ -116,24 +137,87 @@ def wide_table(summary: pd.DataFrame, model: str, stat: str) -> pd.DataFrame:
     return table.drop(columns="_sort").reset_index(drop=True)
 
 
+def across_tasks(runs: pd.DataFrame, summary: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Per method, every seed's score normalised per task to 0 = head-only and 1 = full fine-tuning
+    (their cell means), aggregated over the model's tasks by mean and IQM with stratified-bootstrap
+    95 % intervals (harness/report/statistics.py); tasks without both references are left out."""
+    cells = summary[summary["model"] == model].set_index(["method", "task"])["mean"]
+    part = runs[runs["model"] == model]
+    tasks = [t for t in sorted(part["task"].unique())
+             if ("head", t) in cells.index and ("full", t) in cells.index and cells[("full", t)] != cells[("head", t)]]
+    rows = []
+    for method, group in part[part["task"].isin(tasks)].groupby("method"):
+        per_task = [[normalise(s, cells[("head", t)], cells[("full", t)]) for s in group.loc[group["task"] == t, "score"]]
+                    for t in tasks]
+        if any(len(values) == 0 for values in per_task):
+            continue
+        mean, iqm = aggregate(per_task, "mean"), aggregate(per_task, "iqm")
+        rows.append({"method": method, "tasks": len(tasks), "runs": sum(map(len, per_task)),
+                     "mean": f"{mean[0]:.3f} [{mean[1]:.3f}, {mean[2]:.3f}]", "IQM": f"{iqm[0]:.3f} [{iqm[1]:.3f}, {iqm[2]:.3f}]",
+                     "_sort": -mean[0]})
+    table = pd.DataFrame(rows, columns=["method", "tasks", "runs", "mean", "IQM", "_sort"])
+    return table.sort_values(["_sort", "method"]).drop(columns="_sort").reset_index(drop=True)
+
+
 def caption(summary: pd.DataFrame, model: str, stat: str, which: str) -> str:
     part = summary[summary["model"] == model]
     metrics = ", ".join(f"{t}: {m} on {s}" for t, m, s in
                         part[["task", "metric", "split"]].drop_duplicates().itertuples(index=False))
-    centre = "median over seeds" if stat == "median" else "mean ± std over seeds"
+    with_items = part.dropna(subset=["items"])
+    covers = (f"seeds and the {', '.join(sorted({f'{int(i):,}' for i in with_items['items']}))} test items"
+              if len(with_items) == len(part) else "seeds, and test items where every seed kept its predictions"
+              if len(with_items) else "seed variation only (these records kept no predictions)")
+    centre = "median over seeds" if stat == "median" else f"mean over seeds [95 % interval over {covers}]"
     return (f"Scores ×100 ({metrics}), {which} evaluation, {centre} (n = seeds). Adapter params "
             f"exclude the task head; for methods that prune a rank budget, the count kept at the end "
-            f"(of the count trained at the start); % of the backbone's parameters. Δ: difference to "
-            f"full fine-tuning.")
+            f"(of the count trained at the start); % of the backbone's parameters. Δ full, Δ lora: paired "
+            f"difference to full fine-tuning and to LoRA on the same seeds (and items); ▲/▼ significantly "
+            f"better/worse (p < 0.05 after Holm's correction over every comparison in this table), ≈ no "
+            f"difference shown.")
 
 
-def markdown(summary: pd.DataFrame, stat: str, which: str, problems: list[str], tuned: pd.DataFrame) -> str:
+def flags(summary: pd.DataFrame, model: str, tuned: pd.DataFrame) -> list[str]:
+    """Sanity flags of one model's table: an under-trained reference, a tuned value at the edge of its
+    grid, fewer seeds than the table's other cells, a final score far below the cell's best."""
+    part, found = summary[summary["model"] == model], []
+    cells = part.set_index(["method", "task"])
+    for task in sorted(part["task"].unique()):
+        if ("full", task) in cells.index and ("head", task) in cells.index:
+            full, head = cells.loc[("full", task)], cells.loc[("head", task)]
+            worse = full["high"] < head["low"] if full["higher_is_better"] else full["low"] > head["high"]
+            if worse:
+                found.append(f"{task}: reference under-trained: full fine-tuning {full['mean']:.2f} is below head-only "
+                             f"{head['mean']:.2f} beyond both intervals")
+    most = part["n"].max()
+    for row in part.itertuples():
+        if row.n < most:
+            found.append(f"{row.method} / {row.task}: {row.n} seed{'s' if row.n > 1 else ''}, fewer than the {most} of other cells")
+        half_width = (row.high - row.low) / 2 if not pd.isna(row.high) else 0.0
+        gap = (row.best_mean - row.mean) * (1 if row.higher_is_better else -1)
+        if gap > max(1.0, half_width):
+            found.append(f"{row.method} / {row.task}: not converged: final {row.mean:.2f} vs best {row.best_mean:.2f}")
+    for _, row in tuned[tuned["model"] == model].iterrows() if not tuned.empty else []:
+        lrs = sorted({float(pair.split("/")[0]) for pair in row["searched (lr/head lr)"].split()})
+        if len(lrs) > 1 and float(row["lr"]) in (lrs[0], lrs[-1]):
+            found.append(f"{row['method']} / {row['task']}: widen the grid: lr {row['lr']} is at the edge of {lrs[0]:g}–{lrs[-1]:g}")
+    return found
+
+
+def markdown(runs: pd.DataFrame, summary: pd.DataFrame, stat: str, which: str, problems: list[str], tuned: pd.DataFrame) -> str:
     parts = ["# Leaderboard", ""]
     if summary.empty:
         parts.append("No successful runs yet.")
     for model in sorted(summary["model"].unique()):
         parts += [f"## {model}", "", caption(summary, model, stat, which), "",
                   wide_table(summary, model, stat).to_markdown(index=False, disable_numparse=True), ""]
+        normalised = across_tasks(runs, summary, model)
+        if not normalised.empty:
+            parts += ["Across tasks: every seed's score normalised per task to 0 = head-only, 1 = full fine-tuning "
+                      "(cell means); mean and interquartile mean over all runs of all tasks, [95 % stratified bootstrap "
+                      "interval, runs resampled within each task].", "",
+                      normalised.to_markdown(index=False, disable_numparse=True), ""]
+        found = flags(summary, model, tuned)
+        parts += ["Sanity flags:", "", *[f"- {flag}" for flag in found], ""] if found else ["Sanity flags: none.", ""]
     if not tuned.empty:
         parts += ["## Tuned learning rates", "",
                   "Chosen per (method, task): the searched (lr / head lr) pair whose search-seed run had the best "
@@ -163,7 +247,7 @@ def latex(summary: pd.DataFrame, stat: str, which: str) -> str:
 
 
 def plot(summary: pd.DataFrame, path: Path) -> None:
-    """Adapter params (log) vs score, one panel per (model, task); full FT as a dashed line."""
+    """Adapter params (log) vs score with its 95 % interval, one panel per (model, task); full FT as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,7 +259,8 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
         part = summary[(summary["model"] == model) & (summary["task"] == task)]
         for row in part.itertuples():
             x = max(row.adapter_params, 1)
-            axis.errorbar(x, row.score, yerr=0 if pd.isna(row.std) else row.std, fmt="o", capsize=3)
+            bars = [[0.0], [0.0]] if pd.isna(row.low) else [[row.mean - row.low], [row.high - row.mean]]
+            axis.errorbar(x, row.score, yerr=bars, fmt="o", capsize=3)
             axis.annotate(row.method, (x, row.score), textcoords="offset points", xytext=(4, 4), fontsize=8)
             if row.method == FULL:
                 axis.axhline(row.score, linestyle="--", color="grey", linewidth=1, label="full fine-tuning")
@@ -196,15 +281,17 @@ def build_and_write(results_dir: str, sweep: str | None = None, stat: str = "mea
     if sweep:
         records = [r for r in records if r.get("sweep") == sweep]
     records, tuned = select_tuned(records)  # a protocol's other grid points chose the values; they are not results
-    runs = runs_frame(records, which)
+    runs = runs_frame(records, which, runs_dir=RecordStore(results_dir).runs_dir)
     summary = summary_frame(runs, stat) if not runs.empty else pd.DataFrame(columns=["model"])
     out = Path(out_dir or results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(summary, stat, which, problems, tuned)
+    text = markdown(runs, summary, stat, which, problems, tuned)
     (out / "leaderboard.md").write_text(text)
     if not runs.empty:
-        columns = ["model", "method", "task", "metric", "split", "n", "mean", "std", "median",
-                   "delta_vs_full", "adapter_params", "adapter_params_initial", "backbone_params", "pct_backbone"]
+        columns = ["model", "method", "task", "metric", "split", "n", "items", "mean", "low", "high", "std", "median",
+                   *[f"{key}_{reference}" for reference in REFERENCES
+                     for key in ("diff", "diff_low", "diff_high", "p", "p_holm", "mark", "p_better")],
+                   "adapter_params", "adapter_params_initial", "backbone_params", "pct_backbone"]
         summary[columns].to_csv(out / "leaderboard.csv", index=False, float_format="%.4f")
         (out / "leaderboard.tex").write_text(latex(summary, stat, which))
         if with_plot:

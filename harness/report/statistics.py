@@ -81,8 +81,8 @@ def estimate(seed_scores: Sequence[float] | None = None, per_item: Optional[np.n
         variance, dof = per_item[0].var(ddof=1) / items, items - 1
     else:
         return Estimate(mean, float("nan"), float("nan"), std, n, items, float("nan"), level)
-    if variance == 0:
-        return Estimate(mean, mean, mean, std, n, items, 1.0 if mean == 0 else 0.0, level)
+    if variance == 0:  # no spread to judge by (e.g. two seeds with the same difference): no test
+        return Estimate(mean, mean, mean, std, n, items, 1.0 if mean == 0 else float("nan"), level)
     se, quantile = np.sqrt(variance), stats.t.ppf(0.5 + level / 2, dof)
     p_value = float(2 * stats.t.sf(abs(mean) / se, dof))
     return Estimate(mean, mean - quantile * se, mean + quantile * se, std, n, items, p_value, level)
@@ -122,17 +122,20 @@ def aggregate(per_task: Sequence[Sequence[float]], statistic: str = "iqm", level
               resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """(value, low, high) of the mean or IQM over all runs of all tasks (normalised scores), with a
     stratified bootstrap interval: runs are resampled within each task (scipy.stats.bootstrap with one
-    sample per task)."""
+    sample per task; a task with a single run enters every resample as it is)."""
     samples = [np.asarray(task, dtype=float) for task in per_task if len(task)]
     reduce = {"iqm": iqm, "mean": np.mean}[statistic]
+    value = float(reduce(np.concatenate(samples)))
+    resampled = [s for s in samples if len(s) > 1]
+    fixed = np.concatenate([s for s in samples if len(s) == 1] or [np.empty(0)])  # one run: nothing to resample
 
     def pooled(*tasks, axis=-1):
-        return reduce(np.concatenate(tasks, axis=axis), axis=axis)
+        constants = np.broadcast_to(fixed, (*tasks[0].shape[:-1], len(fixed)))
+        return reduce(np.concatenate([*tasks, constants], axis=axis), axis=axis)
 
-    value = float(pooled(*samples))
-    if sum(len(s) for s in samples) < 2 or all(len(s) < 2 for s in samples):
+    if not resampled:
         return value, float("nan"), float("nan")
-    result = stats.bootstrap(samples, pooled, n_resamples=resamples, confidence_level=level, method="percentile",
+    result = stats.bootstrap(resampled, pooled, n_resamples=resamples, confidence_level=level, method="percentile",
                              vectorized=True, random_state=np.random.default_rng(seed))
     return value, float(result.confidence_interval.low), float(result.confidence_interval.high)
 

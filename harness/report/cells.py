@@ -1,0 +1,106 @@
+"""Leaderboard cells with uncertainty, from the runs' per-example predictions where they exist.
+
+A cell is one (model, method, task): its seeds' scores and, when every seed kept its predictions and
+the primary metric is a mean over examples (accuracy), the seeds × test-items matrix of per-item
+scores, aligned on the examples' stable ids. Estimates and paired comparisons come from
+harness/report/statistics.py: the item part of the interval is added only with that matrix; without
+it (older records, MCC, F1, correlations) the interval covers seed variation only, and the table says so.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from harness.files import sha256_file
+from harness.report.statistics import Estimate, estimate, holm, prob_better
+
+PER_ITEM_METRICS = {"accuracy"}  # primary metrics that are the mean of a per-example score
+REFERENCES = ("full", "lora")
+ALPHA = 0.05
+
+
+def item_scores(entry: Optional[dict], runs_dir: Path, split: str, step: Optional[int], metric: str) -> Optional[pd.Series]:
+    """×100 per-example scores of one run (index: example id) at `step`, or None when the run has no
+    (intact) prediction file or the metric is not a per-example mean."""
+    if metric not in PER_ITEM_METRICS or not entry or step is None:
+        return None
+    path = runs_dir / entry["file"]
+    if not path.is_file() or sha256_file(path) != entry["sha256"]:
+        return None
+    table = pd.read_parquet(path, columns=["split", "step", "example_id", "label", "prediction"])
+    table = table[(table["split"].astype(str) == split) & (table["step"] == step)]
+    if table.empty:
+        return None
+    return pd.Series(100.0 * (table["label"].to_numpy() == table["prediction"].to_numpy()), index=table["example_id"].to_numpy())
+
+
+@dataclass
+class Cell:
+    seeds: list[int]
+    scores: np.ndarray  # per seed, ×100
+    items: Optional[pd.DataFrame]  # seeds × example ids, ×100; None without predictions for every seed
+
+    def estimate(self) -> Estimate:
+        if self.items is not None:
+            return estimate(per_item=self.items.to_numpy())
+        return estimate(self.scores)
+
+
+def cell_of(runs: pd.DataFrame) -> Cell:
+    """The cell of one (model, method, task)'s runs (columns seed, score, items)."""
+    runs = runs.sort_values("seed")
+    items = None
+    if runs["items"].map(lambda s: s is not None).all():
+        aligned = pd.DataFrame({seed: series for seed, series in zip(runs["seed"], runs["items"])}).T.dropna(axis=1)
+        items = aligned if aligned.shape[1] > 0 else None
+    return Cell(list(runs["seed"]), runs["score"].to_numpy(dtype=float), items)
+
+
+def compare(cell: Cell, reference: Cell, higher_is_better: bool) -> Optional[dict]:
+    """The paired difference cell − reference on the seeds (and items) both have: estimate, interval,
+    p-value and P(cell better than reference) over seed pairs; None without a shared seed."""
+    seeds = sorted(set(cell.seeds) & set(reference.seeds))
+    if not seeds:
+        return None
+    if cell.items is not None and reference.items is not None:
+        common = cell.items.columns.intersection(reference.items.columns)
+        difference = estimate(per_item=(cell.items.loc[seeds, common] - reference.items.loc[seeds, common]).to_numpy())
+    else:
+        ours, theirs = pd.Series(cell.scores, cell.seeds), pd.Series(reference.scores, reference.seeds)
+        difference = estimate(ours[seeds].to_numpy() - theirs[seeds].to_numpy())
+    return {"diff": difference.mean, "diff_low": difference.low, "diff_high": difference.high, "p": difference.p_value,
+            "p_better": prob_better(cell.scores, reference.scores, higher_is_better), "pairs": len(seeds)}
+
+
+def mark(diff: float, p_adjusted: float, higher_is_better: bool) -> str:
+    """▲ significantly better, ▼ significantly worse (Holm-adjusted p < 0.05), ≈ no difference shown."""
+    if np.isnan(p_adjusted) or p_adjusted >= ALPHA:
+        return "≈"
+    return "▲" if (diff > 0) == higher_is_better else "▼"
+
+
+def with_comparisons(summary: pd.DataFrame, cells: dict[tuple, Cell]) -> pd.DataFrame:
+    """Adds, per reference (full, lora), the paired difference, its interval, p, Holm-adjusted p over
+    every comparison of the model's table, the mark and P(better)."""
+    summary = summary.copy()
+    for reference in REFERENCES:
+        results = []
+        for row in summary.itertuples():
+            other = cells.get((row.model, reference, row.task))
+            own = cells[(row.model, row.method, row.task)]
+            results.append(None if other is None or row.method == reference else compare(own, other, row.higher_is_better))
+        for key in ("diff", "diff_low", "diff_high", "p", "p_better"):
+            summary[f"{key}_{reference}"] = [np.nan if r is None else r[key] for r in results]
+    for model, part in summary.groupby("model"):  # Holm across the model's whole table (both references)
+        columns = [f"p_{reference}" for reference in REFERENCES]
+        flat = part[columns].to_numpy().reshape(-1)
+        adjusted = holm(flat).reshape(len(part), len(columns))
+        for j, reference in enumerate(REFERENCES):
+            summary.loc[part.index, f"p_holm_{reference}"] = adjusted[:, j]
+    for reference in REFERENCES:
+        summary[f"mark_{reference}"] = [
+            "" if np.isnan(row[f"diff_{reference}"]) else mark(row[f"diff_{reference}"], row[f"p_holm_{reference}"], row["higher_is_better"])
+            for _, row in summary.iterrows()]
+    return summary
