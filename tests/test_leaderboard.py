@@ -92,14 +92,14 @@ def test_median_and_best_options(results, capsys):
           "--out", str(results)])
     table = pd.read_csv(results / "leaderboard.csv").set_index(["method", "task"])
     assert table.loc[("full", "bbc_news")]["median"] == pytest.approx(97.5)
-    assert "97.50 (n=3)" in capsys.readouterr().out
+    assert "**97.50** (n=3)" in capsys.readouterr().out
 
 
 def test_corrupt_record_is_reported_and_not_counted(results):
     (results / "runs" / "broken.json").write_text('{"schema_version": 1, "run_key"')
     text = build_and_write(str(results), sweep="fixture", with_plot=False)
     assert "## Skipped record files" in text and "broken.json: unreadable" in text
-    assert "97.00 [94.52, 99.48] (n=3)" in text  # mean ± t(2)·sd/√3
+    assert "**97.00** [94.52, 99.48] (n=3)" in text  # mean ± t(2)·sd/√3
 
 
 def test_a_copy_under_a_stale_key_is_reported_and_counted_once(results):
@@ -129,7 +129,7 @@ def test_runs_that_differ_in_more_than_the_seed_are_separate_rows(tmp_path):
         rec["run_key"] = run_key(rec["config"])
         (runs / f"{rec['run_key']}.json").write_text(json.dumps(rec))
     text = build_and_write(str(tmp_path), with_plot=False)
-    assert "| lora (train.lr=0.001)  |" in text and "85.00 [21.47, 100.00] (n=2)" in text
+    assert "| lora (train.lr=0.001)  |" in text and "85.00** [21.47, 100.00] (n=2)" in text
     assert "| lora (train.lr=0.0001) |" in text and "50.00 (n=1)" in text
 
 
@@ -194,6 +194,8 @@ def test_intervals_and_marks_from_predictions(tmp_path):
     assert (lora["diff_full"], lora["diff_low_full"], lora["diff_high_full"]) == pytest.approx(
         (difference.mean, difference.low, difference.high), abs=1e-4)  # the CSV keeps 4 decimals
     assert lora["mark_full"] == "▲" and table.loc["full"]["mark_lora"] == "▼" and lora["p_better_full"] == 1.0
+    assert lora["best"] == "best" and pd.isna(table.loc["full"]["best"])  # full is not tied with the best
+    assert "\\textbf{" in (tmp_path / "out" / "leaderboard.tex").read_text()
     assert "test items" in (tmp_path / "out" / "leaderboard.md").read_text()
 
 

@@ -81,6 +81,22 @@ def mark(diff: float, p_adjusted: float, higher_is_better: bool) -> str:
     return "▲" if (diff > 0) == higher_is_better else "▼"
 
 
+def with_best(summary: pd.DataFrame, cells: dict[tuple, Cell]) -> pd.DataFrame:
+    """`best`: per (model, task), "best" for the best mean and "tied" for every cell whose paired
+    difference to it has an interval covering 0 (as papers bold them alike), else ""."""
+    summary = summary.copy()
+    summary["best"] = ""
+    for (model, task), part in summary.groupby(["model", "task"]):
+        sign = 1 if part["higher_is_better"].iloc[0] else -1
+        leader = part.loc[(sign * part["mean"]).idxmax()]
+        summary.loc[leader.name, "best"] = "best"
+        for index, row in part.drop(index=leader.name).iterrows():
+            result = compare(cells[(model, row["method"], task)], cells[(model, leader["method"], task)], row["higher_is_better"])
+            if result is not None and result["diff_low"] <= 0 <= result["diff_high"]:
+                summary.loc[index, "best"] = "tied"
+    return summary
+
+
 def with_comparisons(summary: pd.DataFrame, cells: dict[tuple, Cell]) -> pd.DataFrame:
     """Adds, per reference (full, lora), the paired difference, its interval, p, Holm-adjusted p over
     every comparison of the model's table, the mark and P(better)."""

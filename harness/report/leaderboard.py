@@ -3,7 +3,7 @@
 Reads <results_dir>/runs/*.json (success only; invalid records are listed with their reason and
 skipped) and writes <out>/leaderboard.{md,csv,tex,png} (default out: results/scratch; the official
 leaderboard is written only by `python -m harness.tune sweep=official`): per model, one row per method (and variant), one column per
-task; cells are the primary metric ×100 on the task's report split, the mean over seeds with its 95 %
+task; cells (the best of each task and those tied with it in bold) are the primary metric ×100 on the task's report split, the mean over seeds with its 95 %
 interval (harness/report/cells.py: seeds and, from the runs' predictions, test items) and n (or the
 median), at the final evaluation (or the best one); adapter params (task head excluded) absolute and
 as % of the backbone; Δ full / Δ lora: the paired difference to full fine-tuning / LoRA on the same
@@ -11,6 +11,7 @@ seeds and items, marked ▲ ▼ where significant after Holm's correction over t
 shown to differ); sanity flags under each table.
 """
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.records import RecordStore, method_label, reported_adapter_params, semantic_config
-from harness.report.cells import REFERENCES, cell_of, item_scores, with_comparisons
+from harness.report.cells import REFERENCES, cell_of, item_scores, with_best, with_comparisons
 from harness.report.statistics import aggregate, normalise
 from harness.selection import select_tuned
 
@@ -95,7 +96,7 @@ def summary_frame(runs: pd.DataFrame, stat: str = "mean") -> pd.DataFrame:
     summary["high"] = [min(e.high, high) for e, (_, high) in zip(estimates, bounds)]
     summary["items"] = [e.items for e in estimates]
     summary["score"] = summary[stat]
-    summary = with_comparisons(summary, cells)
+    summary = with_best(with_comparisons(summary, cells), cells)
     summary["pct_backbone"] = 100 * summary["adapter_params"] / summary["backbone_params"]
     for column in ("adapter_params", "adapter_params_initial"):
         summary[column] = summary[column].astype(int)
@@ -103,11 +104,15 @@ def summary_frame(runs: pd.DataFrame, stat: str = "mean") -> pd.DataFrame:
 
 
 def cell(row: pd.Series, stat: str) -> str:
+    """The cell's text; the best cell of its task and those tied with it start with `**` (bold)."""
     n = int(row["n"])
+    centre = f"{row['median']:.2f}" if stat == "median" else f"{row['mean']:.2f}"
+    if row["best"]:
+        centre = f"**{centre}**"
     if stat == "median":
-        return f"{row['median']:.2f} (n={n})"
+        return f"{centre} (n={n})"
     interval = f" [{row['low']:.2f}, {row['high']:.2f}]" if n > 1 or not pd.isna(row["low"]) else ""
-    return f"{row['mean']:.2f}{interval} (n={n})"
+    return f"{centre}{interval} (n={n})"
 
 
 def difference(row: pd.Series, reference: str) -> str:
@@ -173,7 +178,8 @@ def caption(summary: pd.DataFrame, model: str, stat: str, which: str) -> str:
             f"(of the count trained at the start); % of the backbone's parameters. Δ full, Δ lora: paired "
             f"difference to full fine-tuning and to LoRA on the same seeds (and items); ▲/▼ significantly "
             f"better/worse (p < 0.05 after Holm's correction over every comparison in this table), ≈ no "
-            f"difference shown.")
+            f"difference shown. Bold: the task's best cell and every cell whose paired difference to it has an "
+            f"interval covering 0.")
 
 
 def flags(summary: pd.DataFrame, model: str, tuned: pd.DataFrame) -> list[str]:
@@ -237,12 +243,16 @@ def latex_escape(text: str) -> str:
 
 
 def latex(summary: pd.DataFrame, stat: str, which: str) -> str:
+    """Paper-ready tables: numbers right-aligned (two decimals throughout, so decimal points line up),
+    the best cell of each task and every cell tied with it in bold."""
     blocks = []
     for model in sorted(summary["model"].unique()):
         table = wide_table(summary, model, stat).map(latex_escape)
+        table = table.map(lambda text: re.sub(r"\*\*(.+?)\*\*", r"\\textbf{\1}", text))
         table.columns = [latex_escape(c) for c in table.columns]
         title = latex_escape(f"{model}: {caption(summary, model, stat, which)}")
-        blocks.append(table.style.hide(axis="index").to_latex(caption=title, hrules=True, position="ht"))
+        align = "l" + "r" * (len(table.columns) - 1)
+        blocks.append(table.style.hide(axis="index").to_latex(caption=title, hrules=True, position="ht", column_format=align))
     return "\n".join(blocks)
 
 
@@ -288,7 +298,7 @@ def build_and_write(results_dir: str, sweep: str | None = None, stat: str = "mea
     text = markdown(runs, summary, stat, which, problems, tuned)
     (out / "leaderboard.md").write_text(text)
     if not runs.empty:
-        columns = ["model", "method", "task", "metric", "split", "n", "items", "mean", "low", "high", "std", "median",
+        columns = ["model", "method", "task", "metric", "split", "n", "items", "mean", "low", "high", "std", "median", "best",
                    *[f"{key}_{reference}" for reference in REFERENCES
                      for key in ("diff", "diff_low", "diff_high", "p", "p_holm", "mark", "p_better")],
                    "adapter_params", "adapter_params_initial", "backbone_params", "pct_backbone"]
