@@ -63,9 +63,14 @@ def select_tuned(records: list[dict]) -> tuple[list[dict], pd.DataFrame]:
             continue
         kept += [r for r in group if lr_pair(r) == lr_pair(winner)]
         tuning, metrics = tuning_of(winner), winner["metrics"]
+        search = [r for r in group if r["seed"] == tuning["search_seed"] and r["status"] == "success"]
         rows.append({"model": model, "method": method, "task": task, "lr": f"{lr_pair(winner)[0]:g}",
                      "head lr": f"{lr_pair(winner)[1]:g}",
                      "searched (lr/head lr)": grid_text(tuning_grid(winner)),
-                     "chosen on": f"{tuning['split']} {metrics['primary']} {100 * metrics['final'][tuning['split']][metrics['primary']]:.2f} (seed {tuning['search_seed']})"})
-    columns = ["model", "method", "task", "lr", "head lr", "searched (lr/head lr)", "chosen on"]
+                     "chosen on": f"{tuning['split']} {metrics['primary']} {100 * metrics['final'][tuning['split']][metrics['primary']]:.2f} (seed {tuning['search_seed']})",
+                     "trials": len(tuning_grid(winner)),
+                     "search scores": [100 * r["metrics"]["final"][tuning["split"]][r["metrics"]["primary"]] for r in search],
+                     "higher_is_better": metrics["higher_is_better"]})
+    columns = ["model", "method", "task", "lr", "head lr", "searched (lr/head lr)", "chosen on", "trials", "search scores",
+               "higher_is_better"]
     return kept, pd.DataFrame(rows, columns=columns)

@@ -210,3 +210,11 @@ def test_sanity_flags_name_what_is_wrong(results):
     assert "digits: reference under-trained: full fine-tuning 41.00 is below head-only 81.00 beyond both intervals" in text
     assert "head / bbc_news: not converged: final 50.00 vs best 55.00" in text
     assert "lora / bbc_news: 2 seeds, fewer than the 3 of other cells" in text
+
+
+def test_pareto_frontier_keeps_cells_nothing_cheaper_beats():
+    from harness.report.leaderboard import pareto_frontier
+
+    part = pd.DataFrame({"method": ["head", "lora_xs", "lora", "dora", "full"], "adapter_params": [0, 6_000, 70_000, 600_000, 22_000_000],
+                         "score": [80.0, 92.0, 91.0, 95.0, 94.0], "higher_is_better": True})
+    assert list(pareto_frontier(part)["method"]) == ["head", "lora_xs", "dora"]

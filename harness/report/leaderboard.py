@@ -21,7 +21,7 @@ import pandas as pd
 from harness.errors import HarnessError
 from harness.records import RecordStore, method_label, reported_adapter_params, semantic_config
 from harness.report.cells import REFERENCES, cell_of, item_scores, with_best, with_comparisons
-from harness.report.statistics import aggregate, normalise
+from harness.report.statistics import aggregate, expected_max, normalise
 from harness.selection import select_tuned
 
 FULL = "full"
@@ -142,6 +142,14 @@ def wide_table(summary: pd.DataFrame, model: str, stat: str) -> pd.DataFrame:
     return table.drop(columns="_sort").reset_index(drop=True)
 
 
+def tuning_table(tuned: pd.DataFrame) -> pd.DataFrame:
+    """The tuned values with the trials and the expected maximum over 1..trials of them."""
+    table = tuned.drop(columns=["search scores", "higher_is_better"]).copy()
+    table["E[max] 1…k"] = [" / ".join(f"{expected_max(scores, k, higher):.2f}" for k in range(1, len(scores) + 1))
+                           for scores, higher in zip(tuned["search scores"], tuned["higher_is_better"])]
+    return table
+
+
 def across_tasks(runs: pd.DataFrame, summary: pd.DataFrame, model: str) -> pd.DataFrame:
     """Per method, every seed's score normalised per task to 0 = head-only and 1 = full fine-tuning
     (their cell means), aggregated over the model's tasks by mean and IQM with stratified-bootstrap
@@ -227,8 +235,10 @@ def markdown(runs: pd.DataFrame, summary: pd.DataFrame, stat: str, which: str, p
     if not tuned.empty:
         parts += ["## Tuned learning rates", "",
                   "Chosen per (method, task): the searched (lr / head lr) pair whose search-seed run had the best "
-                  "primary metric on the selection split; every seed ran with it, and the table above shows only those runs.", "",
-                  tuned.to_markdown(index=False, disable_numparse=True), ""]
+                  "primary metric on the selection split; every seed ran with it, and the table above shows only those runs. "
+                  "Trials: grid points searched, the same for every method. E[max] k: the expected best selection score of "
+                  "k trials drawn from those searched (Dodge et al. 2019), the tuning budget's return.", "",
+                  tuning_table(tuned).to_markdown(index=False, disable_numparse=True), ""]
     if problems:
         parts += ["## Skipped record files", "", *[f"- {p}" for p in problems], ""]
     return "\n".join(parts).rstrip() + "\n"
@@ -256,8 +266,20 @@ def latex(summary: pd.DataFrame, stat: str, which: str) -> str:
     return "\n".join(blocks)
 
 
+def pareto_frontier(part: pd.DataFrame) -> pd.DataFrame:
+    """The cells no other cell beats with fewer (or as many) adapter parameters, by ascending count."""
+    sign = 1 if part["higher_is_better"].iloc[0] else -1
+    ordered = part.assign(_key=-sign * part["score"]).sort_values(["adapter_params", "_key"])
+    best, keep = -np.inf, []
+    for index, row in ordered.iterrows():
+        if sign * row["score"] > best:
+            best, keep = sign * row["score"], keep + [index]
+    return ordered.loc[keep].drop(columns="_key")
+
+
 def plot(summary: pd.DataFrame, path: Path) -> None:
-    """Adapter params (log) vs score with its 95 % interval, one panel per (model, task); full FT as a dashed line."""
+    """Adapter params (log) vs score with its 95 % interval, one panel per (model, task), the Pareto
+    frontier drawn; full FT as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -274,6 +296,9 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
             axis.annotate(row.method, (x, row.score), textcoords="offset points", xytext=(4, 4), fontsize=8)
             if row.method == FULL:
                 axis.axhline(row.score, linestyle="--", color="grey", linewidth=1, label="full fine-tuning")
+        frontier = pareto_frontier(part)
+        axis.plot([max(x, 1) for x in frontier["adapter_params"]], frontier["score"], color="black", linewidth=1,
+                  alpha=0.5, drawstyle="steps-post", label="Pareto frontier")
         axis.set_xscale("log")
         axis.set_xlabel("trainable adapter parameters (log; head excluded)")
         axis.set_ylabel(f"{part['metric'].iloc[0]} ×100 ({part['split'].iloc[0]})")
