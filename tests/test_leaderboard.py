@@ -158,3 +158,15 @@ def test_paper_view_puts_published_numbers_beside_ours(results, tmp_path, capsys
     assert [cells[:2] + cells[7:] for cells in table if cells[0] == "roberta_base"] == [["roberta_base", "full", "no runs", "—"]]
     with pytest.raises(HarnessError, match="no published table 'missing'; available: fixture"):
         paper_markdown("missing", str(results), reference)
+
+
+def test_the_default_output_is_scratch_and_the_official_leaderboard_is_never_overwritten(results, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    official = tmp_path / "results" / "leaderboard.md"
+    official.write_text("official")
+    main(["--results-dir", str(results), "--sweep", "fixture", "--no-plot"])
+    assert "97.00 ± 1.00 (n=3)" in (tmp_path / "results" / "scratch" / "leaderboard.md").read_text()
+    for out in ("results", "./results/", str(tmp_path / "results")):
+        with pytest.raises(SystemExit, match=r"holds the official leaderboard, written only by `python -m harness.tune sweep=official`"):
+            main(["--results-dir", str(results), "--out", out])
+    assert official.read_text() == "official"
