@@ -20,7 +20,7 @@ from harness.evaluate import predict
 from harness.files import sha256_file
 from harness.leaderboard import build_and_write
 from harness.paper import paper_markdown
-from harness.records import RecordStore, checked, identify, schema_problem
+from harness.records import RecordStore, identify, schema_problem
 from harness.run import execute_run, model_inputs, seed_everything
 from harness.schema import parse_settings
 from methods import build_method
