@@ -1,11 +1,11 @@
 """Per-example predictions of a run: <results_dir>/runs/<run_key>.predictions.parquet.
 
 One row per example of every evaluated split at the final evaluation and, where it is another one,
-at the best (`step` tells them apart; the record's `metrics.best_step` and its last curve step name
-them): `split`, `step`, `example_id` (a hash of the example's content, the same in every run of the
+at the best (`step` tells them apart; the record's `predictions.steps` names the final and the best): `split`, `step`, `example_id` (a hash of the example's content, the same in every run of the
 task whatever its limits; `~k` marks the k-th repeat of an identical example), `label`,
 `prediction`, and `logits` (float32 per class) or, for regression, `value`. Zstandard-compressed
-Parquet: about 20 bytes per example and evaluation for five classes. The record names the file with
+Parquet: about 40 bytes per example and evaluation with five classes (a default bbc_news run: 668
+rows, 26 kB; the demo sweep's 11 runs: about 0.26 MB). The record names the file with
 its SHA-256 (`predictions`), so statistics can pair runs on the same examples.
 """
 import hashlib

@@ -88,14 +88,22 @@ def keys_at(cfg, dotted: str) -> tuple[str, list[str]]:
 
 
 def composition_problem(error: Exception, overrides: list[str], base) -> str:
+    from omegaconf import OmegaConf
+
     text = str(error)
     quoted = re.findall(r"'([^']+)'", text.splitlines()[0]) if text else []
     key = quoted[0] if quoted else ""
     argument = next((o for o in overrides if o.lstrip("+~").split("=", 1)[0] == key), key)
+    key = getattr(error.__cause__, "full_key", None) or key  # `train={a:1}`: the unknown key is train.a
+    if text.startswith("Error merging override"):
+        argument = text.removeprefix("Error merging override").strip()
+        key = argument.lstrip("+").split("=", 1)[0]
+        holds = "a list; write " + key + "=[...]" if OmegaConf.is_list(OmegaConf.select(base, key)) else "a section; set its keys"
+        return f"cannot set '{argument}': {str(error.__cause__).splitlines()[0]} ({key} holds {holds})"
     if text.startswith("Could not override"):
         section, keys = keys_at(base, key)
-        return (f"unknown config key '{key}' (in '{argument}'); keys of {section}: {', '.join(keys)}; "
-                f"to add a new key write +{argument}")
+        addition = f"+{argument}" if argument.split("=", 1)[0] == key else f"+{key}=..."
+        return f"unknown config key '{key}' (in '{argument}'); keys of {section}: {', '.join(keys)}; to add a new key write {addition}"
     if text.startswith("Could not append"):
         return f"config key '{key}' already exists (in '{argument}'); write {argument.lstrip('+')} to change it"
     if text.startswith("Could not delete"):

@@ -27,7 +27,6 @@ from omegaconf import DictConfig, OmegaConf
 from harness.errors import HarnessError
 from harness.files import atomic_write_text, ensure_writable
 from harness.per_task import effective_config
-from harness.schema import scalars_as_lists
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("record.schema.json")
@@ -83,6 +82,8 @@ class Identity:
 
 
 def identify(cfg: DictConfig) -> Identity:
+    from harness.schema import scalars_as_lists  # imports torch: readers of records (leaderboard) need not
+
     cfg, problem = effective_config(cfg)
     cfg = scalars_as_lists(cfg)
     config = resolved_config(cfg)

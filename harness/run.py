@@ -22,7 +22,7 @@ from harness.files import ensure_writable
 from harness.loggers import NullLogger, build_logger
 from harness.memory import read_peak, reset_peak
 from harness.provenance import provenance, utc_now
-from harness.records import RecordStore, identify, new_record, reported_adapter_params, reported_score
+from harness.records import Identity, RecordStore, identify, new_record, reported_adapter_params, reported_score
 from harness.schema import LoggerConfig, parse_section, parse_settings
 from harness.train import train
 from methods import build_method, parse_method_config
@@ -173,7 +173,8 @@ def execute_run(cfg: DictConfig) -> dict | None:
         lock.release()
 
 
-def execute_locked(run, store: RecordStore) -> dict:
+def execute_locked(run: Identity, store: RecordStore) -> dict:
+    """The record's life cycle, with the run key's lock held."""
     previous = store.read(run.key)
     for problem in store.problems:
         print(f"note: {problem}; the run is done again", file=sys.stderr)

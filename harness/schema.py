@@ -146,8 +146,13 @@ class RunSettings:
 
 
 def parse_settings(cfg: DictConfig) -> RunSettings:
-    require(isinstance(cfg.seed, int), f"seed must be an integer, got {cfg.seed!r}")
-    require(cfg.get("threads") is None or cfg.threads > 0, f"threads must be > 0 or null, got {cfg.get('threads')}")
+    integer = lambda value: isinstance(value, int) and not isinstance(value, bool)  # noqa: E731
+    require(integer(cfg.seed), f"seed must be an integer, got {cfg.seed!r}")
+    threads = cfg.get("threads")
+    require(threads is None or (integer(threads) and threads > 0), f"threads must be a number > 0 or null, got {threads!r}")
+    tags = cfg.get("tags")
+    require(tags is None or (OmegaConf.is_list(tags) and all(isinstance(t, (str, int, float)) for t in tags)),
+            f"tags must be a list of labels (tags=[a,b], or tags=a for one), got {OmegaConf.to_container(tags) if OmegaConf.is_config(tags) else tags!r}")
     return RunSettings(
         seed=cfg.seed,
         train=parse_section(TrainConfig, cfg.train, "train"),

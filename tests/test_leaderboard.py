@@ -218,3 +218,15 @@ def test_pareto_frontier_keeps_cells_nothing_cheaper_beats():
     part = pd.DataFrame({"method": ["head", "lora_xs", "lora", "dora", "full"], "adapter_params": [0, 6_000, 70_000, 600_000, 22_000_000],
                          "score": [80.0, 92.0, 91.0, 95.0, 94.0], "higher_is_better": True})
     assert list(pareto_frontier(part)["method"]) == ["head", "lora_xs", "dora"]
+
+
+def test_the_default_output_is_scratch_and_the_official_leaderboard_is_never_overwritten(results, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    official = tmp_path / "results" / "leaderboard.md"
+    official.write_text("official")
+    main(["--results-dir", str(results), "--sweep", "fixture", "--no-plot"])
+    assert "**97.00** [94.52, 99.48] (n=3)" in (tmp_path / "results" / "scratch" / "leaderboard.md").read_text()
+    for out in ("results", "./results/", str(tmp_path / "results")):
+        with pytest.raises(SystemExit, match=r"holds the official leaderboard, written only by `python -m harness.tune sweep=official`"):
+            main(["--results-dir", str(results), "--out", out])
+    assert official.read_text() == "official"

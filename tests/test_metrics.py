@@ -61,3 +61,15 @@ def test_each_glue_task_has_its_standard_metrics(task, primary, keys):
     values = spec.metric_fn(preds, labels)
     assert set(values) == keys and spec.primary == primary
     assert (spec.num_labels == 1) == (task == "stsb")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_accuracy_and_macro_f1_are_bit_for_bit_scikit_learns(seed):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(seed)
+    classes = int(rng.integers(2, 12))
+    labels = rng.integers(0, classes, int(rng.integers(5, 400)))
+    preds = np.where(rng.random(len(labels)) < 0.6, labels, rng.integers(0, classes + 2, len(labels)))  # also unseen labels
+    assert metrics.accuracy(preds, labels)["accuracy"] == float(accuracy_score(labels, preds))
+    assert metrics.macro_f1(preds, labels) == float(f1_score(labels, preds, average="macro"))

@@ -20,7 +20,7 @@ from harness.evaluate import predict
 from harness.files import sha256_file
 from harness.report.leaderboard import build_and_write
 from harness.report.paper import paper_markdown
-from harness.records import RecordStore, checked, identify, schema_problem
+from harness.records import RecordStore, identify, schema_problem
 from harness.run import execute_run, model_inputs, seed_everything
 from harness.schema import parse_settings
 from methods import build_method
@@ -268,3 +268,21 @@ def test_a_kept_adapter_on_a_fresh_model_gives_the_trained_outputs(finished):
     assert record["adapter"]["sha256"] == sha256_file(runs / record["adapter"]["file"])
     load_adapter(record, runs, method)
     assert np.array_equal(predict(model, encoded["test"], 64, pad_id, torch.device("cpu"), None), trained)
+
+
+def test_regression_predictions_store_the_value_and_repeated_examples_get_distinct_ids():
+    from types import SimpleNamespace
+
+    from harness.predictions import table
+    from tasks.base import Split, TaskData
+
+    split = Split([("a b",), ("c",), ("a b",)], [0.5, 1.0, 0.5])
+    task = TaskData("toy", {"train": split, "validation": split}, 1, lambda p, l: {}, "pearson", "validation")
+    encoded = {"validation": SimpleNamespace(labels=torch.tensor(split.labels))}
+    outputs = np.array([[0.25], [0.75], [0.5]], dtype=np.float32)
+    frame = table(task, encoded, {4: {"validation": outputs}}).to_pandas()
+    assert list(frame.columns) == ["split", "step", "example_id", "label", "prediction", "value"]
+    assert frame["value"].tolist() == frame["prediction"].tolist() == [0.25, 0.75, 0.5]
+    assert frame["label"].tolist() == [0.5, 1.0, 0.5] and frame["step"].tolist() == [4, 4, 4]
+    ids = frame["example_id"].tolist()
+    assert ids[2] == f"{ids[0]}~1" and len(set(ids)) == 3

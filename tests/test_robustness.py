@@ -10,20 +10,22 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from harness.cli import threads_for
 from harness.device import pick_device
 from harness.errors import HarnessError
 from harness.report.leaderboard import build_and_write
-from harness.preflight import CONF_DIR, group_options, unknown_choices
+from harness.preflight import CONF_DIR, command_line_problems, group_options, unknown_choices
 from harness.progress import progress_line, summary
-from harness.records import RecordStore, new_record
+from harness.records import RecordStore, identify, new_record
 from harness.run import execute_run
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["model=tiny_bert", "task.limit_train=32", "task.limit_eval=16", "train.batch_size=8", "progress=false"]
 
-# (overrides, the start of the one-line error); every one must leave a failed record and no success
+# (overrides, the start of the one-line error): the command line's check reports it (nothing runs), or the
+# run does and leaves a failed record; never a success
 BAD_RUNS = [
     (["method.r=0"], "method.r must be a positive rank, got 0"),
     (["method.r=-3"], "method.r must be a positive rank, got -3"),
@@ -44,7 +46,7 @@ BAD_RUNS = [
     (["train.warmup_ratio=1.5"], "train.warmup_ratio must be in [0, 1), got 1.5"),
     (["+train.lrr=1"], "train: unknown key 'lrr'; allowed keys: epochs, max_steps, batch_size,"),
     (["seed=abc"], "seed must be an integer, got 'abc'"),
-    (["threads=0"], "threads must be > 0 or null, got 0"),
+    (["threads=0"], "threads must be a number > 0 or null, got 0"),
     (["task.limit_train=0"], "task.limit_train must be a positive number of examples or null, got 0"),
     (["task.max_length=1"], "task.max_length must be > 1, got 1"),
     (["task=digits"], "task 'digits' is an image task but model 'tiny_bert' is a text model; choose a model of the task's kind"),
@@ -55,19 +57,81 @@ BAD_RUNS = [
     (["train.device=cuda"] if not torch.cuda.is_available() else ["train.precision=fp8"],
      "train.device=cuda but no CUDA device is visible" if not torch.cuda.is_available() else "train.precision 'fp8'"),
     (["+per_task={bbc_newz:{train:{lr:1}}}"], "per_task entry 'bbc_newz' names no task (or method/task); tasks: bbc_news,"),
+    (["task.max_length=100000"], "task.max_length=100000 exceeds the 512 positions of model 'tiny_bert'; allowed: 2 to 512"),
+    (["train=5"], "train must be a section of keys (epochs, max_steps, batch_size,"),
+    (["seed="], "seed must be an integer, got ''"),
+    (["seed=1.5"], "seed must be an integer, got 1.5"),
+    (["seed=true"], "seed must be an integer, got True"),
+    (["threads=abc"], "threads must be a number > 0 or null, got 'abc'"),
+    (["tags=[[a]]"], "tags must be a list of labels (tags=[a,b], or tags=a for one), got [['a']]"),
+    (["cache_dir=/proc/no_cache"], "cache_dir: folder '/proc/no_cache' is not writable (No such file or directory); set cache_dir to a writable folder"),
+    (["train.epochs=0"], "train.epochs must be > 0, got 0.0"),
+    (["train.eval_every=0"], "train.eval_every must be > 0 or null, got 0"),
+    (["train.max_grad_norm=-1"], "train.max_grad_norm must be > 0 or null, got -1.0"),
+    (["train.eval_batch_size=0"], "train.eval_batch_size must be > 0, got 0"),
+    (["train.device=tpu"], "train.device 'tpu' unknown; allowed: auto, cpu, cuda, mps"),
+    (["task.max_length=abc"], "task.max_length: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["task.source=/nonexistent"], "bbc_news: no topic folders under /nonexistent"),
+    (["+logger.mode=sometimes"], "logger.mode 'sometimes' unknown; allowed: auto, online, offline, disabled"),
+    (["+model.kind=rnn"], "model.kind 'rnn' unknown; allowed: text, efficientnet_lite0, mlp_mnist"),
+    # caught on the command line, before anything runs (harness.preflight)
+    (["foo=1"], "unknown config key 'foo' (in 'foo=1'); keys of the config: seed, results_dir, cache_dir,"),
+    (["train.lrr=1"], "unknown config key 'train.lrr' (in 'train.lrr=1'); keys of train: epochs, max_steps, batch_size,"),
+    (["hydra.foo=1"], "unknown config key 'hydra.foo' (in 'hydra.foo=1'); keys of hydra: run, sweep, launcher,"),
+    (["+train.lr=1"], "config key 'train.lr' already exists (in '+train.lr=1'); write train.lr=1 to change it"),
+    (["~foo"], "config key 'foo' does not exist (in '~foo'); nothing to delete"),
+    (["train={a:1}"], "unknown config key 'train.a' (in 'train={a:1}'); keys of train: epochs,"),
+    (["tags={a:1}"], "cannot set 'tags={a:1}': Cannot merge DictConfig with ListConfig (tags holds a list; write tags=[...])"),
+    (["method.r=[1"], "cannot parse override 'method.r=[1': no viable alternative at input '[1'; write key=value"),
+    (["seed"], "cannot parse override 'seed': missing EQUAL at '<EOF>'; write key=value"),
+    (["method.r=1=2"], "cannot parse override 'method.r=1=2': mismatched input '=' expecting <EOF>; write key=value"),
+    (["method=lora", "method.name=dora"],
+     "method.name=dora contradicts method=lora (whose name is 'lora'); choose the method with method=dora instead"),
+    (["task.name=tweet_sentiment"],
+     "task.name=tweet_sentiment contradicts task=bbc_news (whose name is 'bbc_news'); choose the task with task=tweet_sentiment instead"),
+    (["task.max_length=64,128"], "'task.max_length=64,128' lists several values but this is not a multirun; add -m to run "
+                                 "one run per value, or write task.max_length=[...] for a list"),
+    (["method=lora,full"], "'method=lora,full' lists several values but this is not a multirun; add -m to run one run per value"),
+    (["method.r=${oops}"], "method.r: Interpolation key 'oops' not found"),
+    (["method=dorra"], "unknown method 'dorra'; available: adalora, adalora_glue/adalora-0.3M,"),
+    (["task=bbc"], "unknown task 'bbc'; available: bbc_news, cifar10,"),
 ]
 
 
 @pytest.mark.parametrize("overrides,message", BAD_RUNS, ids=[" ".join(o) for o, _ in BAD_RUNS])
-def test_bad_input_is_one_line_and_a_failed_record_never_a_success(tmp_path, overrides, message):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"results_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}", *TINY,
-                                           "train.max_steps=2", *overrides])
-    record = execute_run(cfg)
-    assert record["status"] == "failed"
-    assert record["error"].startswith(message) and "\n" not in record["error"]
-    stored, problems = RecordStore(tmp_path).load_all()
-    assert [r["status"] for r in stored] == ["failed"] and problems == []
+def test_bad_input_is_one_line_and_never_a_success(tmp_path, overrides, message):
+    """As `python -m harness <overrides>` does: the command line's check first (an error there runs
+    nothing), then the run, which records the error as a failed run."""
+    problems = command_line_problems(overrides)
+    if problems:
+        error, expected = problems[0], []
+    else:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=[f"results_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}", *TINY,
+                                               "train.max_steps=2", *overrides])
+        error, expected = execute_run(cfg)["error"], ["failed"]
+    assert error.startswith(message) and "\n" not in error, error
+    stored, invalid = RecordStore(tmp_path).load_all()
+    assert [r["status"] for r in stored] == expected and invalid == []
+
+
+def test_the_catalogue_is_large():
+    assert len(BAD_RUNS) >= 40
+
+
+@pytest.mark.parametrize("overrides,stored", [
+    (["tags=smoke"], {"tags": ["smoke"]}),
+    (["method.targets=query"], {"config": {"method": {"targets": ["query"]}}}),
+    (["model.head_modules=classifier"], {"config": {"model": {"head_modules": ["classifier"]}}}),
+])
+def test_a_scalar_where_a_list_is_expected_is_a_one_element_list(make_config, overrides, stored):
+    record = execute_run(make_config(*overrides))
+    assert record["status"] == "success"
+    for key, value in stored.items():
+        assert record[key] == value if key == "tags" else all(
+            record["config"][section][k] == v for section, part in value.items() for k, v in part.items())
+    listed = [o.replace("=", "=[", 1) + "]" for o in overrides]
+    assert record["run_key"] == identify(make_config(*listed)).key  # the same run as the list
 
 
 def test_unknown_group_choices_are_one_line_before_anything_runs():
@@ -260,3 +324,59 @@ def test_submitit_local_executor_runs_a_real_multirun_and_a_failure_exits_1(tmp_
     statuses = sorted(json.loads(c)["status"] for c in records_in(tmp_path / "results").values())
     assert statuses == ["failed", "success"]
     assert list((tmp_path / "multirun" / "results" / ".submitit").iterdir())  # submitit's own job folders
+
+
+def run_until_evaluated(tmp_path, results: Path) -> tuple[subprocess.Popen, Path]:
+    """A long tiny run in a process of its own, returned once its first evaluation is in steps.csv."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PEFT_HARNESS_CACHE": str(tmp_path / "cache")}
+    process = subprocess.Popen([sys.executable, "-m", "harness", *TINY, "train.max_steps=100000", "train.eval_every=2",
+                                f"results_dir={results}", f"hydra.run.dir={tmp_path / 'outputs'}"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        steps = list((results / "runs").glob("*.steps.csv"))
+        if steps and statuses_in(results) == ["running"] and "validation/accuracy" in steps[0].read_text():
+            return process, steps[0]  # the steps were flushed at the evaluation, mid-run
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.1)
+    raise AssertionError("no evaluation within 300 s")
+
+
+@pytest.mark.slow
+def test_sigint_and_sigterm_record_the_run_as_interrupted_with_one_line_and_a_rerun_redoes_it(tmp_path):
+    results = tmp_path / "results"
+    for signum, code, name in ((signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")):
+        process, steps = run_until_evaluated(tmp_path, results)
+        key = steps.name.split(".")[0]
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == code
+        assert err.strip().splitlines() == [f"interrupted by {name}: run lora | bbc_news | tiny_bert | seed 0 ({key}) recorded as "
+                                            f"interrupted; the same command redoes it; exit status {code}"]
+        record = json.loads((results / "runs" / f"{key}.json").read_text())
+        assert (record["status"], record["error"]) == ("interrupted", f"interrupted by {name}")
+        assert "skip" not in out  # the second round (SIGTERM) redid the interrupted run
+
+
+def test_a_failing_end_of_sweep_step_is_one_error_line_and_a_failed_exit(monkeypatch, tmp_path, capsys):
+    import harness.cli
+    import harness.leaderboard
+    from harness import progress
+    from harness.callbacks import LeaderboardCallback
+
+    monkeypatch.setitem(progress.OUTCOME, "step_errors", 0)
+    monkeypatch.setitem(progress.OUTCOME, "failed_runs", 0)
+
+    def broken(*args, **kwargs):
+        raise KeyError("report_split")
+
+    monkeypatch.setattr(harness.leaderboard, "build_and_write", broken)
+    config = OmegaConf.create({"results_dir": str(tmp_path), "sweep": None, "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
+    LeaderboardCallback().on_multirun_end(config)
+    assert capsys.readouterr().err.strip() == "error: the sweep's leaderboard failed: KeyError: 'report_split'"
+    assert progress.OUTCOME["step_errors"] == 1
+    monkeypatch.setattr(sys, "argv", ["harness"])
+    monkeypatch.setattr(harness.cli, "app", lambda: None)  # every run succeeded
+    with pytest.raises(SystemExit) as exit_:
+        harness.cli.main()
+    assert exit_.value.code == 1

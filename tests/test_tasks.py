@@ -88,3 +88,35 @@ def test_tokenization_is_cached_and_not_repeated(tmp_path, monkeypatch):
     assert batch["input_ids"][0, : len(pair["input_ids"])].tolist() == pair["input_ids"]
     assert batch["token_type_ids"][0, : len(pair["input_ids"])].tolist() == pair["token_type_ids"]
     assert batch["attention_mask"][0].sum() == len(pair["input_ids"])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 42, 1234])
+@pytest.mark.parametrize("sizes", [{"train_size": 0.7}, {"train_size": 0.15 / (1 - 0.7)}, {"test_size": 0.1}])
+def test_stratified_split_gives_scikit_learns_indices(seed, sizes):
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from tasks.splits import stratified_split
+
+    rng = np.random.default_rng(seed)
+    for labels in (rng.integers(0, 5, 2225).tolist(), [str(v) for v in rng.choice(["a", "b", "c"], 301, p=[0.6, 0.3, 0.1])],
+                   rng.integers(0, 10, 97).tolist()):
+        expected = train_test_split(list(range(len(labels))), stratify=labels, random_state=seed, **sizes)
+        assert [list(part) for part in stratified_split(labels, seed, **sizes)] == [list(part) for part in expected]
+
+
+def test_a_default_run_does_not_import_scikit_learn(tmp_path):
+    """~2 s of start-up (with the scipy and pandas it pulls in); transformers itself imports scipy, and
+    pyarrow pandas, when a run writes its predictions."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; sys.argv = ['harness', 'model=tiny_bert', 'task.limit_train=16', 'task.limit_eval=8', "
+            f"'train.max_steps=1', 'progress=false', 'results_dir={tmp_path}', 'cache_dir={tmp_path / 'cache'}', "
+            f"'hydra.run.dir={tmp_path / 'out'}']\n"
+            "from harness.cli import main\ntry:\n    main()\nfinally:\n"
+            "    print(sorted(m for m in ('sklearn', 'matplotlib') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+                          timeout=300)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr[-2000:]
