@@ -360,7 +360,7 @@ def test_sigint_and_sigterm_record_the_run_as_interrupted_with_one_line_and_a_re
 
 def test_a_failing_end_of_sweep_step_is_one_error_line_and_a_failed_exit(monkeypatch, tmp_path, capsys):
     import harness.cli
-    import harness.leaderboard
+    import harness.report.leaderboard
     from harness import progress
     from harness.callbacks import LeaderboardCallback
 
@@ -370,7 +370,7 @@ def test_a_failing_end_of_sweep_step_is_one_error_line_and_a_failed_exit(monkeyp
     def broken(*args, **kwargs):
         raise KeyError("report_split")
 
-    monkeypatch.setattr(harness.leaderboard, "build_and_write", broken)
+    monkeypatch.setattr(harness.report.leaderboard, "build_and_write", broken)
     config = OmegaConf.create({"results_dir": str(tmp_path), "sweep": None, "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
     LeaderboardCallback().on_multirun_end(config)
     assert capsys.readouterr().err.strip() == "error: the sweep's leaderboard failed: KeyError: 'report_split'"
