@@ -174,3 +174,27 @@ def test_melora_blocks_must_divide_both_sides(n, layer, shape):
         Melora(tiny_bert(), MeloraConfig(r=2, n=n, targets=[f"layer.0.{target}"]), HEAD)
     assert str(error.value) == (f"melora: layer '{layer}' ({shape}) is not divisible into n={n} blocks; "
                                 "choose n dividing both d_in and d_out")
+
+
+class NoBiasNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 6, bias=False)
+        self.classifier = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.classifier(self.proj(x))
+
+
+def test_dora_forward_without_bias_matches_formula():
+    torch.manual_seed(0)
+    net = NoBiasNet().double()
+    method = DoRA(net, DoraConfig(r=2, alpha=4.0, dropout=0.0, targets=["proj"]), HEAD)
+    layer = method.layers["proj"]
+    with torch.no_grad():
+        layer.lora_B.copy_(torch.randn(layer.lora_B.shape, dtype=torch.float64) * 0.3)
+        layer.magnitude.mul_(1 + 0.5 * torch.rand(6, dtype=torch.float64))
+    weight = layer.base.weight + 2.0 * layer.lora_B @ layer.lora_A
+    adapted = layer.magnitude[:, None] * weight / weight.norm(dim=1, keepdim=True)
+    x = torch.randn(4, 8, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), x @ adapted.T)
