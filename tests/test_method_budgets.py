@@ -245,3 +245,33 @@ def test_dora_dynamic_prunes_only_at_window_steps_multiple_of_delta_t():
     for step in range(10, 16):  # u = 0 .. 5
         method.on_step_end(step)
         assert sum(int((~layer.kept).sum()) for layer in method.layers.values()) == 1, step
+
+
+# -- shared budget machinery (methods/budget.py) ---------------------------------------------------
+
+def test_budget_rank_error_names_the_method_and_the_layer():
+    with pytest.raises(HarnessError) as error:
+        adalora(r=40, target_r=2)
+    assert str(error.value) == \
+        "adalora: rank r=40 exceeds min(d_in, d_out)=32 of layer 'bert.encoder.layer.0.attention.self.query' (32×32)"
+
+
+def test_budget_pruning_nothing_revives_every_component():
+    method = adalora()
+    scores = {name: 10 * torch.arange(float(method.cfg.r)) + i for i, name in enumerate(method.layers)}  # distinct
+    method.prune_lowest(scores, 4)
+    assert sum(int((~layer.kept).sum()) for layer in method.layers.values()) == 4
+    method.prune_lowest(scores, 0)
+    assert all(bool(layer.kept.all()) and layer.kept.dtype == torch.bool for layer in method.layers.values())
+
+
+def test_budget_trainable_count_is_the_kept_adapter_plus_the_head():
+    method = adalora()
+    d = {"query": (32, 32), "value": (32, 32), "intermediate.dense": (32, 48)}
+    scores = {name: torch.tensor([0.0, 1.0, 2.0]) for name in method.layers}
+    method.prune_lowest(scores, len(method.layers))  # drop component 0 everywhere: 2 kept per matrix
+    adapter = sum(2 * (d_in + d_out + 1) for name in method.layers
+                  for key, (d_in, d_out) in d.items() if name.endswith(key))
+    head = sum(p.numel() for p in method.model.classifier.parameters())
+    counts = method.param_counts()
+    assert counts["adapter"] == adapter and counts["trainable"] == adapter + head
