@@ -1,0 +1,69 @@
+"""LoRTA (mutation-testing follow-up, issue 16 item 3): factor dtypes and A's kaiming bound, and
+the errors (exact one-line messages) for models without attention heads or with a hidden size the
+heads do not divide, and for unmatched targets."""
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from harness.errors import HarnessError
+from methods.lorta import Lorta, LortaConfig, LortaFactors
+from tests.conftest import tiny_bert
+
+HEAD = ["classifier"]
+
+
+class Block(nn.Module):
+    def __init__(self, d: int):
+        super().__init__()
+        self.query = nn.Linear(d, d)
+
+
+class Plain(nn.Module):
+    """`layer.<n>.query` projections, a classifier, and an optional `config`."""
+
+    def __init__(self, d: int = 8, config=None):
+        super().__init__()
+        self.layer = nn.ModuleList([Block(d), Block(d)])
+        self.classifier = nn.Linear(d, 3)
+        if config is not None:
+            self.config = config
+
+
+def error(call) -> str:
+    with pytest.raises(HarnessError) as caught:
+        call()
+    return str(caught.value)
+
+
+def test_lorta_factors_take_the_models_dtype():
+    method = Lorta(tiny_bert().double(), LortaConfig(r=2), HEAD)
+    params = [p for n, p in method.model.named_parameters() if p.requires_grad and not n.startswith("classifier")]
+    assert params and all(p.dtype == torch.float64 for p in params)
+
+
+def test_lorta_A_has_loras_kaiming_bound():
+    """A: d×r with kaiming-uniform a = √5: U(±1/√r)."""
+    torch.manual_seed(0)
+    factors = LortaFactors(4096, 4, 1, 1, 4)
+    ratio = factors.A.abs().max().item() * math.sqrt(4)
+    assert 0.95 < ratio <= 1.0
+
+
+def test_lorta_needs_attention_heads():
+    message = "lorta: the model config has no num_attention_heads; LoRTA splits the matrices by attention head"
+    assert error(lambda: Lorta(Plain(), LortaConfig(targets=["query"]), HEAD)) == message
+    assert error(lambda: Lorta(Plain(config=SimpleNamespace()), LortaConfig(targets=["query"]), HEAD)) == message
+
+
+def test_lorta_heads_must_divide_the_hidden_size():
+    model = Plain(config=SimpleNamespace(num_attention_heads=3))
+    assert error(lambda: Lorta(model, LortaConfig(targets=["query"]), HEAD)) == \
+        "lorta: hidden size 8 is not divisible by num_attention_heads=3"
+
+
+def test_lorta_unmatched_target_names_the_method():
+    assert error(lambda: Lorta(tiny_bert(), LortaConfig(targets=["nothing_here"]), HEAD)).startswith(
+        "lorta: target pattern 'nothing_here' matches no Linear module; the model has: ")

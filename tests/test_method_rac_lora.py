@@ -1,0 +1,135 @@
+"""RAC-LoRA (mutation-testing follow-up, issue 16 item 3): config bounds with their exact one-line
+messages, LoRA's kaiming bound 1/√d_in for Chain of LoRA links, the frozen factor's std and
+precision, the seeded generator being independent of the global RNG, link boundaries computed in
+the test, and the optimizer reset on an empty state."""
+import math
+
+import pytest
+import torch
+
+from harness.errors import HarnessError
+from methods.rac_lora import RacLora, RacLoraConfig
+from tests.conftest import tiny_bert
+
+HEAD = ["classifier"]
+QUERY = "bert.encoder.layer.0.attention.self.query"
+
+
+def chain(model=None, seed: int = 0, **values) -> RacLora:
+    torch.manual_seed(seed)
+    model = model if model is not None else tiny_bert()
+    torch.manual_seed(seed)
+    return RacLora(model, RacLoraConfig(**{"r": 2, "alpha": 4, **values}), HEAD)
+
+
+def message(**values) -> str:
+    with pytest.raises(HarnessError) as error:
+        RacLoraConfig(**values)
+    return str(error.value)
+
+
+def test_gaussian_factor_choices_with_frozen_none():
+    for gaussian in ("A", "B", None):
+        assert RacLoraConfig(frozen="none", gaussian=gaussian).gaussian == gaussian
+    assert message(frozen="none", gaussian="a") == \
+        "method.gaussian (A, B or null) chooses the Gaussian factor of a chain with frozen: none, got 'a' with frozen: none"
+
+
+def test_links_init_std_and_rslora_bounds():
+    assert RacLoraConfig(links=1).links == 1
+    assert message(links=0) == "method.links must be >= 1, got 0"
+    assert message(init_std=0.0) == "method.init_std must be > 0, got 0.0"
+    assert message(init_std=-1.0) == "method.init_std must be > 0, got -1.0"
+    assert message(rslora=True) == "method.rslora is not used by rac_lora (scale α/r)"
+
+
+def test_rank_error_names_the_method_and_the_layer():
+    with pytest.raises(HarnessError) as error:
+        chain(r=40, targets=["query"])
+    assert str(error.value) == \
+        "rac_lora: rank r=40 exceeds min(d_in, d_out)=32 of layer 'bert.encoder.layer.0.attention.self.query' (32×32)"
+
+
+def test_start_keeps_the_total_steps():
+    method = chain(links=2)
+    method.start(10)
+    assert method.total_steps == 10
+
+
+@pytest.mark.parametrize("total, links", [(10, 4), (7, 3), (9, 2), (5, 5), (12, 1)])
+def test_links_split_the_steps_at_rounded_boundaries(total, links):
+    """W0 moves (a fold) exactly at the steps round(k·T_steps/T), k = 1..T−1, computed here."""
+    method = chain(links=links, frozen="A")
+    method.start(total)
+    expected = {round(k * total / links) for k in range(1, links)}
+    layer = method.layers[QUERY]
+    folds = set()
+    for step in range(1, total + 1):
+        with torch.no_grad():
+            layer.lora_B.fill_(0.01)  # a non-zero update to fold
+        before = layer.base.weight.detach().clone()
+        method.on_step_end(step)
+        if not torch.equal(before, layer.base.weight):
+            folds.add(step)
+    assert folds == expected
+
+
+def test_chain_of_lora_links_restart_with_loras_kaiming_bound():
+    """A ~ U(±1/√d_in) (kaiming-uniform with a = √5), at apply and at every fold, B = 0."""
+    method = chain(frozen="none", links=3, targets=["query", "value", "intermediate.dense", "output.dense"])
+    for _ in range(3):
+        ratios = []
+        for layer in method.layers.values():
+            bound = 1 / math.sqrt(layer.base.in_features)
+            ratios.append(layer.lora_A.detach().abs().max().item() / bound)
+            assert torch.count_nonzero(layer.lora_B) == 0
+        assert max(ratios) <= 1.0 and min(ratios) > 0.93
+        for layer in method.layers.values():
+            layer.fold()
+
+
+@pytest.mark.parametrize("values", [{"frozen": "none"}, {"frozen": "A"}, {"frozen": "none", "gaussian": "B"}])
+def test_link_draws_come_from_the_seeded_generator_not_the_global_rng(values):
+    """What the global RNG does between links (dropout, data order) does not change the next link's factors."""
+    draws = []
+    for consume in (False, True):
+        method = chain(links=2, **values)
+        if consume:
+            torch.rand(1000)
+        layer = method.layers[QUERY]
+        layer.fold()
+        draws.append((layer.lora_A.detach().clone(), layer.lora_B.detach().clone()))
+    assert torch.equal(draws[0][0], draws[1][0]) and torch.equal(draws[0][1], draws[1][1])
+
+
+def test_frozen_factor_std_scales_with_init_std():
+    a1 = chain(frozen="A", init_std=1.0).layers[QUERY].lora_A.detach()
+    a3 = chain(frozen="A", init_std=3.0).layers[QUERY].lora_A.detach()
+    torch.testing.assert_close(a3, 3.0 * a1)
+    assert a3.std().item() == pytest.approx(3.0, rel=0.3)
+
+
+def test_float64_frozen_factor_is_drawn_in_float64():
+    """The Gaussian draw is made in the model's dtype: float64 values are not float32 values cast up."""
+    model = tiny_bert().double()
+    A = chain(model=model, frozen="A").layers[QUERY].lora_A.detach()
+    assert A.dtype == torch.float64
+    assert not torch.equal(A, A.float().double())
+
+
+def test_learned_tensors_of_a_chain_without_frozen_factor():
+    method = chain(frozen="none", targets=["query"])
+    names = set(method.learned_tensors())
+    assert f"{QUERY}.base.weight" in names
+    assert not any(name.endswith("lora_none") for name in names)
+    frozen = chain(frozen="B", targets=["query"])
+    assert f"{QUERY}.lora_B" in set(frozen.learned_tensors())
+
+
+def test_optimizer_reset_without_moments_yet():
+    """reset_optimizer at a boundary reached before the optimizer holds any state is a no-op."""
+    method = chain(links=2, reset_optimizer=True)
+    optimizer = torch.optim.AdamW(method.adapter_parameters(), lr=1e-3)
+    method.start(4, optimizer)
+    method.on_step_end(2)
+    assert len(optimizer.state) == 0
