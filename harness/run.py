@@ -142,8 +142,13 @@ def fine_tune(cfg: DictConfig, record: dict, logger, store: RecordStore) -> None
     }
 
 
+def run_head(record: dict) -> str:
+    """Which run a record is, as the summary lines start."""
+    return f"{record['method']} | {record['task']} | {record['model']} | seed {record['seed']}"
+
+
 def summary_line(record: dict) -> str:
-    head = f"{record['method']} | {record['task']} | {record['model']} | seed {record['seed']}"
+    head = run_head(record)
     if record["status"] != "success":
         return f"{head} | {record['status'].upper()}: {record['error']}"
     params, metrics, cost = record["params"], record["metrics"], record["cost"]
@@ -193,7 +198,7 @@ def execute_locked(run: Identity, store: RecordStore) -> dict:
         record["status"] = "success"
     except (Interrupted, KeyboardInterrupt) as error:  # recorded, then re-raised: the process exits 130/143
         record["status"], record["error"] = "interrupted", str(error) if isinstance(error, Interrupted) else "interrupted by SIGINT"
-        error.run = f"{summary_line(record).split(' | INTERRUPTED')[0]} ({run.key})"  # for the one line harness.cli prints
+        error.run = f"{run_head(record)} ({run.key})"  # for the one line harness.cli prints
         raise
     except Exception as error:
         record["status"], record["error"] = "failed", one_line(error)

@@ -71,7 +71,7 @@ def compare(cell: Cell, reference: Cell, higher_is_better: bool) -> Optional[dic
         ours, theirs = pd.Series(cell.scores, cell.seeds), pd.Series(reference.scores, reference.seeds)
         difference = estimate(ours[seeds].to_numpy() - theirs[seeds].to_numpy())
     return {"diff": difference.mean, "diff_low": difference.low, "diff_high": difference.high, "p": difference.p_value,
-            "p_better": prob_better(cell.scores, reference.scores, higher_is_better), "pairs": len(seeds)}
+            "p_better": prob_better(cell.scores, reference.scores, higher_is_better)}
 
 
 def mark(diff: float, p_adjusted: float, higher_is_better: bool) -> str:

@@ -111,7 +111,7 @@ def cell(row: pd.Series, stat: str) -> str:
         centre = f"**{centre}**"
     if stat == "median":
         return f"{centre} (n={n})"
-    interval = f" [{row['low']:.2f}, {row['high']:.2f}]" if n > 1 or not pd.isna(row["low"]) else ""
+    interval = "" if pd.isna(row["low"]) else f" [{row['low']:.2f}, {row['high']:.2f}]"
     return f"{centre}{interval} (n={n})"
 
 
