@@ -1,3 +1,4 @@
 from harness.cli import main
+from harness.fast_exit import run_then_exit
 
-main()
+run_then_exit(main)

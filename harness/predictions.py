@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from harness.evaluate import predictions
 from harness.files import atomic_write, described
@@ -30,10 +32,22 @@ def example_ids(split: Split | ImageSplit) -> list[str]:
     return ids
 
 
+def numbers(values: np.ndarray):
+    """A pyarrow array over a numpy array's memory. pyarrow's `pa.array` would import pandas (0.2 s of a
+    run's start-up) to check the input's kind; the buffers need no check."""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
+def strings(values: list[str]):
+    """A pyarrow string array from its UTF-8 bytes and their offsets (see `numbers`)."""
+    encoded = [value.encode() for value in values]
+    offsets = np.concatenate([[0], np.cumsum([len(value) for value in encoded])]).astype(np.int32)
+    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded)))
+
+
 def table(task, encoded: dict, evaluations: dict[int, dict[str, np.ndarray]]):
     """The predictions as a pyarrow Table; `evaluations` maps a step to its outputs per split."""
-    import pyarrow as pa
-
     columns = {"split": [], "step": [], "example_id": [], "label": [], "prediction": [], "outputs": []}
     ids = {split: example_ids(task.splits[split]) for split in task.eval_splits}
     for step, outputs in sorted(evaluations.items()):
@@ -44,25 +58,24 @@ def table(task, encoded: dict, evaluations: dict[int, dict[str, np.ndarray]]):
             columns["label"].append(encoded[split].labels.numpy())
             columns["prediction"].append(predictions(values))
             columns["outputs"].append(values.astype(np.float32))
-    number = pa.float32() if task.is_regression else pa.int64()
+    number = np.float32 if task.is_regression else np.int64
     outputs = np.concatenate(columns.pop("outputs"))
     arrays = {
-        "split": pa.array(columns["split"]).dictionary_encode(),
-        "step": pa.array(np.concatenate(columns["step"])),
-        "example_id": pa.array(columns["example_id"]),
-        "label": pa.array(np.concatenate(columns["label"])).cast(number),
-        "prediction": pa.array(np.concatenate(columns["prediction"])).cast(number),
+        "split": strings(columns["split"]).dictionary_encode(),
+        "step": numbers(np.concatenate(columns["step"])),
+        "example_id": strings(columns["example_id"]),
+        "label": numbers(np.concatenate(columns["label"]).astype(number)),
+        "prediction": numbers(np.concatenate(columns["prediction"]).astype(number)),
     }
     if task.is_regression:
-        arrays["value"] = pa.array(outputs[:, 0])
+        arrays["value"] = numbers(outputs[:, 0])
     else:
-        arrays["logits"] = pa.FixedSizeListArray.from_arrays(pa.array(outputs.reshape(-1)), outputs.shape[1])
+        arrays["logits"] = pa.FixedSizeListArray.from_arrays(numbers(outputs.reshape(-1)), outputs.shape[1])
     return pa.table(arrays)
 
 
 def write_predictions(path: Path, task, encoded: dict, outcome) -> dict:
     """Writes the final and best evaluations' predictions; returns the record's `predictions` entry."""
-    import pyarrow.parquet as pq
 
     evaluations = {outcome.best_step: outcome.best_outputs, outcome.steps: outcome.final_outputs}
     atomic_write(path, lambda temporary: pq.write_table(table(task, encoded, evaluations), temporary,
