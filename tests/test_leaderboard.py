@@ -213,7 +213,7 @@ def test_sanity_flags_name_what_is_wrong(results):
 
 
 def test_pareto_frontier_keeps_cells_nothing_cheaper_beats():
-    from harness.report.leaderboard import pareto_frontier
+    from harness.report.plots import pareto_frontier
 
     part = pd.DataFrame({"method": ["head", "lora_xs", "lora", "dora", "full"], "adapter_params": [0, 6_000, 70_000, 600_000, 22_000_000],
                          "score": [80.0, 92.0, 91.0, 95.0, 94.0], "higher_is_better": True})

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from harness.report.statistics import aggregate, estimate, expected_max, holm, iqm, prob_better
+from harness.report.statistics import (aggregate, estimate, expected_max, expected_max_std, holm, iqm, performance_profile,
+                                      prob_better)
 
 SEEDS, ITEMS, TABLES = 5, 335, 400
 
@@ -130,6 +131,40 @@ def test_expected_maximum_matches_simulation():
     assert expected_max(values, 3) == pytest.approx(simulated, abs=2e-3)
     assert expected_max(values, 200) == pytest.approx(values.max(), abs=1e-6)
     assert expected_max([0.3, 0.2, 0.5], 50, higher_is_better=False) == pytest.approx(0.2, abs=1e-6)
+
+
+def test_expected_maximum_spread_matches_simulation():
+    values = np.array([0.71, 0.80, 0.78, 0.90, 0.65])
+    best_of_three = np.random.default_rng(6).choice(values, size=(200000, 3)).max(axis=1)
+    assert expected_max_std(values, 3) == pytest.approx(best_of_three.std(), abs=2e-3)
+    assert expected_max_std(values, 1) == pytest.approx(values.std())
+    assert expected_max_std(values, 300) == pytest.approx(0.0, abs=1e-4)
+    worst_of_two = np.random.default_rng(7).choice(values, size=(200000, 2)).min(axis=1)
+    assert expected_max_std(values, 2, higher_is_better=False) == pytest.approx(worst_of_two.std(), abs=2e-3)
+
+
+def test_performance_profile_averages_each_tasks_fraction_above_the_threshold():
+    tasks = [[0.1, 0.5, 0.9, 1.3], [0.4, 0.6]]
+    thresholds = [0.0, 0.45, 0.55, 1.0, 2.0]
+    value, low, high = performance_profile(tasks, thresholds)
+    expected = [(4 / 4 + 2 / 2) / 2, (3 / 4 + 1 / 2) / 2, (2 / 4 + 1 / 2) / 2, (1 / 4 + 0 / 2) / 2, 0.0]
+    assert value == pytest.approx(expected)
+    assert np.all(low <= value + 1e-12) and np.all(value <= high + 1e-12)
+    assert low[0] == high[0] == 1.0 and low[-1] == high[-1] == 0.0  # every resample agrees there
+    assert high[2] - low[2] > 0.2  # three of six runs decide it: resamples disagree
+    single, single_low, _ = performance_profile([[0.3], [0.7]], thresholds)
+    assert single == pytest.approx([1.0, 0.5, 0.5, 0.0, 0.0]) and np.isnan(single_low).all()
+
+
+def test_performance_profile_band_covers_the_true_profile_by_simulation():
+    rng = np.random.default_rng(11)
+    thresholds = [0.5]  # both tasks' runs are normal around 0.5: the true profile there is 0.5
+    covered = 0
+    for _ in range(200):
+        tasks = [rng.normal(0.5, 0.2, size=10), rng.normal(0.5, 0.4, size=10)]
+        _, low, high = performance_profile(tasks, thresholds, resamples=400, seed=int(rng.integers(1 << 30)))
+        covered += low[0] <= 0.5 <= high[0]
+    assert 0.88 <= covered / 200 <= 0.99
 
 
 def test_aggregate_iqm_with_a_stratified_bootstrap_interval():

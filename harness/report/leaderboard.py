@@ -20,11 +20,12 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.records import RecordStore, method_label, reported_adapter_params, semantic_config
+from harness.report import plots
 from harness.report.cells import REFERENCES, cell_of, item_scores, with_best, with_comparisons
-from harness.report.statistics import aggregate, expected_max, normalise
+from harness.report.normalised import AGGREGATE_COLUMNS, across_tasks_frame, normalised_runs
+from harness.report.statistics import expected_max
 from harness.selection import select_tuned
 
-FULL = "full"
 METRIC_RANGE = {"accuracy": (0.0, 100.0), "f1": (0.0, 100.0), "macro_f1": (0.0, 100.0)}  # ×100
 
 
@@ -150,26 +151,18 @@ def tuning_table(tuned: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def across_tasks(runs: pd.DataFrame, summary: pd.DataFrame, model: str) -> pd.DataFrame:
-    """Per method, every seed's score normalised per task to 0 = head-only and 1 = full fine-tuning
-    (their cell means), aggregated over the model's tasks by mean and IQM with stratified-bootstrap
-    95 % intervals (harness/report/statistics.py); tasks without both references are left out."""
-    cells = summary[summary["model"] == model].set_index(["method", "task"])["mean"]
-    part = runs[runs["model"] == model]
-    tasks = [t for t in sorted(part["task"].unique())
-             if ("head", t) in cells.index and ("full", t) in cells.index and cells[("full", t)] != cells[("head", t)]]
-    rows = []
-    for method, group in part[part["task"].isin(tasks)].groupby("method"):
-        per_task = [[normalise(s, cells[("head", t)], cells[("full", t)]) for s in group.loc[group["task"] == t, "score"]]
-                    for t in tasks]
-        if any(len(values) == 0 for values in per_task):
-            continue
-        mean, iqm = aggregate(per_task, "mean"), aggregate(per_task, "iqm")
-        rows.append({"method": method, "tasks": len(tasks), "runs": sum(map(len, per_task)),
-                     "mean": f"{mean[0]:.3f} [{mean[1]:.3f}, {mean[2]:.3f}]", "IQM": f"{iqm[0]:.3f} [{iqm[1]:.3f}, {iqm[2]:.3f}]",
-                     "_sort": -mean[0]})
-    table = pd.DataFrame(rows, columns=["method", "tasks", "runs", "mean", "IQM", "_sort"])
-    return table.sort_values(["_sort", "method"]).drop(columns="_sort").reset_index(drop=True)
+def with_interval(value: float, low: float, high: float, digits: int) -> str:
+    """`value [low, high]`, or the value alone where there is no interval (e.g. one run per task)."""
+    interval = "" if np.isnan(low) else f" [{low:.{digits}f}, {high:.{digits}f}]"
+    return f"{value:.{digits}f}{interval}"
+
+
+def across_tasks(aggregates: pd.DataFrame) -> pd.DataFrame:
+    """The printed across-tasks table of one model (`across_tasks_frame`)."""
+    table = aggregates[["method", "tasks", "runs"]].copy()
+    for name, key in (("mean", "mean"), ("IQM", "iqm")):
+        table[name] = [with_interval(row[key], row[f"{key}_low"], row[f"{key}_high"], 3) for _, row in aggregates.iterrows()]
+    return table
 
 
 def caption(summary: pd.DataFrame, model: str, stat: str, which: str) -> str:
@@ -217,19 +210,19 @@ def flags(summary: pd.DataFrame, model: str, tuned: pd.DataFrame) -> list[str]:
     return found
 
 
-def markdown(runs: pd.DataFrame, summary: pd.DataFrame, stat: str, which: str, problems: list[str], tuned: pd.DataFrame) -> str:
+def markdown(summary: pd.DataFrame, aggregates: pd.DataFrame, stat: str, which: str, problems: list[str], tuned: pd.DataFrame) -> str:
     parts = ["# Leaderboard", ""]
     if summary.empty:
         parts.append("No successful runs yet.")
     for model in sorted(summary["model"].unique()):
         parts += [f"## {model}", "", caption(summary, model, stat, which), "",
                   wide_table(summary, model, stat).to_markdown(index=False, disable_numparse=True), ""]
-        normalised = across_tasks(runs, summary, model)
+        normalised = aggregates[aggregates["model"] == model]
         if not normalised.empty:
             parts += ["Across tasks: every seed's score normalised per task to 0 = head-only, 1 = full fine-tuning "
                       "(cell means); mean and interquartile mean over all runs of all tasks, [95 % stratified bootstrap "
-                      "interval, runs resampled within each task].", "",
-                      normalised.to_markdown(index=False, disable_numparse=True), ""]
+                      "interval, runs resampled within each task; none where every task has a single run].", "",
+                      across_tasks(normalised).to_markdown(index=False, disable_numparse=True), ""]
         found = flags(summary, model, tuned)
         parts += ["Sanity flags:", "", *[f"- {flag}" for flag in found], ""] if found else ["Sanity flags: none.", ""]
     if not tuned.empty:
@@ -266,61 +259,22 @@ def latex(summary: pd.DataFrame, stat: str, which: str) -> str:
     return "\n".join(blocks)
 
 
-def pareto_frontier(part: pd.DataFrame) -> pd.DataFrame:
-    """The cells no other cell beats with fewer (or as many) adapter parameters, by ascending count."""
-    sign = 1 if part["higher_is_better"].iloc[0] else -1
-    ordered = part.assign(_key=-sign * part["score"]).sort_values(["adapter_params", "_key"])
-    best, keep = -np.inf, []
-    for index, row in ordered.iterrows():
-        if sign * row["score"] > best:
-            best, keep = sign * row["score"], keep + [index]
-    return ordered.loc[keep].drop(columns="_key")
-
-
-def plot(summary: pd.DataFrame, path: Path) -> None:
-    """Adapter params (log) vs score with its 95 % interval, one panel per (model, task), the Pareto
-    frontier drawn; full FT as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = summary[["model", "task"]].drop_duplicates().sort_values(["model", "task"]).values.tolist()
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for axis, (model, task) in zip(axes[0], panels):
-        part = summary[(summary["model"] == model) & (summary["task"] == task)]
-        for row in part.itertuples():
-            x = max(row.adapter_params, 1)
-            bars = [[0.0], [0.0]] if pd.isna(row.low) else [[row.mean - row.low], [row.high - row.mean]]
-            axis.errorbar(x, row.score, yerr=bars, fmt="o", capsize=3)
-            axis.annotate(row.method, (x, row.score), textcoords="offset points", xytext=(4, 4), fontsize=8)
-            if row.method == FULL:
-                axis.axhline(row.score, linestyle="--", color="grey", linewidth=1, label="full fine-tuning")
-        frontier = pareto_frontier(part)
-        axis.plot([max(x, 1) for x in frontier["adapter_params"]], frontier["score"], color="black", linewidth=1,
-                  alpha=0.5, drawstyle="steps-post", label="Pareto frontier")
-        axis.set_xscale("log")
-        axis.set_xlabel("trainable adapter parameters (log; head excluded)")
-        axis.set_ylabel(f"{part['metric'].iloc[0]} ×100 ({part['split'].iloc[0]})")
-        axis.set_title(f"{model} / {task}")
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
 def build_and_write(results_dir: str, sweep: str | None = None, stat: str = "mean", which: str = "final",
                     out_dir: str | None = None, with_plot: bool = True) -> str:
-    """Writes leaderboard.{md,csv,tex,png} and returns the Markdown."""
+    """Writes leaderboard.{md,csv,tex}, leaderboard_across_tasks.csv and the plots (harness/report/plots.py),
+    and returns the Markdown."""
     records, problems = RecordStore(results_dir).load_all()
     if sweep:
         records = [r for r in records if r.get("sweep") == sweep]
     records, tuned = select_tuned(records)  # a protocol's other grid points chose the values; they are not results
     runs = runs_frame(records, which, runs_dir=RecordStore(results_dir).runs_dir)
     summary = summary_frame(runs, stat) if not runs.empty else pd.DataFrame(columns=["model"])
+    models = sorted(summary["model"].unique())
+    aggregates = pd.concat([across_tasks_frame(runs, summary, model) for model in models]) if models else \
+        pd.DataFrame(columns=AGGREGATE_COLUMNS)
     out = Path(out_dir or results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(runs, summary, stat, which, problems, tuned)
+    text = markdown(summary, aggregates, stat, which, problems, tuned)
     (out / "leaderboard.md").write_text(text)
     if not runs.empty:
         columns = ["model", "method", "task", "metric", "split", "n", "items", "mean", "low", "high", "std", "median", "best",
@@ -328,9 +282,10 @@ def build_and_write(results_dir: str, sweep: str | None = None, stat: str = "mea
                      for key in ("diff", "diff_low", "diff_high", "p", "p_holm", "mark", "p_better")],
                    "adapter_params", "adapter_params_initial", "backbone_params", "pct_backbone"]
         summary[columns].to_csv(out / "leaderboard.csv", index=False, float_format="%.4f")
+        aggregates.drop(columns="higher_is_better").to_csv(out / "leaderboard_across_tasks.csv", index=False, float_format="%.4f")
         (out / "leaderboard.tex").write_text(latex(summary, stat, which))
         if with_plot:
-            plot(summary, out / "leaderboard.png")
+            plots.write_all(out, summary, aggregates, {model: normalised_runs(runs, summary, model) for model in models}, tuned)
     for problem in problems:
         print(f"warning: record {problem}", file=sys.stderr)
     return text

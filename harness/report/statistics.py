@@ -118,35 +118,75 @@ def iqm(values: np.ndarray, axis: int = -1) -> np.ndarray:
     return stats.trim_mean(values, 0.25, axis=axis)
 
 
+def stratified_bootstrap(per_task: Sequence[Sequence[float]], statistic, level: float = LEVEL, resamples: int = 2000,
+                         seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(value, low, high) of `statistic` over all tasks' runs, with a percentile bootstrap interval whose
+    resamples draw runs within each task (scipy.stats.bootstrap with one sample per task; a task with
+    a single run enters every resample as it is). `statistic(tasks)` takes one array per task whose
+    last axis holds the runs and returns a value (or a vector, on a new last axis) per leading index."""
+    samples = [np.asarray(task, dtype=float) for task in per_task if len(task)]
+    value = np.asarray(statistic(samples), dtype=float)
+    varying = [i for i, sample in enumerate(samples) if len(sample) > 1]
+    if not varying:
+        return value, np.full_like(value, np.nan), np.full_like(value, np.nan)
+
+    def resampled(*drawn, axis=-1):
+        batch = drawn[0].shape[:-1]
+        tasks = [np.broadcast_to(sample, (*batch, len(sample))) for sample in samples]
+        for i, sample in zip(varying, drawn):
+            tasks[i] = sample
+        result = np.asarray(statistic(tasks))
+        return np.moveaxis(result, -1, 0) if result.ndim > len(batch) else result
+
+    result = stats.bootstrap([samples[i] for i in varying], resampled, n_resamples=resamples, confidence_level=level,
+                             method="percentile", vectorized=True, random_state=np.random.default_rng(seed))
+    return value, np.asarray(result.confidence_interval.low), np.asarray(result.confidence_interval.high)
+
+
 def aggregate(per_task: Sequence[Sequence[float]], statistic: str = "iqm", level: float = LEVEL,
               resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """(value, low, high) of the mean or IQM over all runs of all tasks (normalised scores), with a
-    stratified bootstrap interval: runs are resampled within each task (scipy.stats.bootstrap with one
-    sample per task; a task with a single run enters every resample as it is)."""
-    samples = [np.asarray(task, dtype=float) for task in per_task if len(task)]
+    stratified bootstrap interval (`stratified_bootstrap`)."""
     reduce = {"iqm": iqm, "mean": np.mean}[statistic]
-    value = float(reduce(np.concatenate(samples)))
-    resampled = [s for s in samples if len(s) > 1]
-    fixed = np.concatenate([s for s in samples if len(s) == 1] or [np.empty(0)])  # one run: nothing to resample
+    value, low, high = stratified_bootstrap(per_task, lambda tasks: reduce(np.concatenate(tasks, axis=-1), axis=-1),
+                                            level, resamples, seed)
+    return float(value), float(low), float(high)
 
-    def pooled(*tasks, axis=-1):
-        constants = np.broadcast_to(fixed, (*tasks[0].shape[:-1], len(fixed)))
-        return reduce(np.concatenate([*tasks, constants], axis=axis), axis=axis)
 
-    if not resampled:
-        return value, float("nan"), float("nan")
-    result = stats.bootstrap(resampled, pooled, n_resamples=resamples, confidence_level=level, method="percentile",
-                             vectorized=True, random_state=np.random.default_rng(seed))
-    return value, float(result.confidence_interval.low), float(result.confidence_interval.high)
+def performance_profile(per_task: Sequence[Sequence[float]], thresholds: Sequence[float], level: float = LEVEL,
+                        resamples: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The score distribution of Agarwal et al. (2021): for each threshold τ, the fraction of runs
+    scoring above τ, averaged over tasks (each task weighs the same), with a stratified bootstrap band."""
+    thresholds = np.asarray(thresholds, dtype=float)
+
+    def profile(tasks):
+        return np.mean([(task[..., None] > thresholds).mean(axis=-2) for task in tasks], axis=0)
+
+    return stratified_bootstrap(per_task, profile, level, resamples, seed)
 
 
 def expected_max(values: Sequence[float], trials: int, higher_is_better: bool = True) -> float:
     """Expected best validation score of `trials` draws (with replacement) from the observed trials
     (Dodge et al. 2019, "Show your work", eq. 1): Σ_i v_(i)·((i/N)^k − ((i−1)/N)^k)."""
+    ordered = worst_first(values, higher_is_better)
+    return float((max_weights(len(ordered), trials) * ordered).sum())
+
+
+def expected_max_std(values: Sequence[float], trials: int, higher_is_better: bool = True) -> float:
+    """The standard deviation of the best of `trials` draws (the band of Dodge et al.'s plots):
+    √(Σ_i w_i·v_(i)² − E[max]²) with the weights of `expected_max`."""
+    ordered = worst_first(values, higher_is_better)
+    weights = max_weights(len(ordered), trials)
+    mean = (weights * ordered).sum()
+    return float(np.sqrt(max((weights * ordered**2).sum() - mean**2, 0.0)))
+
+
+def worst_first(values: Sequence[float], higher_is_better: bool) -> np.ndarray:
     ordered = np.sort(np.asarray(values, dtype=float))
-    if not higher_is_better:
-        ordered = ordered[::-1]
-    n = len(ordered)
+    return ordered if higher_is_better else ordered[::-1]
+
+
+def max_weights(n: int, trials: int) -> np.ndarray:
+    """P(the best of `trials` draws with replacement from n sorted values is the i-th): (i/n)^k − ((i−1)/n)^k."""
     ranks = np.arange(1, n + 1)
-    weights = (ranks / n) ** trials - ((ranks - 1) / n) ** trials
-    return float((weights * ordered).sum())
+    return (ranks / n) ** trials - ((ranks - 1) / n) ** trials
