@@ -1,13 +1,17 @@
 """The tuning protocol's selection rule (harness/tune.py), applied to records: among a (model, method,
-task)'s search runs, the (lr, head lr) pair with the best primary metric on the tuning split; the
-protocol uses it to pick, the leaderboard to keep only the chosen runs."""
+task)'s search runs, the (lr, head lr) pair with the best primary metric on the tuning split, once the
+search's trials have all finished; the protocol uses it to pick, the leaderboard to keep only the
+chosen runs."""
 import pandas as pd
 
+from harness.lr_search import FAILED, best_exponent
 from harness.records import method_label
 
 
 def tuning_of(record: dict) -> dict | None:
-    """The `tuning` section of a run of a tuning protocol (harness/tune.py), else None."""
+    """The `tuning` section of a run of a tuning protocol (harness/tune.py), else None: the selection
+    split, the search seed, the number of search trials and the run's point of the search (`exponent`:
+    the value searched is the method's default × step^exponent, harness/lr_search.py)."""
     return (record.get("config") or {}).get("tuning")
 
 
@@ -16,39 +20,41 @@ def lr_pair(record: dict) -> tuple[float, float]:
     return train["lr"], train["head_lr"]
 
 
-def tuning_grid(record: dict) -> list[tuple[float, float]]:
-    """The (lr, head lr) pairs a protocol run's search covered, in grid order."""
-    tuning = tuning_of(record)
-    return list(zip(tuning["lr_grid"], tuning["head_lr_grid"]))
-
-
 def grid_text(pairs) -> str:
     return " ".join(f"{lr:g}/{head:g}" for lr, head in pairs)
 
 
+def selection_score(record: dict) -> float:
+    """The record's primary metric on the selection split, oriented so that higher is better; failed: −inf."""
+    if record["status"] != "success":
+        return FAILED
+    metrics, split = record["metrics"], tuning_of(record)["split"]
+    return metrics["final"][split][metrics["primary"]] * (1 if metrics["higher_is_better"] else -1)
+
+
+def search_records(records: list[dict]) -> dict[float, dict]:
+    """One (model, method, task)'s finished (succeeded or failed) search-seed runs by their exponent."""
+    return {tuning_of(r)["exponent"]: r for r in records
+            if r["seed"] == tuning_of(r)["search_seed"] and r["status"] in ("success", "failed")}
+
+
 def best_tuned(records: list[dict]) -> dict | None:
-    """Among one (model, method, task)'s protocol runs, the search-seed run with the best primary
-    metric on the tuning split (ties: the first in grid order); None while a grid point has not
-    finished (succeeded or failed) or when none succeeded."""
-    if not records:
-        return None
-    grid = tuning_grid(records[0])
-    search = [r for r in records if r["seed"] == tuning_of(r)["search_seed"]]
-    if not set(grid) <= {lr_pair(r) for r in search if r["status"] in ("success", "failed")}:
+    """Among one (model, method, task)'s protocol runs, the search-seed run the protocol picks (the
+    best selection score; ties: the smaller exponent; `lr_search.best_exponent`); None while fewer
+    than the protocol's trials have finished (succeeded or failed) or when none succeeded."""
+    search = search_records(records)
+    if not search or len(search) < tuning_of(next(iter(search.values())))["trials"]:
         return None  # the search is not finished: no choice yet
-    best = None
-    for record in (r for r in search if r["status"] == "success"):
-        metrics = record["metrics"]
-        score = metrics["final"][tuning_of(record)["split"]][metrics["primary"]] * (1 if metrics["higher_is_better"] else -1)
-        rank = (-score, grid.index(lr_pair(record)))
-        if best is None or rank < best[0]:
-            best = (rank, record)
-    return None if best is None else best[1]
+    scores = {exponent: selection_score(record) for exponent, record in search.items()}
+    best = search[best_exponent(scores)]
+    return best if best["status"] == "success" else None
 
 
 def select_tuned(records: list[dict]) -> tuple[list[dict], pd.DataFrame]:
     """Protocol runs reduced to the chosen (lr, head lr) of each (model, method, task), every seed
-    at it; other records pass through. Also the table of chosen values."""
+    at it; other records pass through. Also the table of chosen values: the searched pairs in grid
+    order with their selection scores, the number of trials and whether the pick is on the edge of
+    the searched range (the leaderboard's "widen the grid" flag)."""
     groups: dict[tuple, list[dict]] = {}
     kept = []
     for record in records:
@@ -63,14 +69,16 @@ def select_tuned(records: list[dict]) -> tuple[list[dict], pd.DataFrame]:
             continue
         kept += [r for r in group if lr_pair(r) == lr_pair(winner)]
         tuning, metrics = tuning_of(winner), winner["metrics"]
-        search = [r for r in group if r["seed"] == tuning["search_seed"] and r["status"] == "success"]
+        search = dict(sorted(search_records(group).items()))
         rows.append({"model": model, "method": method, "task": task, "lr": f"{lr_pair(winner)[0]:g}",
                      "head lr": f"{lr_pair(winner)[1]:g}",
-                     "searched (lr/head lr)": grid_text(tuning_grid(winner)),
+                     "searched (lr/head lr)": grid_text(lr_pair(r) for r in search.values()),
                      "chosen on": f"{tuning['split']} {metrics['primary']} {100 * metrics['final'][tuning['split']][metrics['primary']]:.2f} (seed {tuning['search_seed']})",
-                     "trials": len(tuning_grid(winner)),
-                     "search scores": [100 * r["metrics"]["final"][tuning["split"]][r["metrics"]["primary"]] for r in search],
+                     "trials": len(search),
+                     "at edge": tuning["exponent"] in (min(search), max(search)),
+                     "search scores": [100 * r["metrics"]["final"][tuning["split"]][r["metrics"]["primary"]]
+                                       for r in search.values() if r["status"] == "success"],
                      "higher_is_better": metrics["higher_is_better"]})
-    columns = ["model", "method", "task", "lr", "head lr", "searched (lr/head lr)", "chosen on", "trials", "search scores",
-               "higher_is_better"]
+    columns = ["model", "method", "task", "lr", "head lr", "searched (lr/head lr)", "chosen on", "trials", "at edge",
+               "search scores", "higher_is_better"]
     return kept, pd.DataFrame(rows, columns=columns)

@@ -1,23 +1,30 @@
 """The fair tuning protocol: `python -m harness.tune sweep=official [--dry-run] [overrides...]`.
 
 A protocol is the `protocol` section of a sweep config (conf/sweep/official.yaml). For every suite
-(one model, its tasks, its methods) and every (method, task):
-1. **search**: one run per learning rate × head learning rate of the grid (factors of the method's
-   own defaults, so full fine-tuning gets its own range) on `search_seed`;
-2. **pick**: the value pair with the best primary metric on `select_split` (validation; ties: the
-   first in grid order); failed search runs never win;
-3. **seeds**: the chosen pair on every seed of `seeds` (the search seed's run is the search's own).
-Every run carries `tuning` (split, search seed, grid) in its config, hence in its record; the
-leaderboard applies the same rule to the records (`select_tuned`) and shows only the chosen runs.
-Runs are launched as Hydra multiruns (one per method, then one per (method, task)), so extra
-overrides such as `hydra/launcher=joblib` apply; runs that already succeeded are skipped, so the
-same command resumes a killed protocol and, when everything is done, only rebuilds the tables:
-`<protocol.leaderboard>/leaderboard.{md,csv,tex,png}` and `<results_dir>/tuning.csv`.
+(one model, its tasks, its methods) and every (method, task), a *cell*:
+1. **search** on `search_seed`: a sequential log-grid search of the cell's learning rate around the
+   method's own default (its head's lr for head-only, both by one factor for full fine-tuning; the
+   method's `axis`): the initial points, then one point at a time, extended while the best point is
+   on the grid's edge and refined once it is inside, `search.trials` points in all for every method
+   (harness/lr_search.py);
+2. **pick**: the point with the best primary metric on `select_split` (ties: the smaller value);
+   failed search runs never win;
+3. **seeds**: the chosen values on every seed of `seeds` (the search seed's run is the search's own).
+Every run carries `tuning` (split, search seed, trials, its search point) in its record, outside the
+run key: the same configuration run by hand is the same run, and is adopted (given the section)
+rather than redone. The leaderboard applies the same rule to the records (`select_tuned`) and shows
+only the chosen runs. Runs are launched as Hydra multiruns, so extra overrides such as
+`hydra/launcher=joblib` apply; runs that already succeeded are skipped, so the same command resumes a
+killed protocol and, when everything is done, only rebuilds the tables. Two launchers may work on one
+protocol at once (e.g. two `threads=1` processes on two cores): each skips the runs the other holds
+and waits for them where it needs their result. Writes `<protocol.leaderboard>/leaderboard.*` and
+`<results_dir>/tuning.csv`; prints the plan and its time estimate first (harness/tune_estimate.py).
 """
 import argparse
 import math
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +35,10 @@ from omegaconf import DictConfig, OmegaConf
 from harness.errors import HarnessError
 from harness.preflight import CONF_DIR, group_options, unknown_choices
 from harness.records import RecordStore, identify
+from harness import lr_search
 from harness.report.leaderboard import build_and_write
-from harness.selection import best_tuned, grid_text, lr_pair
+from harness.selection import selection_score, tuning_of
+from harness.tune_estimate import estimate
 
 
 @dataclass
@@ -39,49 +48,61 @@ class Suite:
     methods: list[str]
     overrides: list[str] = field(default_factory=list)
     method_overrides: dict[str, list[str]] = field(default_factory=dict)
+    task_overrides: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Search:
+    """The sequential log-grid search of every cell (harness/lr_search.py): value = default × step^j."""
+
+    initial: list[float]
+    trials: int
+    step: float
+
+
+AXES = ("lr", "head_lr", "tied")  # what a method's search varies: its lr, its head's lr, or both by one factor
 
 
 @dataclass
 class Protocol:
     search_seed: int
     seeds: list[int]
-    lr_factors: list[float]
-    head_lr_factors: list[float]
+    search: Search
     select_split: str
     leaderboard: str
     suites: list[Suite]
-    method_grids: dict[str, dict] = field(default_factory=dict)
-
-    def grid(self, method: str, lr: float, head_lr: float) -> list[tuple[float, float]]:
-        """(lr, head lr) pairs around a method's defaults: the product of the factor lists, or one
-        list of factors for both when the method ties its head lr to its lr (full fine-tuning)."""
-        own = self.method_grids.get(method, {})
-        lr_factors = own.get("lr_factors", self.lr_factors)
-        if own.get("tie_head_lr", False):
-            return [(rounded(lr * f), rounded(head_lr * f)) for f in lr_factors]
-        head_factors = own.get("head_lr_factors", self.head_lr_factors)
-        return [(rounded(lr * f), rounded(head_lr * h)) for f in lr_factors for h in head_factors]
+    axes: dict[str, str] = field(default_factory=dict)  # method → axis (default "lr")
 
 
 @dataclass
 class Cell:
-    """One (model, method, task) of a protocol, with its (lr, head lr) grid in absolute values."""
+    """One (model, method, task) of a protocol: its default (lr, head lr) and the axis its search varies."""
 
     suite: Suite
     method: str
     task: str
-    grid: list[tuple[float, float]]
+    lr: float
+    head_lr: float
+    axis: str = "lr"
 
     def base_overrides(self) -> list[str]:
-        return [f"model={self.suite.model}", f"method={self.method}", f"task={self.task}",
-                *self.suite.overrides, *self.suite.method_overrides.get(self.method, [])]
+        return [f"model={self.suite.model}", f"method={self.method}", f"task={self.task}", *self.suite.overrides,
+                *self.suite.task_overrides.get(self.task, []), *self.suite.method_overrides.get(self.method, [])]
 
-    def tuning(self, protocol: Protocol) -> str:
-        """The record's `tuning` section: the same for the search and the seeds, so the search run of
-        the chosen values is also that seed's run."""
-        listed = lambda values: "[" + ",".join(f"{v:g}" for v in values) + "]"
-        return (f"+tuning={{split:{protocol.select_split},search_seed:{protocol.search_seed},"
-                f"lr_grid:{listed(v[0] for v in self.grid)},head_lr_grid:{listed(v[1] for v in self.grid)}}}")
+    def values(self, exponent: float, step: float) -> tuple[float, float]:
+        """The (lr, head lr) of search point `exponent`."""
+        factor = step ** exponent
+        lr = rounded(self.lr * factor) if self.axis in ("lr", "tied") else self.lr
+        head_lr = rounded(self.head_lr * factor) if self.axis in ("head_lr", "tied") else self.head_lr
+        return lr, head_lr
+
+    def run(self, protocol: Protocol, exponent: float, seed: int) -> list[str]:
+        """The overrides of one run. Its `tuning` section (in the record, outside the run key) names the
+        protocol's selection split, search seed and trials and the run's search point."""
+        lr, head_lr = self.values(exponent, protocol.search.step)
+        tuning = (f"+tuning={{split:{protocol.select_split},search_seed:{protocol.search_seed},"
+                  f"trials:{protocol.search.trials},exponent:{exponent:g}}}")
+        return [*self.base_overrides(), f"seed={seed}", f"train.lr={lr:g}", f"train.head_lr={head_lr:g}", tuning]
 
 
 def rounded(value: float) -> float:
@@ -103,14 +124,22 @@ def parse_protocol(cfg: DictConfig) -> Protocol:
         raise HarnessError(f"the config has no `protocol` section; choose a sweep that defines one (sweep=...; sweeps: {sweeps})")
     node = OmegaConf.to_container(cfg.protocol, resolve=True)
     suites = [Suite(model=s["model"], tasks=list(s["tasks"]), methods=expand_methods(s.get("methods", "all"), s.get("exclude", [])),
-                    overrides=list(s.get("overrides", [])), method_overrides=dict(s.get("method_overrides", {})))
+                    overrides=list(s.get("overrides", [])), method_overrides=dict(s.get("method_overrides", {})),
+                    task_overrides=dict(s.get("task_overrides", {})))
               for s in node["suites"]]
-    protocol = Protocol(node["search_seed"], list(node["seeds"]), list(node["lr_factors"]), list(node["head_lr_factors"]),
+    search = node["search"]
+    protocol = Protocol(node["search_seed"], list(node["seeds"]),
+                        Search(list(search["initial"]), int(search["trials"]), float(search["step"])),
                         node.get("select_split", "validation"), node.get("leaderboard", cfg.results_dir), suites,
-                        dict(node.get("method_grids") or {}))
-    expand_methods(list(protocol.method_grids), [])
-    if not protocol.lr_factors or not protocol.head_lr_factors or not protocol.seeds:
-        raise HarnessError("protocol: lr_factors, head_lr_factors and seeds must each list at least one value")
+                        dict(node.get("axes") or {}))
+    expand_methods(list(protocol.axes), [])
+    bad_axes = {m: a for m, a in protocol.axes.items() if a not in AXES}
+    if bad_axes:
+        raise HarnessError(f"protocol.axes: {bad_axes} is not an axis; allowed: {', '.join(AXES)}")
+    if not protocol.search.initial or not protocol.seeds or protocol.search.trials < len(protocol.search.initial) \
+            or protocol.search.step <= 1:
+        raise HarnessError("protocol: search.initial and seeds must each list at least one value, search.trials must be at "
+                           "least the number of initial points and search.step above 1")
     return protocol
 
 
@@ -136,39 +165,50 @@ def plan_cells(protocol: Protocol, composer: Composer) -> list[Cell]:
     for suite in protocol.suites:
         for method in suite.methods:
             for task in suite.tasks:
-                cell = Cell(suite, method, task, [])
+                cell = Cell(suite, method, task, 0.0, 0.0, protocol.axes.get(method, "lr"))
                 cfg = composer(cell.base_overrides())
-                cell.grid = protocol.grid(method, cfg.method.lr, cfg.method.head_lr)
+                cell.lr, cell.head_lr = cfg.method.lr, cfg.method.head_lr
                 cells.append(cell)
     return cells
 
 
-def cell_runs(cell: Cell, protocol: Protocol, pairs: list[tuple[float, float]], seeds: list[int]) -> list[list[str]]:
-    return [[*cell.base_overrides(), f"seed={seed}", f"train.lr={lr:g}", f"train.head_lr={head:g}", cell.tuning(protocol)]
-            for lr, head in pairs for seed in seeds]
+class Outcomes:
+    """The protocol's view of the record store: a run's selection score once it finished (succeeded or
+    failed), else None. A finished run found under the same key without this protocol's `tuning`
+    section (the same configuration run by hand, or by an earlier protocol) is adopted: the section is
+    written into its record, so that the leaderboard sees it as this protocol's run."""
 
+    def __init__(self, protocol: Protocol, composer: Composer, store: RecordStore):
+        self.protocol, self.composer, self.store = protocol, composer, store
 
-def search_runs(cell: Cell, protocol: Protocol) -> list[list[str]]:
-    return cell_runs(cell, protocol, cell.grid, [protocol.search_seed])
+    def record(self, overrides: list[str]) -> dict | None:
+        record = self.store.read(self.composer.key(overrides))
+        if record is None or record["status"] not in ("success", "failed"):
+            return None
+        tuning = OmegaConf.to_container(self.composer(overrides).tuning)
+        if tuning_of(record) != tuning:
+            record["config"]["tuning"] = tuning
+            self.store.write(record)
+        return record
 
+    def score(self, cell: Cell, exponent: float) -> float | None:
+        record = self.record(cell.run(self.protocol, exponent, self.protocol.search_seed))
+        return None if record is None else selection_score(record)
 
-def pick(cell: Cell, protocol: Protocol, composer: Composer, store: RecordStore) -> dict:
-    """The cell's chosen (lr, head lr), by the leaderboard's own rule (`best_tuned`), and the search's outcome."""
-    records = [r for o in search_runs(cell, protocol) if (r := store.read(composer.key(o))) is not None]
-    row = {"model": cell.suite.model, "method": cell.method, "task": cell.task,
-           "grid": grid_text(cell.grid),
-           "searched": sum(r["status"] == "success" for r in records), "lr": None, "head_lr": None,
-           "metric": None, "select_score": None}
-    best = best_tuned(records)
-    if best is not None:
-        metrics = best["metrics"]
-        row.update(zip(("lr", "head_lr"), lr_pair(best)), metric=metrics["primary"],
-                   select_score=metrics["final"][protocol.select_split][metrics["primary"]])
-    return row
+    def search(self, cell: Cell) -> tuple[list[float], dict[float, float]]:
+        """The cell's search points to run next, and the scores found so far (lr_search.plan)."""
+        return lr_search.plan(self.protocol.search.initial, self.protocol.search.trials, lambda j: self.score(cell, j))
 
+    def final_runs(self, cell: Cell) -> list[list[str]]:
+        """The other seeds at the cell's pick, once its search is complete and a run succeeded."""
+        pending, scores = self.search(cell)
+        if pending or not scores or max(scores.values()) == lr_search.FAILED:
+            return []
+        chosen = lr_search.best_exponent(scores)
+        return [cell.run(self.protocol, chosen, seed) for seed in self.protocol.seeds if seed != self.protocol.search_seed]
 
-def missing(runs: list[list[str]], composer: Composer, store: RecordStore) -> bool:
-    return any((r := store.read(composer.key(o))) is None or r["status"] != "success" for o in runs)
+    def unfinished(self, runs: list[list[str]]) -> list[list[str]]:
+        return [r for r in runs if (record := self.store.read(self.composer.key(r))) is None or record["status"] != "success"]
 
 
 def as_multiruns(runs: list[list[str]]) -> list[list[str]]:
@@ -201,9 +241,28 @@ def main(argv: list[str] | None = None) -> None:
         run_protocol(argv)
 
 
+def run_rounds(stage: str, next_runs, outcomes: Outcomes, extra: list[str]) -> None:
+    """Launches `next_runs()` until it is empty. Runs that another launcher holds (a second
+    `python -m harness.tune` on the same results) are waited for; a round in which nothing finished
+    and nothing is held elsewhere stops the protocol (a run that cannot even write its record)."""
+    while runs := next_runs():
+        held = [r for r in runs if outcomes.store.is_locked(outcomes.composer.key(r))]
+        free = [r for r in runs if r not in held]
+        if free:
+            print(f"{stage}: {len(free)} run(s) to launch" + (f", {len(held)} held by another launcher" if held else ""), flush=True)
+            launch(free, extra)
+        if runs == next_runs() and not held:
+            raise HarnessError(f"{stage}: {len(runs)} run(s) launched but none finished (see the launch output above)")
+        if held and not free:
+            time.sleep(WAIT_SECONDS)
+
+
+WAIT_SECONDS = 20
+
+
 def run_protocol(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.tune", description=__doc__.split("\n")[0])
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and what is done; run nothing")
+    parser.add_argument("--dry-run", action="store_true", help="list the cells, the runs done and the time left; run nothing")
     parser.add_argument("overrides", nargs="*", help="config overrides: sweep=<protocol sweep> first, then any others")
     args = parser.parse_args(argv)
     for problem in unknown_choices(args.overrides):
@@ -213,36 +272,36 @@ def run_protocol(argv: list[str] | None) -> None:
     protocol = parse_protocol(cfg)
     store = RecordStore(cfg.results_dir)
     cells = plan_cells(protocol, composer)
-    searches = [search_runs(cell, protocol) for cell in cells]
-    todo = sum(missing([r], composer, store) for runs in searches for r in runs)
-    print(f"protocol {cfg.sweep}: {len(cells)} (model, method, task) cells; search {sum(map(len, searches))} runs "
-          f"({todo} to do), then {len(protocol.seeds)} seeds per cell")
+    outcomes = Outcomes(protocol, composer, store)
+    print(estimate(cells, protocol, outcomes, store), flush=True)
     if args.dry_run:
-        for cell in cells:
-            print(f"  {cell.suite.model} {cell.method} {cell.task}: lr/head lr {grid_text(cell.grid)}")
         return
-    by_grid: dict[tuple, list[list[str]]] = {}  # one multirun per (model, method, grids): tasks × grid
-    for cell, runs in zip(cells, searches):
-        by_grid.setdefault((cell.suite.model, cell.method, cell.tuning(protocol)), []).extend(runs)
-    for runs in by_grid.values():
-        if missing(runs, composer, store):
-            launch(runs, [*args.overrides])
-    rows = []
-    for cell in cells:
-        row = pick(cell, protocol, composer, store)
-        rows.append(row)
-        if row["lr"] is None:
-            print(f"warning: no successful search run for {cell.method} on {cell.task}; no final runs", file=sys.stderr)
-            continue
-        runs = cell_runs(cell, protocol, [(row["lr"], row["head_lr"])], protocol.seeds)
-        if missing(runs, composer, store):
-            launch(runs, [*args.overrides])
+    try:
+        run_rounds("search", lambda: [cell.run(protocol, j, protocol.search_seed) for cell in cells
+                                      for j in outcomes.search(cell)[0]], outcomes, [*args.overrides])
+        run_rounds("seeds", lambda: [r for cell in cells for r in outcomes.unfinished(outcomes.final_runs(cell))],
+                   outcomes, [*args.overrides])
+    except HarnessError as error:
+        raise SystemExit(f"error: {error}") from None
     for problem in dict.fromkeys(store.problems):  # invalid records met while picking: listed, then redone or left out
         print(f"warning: {problem}", file=sys.stderr)
-    tuning = pd.DataFrame(rows)
-    Path(cfg.results_dir).mkdir(parents=True, exist_ok=True)
-    tuning.to_csv(Path(cfg.results_dir) / "tuning.csv", index=False)
+    write_tuning_table(cells, protocol, outcomes, Path(cfg.results_dir))
     print(build_and_write(cfg.results_dir, sweep=cfg.sweep, out_dir=protocol.leaderboard))
+
+
+def write_tuning_table(cells: list[Cell], protocol: Protocol, outcomes: Outcomes, results_dir: Path) -> None:
+    """<results_dir>/tuning.csv: per cell, every search point with its values and selection score, the pick marked."""
+    rows = []
+    for cell in cells:
+        _, scores = outcomes.search(cell)
+        chosen = lr_search.best_exponent(scores) if scores else None
+        for exponent, score in sorted(scores.items()):
+            lr, head_lr = cell.values(exponent, protocol.search.step)
+            rows.append({"model": cell.suite.model, "method": cell.method, "task": cell.task, "axis": cell.axis,
+                         "exponent": exponent, "lr": lr, "head_lr": head_lr,
+                         "select_score": None if score == lr_search.FAILED else score, "chosen": exponent == chosen})
+    results_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(results_dir / "tuning.csv", index=False)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ from functools import partial
 
 from harness.errors import HarnessError
 from tasks import bbc_news, glue, images, tweet_sentiment
-from tasks.base import ImageSplit, Split, TaskData, limit_split, require_nonempty
+from tasks.base import ImageSplit, Split, TaskData, require_nonempty
+from tasks.splits import limit_split
 
 TASK_LOADERS = {
     "bbc_news": bbc_news.load,
@@ -18,12 +19,13 @@ TASK_LOADERS = {
 
 
 def load_task(cfg) -> TaskData:
-    """The task named by `cfg.name`, with `limit_train` / `limit_eval` applied."""
+    """The task named by `cfg.name`, with `limit_train` / `limit_eval` applied (fixed subsets,
+    stratified by label for classification: tasks/splits.py)."""
     if cfg.name not in TASK_LOADERS:
         raise HarnessError(f"unknown task '{cfg.name}'; available: {', '.join(sorted(TASK_LOADERS))}")
     task = TASK_LOADERS[cfg.name](cfg)
     task.splits = {
-        name: limit_split(split, cfg.limit_train if name == "train" else cfg.limit_eval, cfg.split_seed)
+        name: limit_split(split, cfg.limit_train if name == "train" else cfg.limit_eval, cfg.split_seed, not task.is_regression)
         for name, split in task.splits.items()
     }
     return require_nonempty(task)

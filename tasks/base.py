@@ -74,16 +74,6 @@ class TaskData:
         return [name for name in self.splits if name != "train"]
 
 
-def limit_split(split: Split | ImageSplit, limit: int | None, seed: int) -> Split | ImageSplit:
-    """The first `limit` examples of a fixed seeded permutation (all examples when limit is None)."""
-    if limit is None or limit >= len(split):
-        return split
-    if limit <= 0:
-        raise HarnessError(f"task limit must be a positive number of examples or null, got {limit}")
-    order = np.random.default_rng(seed).permutation(len(split))[:limit]
-    return split.subset(sorted(order.tolist()))
-
-
 def require_nonempty(task: TaskData) -> TaskData:
     for name, split in task.splits.items():
         if len(split) == 0:

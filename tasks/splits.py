@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from harness.errors import HarnessError
 from tasks import metrics
 from tasks.base import ImageSplit, Split, TaskData
 
@@ -77,3 +78,22 @@ def stratified_classification(name: str, whole: Split | ImageSplit, label_names:
         report_split="test",
         label_names=label_names,
     )
+
+
+def limit_split(split: Split | ImageSplit, limit: int | None, seed: int, stratify: bool) -> Split | ImageSplit:
+    """A fixed subset of `limit` examples (all of them when limit is None): stratified by label where
+    `stratify` (classification) and every class can keep its share, else the first `limit` of a seeded
+    permutation. The same for every run of the task: it depends on `split_seed` only."""
+    if limit is None or limit >= len(split):
+        return split
+    if limit <= 0:
+        raise HarnessError(f"task limit must be a positive number of examples or null, got {limit}")
+    if stratify:
+        try:
+            kept, _ = stratified_split(split.labels, seed, train_size=limit / len(split))
+            return split.subset(sorted(kept))
+        except ValueError:  # a class too small to split, or fewer examples than classes
+            pass
+    order = np.random.default_rng(seed).permutation(len(split))[:limit]
+    return split.subset(sorted(order.tolist()))
+

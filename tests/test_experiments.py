@@ -17,7 +17,7 @@ from harness.progress import planned_keys
 from harness.preflight import CONF_DIR
 from harness.records import RecordStore, identify, new_record, resolved_config, run_key
 from harness.run import execute_run
-from harness.tune import Cell, Composer, Protocol, Suite, as_multiruns, pick, search_runs
+from harness.tune import Cell, Composer, Outcomes, Protocol, Search, Suite, as_multiruns
 from tasks.glue import GLUE_TASKS
 from conftest import QUICK
 
@@ -95,12 +95,12 @@ def test_dry_run_lists_every_run_with_its_steps_and_the_device_hours(capsys):
                          "steps/s (training only, evaluation not counted)")
 
 
-def test_grids_are_factors_of_each_methods_defaults():
-    protocol = Protocol(0, [0, 1, 2], [0.3, 1.0, 3.0], [1.0, 2.0], "validation", "out", [],
-                        {"full": {"tie_head_lr": True}, "head": {"lr_factors": [1.0], "head_lr_factors": [0.5, 1.0]}})
-    assert protocol.grid("lora", 1e-3, 5e-3) == [(3e-4, 5e-3), (3e-4, 1e-2), (1e-3, 5e-3), (1e-3, 1e-2), (3e-3, 5e-3), (3e-3, 1e-2)]
-    assert protocol.grid("full", 5e-5, 5e-5) == [(1.5e-5, 1.5e-5), (5e-5, 5e-5), (1.5e-4, 1.5e-4)]
-    assert protocol.grid("head", 1e-3, 5e-3) == [(1e-3, 2.5e-3), (1e-3, 5e-3)]
+def test_search_points_scale_the_axis_the_method_searches():
+    suite = Suite("tiny_bert", ["bbc_news"], ["lora"])
+    lora, head, full = (Cell(suite, m, "bbc_news", lr, head_lr, axis) for m, lr, head_lr, axis in
+                        [("lora", 1e-3, 5e-3, "lr"), ("head", 1e-3, 5e-3, "head_lr"), ("full", 5e-5, 5e-5, "tied")])
+    assert [lora.values(j, 3.0) for j in (-1, 0, 0.5, 2)] == [(3.33e-4, 5e-3), (1e-3, 5e-3), (1.73e-3, 5e-3), (9e-3, 5e-3)]
+    assert head.values(-1, 3.0) == (1e-3, 1.67e-3) and full.values(1, 3.0) == (1.5e-4, 1.5e-4)
 
 
 def test_runs_become_hydra_multiruns_that_cover_exactly_them():
@@ -115,41 +115,65 @@ def test_pick_takes_the_best_validation_score_first_on_ties_and_never_a_failed_r
         check_pick(tmp_path)
 
 
+def write_run(store, composer, overrides, validation, test, status="success"):
+    identity = identify(composer(overrides))
+    scores = {"validation": {"accuracy": validation}, "test": {"accuracy": test}}
+    store.write(new_record(identity.config, identity.key) | {
+        "status": status, "error": None if status == "success" else "boom",
+        "params": {"adapter": 1, "head": 1, "trainable": 2, "total": 3, "backbone": 2},
+        "cost": {"train_seconds": 1.0, "eval_seconds": 1.0, "wall_seconds": 2.0, "steps": 4},
+        "metrics": {"primary": "accuracy", "higher_is_better": True, "report_split": "test", "curve": [],
+                    "final": scores, "best": scores, "best_step": 4}})
+
+
 def check_pick(tmp_path):
     composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])
-    protocol = Protocol(0, [0, 1], [0.3, 1.0, 3.0, 10.0], [1.0], "validation", str(tmp_path), [])
-    cell = Cell(Suite("tiny_bert", ["bbc_news"], ["lora"]), "lora", "bbc_news", protocol.grid("lora", 1e-3, 5e-3))
+    protocol = Protocol(0, [0, 1], Search([-1, 0, 1], 4, 3.0), "validation", str(tmp_path), [])
+    cell = Cell(Suite("tiny_bert", ["bbc_news"], ["lora"]), "lora", "bbc_news", 1e-3, 5e-3)
     store = RecordStore(tmp_path)
-    # validation / test scores per grid point; the 4th run failed (its score would have won)
-    for overrides, (validation, test, status) in zip(search_runs(cell, protocol),
-                                                     [(0.5, 0.9, "success"), (0.7, 0.1, "success"),
-                                                      (0.7, 0.2, "success"), (0.99, 0.99, "failed")]):
-        identity = identify(composer(overrides))
-        scores = {"validation": {"accuracy": validation}, "test": {"accuracy": test}}
-        store.write(new_record(identity.config, identity.key) | {
-            "status": status, "error": None if status == "success" else "boom",
-            "params": {"adapter": 1, "head": 1, "trainable": 2, "total": 3, "backbone": 2},
-            "cost": {"train_seconds": 1.0, "eval_seconds": 1.0, "wall_seconds": 2.0, "steps": 4},
-            "metrics": {"primary": "accuracy", "higher_is_better": True, "report_split": "test", "curve": [],
-                        "final": scores, "best": scores, "best_step": 4}})
-    # while one grid point is still running there is no choice yet
-    last = search_runs(cell, protocol)[-1]
-    unfinished = store.read(composer.key(last)) | {"status": "running"}
-    store.write(unfinished)
-    assert pick(cell, protocol, composer, store)["lr"] is None and select_tuned(store.load_all()[0])[0] == []
-    store.write(unfinished | {"status": "failed"})
-    row = pick(cell, protocol, composer, store)
-    assert (row["lr"], row["head_lr"], row["select_score"], row["searched"]) == (1e-3, 5e-3, 0.7, 3)
-    assert row["grid"] == "0.0003/0.005 0.001/0.005 0.003/0.005 0.01/0.005"
+    outcomes = Outcomes(protocol, composer, store)
+    assert outcomes.search(cell) == ([-1, 0, 1], {})
+    # the initial points: 0 wins inside the grid, its upper neighbour is the better one: refine to 0.5
+    for exponent, validation, test in [(-1, 0.5, 0.9), (0, 0.7, 0.1), (1, 0.6, 0.2)]:
+        write_run(store, composer, cell.run(protocol, exponent, 0), validation, test)
+    assert outcomes.search(cell) == ([0.5], {-1: 0.5, 0: 0.7, 1: 0.6})
+    # while the 4th point runs there is no choice yet; when it fails (its score would have won) 0 is picked
+    fourth = cell.run(protocol, 0.5, 0)
+    assert fourth[-3:-1] == ["train.lr=0.00173", "train.head_lr=0.005"]
+    write_run(store, composer, fourth, 0.99, 0.99, status="running")
+    assert outcomes.final_runs(cell) == [] and select_tuned(store.load_all()[0])[0] == []
+    write_run(store, composer, fourth, 0.99, 0.99, status="failed")
+    assert outcomes.search(cell)[0] == []
+    assert outcomes.final_runs(cell) == [cell.run(protocol, 0, 1)]
     # the leaderboard applies the same rule to the records: only the chosen lr's runs remain
+    write_run(store, composer, cell.run(protocol, 0, 1), 0.72, 0.15)
     kept, chosen = select_tuned(store.load_all()[0])
-    assert [lr_pair(r) for r in kept] == [(1e-3, 5e-3)]
-    assert chosen[["method", "task", "lr", "head lr"]].values.tolist() == [["lora", "bbc_news", "0.001", "0.005"]]
-    # an invalid record is listed with its reason and skipped: its grid point counts as not run (redone)
-    path = store.path(composer.key(search_runs(cell, protocol)[1]))
+    assert sorted((lr_pair(r), r["seed"]) for r in kept) == [((1e-3, 5e-3), 0), ((1e-3, 5e-3), 1)]
+    assert chosen[["method", "task", "lr", "head lr", "trials", "at edge"]].values.tolist() == [
+        ["lora", "bbc_news", "0.001", "0.005", 4, False]]
+    assert chosen["searched (lr/head lr)"].item() == "0.000333/0.005 0.001/0.005 0.00173/0.005 0.003/0.005"
+    # an invalid record is listed with its reason and skipped: its point counts as not run (redone)
+    path = store.path(composer.key(cell.run(protocol, 1, 0)))
     path.write_text(json.dumps(json.loads(path.read_text()) | {"config": None}))
-    assert pick(cell, protocol, composer, store)["lr"] is None
-    assert store.problems == [f"{path.name}: config: None is not of type 'object'"]
+    assert outcomes.search(cell)[0] == [1]
+    assert store.problems[-1] == f"{path.name}: config: None is not of type 'object'"
+
+
+def test_the_tuning_section_is_outside_the_run_key_and_a_hand_run_is_adopted(tmp_path):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])
+        protocol = Protocol(0, [0], Search([0], 1, 3.0), "validation", str(tmp_path), [])
+        cell = Cell(Suite("tiny_bert", ["bbc_news"], ["lora"]), "lora", "bbc_news", 1e-3, 5e-3)
+        by_protocol = cell.run(protocol, 0, 0)
+        by_hand = by_protocol[:-1]  # the same configuration without the protocol's tuning section
+        assert composer.key(by_protocol) == composer.key(by_hand)
+        store = RecordStore(tmp_path)
+        write_run(store, composer, by_hand, 0.8, 0.7)
+        assert "tuning" not in store.read(composer.key(by_hand))["config"]
+        assert Outcomes(protocol, composer, store).search(cell) == ([], {0: 0.8})
+        adopted = store.read(composer.key(by_hand))
+        assert adopted["config"]["tuning"] == {"split": "validation", "search_seed": 0, "trials": 1, "exponent": 0}
+        assert [r["run_key"] for r in select_tuned(store.load_all()[0])[0]] == [adopted["run_key"]]
 
 
 @pytest.mark.slow
@@ -157,6 +181,7 @@ def test_protocol_end_to_end_searches_picks_runs_seeds_and_writes_the_leaderboar
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PEFT_HARNESS_CACHE": str(tmp_path / "cache")}
     overrides = ["sweep=official", f"results_dir={tmp_path / 'results'}", f"protocol.leaderboard={tmp_path / 'board'}",
                  "protocol.suites=[{model:tiny_bert,tasks:[bbc_news],methods:[head,lora]}]", "protocol.seeds=[0,1]",
+                 "protocol.search.trials=4",
                  "task.limit_train=32", "task.limit_eval=16", "train.max_steps=2", "train.batch_size=8",
                  f"hydra.sweep.dir={tmp_path / 'multirun'}"]
     done = subprocess.run([sys.executable, "-m", "harness.tune", *overrides], cwd=ROOT, env=env,
@@ -166,10 +191,9 @@ def test_protocol_end_to_end_searches_picks_runs_seeds_and_writes_the_leaderboar
     assert all(r["status"] == "success" and r["sweep"] == "official" and r["config"]["tuning"] for r in records)
     for method in ("head", "lora"):
         runs = [r for r in records if r["method"] == method]
-        grid = list(zip(runs[0]["config"]["tuning"]["lr_grid"], runs[0]["config"]["tuning"]["head_lr_grid"]))
-        search = sorted((r for r in runs if r["seed"] == 0), key=lambda r: grid.index(lr_pair(r)))
-        assert len(search) == 3 and len(runs) == 4  # 3 grid points on seed 0, then seed 1 at the chosen one
-        best = max(search, key=lambda r: r["metrics"]["final"]["validation"]["accuracy"])  # max: first on ties
+        search = sorted((r for r in runs if r["seed"] == 0), key=lambda r: r["config"]["tuning"]["exponent"])
+        assert len(search) == 4 and len(runs) == 5  # 4 search points on seed 0, then seed 1 at the chosen one
+        best = max(search, key=lambda r: r["metrics"]["final"]["validation"]["accuracy"])  # max: smallest on ties
         (seed1,) = [r for r in runs if r["seed"] == 1]
         assert lr_pair(seed1) == lr_pair(best)
     board = (tmp_path / "board" / "leaderboard.md").read_text()

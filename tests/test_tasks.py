@@ -120,3 +120,23 @@ def test_a_default_run_does_not_import_scikit_learn(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
                           timeout=300)
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr[-2000:]
+
+
+def test_a_limited_training_set_is_a_fixed_stratified_subset():
+    from collections import Counter
+
+    from tasks.base import Split
+    from tasks.splits import limit_split
+
+    labels = [0] * 600 + [1] * 300 + [2] * 100
+    split = Split([(f"text {i}",) for i in range(1000)], labels)
+    subset = limit_split(split, 200, 42, stratify=True)
+    assert Counter(subset.labels) == {0: 120, 1: 60, 2: 20}  # every class keeps its share exactly
+    assert subset.texts == limit_split(split, 200, 42, stratify=True).texts  # the same subset every run
+    assert subset.texts != limit_split(split, 200, 7, stratify=True).texts
+    assert len(set(subset.texts)) == 200 and subset.texts == sorted(subset.texts, key=lambda t: int(t[0].split()[1]))
+    regression = limit_split(Split(split.texts, [float(i) for i in range(1000)]), 200, 42, stratify=False)
+    assert len(regression) == 200
+    tiny = limit_split(split, 2, 42, stratify=True)  # fewer examples than classes: a seeded random subset
+    assert len(tiny) == 2
+    assert limit_split(split, None, 42, stratify=True) is split

@@ -204,9 +204,9 @@ def flags(summary: pd.DataFrame, model: str, tuned: pd.DataFrame) -> list[str]:
         if gap > max(1.0, half_width):
             found.append(f"{row.method} / {row.task}: not converged: final {row.mean:.2f} vs best {row.best_mean:.2f}")
     for _, row in tuned[tuned["model"] == model].iterrows() if not tuned.empty else []:
-        lrs = sorted({float(pair.split("/")[0]) for pair in row["searched (lr/head lr)"].split()})
-        if len(lrs) > 1 and float(row["lr"]) in (lrs[0], lrs[-1]):
-            found.append(f"{row['method']} / {row['task']}: widen the grid: lr {row['lr']} is at the edge of {lrs[0]:g}–{lrs[-1]:g}")
+        if row["at edge"] and row["trials"] > 1:
+            found.append(f"{row['method']} / {row['task']}: widen the grid: lr/head lr {row['lr']}/{row['head lr']} is at "
+                         f"the edge of the {row['trials']} searched ({row['searched (lr/head lr)']})")
     return found
 
 
@@ -229,7 +229,8 @@ def markdown(summary: pd.DataFrame, aggregates: pd.DataFrame, stat: str, which: 
         parts += ["## Tuned learning rates", "",
                   "Chosen per (method, task): the searched (lr / head lr) pair whose search-seed run had the best "
                   "primary metric on the selection split; every seed ran with it, and the table above shows only those runs. "
-                  "Trials: grid points searched, the same for every method. E[max] k: the expected best selection score of "
+                  "Trials: points searched (a log grid extended while its best point was on its edge, then refined; "
+                  "harness/lr_search.py), the same number for every method. E[max] k: the expected best selection score of "
                   "k trials drawn from those searched (Dodge et al. 2019), the tuning budget's return.", "",
                   tuning_table(tuned).to_markdown(index=False, disable_numparse=True), ""]
     if problems:

@@ -1,0 +1,73 @@
+"""The tuning protocol's plan and time estimate (`python -m harness.tune sweep=... --dry-run`, also printed
+before every protocol run).
+
+Per cell: the runs left (search points not finished, then the other seeds at the pick) and their
+length (optimizer steps and evaluations, from the task's training-set size and the train config).
+Time per run = steps × the measured seconds per step + evaluations × the measured seconds per
+evaluation + the measured start-up, each the median over this cell's finished records (any lr or
+seed: the speed does not depend on them); cells without a record use the median of their (model,
+task)'s other cells, and cells without even that are counted as unknown. The estimate is of
+wall-clock time with the launcher the protocol runs with; two launchers halve neither the work nor
+this figure (run `--dry-run` again while they run to see the time left).
+"""
+import statistics
+
+from harness.plan import train_size
+from harness.records import method_label
+from harness.schema import TaskConfig, TrainConfig, parse_section
+from harness.train import plan_steps
+
+
+def rates(record: dict) -> tuple[float, float, float] | None:
+    """(seconds per step, seconds per evaluation, seconds outside both) of a finished run."""
+    cost = record.get("cost")
+    if record["status"] != "success" or not cost or not cost.get("steps"):
+        return None
+    evaluations = max(1, len(record["metrics"]["curve"]))
+    outside = cost["wall_seconds"] - cost["train_seconds"] - cost["eval_seconds"]
+    return cost["train_seconds"] / cost["steps"], cost["eval_seconds"] / evaluations, outside
+
+
+def run_length(cfg, sizes: dict) -> tuple[int, int]:
+    """(optimizer steps, evaluations) of one run."""
+    train, task = parse_section(TrainConfig, cfg.train, "train"), parse_section(TaskConfig, cfg.task, "task")
+    plan = plan_steps(train, train_size(task, sizes) or 1)
+    return plan.total_steps, -(-plan.total_steps // plan.eval_every)
+
+
+def estimate(cells, protocol, outcomes, store) -> str:
+    """The plan: per cell its runs left and their estimated time; then the totals."""
+    measured: dict[tuple, list[tuple]] = {}
+    for record in store.load_all()[0]:
+        found = rates(record)
+        if found is not None:
+            label = method_label(record["method"], record.get("variant"))
+            measured.setdefault((record["model"], label, record["task"]), []).append(found)
+    by_model_task: dict[tuple, list[tuple]] = {}
+    for (model, _, task), values in measured.items():
+        by_model_task.setdefault((model, task), []).extend(values)
+    sizes, lines, total_runs, total_seconds, unknown = {}, [], 0, 0.0, 0
+    for cell in cells:
+        pending, scores = outcomes.search(cell)
+        searches_left = protocol.search.trials - len(scores)
+        seeds_left = len(protocol.seeds) - 1 if searches_left else len(outcomes.unfinished(outcomes.final_runs(cell)))
+        runs_left = searches_left + seeds_left
+        steps, evaluations = run_length(outcomes.composer(cell.run(protocol, 0, protocol.search_seed)), sizes)
+        known = measured.get((cell.suite.model, cell.method, cell.task)) or by_model_task.get((cell.suite.model, cell.task))
+        if known:
+            per_step, per_eval, outside = (statistics.median(column) for column in zip(*known))
+            seconds = runs_left * (steps * per_step + evaluations * per_eval + outside)
+            total_seconds += seconds
+            time_text = f"{seconds / 60:,.0f} min ({steps * per_step + evaluations * per_eval + outside:,.0f} s per run)"
+        else:
+            unknown += runs_left
+            time_text = "time unknown (no finished run of this model and task yet)"
+        total_runs += runs_left
+        lines.append(f"  {cell.suite.model} {cell.method} {cell.task} ({cell.axis}): {len(scores)}/{protocol.search.trials} "
+                     f"searched, {runs_left} runs left of {steps} steps and {evaluations} evaluations: {time_text}")
+    search_total = len(cells) * protocol.search.trials
+    head = (f"protocol: {len(cells)} (model, method, task) cells × ({protocol.search.trials} search trials on seed "
+            f"{protocol.search_seed} + {len(protocol.seeds) - 1} more seeds) = {search_total + len(cells) * (len(protocol.seeds) - 1)} runs; "
+            f"{total_runs} left, estimated {total_seconds / 3600:,.1f} h"
+            + (f" plus {unknown} runs of unknown time" if unknown else ""))
+    return "\n".join([head, *lines])

@@ -1,0 +1,67 @@
+"""`python -m harness.verify`: committed records re-run from their own config reproduce, and a record
+that no longer does (a changed metric, checksum or key) fails with exit status 1."""
+import json
+
+import pytest
+
+from harness.records import RecordStore
+from harness.run import execute_run
+from harness.verify import compare, main, sample_records
+
+
+@pytest.fixture
+def collection(make_config, tmp_path):
+    """A collection of two real tiny runs (seeds 0 and 1)."""
+    for seed in (0, 1):
+        execute_run(make_config(f"seed={seed}", f"results_dir={tmp_path / 'collection'}"))
+    return tmp_path / "collection"
+
+
+def test_records_made_by_this_code_reproduce_exactly(collection, capsys):
+    main([str(collection), "--sample", "2"])
+    out = capsys.readouterr().out
+    assert out.count("ok  ") == 2 and "FAIL" not in out
+    assert out.count("trained-weights checksum: matches") == 2
+    assert json.loads(out.strip().splitlines()[-1]) == {"collection": str(collection), "verified": 2, "failed": 0,
+                                                        "tolerance": 0.0}
+
+
+def test_a_record_that_no_longer_reproduces_fails(collection, capsys):
+    store = RecordStore(collection)
+    (record,) = [r for r in store.load_all()[0] if r["seed"] == 0]
+    record["metrics"]["final"]["test"]["accuracy"] += 0.0625  # as if the code had changed since
+    record["params"]["trainable_sha256"] = "0" * 64
+    store.write(record)
+    with pytest.raises(SystemExit) as stop:
+        main([str(collection), "--sample", "2"])
+    assert stop.value.code == 1
+    out = capsys.readouterr().out
+    assert out.count("FAIL") == 1 and "(Δ -6.2500)  BEYOND TOLERANCE" in out and "checksum: DIFFERS" in out
+    with pytest.raises(SystemExit):  # within a tolerance of 7 points the metric passes, the checksum still fails
+        main([str(collection), "--sample", "2", "--tolerance", "7"])
+
+
+def test_checksums_of_other_library_versions_are_not_compared_and_the_key_must_match():
+    old = {"run_key": "a", "status": "success", "metrics": {"primary": "accuracy", "final": {"test": {"accuracy": 0.5}}},
+           "params": {"trainable_sha256": "x"}, "provenance": {"versions": {"torch": "1.0", "transformers": "4.0"}}}
+    new = {**old, "params": {"trainable_sha256": "y"}}
+    ok, lines = compare(old, new, 0.0)
+    assert ok and lines[-1] == "trained-weights checksum: not comparable (recorded with torch 1.0, transformers 4.0)"
+    ok, lines = compare(old, {**new, "run_key": "b"}, 0.0)
+    assert not ok and lines[0] == "run key b != a: the config no longer means the same run"
+    ok, lines = compare(old, {**new, "status": "failed", "error": "boom"}, 0.0)
+    assert not ok and lines[-1] == "rerun failed: boom"
+
+
+def test_the_sample_is_seeded_successful_and_within_the_time_limit():
+    records = [{"run_key": f"k{i}", "status": "success" if i != 3 else "failed", "cost": {"wall_seconds": 10.0 * i}}
+               for i in range(10)]
+    first = sample_records(records, 4, seed=1, max_seconds=None)
+    assert first == sample_records(list(reversed(records)), 4, seed=1, max_seconds=None)
+    assert len(first) == 4 and all(r["status"] == "success" for r in first)
+    assert {r["run_key"] for r in sample_records(records, 10, seed=0, max_seconds=25)} == {"k0", "k1", "k2"}
+
+
+def test_an_unknown_collection_is_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"error: no collection at .*nowhere \(a folder with runs/ inside\)"):
+        main([str(tmp_path / "nowhere")])
