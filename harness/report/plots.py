@@ -60,6 +60,16 @@ def save(plt, figure, path: Path) -> None:
     plt.close(figure)
 
 
+def finish(axis, xlabel: str, ylabel: str, title: str | None = None) -> None:
+    """Labels, title, grid and legend of a panel."""
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    if title:
+        axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+
+
 def cost_axis(axis, part: pd.DataFrame, score: str, low: str, high: str, label: str, colors: dict) -> None:
     """One panel of adapter params (log) against a score with interval bars and the Pareto frontier."""
     for row in part.itertuples():
@@ -74,10 +84,7 @@ def cost_axis(axis, part: pd.DataFrame, score: str, low: str, high: str, label: 
     axis.plot([max(x, 1) for x in frontier["adapter_params"]], frontier[score], color="black", linewidth=1,
               alpha=0.5, drawstyle="steps-post", label="Pareto frontier")
     axis.set_xscale("log")
-    axis.set_xlabel("trainable adapter parameters (log; head excluded)")
-    axis.set_ylabel(label)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, loc="best")
+    finish(axis, "trainable adapter parameters (log; head excluded)", label)
 
 
 def plot_tasks(summary: pd.DataFrame, path: Path) -> None:
@@ -122,11 +129,8 @@ def plot_profiles(normalised: dict[str, pd.DataFrame], path: Path) -> None:
             axis.plot(thresholds, profile, label=method, linewidth=1.2, color=colors[method])
             if not np.isnan(low).all():
                 axis.fill_between(thresholds, low, high, color=colors[method], alpha=0.12, linewidth=0)
-        axis.set_xlabel("normalised score τ (0 = head-only, 1 = full fine-tuning)")
-        axis.set_ylabel("fraction of runs with score > τ")
-        axis.set_title(f"{model}: performance profile over {len(tasks)} task(s), 95 % band")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="best")
+        finish(axis, "normalised score τ (0 = head-only, 1 = full fine-tuning)", "fraction of runs with score > τ",
+               f"{model}: performance profile over {len(tasks)} task(s), 95 % band")
     save(plt, figure, path)
 
 
@@ -145,11 +149,8 @@ def plot_tuning(tuned: pd.DataFrame, path: Path) -> None:
             axis.plot(trials, mean, marker="o", markersize=3, label=row["method"], linewidth=1.2, color=color)
             axis.fill_between(trials, mean - spread, mean + spread, color=color, alpha=0.08, linewidth=0)
         axis.xaxis.get_major_locator().set_params(integer=True)
-        axis.set_xlabel("tuning trials (grid points drawn with replacement)")
-        axis.set_ylabel("expected best validation score ×100")
-        axis.set_title(f"{model} / {task}: expected max ± 1 sd")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="best")
+        finish(axis, "tuning trials (grid points drawn with replacement)", "expected best validation score ×100",
+               f"{model} / {task}: expected max ± 1 sd")
     save(plt, figure, path)
 
 
