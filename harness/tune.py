@@ -37,6 +37,7 @@ from harness.preflight import CONF_DIR, group_options, unknown_choices
 from harness.records import RecordStore, identify
 from harness import lr_search
 from harness.report.leaderboard import build_and_write
+from harness.report.site import build_site
 from harness.selection import selection_score, tuning_of
 from harness.tune_estimate import estimate
 
@@ -293,6 +294,7 @@ def run_protocol(argv: list[str] | None) -> None:
         print(f"warning: {problem}", file=sys.stderr)
     write_tuning_table(cells, protocol, outcomes, Path(cfg.results_dir))
     print(build_and_write(cfg.results_dir, sweep=cfg.sweep, out_dir=protocol.leaderboard))
+    print(f"site: {build_site(cfg.results_dir, str(Path(protocol.leaderboard) / 'site'), sweep=cfg.sweep)}")
 
 
 def write_tuning_table(cells: list[Cell], protocol: Protocol, outcomes: Outcomes, results_dir: Path) -> None:

@@ -68,6 +68,6 @@ def estimate(cells, protocol, outcomes, store) -> str:
     search_total = len(cells) * protocol.search.trials
     head = (f"protocol: {len(cells)} (model, method, task) cells × ({protocol.search.trials} search trials on seed "
             f"{protocol.search_seed} + {len(protocol.seeds) - 1} more seeds) = {search_total + len(cells) * (len(protocol.seeds) - 1)} runs; "
-            f"{total_runs} left, estimated {total_seconds / 3600:,.1f} h"
-            + (f" plus {unknown} runs of unknown time" if unknown else ""))
+            f"{total_runs} left, estimated {total_seconds / 3600:,.1f} h of run time (about {total_seconds / 7200:,.1f} h "
+            f"wall-clock with two launchers)" + (f" plus {unknown} runs of unknown time" if unknown else ""))
     return "\n".join([head, *lines])

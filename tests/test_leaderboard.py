@@ -230,3 +230,11 @@ def test_the_default_output_is_scratch_and_the_official_leaderboard_is_never_ove
         with pytest.raises(SystemExit, match=r"holds the official leaderboard, written only by `python -m harness.tune sweep=official`"):
             main(["--results-dir", str(results), "--out", out])
     assert official.read_text() == "official"
+
+
+def test_the_paper_view_reads_the_committed_reference_tables_and_collection(tmp_path, capsys):
+    main(["--paper", "rac_lora_mnist", "--out", str(tmp_path)])
+    text = (tmp_path / "paper_rac_lora_mnist.md").read_text()
+    assert text.startswith("# RAC-LoRA (Malinovsky et al. 2024), Table 3: published vs ours")
+    assert "| mlp_mnist | full             | mnist5k_upper | accuracy | —                | 54,725          | 98.0 " in text
+    assert "no runs" not in text

@@ -13,6 +13,7 @@ shown to differ); sanity flags under each table.
 import argparse
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -260,10 +261,28 @@ def latex(summary: pd.DataFrame, stat: str, which: str) -> str:
     return "\n".join(blocks)
 
 
-def build_and_write(results_dir: str, sweep: str | None = None, stat: str = "mean", which: str = "final",
-                    out_dir: str | None = None, with_plot: bool = True) -> str:
-    """Writes leaderboard.{md,csv,tex}, leaderboard_across_tasks.csv and the plots (harness/report/plots.py),
-    and returns the Markdown."""
+@dataclass
+class Board:
+    """Everything a leaderboard shows, assembled from one results folder's records."""
+
+    records: list[dict]  # the runs shown (a protocol's other search points left out)
+    problems: list[str]  # invalid record files, with their reasons
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    aggregates: pd.DataFrame
+    tuned: pd.DataFrame
+    stat: str
+    which: str
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self.summary["model"].unique())
+
+    def normalised(self) -> dict[str, pd.DataFrame]:
+        return {model: normalised_runs(self.runs, self.summary, model) for model in self.models}
+
+
+def assemble(results_dir: str, sweep: str | None = None, stat: str = "mean", which: str = "final") -> Board:
     records, problems = RecordStore(results_dir).load_all()
     if sweep:
         records = [r for r in records if r.get("sweep") == sweep]
@@ -273,21 +292,38 @@ def build_and_write(results_dir: str, sweep: str | None = None, stat: str = "mea
     models = sorted(summary["model"].unique())
     aggregates = pd.concat([across_tasks_frame(runs, summary, model) for model in models]) if models else \
         pd.DataFrame(columns=AGGREGATE_COLUMNS)
-    out = Path(out_dir or results_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    text = markdown(summary, aggregates, stat, which, problems, tuned)
-    (out / "leaderboard.md").write_text(text)
-    if not runs.empty:
-        columns = ["model", "method", "task", "metric", "split", "n", "items", "mean", "low", "high", "std", "median", "best",
+    return Board(records, problems, runs, summary, aggregates, tuned, stat, which)
+
+
+SUMMARY_COLUMNS = ["model", "method", "task", "metric", "split", "n", "items", "mean", "low", "high", "std", "median", "best",
                    *[f"{key}_{reference}" for reference in REFERENCES
                      for key in ("diff", "diff_low", "diff_high", "p", "p_holm", "mark", "p_better")],
                    "adapter_params", "adapter_params_initial", "backbone_params", "pct_backbone"]
-        summary[columns].to_csv(out / "leaderboard.csv", index=False, float_format="%.4f")
-        aggregates.drop(columns="higher_is_better").to_csv(out / "leaderboard_across_tasks.csv", index=False, float_format="%.4f")
-        (out / "leaderboard.tex").write_text(latex(summary, stat, which))
+
+
+def write_csvs(board: Board, out: Path) -> list[Path]:
+    """leaderboard.csv (one row per cell) and leaderboard_across_tasks.csv."""
+    paths = [out / "leaderboard.csv", out / "leaderboard_across_tasks.csv"]
+    board.summary[SUMMARY_COLUMNS].to_csv(paths[0], index=False, float_format="%.4f")
+    board.aggregates.drop(columns="higher_is_better").to_csv(paths[1], index=False, float_format="%.4f")
+    return paths
+
+
+def build_and_write(results_dir: str, sweep: str | None = None, stat: str = "mean", which: str = "final",
+                    out_dir: str | None = None, with_plot: bool = True) -> str:
+    """Writes leaderboard.{md,csv,tex}, leaderboard_across_tasks.csv and the plots (harness/report/plots.py),
+    and returns the Markdown."""
+    board = assemble(results_dir, sweep, stat, which)
+    out = Path(out_dir or results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(board.summary, board.aggregates, stat, which, board.problems, board.tuned)
+    (out / "leaderboard.md").write_text(text)
+    if not board.runs.empty:
+        write_csvs(board, out)
+        (out / "leaderboard.tex").write_text(latex(board.summary, stat, which))
         if with_plot:
-            plots.write_all(out, summary, aggregates, {model: normalised_runs(runs, summary, model) for model in models}, tuned)
-    for problem in problems:
+            plots.write_all(out, board.summary, board.aggregates, board.normalised(), board.tuned)
+    for problem in board.problems:
         print(f"warning: record {problem}", file=sys.stderr)
     return text
 
@@ -314,6 +350,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--which", choices=("final", "best"), default="final",
                         help="final evaluation, or the evaluation with the best validation score")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--site", default=None, metavar="DIR",
+                        help="also build the static web site into DIR (harness/report/site.py)")
     parser.add_argument("--paper", default=None, metavar="TABLE",
                         help="a published table (results/reference/TABLE.csv) beside our runs of sweep TABLE")
     args = parser.parse_args(argv)
@@ -329,6 +367,13 @@ def main(argv: list[str] | None = None) -> None:
             (Path(args.out) / f"paper_{args.paper}.md").write_text(text)
         else:
             text = build_and_write(args.results_dir or "results", args.sweep, args.stat, args.which, args.out, not args.no_plot)
+            if args.site:
+                from harness.report.site import build_site
+
+                if Path(args.site).resolve() == (official_dir() / "site").resolve():
+                    raise HarnessError(f"{args.site} holds the official site, written only by `python -m harness.tune sweep=official`")
+                print(f"site: {build_site(args.results_dir or 'results', args.site, args.sweep, args.stat, args.which)}",
+                      file=sys.stderr)
     except HarnessError as error:
         raise SystemExit(f"error: {error}") from None
     print(text)

@@ -10,6 +10,7 @@ validation_mismatched). Ours follows the table's own selection rule: `stat` over
 or median) of the `which` evaluation (final, or best = the epoch with the best validation score),
 ×100, with the number of seeds; "no runs" where there is none.
 """
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,7 @@ from harness.errors import HarnessError
 from harness.records import RecordStore, method_label
 from harness.report.leaderboard import runs_frame
 
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
 SELECTION = {"stat": ("mean", "median"), "which": ("final", "best")}
 
 
@@ -62,7 +63,16 @@ def cell(mine: dict | None) -> str:
     return f"{mine['centre']:.2f}{spread} (n={mine['n']})"
 
 
-def paper_markdown(table: str, results_dir: str, reference_dir: Path = REFERENCE_DIR) -> str:
+@dataclass
+class PaperView:
+    title: str
+    caption: str
+    table: pd.DataFrame
+    problems: list[str]
+
+
+def paper_view(table: str, results_dir: str, reference_dir: Path = REFERENCE_DIR) -> PaperView:
+    """A published table's rows with ours beside them (`paper_markdown`, and the site's paper pages)."""
     reference = reference_table(table, reference_dir)
     records, problems = RecordStore(results_dir).load_all()
     found = ours([r for r in records if r.get("sweep") == table], reference)
@@ -79,10 +89,15 @@ def paper_markdown(table: str, results_dir: str, reference_dir: Path = REFERENCE
         })
     first = reference.iloc[0]
     rules = ", ".join(sorted({f"{s} over seeds of the {w} evaluation" for s, w in zip(reference["stat"], reference["which"])}))
-    lines = [f"# {first['paper']}, {first['table']}: published vs ours", "",
-             f"Ours: records of sweep `{table}` in {results_dir}, ×100, by the table's rule ({rules}; n = seeds). "
-             f"Published protocol and source per row in results/reference/{table}.csv.", "",
-             pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), ""]
-    if problems:
-        lines += ["## Skipped record files", "", *[f"- {p}" for p in problems], ""]
+    return PaperView(f"{first['paper']}, {first['table']}: published vs ours",
+                     f"Ours: records of sweep `{table}` in {results_dir}, ×100, by the table's rule ({rules}; n = seeds). "
+                     f"Published protocol and source per row in results/reference/{table}.csv.",
+                     pd.DataFrame(rows), problems)
+
+
+def paper_markdown(table: str, results_dir: str, reference_dir: Path = REFERENCE_DIR) -> str:
+    view = paper_view(table, results_dir, reference_dir)
+    lines = [f"# {view.title}", "", view.caption, "", view.table.to_markdown(index=False, disable_numparse=True), ""]
+    if view.problems:
+        lines += ["## Skipped record files", "", *[f"- {p}" for p in view.problems], ""]
     return "\n".join(lines)
