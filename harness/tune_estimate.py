@@ -4,7 +4,8 @@ before every protocol run).
 Per cell: the runs left (search points not finished, then the other seeds at the pick) and their
 length (optimizer steps and evaluations, from the task's training-set size and the train config).
 Time per run = steps × the measured seconds per step + evaluations × the measured seconds per
-evaluation + the measured start-up, each the median over this cell's finished records (any lr or
+evaluation + the measured time outside both (plus the process's start before the record's clock, a
+stated constant), each the median over this cell's finished records (any lr or
 seed: the speed does not depend on them); cells without a record use the median of their (model,
 task)'s other cells, and cells without even that are counted as unknown. The estimate is of
 wall-clock time with the launcher the protocol runs with; two launchers halve neither the work nor
@@ -18,13 +19,16 @@ from harness.schema import TaskConfig, TrainConfig, parse_section
 from harness.train import plan_steps
 
 
+LAUNCH_SECONDS = 8.0  # a run's process before its record's clock starts: interpreter, imports, Hydra's multirun
+
+
 def rates(record: dict) -> tuple[float, float, float] | None:
     """(seconds per step, seconds per evaluation, seconds outside both) of a finished run."""
     cost = record.get("cost")
     if record["status"] != "success" or not cost or not cost.get("steps"):
         return None
-    evaluations = max(1, len(record["metrics"]["curve"]))
-    outside = cost["wall_seconds"] - cost["train_seconds"] - cost["eval_seconds"]
+    evaluations = max(1, len({point["step"] for point in record["metrics"]["curve"]}))  # a point per split per evaluation
+    outside = cost["wall_seconds"] - cost["train_seconds"] - cost["eval_seconds"] + LAUNCH_SECONDS
     return cost["train_seconds"] / cost["steps"], cost["eval_seconds"] / evaluations, outside
 
 
