@@ -34,13 +34,16 @@ def approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.Rand
     return floored.astype(int)
 
 
-def stratified_split(labels: list, seed: int, train_size: float | None = None,
+def stratified_split(labels: list, seed: int, train_size: float | int | None = None,
                      test_size: float | None = None) -> tuple[list[int], list[int]]:
     """Positions 0..n-1 split into (train, test) with each label's share kept, as
     `sklearn.model_selection.train_test_split(range(n), train_size=..., test_size=..., stratify=labels,
-    random_state=seed)` (give one of the two fractions)."""
+    random_state=seed)` (give one of the two; a fraction, or for train_size an int: that many examples)."""
     n = len(labels)
-    n_train = math.floor(train_size * n) if train_size is not None else n - math.ceil(test_size * n)
+    if isinstance(train_size, int):
+        n_train = train_size
+    else:
+        n_train = math.floor(train_size * n) if train_size is not None else n - math.ceil(test_size * n)
     n_test = n - n_train
     classes, y_indices, class_counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
     if class_counts.min() < 2 or min(n_train, n_test) < len(classes):
@@ -90,7 +93,7 @@ def limit_split(split: Split | ImageSplit, limit: int | None, seed: int, stratif
         raise HarnessError(f"task limit must be a positive number of examples or null, got {limit}")
     if stratify:
         try:
-            kept, _ = stratified_split(split.labels, seed, train_size=limit / len(split))
+            kept, _ = stratified_split(split.labels, seed, train_size=int(limit))
             return split.subset(sorted(kept))
         except ValueError:  # a class too small to split, or fewer examples than classes
             pass

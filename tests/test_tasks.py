@@ -137,6 +137,7 @@ def test_a_limited_training_set_is_a_fixed_stratified_subset():
     assert len(set(subset.texts)) == 200 and subset.texts == sorted(subset.texts, key=lambda t: int(t[0].split()[1]))
     regression = limit_split(Split(split.texts, [float(i) for i in range(1000)]), 200, 42, stratify=False)
     assert len(regression) == 200
+    assert len(limit_split(Split(split.texts[:335], labels[:335]), 50, 42, stratify=True)) == 50  # 50/335·335 < 50 in floats
     tiny = limit_split(split, 2, 42, stratify=True)  # fewer examples than classes: a seeded random subset
     assert len(tiny) == 2
     assert limit_split(split, None, 42, stratify=True) is split
