@@ -27,7 +27,7 @@ import pandas as pd
 from harness.provenance import code_version
 from harness.report import plots
 from harness.report.cells import REFERENCES
-from harness.report.leaderboard import Board, assemble, tuning_table, write_csvs
+from harness.report.leaderboard import Board, assemble, tuning_table, with_interval, write_csvs
 from harness.report.paper import REFERENCE_DIR, paper_view
 from harness.records import method_label
 
@@ -45,12 +45,12 @@ def escape(value) -> str:
 def page(title: str, body: str, depth: int, footer: str) -> str:
     """A whole HTML page; `depth` folders below the site's root (for the assets' relative paths)."""
     root = "../" * depth
+    plotly = f'<script src="{root}assets/plotly.min.js"></script>' if "data-plot=" in body else ""  # 4.8 MB: only where drawn
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<link rel="stylesheet" href="{root}assets/site.css"></head><body>'
             f'<nav><a href="{root}index.html">Leaderboard</a></nav><main><h1>{escape(title)}</h1>{body}</main>'
-            f'<footer>{footer}</footer><script src="{root}assets/plotly.min.js"></script>'
-            f'<script src="{root}assets/site.js"></script></body></html>\n')
+            f'<footer>{footer}</footer>{plotly}<script src="{root}assets/site.js"></script></body></html>\n')
 
 
 def footer_text() -> str:
@@ -95,8 +95,7 @@ def model_table(board: Board, model: str) -> str:
                 cells.append(f'<td data-task="{escape(task)}">—</td>')
         if method in aggregates.index:
             a = aggregates.loc[method]
-            interval = "" if pd.isna(a["mean_low"]) else f" [{a['mean_low']:.3f}, {a['mean_high']:.3f}]"
-            cells.append(number_cell(f"{a['mean']:.3f}{interval}", a["mean"]))
+            cells.append(number_cell(with_interval(a["mean"], a["mean_low"], a["mean_high"], 3), a["mean"]))
         else:
             cells.append("<td>—</td>")
         rows.append(f'<tr data-method="{escape(method)}">{"".join(cells)}</tr>')
