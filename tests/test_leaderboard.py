@@ -238,3 +238,18 @@ def test_the_paper_view_reads_the_committed_reference_tables_and_collection(tmp_
     assert text.startswith("# RAC-LoRA (Malinovsky et al. 2024), Table 3: published vs ours")
     assert "| mlp_mnist | full             | mnist5k_upper | accuracy | —                | 54,725          | 98.0 " in text
     assert "no runs" not in text
+
+
+def test_convergence_frame_measures_the_gap_in_the_better_direction():
+    from harness.report.leaderboard import convergence_frame
+    summary = pd.DataFrame({
+        "model": ["m"] * 4, "method": ["a", "b", "c", "d"], "task": ["t"] * 4, "n": [5] * 4,
+        "higher_is_better": [True, True, False, True],
+        "mean": [90.0, 90.0, 10.0, 90.0], "best_mean": [92.0, 91.0, 7.0, 93.0],
+        "low": [87.0, 89.8, 9.0, float("nan")], "high": [93.0, 90.2, 11.0, float("nan")]})
+    frame = convergence_frame(summary).set_index("method")
+    # a: gap 2 within half-width 3; b: gap 1 within the 1-point slack (half-width 0.2);
+    # c: lower is better, best 7 beats final 10 by 3 > max(1, 1); d: no interval, gap 3 > 1
+    assert frame["gap"].tolist() == [2.0, 1.0, 3.0, 3.0]
+    assert frame["allowed"].tolist() == [3.0, 1.0, 1.0, 1.0]
+    assert frame["converged"].tolist() == [True, True, False, False]

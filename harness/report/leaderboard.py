@@ -200,15 +200,43 @@ def flags(summary: pd.DataFrame, model: str, tuned: pd.DataFrame) -> list[str]:
     for row in part.itertuples():
         if row.n < most:
             found.append(f"{row.method} / {row.task}: {row.n} seed{'s' if row.n > 1 else ''}, fewer than the {most} of other cells")
-        half_width = (row.high - row.low) / 2 if not pd.isna(row.high) else 0.0
-        gap = (row.best_mean - row.mean) * (1 if row.higher_is_better else -1)
-        if gap > max(1.0, half_width):
-            found.append(f"{row.method} / {row.task}: not converged: final {row.mean:.2f} vs best {row.best_mean:.2f}")
+    for row in convergence_frame(part).itertuples():
+        if not row.converged:
+            found.append(f"{row.method} / {row.task}: not converged: final {row.final:.2f} vs best {row.best:.2f}")
     for _, row in tuned[tuned["model"] == model].iterrows() if not tuned.empty else []:
         if row["at edge"] and row["trials"] > 1:
             found.append(f"{row['method']} / {row['task']}: widen the grid: lr/head lr {row['lr']}/{row['head lr']} is at "
                          f"the edge of the {row['trials']} searched ({row['searched (lr/head lr)']})")
     return found
+
+
+CONVERGENCE_SLACK = 1.0  # points: a final score this close to the best counts as converged even where the interval is narrower
+
+
+def convergence_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per cell, the final evaluation against the best one (both seed means, the best taken where the
+    selection split peaked): `gap` is how much the best beats the final (in the metric's better direction),
+    `allowed` the larger of the cell's interval half-width and CONVERGENCE_SLACK, `converged` gap ≤ allowed."""
+    half_width = ((summary["high"] - summary["low"]) / 2).fillna(0.0)
+    sign = summary["higher_is_better"].map(lambda higher: 1 if higher else -1)
+    frame = summary[["model", "method", "task", "n"]].copy()
+    frame["final"], frame["best"] = summary["mean"], summary["best_mean"]
+    frame["gap"] = (summary["best_mean"] - summary["mean"]) * sign
+    frame["allowed"] = half_width.clip(lower=CONVERGENCE_SLACK)
+    frame["converged"] = frame["gap"] <= frame["allowed"]
+    return frame.reset_index(drop=True)
+
+
+def convergence_section(summary: pd.DataFrame) -> list[str]:
+    """The convergence evidence: how many cells ended within their interval (or 1 point) of their best."""
+    frame = convergence_frame(summary)
+    shown = frame.assign(**{column: frame[column].map(lambda value: f"{value:.2f}") for column in ("final", "best", "gap", "allowed")})
+    shown["converged"] = shown["converged"].map({True: "yes", False: "**no**"})
+    return ["## Convergence", "",
+            f"{int(frame['converged'].sum())} of {len(frame)} cells ({100 * frame['converged'].mean():.0f} %) end within their "
+            f"interval half-width (or {CONVERGENCE_SLACK:g} point) of their best evaluation: final = the score at the last "
+            "evaluation, best = the score at the evaluation where the selection split peaked (seed means); gap = best − final.", "",
+            shown.to_markdown(index=False, disable_numparse=True), ""]
 
 
 def markdown(summary: pd.DataFrame, aggregates: pd.DataFrame, stat: str, which: str, problems: list[str], tuned: pd.DataFrame) -> str:
@@ -234,6 +262,8 @@ def markdown(summary: pd.DataFrame, aggregates: pd.DataFrame, stat: str, which: 
                   "harness/lr_search.py), the same number for every method. E[max] k: the expected best selection score of "
                   "k trials drawn from those searched (Dodge et al. 2019), the tuning budget's return.", "",
                   tuning_table(tuned).to_markdown(index=False, disable_numparse=True), ""]
+    if not summary.empty:
+        parts += convergence_section(summary)
     if problems:
         parts += ["## Skipped record files", "", *[f"- {p}" for p in problems], ""]
     return "\n".join(parts).rstrip() + "\n"
@@ -302,10 +332,11 @@ SUMMARY_COLUMNS = ["model", "method", "task", "metric", "split", "n", "items", "
 
 
 def write_csvs(board: Board, out: Path) -> list[Path]:
-    """leaderboard.csv (one row per cell) and leaderboard_across_tasks.csv."""
-    paths = [out / "leaderboard.csv", out / "leaderboard_across_tasks.csv"]
+    """leaderboard.csv (one row per cell), leaderboard_across_tasks.csv and convergence.csv (final vs best per cell)."""
+    paths = [out / "leaderboard.csv", out / "leaderboard_across_tasks.csv", out / "convergence.csv"]
     board.summary[SUMMARY_COLUMNS].to_csv(paths[0], index=False, float_format="%.4f")
     board.aggregates.drop(columns="higher_is_better").to_csv(paths[1], index=False, float_format="%.4f")
+    convergence_frame(board.summary).to_csv(paths[2], index=False, float_format="%.4f")
     return paths
 
 
