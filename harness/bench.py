@@ -11,7 +11,8 @@ shape it measures, through the training loop's own step (`harness.train.StepRunn
   embeddings, which is the least any adapter inside the network costs); ratios method/limit and
   method/full;
 - for LoRA, DoRA and AdaLoRA, Hugging Face PEFT's implementation with the same settings on the same
-  model and batch (ratio ours/PEFT).
+  model and batch (ratio ours/PEFT);
+- PEFT's other tuners through the bridge (`peft/<tuner>`, conf/method/peft/), each with its config's defaults.
 Methods are timed in rounds (every method once per round, in a shuffled order, `--rounds` rounds) so
 that slow drifts of the machine hit all of them alike. The table is printed and written to results/bench/<device>.md.
 `--overhead` also times the default run (`python -m harness`) and reports the share of its wall time
@@ -360,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per method per round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method first")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--methods", default="all", help="comma-separated, or all (the text methods)")
+    parser.add_argument("--methods", default="all", help="comma-separated (e.g. lora,peft/vera), or all (the text methods and the PEFT bridge's configs)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", help="auto | fp32 | bf16")
     parser.add_argument("--no-peft", action="store_true")
@@ -373,7 +374,8 @@ def main(argv: list[str] | None = None) -> None:
     device = pick_device(args.device)
     dtype = autocast_dtype(args.precision, device)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        available = [m for m in group_options()["method"] if "/" not in m and m != "projection"]
+        options = group_options()["method"]  # ours (top level, convolution-only projection aside), then PEFT's tuners through the bridge
+        available = [m for m in options if "/" not in m and m != "projection"] + [m for m in options if m.startswith("peft/")]
         methods = available if args.methods == "all" else args.methods.split(",")
         total = args.warmup + args.rounds * args.steps
         labels = contender_labels(methods, not args.no_peft)

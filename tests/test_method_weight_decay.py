@@ -28,6 +28,9 @@ DECAYED = {  # (method, config values) → {parameter name suffix: decayed?}
     ("head", ()): HEAD_TRAINER,
     ("projection", ()): {"gates": False, **HEAD_TRAINER},
     ("projection", (("train_bn", True),)): {"gates": False, "weight": False, "bias": False, **HEAD_TRAINER},  # BatchNorm
+    # the PEFT bridge: HF Trainer's rule, as PEFT's own training scripts (Trainer) apply it
+    ("peft", (("peft_type", "VERA"), ("targets", ("query", "value")))): {"vera_lambda_b.default": True, "vera_lambda_d.default": True, **HEAD_TRAINER},
+    ("peft", (("peft_type", "LORA"), ("targets", ("query", "value")))): {"lora_A.default.weight": True, "lora_B.default.weight": True, **HEAD_TRAINER},
 }
 FULL_BERT_UNDECAYED = ("bias", "LayerNorm.weight")  # every other tensor of the backbone is a weight matrix or an embedding
 

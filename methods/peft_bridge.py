@@ -1,0 +1,152 @@
+"""Any Hugging Face PEFT tuner as a harness method (`method=peft/<name>`, conf/method/peft/).
+
+The tuner is PEFT's own code: its config class (`peft_type`, e.g. VERA, LOHA, OFT) is built from
+`options` (the config's keyword arguments, checked against the class's fields) with
+`target_modules` = the modules that `method.targets` matches here (full names, resolved by the
+harness's matcher, so a pattern that matches nothing fails with the model's module names), and
+PEFT's tuner class injects its layers into the model in place (no PeftModel wrapper, so parameter
+names, the task head and the training loop stay the harness's). The task head is trained by the
+harness, never put in PEFT's `modules_to_save`; the adapter count is every trainable tensor PEFT
+added (shared tensors such as VeRA's or VB-LoRA's counted once, frozen random projections not at all).
+Merging is PEFT's `merge_adapter` (each tuner layer's `merge`), where the tuner can merge.
+
+Formula and parameter count: those of the PEFT tuner named (see its config's `peft_type` and the
+paper cited in its YAML); nothing is re-implemented here.
+
+Driven tuners are those whose layers act on their own: prompt-learning types (virtual tokens),
+ADALORA (needs PEFT's step hook and loss; use `method=adalora`, equal to PEFT's), XLORA and POLY
+(need their own model wrapper or task ids) are refused with the list of the types that work.
+"""
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from torch import nn
+
+from harness.errors import HarnessError
+from methods.base import Method, MethodConfig
+from methods.inject import is_under, match_targets
+from methods.registry import register
+
+# Types that need more than injected layers: a step hook and extra loss (ADALORA), a wrapper model
+# (XLORA), task ids at forward time (POLY), a whole-model hook (ADAPTION_PROMPT).
+NOT_DRIVEN = {"ADALORA": "it prunes ranks in a step hook and adds a loss: use method=adalora (equal to PEFT's)",
+              "XLORA": "it needs PEFT's XLoraModel wrapper around the model",
+              "POLY": "it needs task ids at every forward",
+              "ADAPTION_PROMPT": "it rewrites Llama attention modules (prompt learning)"}
+# Keyword arguments the harness sets itself: targets from method.targets, the head kept out of PEFT.
+HARNESS_SET = {"target_modules": "method.targets", "modules_to_save": "the harness trains the task head itself",
+               "task_type": "the harness builds the model and its head", "peft_type": "method.peft_type",
+               "inference_mode": "the harness trains", "base_model_name_or_path": "the harness loads the model",
+               "revision": "the harness loads the model"}
+# Keyword arguments that name modules: resolved like method.targets into full module names.
+MODULE_LIST_OPTIONS = ("feedforward_modules",)
+
+
+@dataclass
+class PeftBridgeConfig(MethodConfig):
+    name: str = "peft"
+    peft_type: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    # Where the model starts: "exact" at W0's outputs; "near" them (a small random init on both factors,
+    # VB-LoRA's bank); "away" (the paper's init changes the outputs: FourierFT's spectrum, C3A's kernels)
+    start: str = "exact"
+
+    def __post_init__(self):
+        if self.start not in STARTS:
+            raise HarnessError(f"method.start must be one of {', '.join(STARTS)}, got '{self.start}'")
+        config_class(self)  # type and option names checked with the config, before any model is loaded
+
+
+STARTS = ("exact", "near", "away")
+
+
+def driven_types() -> list[str]:
+    """PEFT types the bridge drives: layer tuners, not prompt learning, not NOT_DRIVEN."""
+    from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+
+    return sorted(kind.value for kind in PEFT_TYPE_TO_TUNER_MAPPING if kind not in NOT_DRIVEN and not is_prompt_learning(kind))
+
+
+def is_prompt_learning(kind: str) -> bool:
+    from peft import PromptLearningConfig
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    return issubclass(PEFT_TYPE_TO_CONFIG_MAPPING[kind], PromptLearningConfig)
+
+
+def label(cfg: "PeftBridgeConfig") -> str:
+    """The bridged config's name in messages: peft/<variant>."""
+    return f"peft/{cfg.variant or cfg.peft_type.lower()}"
+
+
+def config_class(cfg: "PeftBridgeConfig"):
+    """PEFT's config class for cfg.peft_type, with cfg.options checked against its fields: one-line
+    errors for unknown or undriven types, unknown keyword arguments and those the harness sets."""
+    from peft import PeftType
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    kind, where = cfg.peft_type.upper(), label(cfg)
+    if kind not in PeftType.__members__:
+        raise HarnessError(f"{where}: unknown method.peft_type '{cfg.peft_type}'; PEFT {_peft_version()} has: {', '.join(driven_types())}")
+    if kind in NOT_DRIVEN:
+        raise HarnessError(f"{where}: PEFT type {kind} is not driven by the bridge ({NOT_DRIVEN[kind]}); it drives: {', '.join(driven_types())}")
+    if is_prompt_learning(kind):
+        raise HarnessError(f"{where}: PEFT type {kind} is prompt learning (virtual tokens, no adapted layers); "
+                           f"the bridge drives: {', '.join(driven_types())}")
+    found = PEFT_TYPE_TO_CONFIG_MAPPING[kind]
+    accepted = [f.name for f in fields(found) if f.name not in HARNESS_SET and f.name not in ("peft_version", "auto_mapping")]
+    for key in cfg.options:
+        if key in HARNESS_SET:
+            raise HarnessError(f"{where}: method.options.{key} is set by the harness ({HARNESS_SET[key]}); remove it")
+        if key not in accepted:
+            raise HarnessError(f"{where}: {found.__name__} has no option '{key}'; it accepts: {', '.join(accepted)}")
+    return found
+
+
+def peft_config(cfg: "PeftBridgeConfig", targets: list[str], module_options: dict[str, list[str]]):
+    """PEFT's config object: cfg.options, targets (full module names) and the resolved module lists."""
+    found = config_class(cfg)
+    try:
+        return found(target_modules=targets, **{**cfg.options, **module_options})
+    except (TypeError, ValueError) as error:
+        raise HarnessError(f"{label(cfg)}: {found.__name__}: {str(error).strip().splitlines()[0]}") from None
+
+
+def _peft_version() -> str:
+    import peft
+
+    return peft.__version__
+
+
+@register
+class PeftBridge(Method):
+    name = "peft"
+    Config = PeftBridgeConfig
+
+    def __init__(self, model: nn.Module, cfg: PeftBridgeConfig, head_modules: list[str]):
+        self.exact_identity_at_init = cfg.start == "exact"
+        super().__init__(model, cfg, head_modules)
+
+    def apply(self) -> None:
+        from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+
+        every_module = (nn.Module,)  # PEFT says which module types its tuner supports
+        where = label(self.cfg)
+        targets = match_targets(self.model, self.cfg.targets, self.head_modules, every_module, method=where)
+        module_options = {key: match_targets(self.model, list(self.cfg.options[key]), self.head_modules, every_module,
+                                             method=f"{where} options.{key}")
+                          for key in MODULE_LIST_OPTIONS if key in self.cfg.options}
+        config = peft_config(self.cfg, targets, module_options)
+        try:
+            self.tuner = PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type](self.model, config, adapter_name="default")
+        except (TypeError, ValueError, NotImplementedError) as error:
+            raise HarnessError(f"{where}: PEFT could not apply {type(config).__name__}: {str(error).strip().splitlines()[0]}") from None
+        for name, param in self.model.named_parameters():  # PEFT froze everything but its adapters
+            if is_under(name, self.head_modules):
+                param.requires_grad_(True)
+
+    def merge(self) -> None:
+        try:
+            self.tuner.merge_adapter()
+        except (TypeError, ValueError, NotImplementedError, AttributeError) as error:
+            raise HarnessError(f"{label(self.cfg)}: PEFT cannot merge this tuner: {str(error).strip().splitlines()[0]}") from None
