@@ -133,6 +133,7 @@ def fine_tune(cfg: DictConfig, record: dict, logger, store: RecordStore) -> None
     record["cost"] = {
         "train_seconds": round(outcome.train_seconds, 3),
         "eval_seconds": round(outcome.eval_seconds, 3),
+        "init_seconds": round(outcome.init_seconds, 3),
         "wall_seconds": round(time.perf_counter() - wall_started, 3),
         "steps": outcome.steps,
         "examples_per_second": round(outcome.examples / max(outcome.train_seconds, 1e-9), 2),

@@ -1,6 +1,8 @@
 """The training loop, top to bottom (no HF Trainer).
 
-`method.start(total_steps, optimizer)` first; then per optimizer step: `method.train_mode()` (train
+`method.initialise(loss_of, batches)` first for methods that start from data (LoRA-GA: its
+`init_batches` first batches of the seeded order, which training then uses as usual), then
+`method.start(total_steps, optimizer)`; then per optimizer step: `method.train_mode()` (train
 mode, except BatchNorm layers with frozen parameters), `grad_accum` micro-batches (seeded order),
 each forward under autocast when on a GPU, loss = task loss + method.extra_loss(), scaled by
 1/grad_accum, backward; then gradient clipping, optimizer.step(), scheduler.step(),
@@ -64,8 +66,9 @@ class Outcome:
     best_outputs: dict = field(default_factory=dict)  # ... at the best one
     steps: int = 0
     examples: int = 0
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # the method's initialisation pass included
     eval_seconds: float = 0.0
+    init_seconds: float = 0.0
 
 
 def is_better(value: float, best: float | None, higher_is_better: bool) -> bool:
@@ -142,9 +145,17 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
         if is_better(score, best_score, task.higher_is_better):
             best_score, outcome.best, outcome.best_step, outcome.best_outputs = score, values, step, outputs
 
+    started = time.perf_counter()
+    if method.init_batches:
+        def loss_of(batch: dict) -> torch.Tensor:
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                return model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()}).loss
+
+        first = batch_indices(len(encoded["train"]), cfg.batch_size, run.seed)  # the run's own first batches
+        method.initialise(loss_of, (encoded["train"].batch(next(first)[1], pad_id) for _ in range(method.init_batches)))
+        outcome.init_seconds = time.perf_counter() - started
     method.start(plan.total_steps, optimizer)
     bar = tqdm(total=plan.total_steps, desc=f"{method.name}/{task.name}", disable=not progress, leave=False)
-    started = time.perf_counter()
     for step in range(1, plan.total_steps + 1):
         micro = [next(batches) for _ in range(cfg.grad_accum)]
         epoch = micro[-1][0]

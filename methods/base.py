@@ -5,7 +5,7 @@ injects its modules (`apply`) and then answers the loop's questions: optimizer g
 the step-end hook, merging, and parameter counts for the run record.
 """
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Optional
+from typing import Callable, ClassVar, Iterable, Literal, Optional
 
 import torch
 from torch import nn
@@ -107,6 +107,13 @@ class Method:
                 if chosen:
                     groups.append({"params": chosen, "lr": lr, "weight_decay": train.weight_decay if decay else 0.0})
         return groups
+
+    init_batches: int = 0  # training batches `initialise` reads before step 1 (0: it is not called)
+
+    def initialise(self, loss_of: Callable[[dict], torch.Tensor], batches: Iterable[dict]) -> None:
+        """A data-dependent start, before `start` (LoRA-GA's gradient): `batches` are the first
+        `init_batches` batches of the run's training order and `loss_of(batch)` their task loss (on the
+        device, under the run's autocast)."""
 
     def start(self, total_steps: int, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
         """Called once before the first optimizer step with the loop's total number of steps and its

@@ -16,6 +16,7 @@ HEAD_TRAINER = {"classifier.weight": True, "classifier.bias": False}
 HEAD_ALL = {"classifier.weight": True, "classifier.bias": True}
 DECAYED = {  # (method, config values) → {parameter name suffix: decayed?}
     ("lora", ()): {"lora_A": True, "lora_B": True, **HEAD_TRAINER},
+    ("lora_ga", ()): {"lora_A": True, "lora_B": True, **HEAD_TRAINER},  # trained through HF Trainer, as LoRA
     ("dora", ()): {"lora_A": True, "lora_B": True, "magnitude": True, **HEAD_TRAINER},
     ("adalora", ()): {"lora_A": True, "lora_E": True, "lora_B": True, **HEAD_TRAINER},
     ("lora_xs", ()): {"lora_R": True, **HEAD_ALL},
