@@ -48,7 +48,7 @@ def model_inputs(task, run, cache_dir) -> tuple[dict, int, int]:
         model = run.model
         return {name: PixelSplit.from_split(split, model.image_size, model.channels, model.mean, model.std)
                 for name, split in task.splits.items()}, 0, 0
-    from harness.models import load_tokenizer, max_positions
+    from harness.models.text import load_tokenizer, max_positions
 
     tokenizer = load_tokenizer(run.model)
     positions = max_positions(run.model)

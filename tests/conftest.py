@@ -51,7 +51,7 @@ def tiny_cnn(num_labels: int = 3, seed: int = 0):
     from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding, Conv2dStaticSamePadding
     from torch import nn
 
-    from harness.vision import ImageClassifier
+    from harness.models.vision import ImageClassifier
 
     torch.manual_seed(seed)
     backbone = nn.Sequential(

@@ -1,6 +1,6 @@
-"""Loading a sequence-classification model and its tokenizer: hub id, local directory or packaged
-path (`pkg://...`) through the same transformers calls; or a random init from a config (tests).
-Image models (model.kind other than text) come from harness/vision.py."""
+"""Text encoders (model.kind text): a transformers sequence classifier and its tokenizer from a hub
+id, a local directory or a packaged path (`pkg://...`) through the same transformers calls; or a
+random init from a config (tests)."""
 from pathlib import Path
 
 import transformers
@@ -43,12 +43,8 @@ def max_positions(cfg) -> int | None:
     return config.max_position_embeddings - offset
 
 
-def load_model(cfg, num_labels: int):
-    """The model with a fresh task head of `num_labels` outputs (1: regression)."""
-    if cfg.is_image:
-        from harness.vision import IMAGE_MODELS
-
-        return IMAGE_MODELS[cfg.kind](cfg, num_labels)
+def sequence_classifier(cfg, num_labels: int):
+    """The encoder with a fresh task head of `num_labels` outputs (1: regression)."""
     path = model_path(cfg.path)
     problem = "regression" if num_labels == 1 else "single_label_classification"
     try:

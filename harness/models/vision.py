@@ -12,7 +12,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from harness.assets import resolve_path
 from harness.errors import HarnessError, one_line
-from harness.mnist_mlp import pretrained_mlp
+from harness.models.mnist_mlp import pretrained_mlp
 
 
 class ImageClassifier(nn.Module):
