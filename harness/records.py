@@ -60,6 +60,8 @@ def semantic_config(config: dict) -> dict:
     config = copy.deepcopy(config)
     for key in NON_SEMANTIC_KEYS:
         config.pop(key, None)
+    if isinstance(config.get("model"), dict):  # the role map only names targets; their resolved patterns are in method.targets
+        config["model"].pop("roles", None)
     return config
 
 

@@ -106,6 +106,7 @@ class ModelConfig:
     channels: int = 3
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # ImageNet normalisation
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    roles: dict[str, Any] = field(default_factory=dict)  # role -> module-name pattern(s) (harness/roles.py)
 
     def __post_init__(self):
         require(self.kind in MODEL_KINDS, f"model.kind '{self.kind}' unknown; allowed: {', '.join(MODEL_KINDS)}")

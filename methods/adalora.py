@@ -31,14 +31,14 @@ from torch import nn
 from harness.errors import HarnessError
 from harness.schema import require
 from methods.budget import BudgetConfig, BudgetMethod, TripletLinear, schedule_steps
-from methods.inject import BERT_LAYER_LINEARS
+from methods.inject import bert_targets
 from methods.registry import register
 
 
 @dataclass
 class AdaLoraConfig(BudgetConfig):
     name: str = "adalora"
-    targets: list[str] = field(default_factory=lambda: list(BERT_LAYER_LINEARS))
+    targets: list[str] = field(default_factory=lambda: bert_targets("q", "k", "v", "o", "ffn_in", "ffn_out"))
     alpha: float = 32.0
     beta1: float = 0.85
     beta2: float = 0.85

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.inject import FFN_OUTPUT
+from methods.inject import bert_targets
 from methods.lora import LoRA, LoraConfig, LoRALinear
 from methods.registry import register
 
@@ -28,7 +28,7 @@ from methods.registry import register
 @dataclass
 class DoraConfig(LoraConfig):
     name: str = "dora"
-    targets: list[str] = field(default_factory=lambda: ["query", "key", "value", "intermediate.dense", FFN_OUTPUT])
+    targets: list[str] = field(default_factory=lambda: bert_targets("q", "k", "v", "ffn_in", "ffn_out"))
     r: int = 16
     alpha: float = 32.0
     dropout: float = 0.05

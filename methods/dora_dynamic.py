@@ -33,14 +33,14 @@ from torch import nn
 from harness.errors import HarnessError
 from harness.schema import require
 from methods.budget import BudgetConfig, BudgetMethod, TripletLinear
-from methods.inject import BERT_LAYER_LINEARS
+from methods.inject import bert_targets
 from methods.registry import register
 
 
 @dataclass
 class DoraDynamicConfig(BudgetConfig):
     name: str = "dora_dynamic"
-    targets: list[str] = field(default_factory=lambda: list(BERT_LAYER_LINEARS))
+    targets: list[str] = field(default_factory=lambda: bert_targets("q", "k", "v", "o", "ffn_in", "ffn_out"))
     alpha: float = 8.0
     dropout: float = 0.1
     beta: float = 0.9

@@ -14,10 +14,14 @@ from torch.func import functional_call
 
 from harness.errors import HarnessError
 
-# BERT-family module names: the FFN's down projection (not attention.output.dense), and the six
-# linear maps of a layer (Wq, Wk, Wv, Wo, Wf1, Wf2) that AdaLoRA and dynamic DoRA adapt.
-FFN_OUTPUT = r"re:.*\.layer\.\d+\.output\.dense"
-BERT_LAYER_LINEARS = ("query", "key", "value", "attention.output.dense", "intermediate.dense", FFN_OUTPUT)
+# BERT-family module names by role (conf/model/<bert-like>.yaml's `roles`; method YAMLs name roles):
+# the config dataclasses' default targets, for methods built in code on a BERT (tests, notebooks).
+BERT_ROLES = {"q": "query", "k": "key", "v": "value", "o": "attention.output.dense", "ffn_in": "intermediate.dense",
+              "ffn_out": r"re:.*\.layer\.\d+\.output\.dense"}  # the FFN's down projection, not attention.output.dense
+
+
+def bert_targets(*roles: str) -> list[str]:
+    return [BERT_ROLES[role] for role in roles]
 
 
 def is_under(name: str, prefixes: list[str]) -> bool:

@@ -24,7 +24,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 from methods.base import LayerMethod
-from methods.inject import run_with
+from methods.inject import bert_targets, run_with
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register
 
@@ -32,7 +32,7 @@ from methods.registry import register
 @dataclass
 class LoraConfig(LowRankConfig):
     name: str = "lora"
-    targets: list[str] = field(default_factory=lambda: ["query", "value"])
+    targets: list[str] = field(default_factory=lambda: bert_targets("q", "v"))
     rslora: bool = False
 
 

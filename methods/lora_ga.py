@@ -32,7 +32,7 @@ from torch import nn
 from harness.errors import HarnessError
 from harness.schema import require
 from methods.base import LayerMethod
-from methods.inject import BERT_LAYER_LINEARS
+from methods.inject import bert_targets
 from methods.lora import LoRALinear, LoraConfig
 from methods.lowrank import check_rank
 from methods.registry import register
@@ -44,7 +44,7 @@ STYLES = ("reference", "peft")
 @dataclass
 class LoraGAConfig(LoraConfig):
     name: str = "lora_ga"
-    targets: list[str] = field(default_factory=lambda: list(BERT_LAYER_LINEARS))
+    targets: list[str] = field(default_factory=lambda: bert_targets("q", "k", "v", "o", "ffn_in", "ffn_out"))
     alpha: float = 16.0
     rslora: bool = True
     grad_batches: int = 8

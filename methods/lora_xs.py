@@ -20,6 +20,7 @@ from torch import nn
 
 from harness.schema import require
 from methods.base import LayerMethod
+from methods.inject import bert_targets
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register
 
@@ -27,7 +28,7 @@ from methods.registry import register
 @dataclass
 class LoraXSConfig(LowRankConfig):
     name: str = "lora_xs"
-    targets: list[str] = field(default_factory=lambda: ["query", "value", "attention.output.dense", "output.dense"])
+    targets: list[str] = field(default_factory=lambda: bert_targets("q", "v", "o", "ffn_out"))
     r: int = 16
     alpha: float = 16.0
     dropout: float = 0.0

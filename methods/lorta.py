@@ -29,7 +29,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 from methods.base import LayerMethod
-from methods.inject import inject, match_targets, pattern_matches
+from methods.inject import bert_targets, inject, match_targets, pattern_matches
 from methods.lowrank import AdditiveLayer, LowRankConfig
 from methods.registry import register
 
@@ -39,7 +39,7 @@ LAYER_INDEX = re.compile(r"(?:^|\.)(\d+)\.")
 @dataclass
 class LortaConfig(LowRankConfig):
     name: str = "lorta"
-    targets: list[str] = field(default_factory=lambda: ["query", "key", "value", "attention.output.dense"])
+    targets: list[str] = field(default_factory=lambda: bert_targets("q", "k", "v", "o"))
     alpha: float = 1.0
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from harness.errors import HarnessError
 from harness.schema import require
 from methods.base import LayerMethod
+from methods.inject import bert_targets
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register
 
@@ -28,7 +29,7 @@ from methods.registry import register
 @dataclass
 class MeloraConfig(LowRankConfig):
     name: str = "melora"
-    targets: list[str] = field(default_factory=lambda: ["query", "value"])
+    targets: list[str] = field(default_factory=lambda: bert_targets("q", "v"))
     r: int = 8
     n: int = 2
     alpha: float = 16.0

@@ -30,6 +30,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.schema import require
+from methods.inject import bert_targets
 from methods.lora import LoRA, LoraConfig, LoRALinear
 from methods.lowrank import check_rank
 from methods.registry import register
@@ -40,7 +41,7 @@ FROZEN = ("A", "B", "none")
 @dataclass
 class RacLoraConfig(LoraConfig):
     name: str = "rac_lora"
-    targets: list[str] = field(default_factory=lambda: ["query", "value"])
+    targets: list[str] = field(default_factory=lambda: bert_targets("q", "v"))
     frozen: str = "A"
     gaussian: Optional[str] = None  # frozen: none only: the factor drawn N(0, init_std²) each link (null: LoRA's init)
     links: int = 4

@@ -33,13 +33,13 @@ from torch import nn
 from harness.errors import HarnessError
 from harness.schema import require
 from methods.base import LayerMethod, MethodConfig
-from methods.inject import FFN_OUTPUT, replace_module
+from methods.inject import bert_targets, replace_module
 from methods.lowrank import AdditiveLayer
 from methods.registry import register
 from methods.structured import STRUCTURES, build_structure
 
 PLACEMENTS = ("lora", "adapter")
-DEFAULT_TARGETS = {"lora": ["query", "value"], "adapter": ["attention.output.dense", FFN_OUTPUT]}
+DEFAULT_TARGETS = {"lora": bert_targets("q", "v"), "adapter": bert_targets("o", "ffn_out")}  # on a BERT; conf/method/surm.yaml names roles
 ACTIVATIONS = {"gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "identity": nn.Identity}
 
 

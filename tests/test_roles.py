@@ -1,0 +1,86 @@
+"""The role map (harness/roles.py): method YAMLs name roles, each model config maps them to its
+module names, and the composed config (and so the run key) holds the resolved patterns."""
+import pytest
+from omegaconf import OmegaConf
+
+from harness.errors import HarnessError
+from harness.preflight import group_options
+from harness.records import run_key
+from harness.roles import resolve_roles
+from methods import build_method
+
+BERT_FFN_OUT = r"re:.*\.layer\.\d+\.output\.dense"
+
+
+def targets(make_config, *overrides):
+    return OmegaConf.to_container(make_config(*overrides, quick=False).method, resolve=True)["targets"]
+
+
+@pytest.mark.parametrize("model, method, expected", [
+    ("minilm", "lora", ["query", "value"]),
+    ("minilm", "dora", ["query", "key", "value", "intermediate.dense", BERT_FFN_OUT]),
+    ("minilm", "adalora", ["query", "key", "value", "attention.output.dense", "intermediate.dense", BERT_FFN_OUT]),
+    ("minilm", "lorta", ["query", "key", "value", "attention.output.dense"]),
+    ("minilm", "lora_xs", ["query", "value", "attention.output.dense", BERT_FFN_OUT]),
+    ("deberta_v3_base", "lora", ["query_proj", "value_proj"]),
+    ("roberta_base", "dora_dynamic", ["query", "key", "value", "attention.output.dense", "intermediate.dense", BERT_FFN_OUT]),
+    ("efficientnet_lite0", "lora", ["re:.*_(expand|project)_conv", "_conv_head"]),  # no attention: the model's default role
+    ("mlp_mnist", "rac_lora", ["l1", "l2", "l3"]),
+])
+def test_method_targets_resolve_to_the_model_s_modules(make_config, model, method, expected):
+    assert targets(make_config, f"method={method}", f"model={model}") == expected
+
+
+def test_every_method_config_composes_on_every_model_with_roles(make_config):
+    """Each method YAML that names roles resolves on every model (a role the model lacks falls back to its
+    default role, or fails with one line)."""
+    for model in group_options()["model"]:
+        for method in group_options()["method"]:
+            cfg = make_config(f"method={method}", f"model={model}", quick=False)
+            roles = cfg.model.get("roles") or {}
+            try:
+                resolved = OmegaConf.to_container(cfg.method, resolve=True)["targets"]
+            except Exception as error:  # a model without the roles asked and without a default role
+                assert "has no role" in str(error) and "default" not in roles, (model, method, error)
+                continue
+            assert isinstance(resolved, list)
+
+
+def test_the_role_map_stays_out_of_the_run_key(make_config):
+    """The key is the same whether targets came from roles or were typed: the record holds the resolved
+    patterns, and the map itself is not part of what was trained."""
+    by_role = OmegaConf.to_container(make_config("method=lora"), resolve=True)
+    typed = OmegaConf.to_container(make_config("method=lora", "method.targets=[query,value]"), resolve=True)
+    renamed = OmegaConf.to_container(make_config("method=lora", "method.targets=[query,value]", "model.roles.q=other"), resolve=True)
+    assert by_role["method"]["targets"] == typed["method"]["targets"] == ["query", "value"]
+    assert run_key(by_role) == run_key(typed) == run_key(renamed)
+
+
+def test_a_missing_role_is_one_line_naming_the_model_s_roles():
+    root = OmegaConf.create({"model": {"name": "m", "roles": {"q": "wq", "v": ["wv"]}}})
+    assert resolve_roles("q", "v", _root_=root) == ["wq", "wv"]
+    with pytest.raises(HarnessError) as error:
+        resolve_roles("q", "k", _root_=root)
+    assert str(error.value) == ("model 'm' has no role k (method targets ${roles:q,k}); its roles: q, v; give method.targets "
+                                "as module-name patterns")
+    fallback = OmegaConf.create({"model": {"name": "cnn", "roles": {"default": ["conv1", "conv2"]}}})
+    assert resolve_roles("q", "v", _root_=fallback) == ["conv1", "conv2"]
+
+
+def test_lora_runs_on_the_cnn_without_target_overrides(make_config):
+    """`method=lora model=efficientnet_lite0` needed a regex before the role map; now LoRA adapts the
+    model's 32 1×1 convolutions: r·(C_in + C_out) each (a 1×1 kernel)."""
+    from torch import nn
+
+    from harness.models import load_model
+    from harness.schema import parse_settings
+
+    cfg = make_config("method=lora", "model=efficientnet_lite0", "task=digits", quick=False)
+    model = load_model(parse_settings(cfg).model, 10)
+    method = build_method(model, cfg.method, ["classifier"])
+    assert len(method.layers) == 32
+    assert all(layer.base.kernel_size == (1, 1) for layer in method.layers.values())
+    r = cfg.method.r
+    assert method.param_counts()["adapter"] == sum(r * (layer.base.in_channels + layer.base.out_channels)
+                                                   for layer in method.layers.values())
+    assert all(isinstance(layer.base, nn.Conv2d) and layer.base.groups == 1 for layer in method.layers.values())
