@@ -48,10 +48,10 @@ def model_inputs(task, run, cache_dir) -> tuple[dict, int, int]:
         model = run.model
         return {name: PixelSplit.from_split(split, model.image_size, model.channels, model.mean, model.std)
                 for name, split in task.splits.items()}, 0, 0
-    from harness.models.text import load_tokenizer, max_positions
+    from harness.models import load_tokenizer, max_positions
 
-    tokenizer = load_tokenizer(run.model)
-    positions = max_positions(run.model)
+    tokenizer = load_tokenizer(run.model, cache_dir)
+    positions = max_positions(run.model, cache_dir)
     if positions is not None and run.task.max_length > positions:
         raise HarnessError(f"task.max_length={run.task.max_length} exceeds the {positions} positions of model "
                            f"'{run.model.name}'; allowed: 2 to {positions}")
@@ -96,7 +96,7 @@ def fine_tune(cfg: DictConfig, record: dict, logger, store: RecordStore) -> None
     task = load_task(run.task)
     encoded, cache_hits, pad_id = model_inputs(task, run, cfg.get("cache_dir"))
     seed_everything(run.seed)
-    model = load_model(run.model, task.num_labels)
+    model = load_model(run.model, task.num_labels, cfg.get("cache_dir"))
     method = build_method(model, cfg.method, run.model.head_modules)
     model.to(device)
     initial_counts = method.param_counts()

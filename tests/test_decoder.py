@@ -1,0 +1,74 @@
+"""Decoder language models (harness/models/decoder.py) as sequence classifiers, and what each method
+does on the Llama layout with grouped-query attention (a tiny random Llama: 4 query heads, 2 key/value
+heads, so k_proj and v_proj map 32 → 16)."""
+import pytest
+import torch
+
+from harness.errors import HarnessError
+from harness.models import load_model, load_tokenizer, max_positions
+from harness.schema import parse_settings
+from methods import build_method
+
+
+def tiny_llama(make_config, *overrides):
+    cfg = make_config("model=tiny_llama", *overrides, quick=False)
+    settings = parse_settings(cfg)
+    torch.manual_seed(0)
+    return cfg, settings, load_model(settings.model, 3).eval()
+
+
+BATCH = {"input_ids": torch.randint(1, 1000, (2, 7), generator=torch.Generator().manual_seed(0)),
+         "attention_mask": torch.ones(2, 7, dtype=torch.long)}
+
+
+def test_tiny_llama_has_grouped_query_attention_and_a_fresh_score_head(make_config):
+    _, settings, model = tiny_llama(make_config)
+    attention = model.model.layers[0].self_attn
+    assert (attention.q_proj.out_features, attention.k_proj.out_features, attention.v_proj.out_features) == (32, 16, 16)
+    assert model.score.out_features == 3 and model.config.pad_token_id == 0
+    assert max_positions(settings.model) == 512
+    assert load_tokenizer(settings.model).pad_token_id == 0
+
+
+# Closed-form adapter counts on the tiny Llama (2 layers; q, o: 32→32; k, v: 32→16; gate, up: 32→64; down: 64→32)
+LAYERS, Q, KV, FFN = 2, (32, 32), (32, 16), 64
+
+
+def lora_count(r, shapes):
+    return LAYERS * sum(r * (d_in + d_out) for d_in, d_out in shapes)
+
+
+@pytest.mark.parametrize("method, expected", [
+    ("lora", lora_count(8, [Q, KV])),                                              # q, v (v narrower: GQA)
+    ("melora", lora_count(8, [Q, KV])),                                            # mini LoRAs: same count as rank n·r_mini
+    ("dora", lora_count(16, [Q, KV, KV, (32, FFN), (32, FFN), (FFN, 32)]) + LAYERS * (32 + 16 + 16 + 64 + 64 + 32)),
+    ("lora_ga", lora_count(8, [Q, KV, KV, Q, (32, FFN), (32, FFN), (FFN, 32)])),
+    ("lora_xs", LAYERS * 4 * 16 ** 2),                                              # q, v, o, down: r² each
+])
+def test_lora_family_counts_on_gqa_layers_follow_their_formulas(make_config, method, expected):
+    cfg, settings, model = tiny_llama(make_config, f"method={method}")
+    reference = model(**BATCH).logits
+    built = build_method(model, cfg.method, list(settings.model.head_modules))
+    assert built.param_counts()["adapter"] == expected
+    tolerance = 1e-6 if built.exact_identity_at_init else 1e-4
+    torch.testing.assert_close(model(**BATCH).logits, reference, rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize("method, message", [
+    ("lorta", "lorta: every target must be 32×32 (attention projections); 'model.layers.0.self_attn.k_proj' is 16×32"),
+    ("surm", "surm: structure=circulant needs a square layer, but 'model.layers.0.self_attn.k_proj' is 16×32; target square layers or use structure=kronecker"),
+])
+def test_methods_that_need_square_or_equal_projections_refuse_gqa_layers_with_one_line(make_config, method, message):
+    overrides = [f"method={method}"] + (["method.targets=[k_proj]"] if method == "surm" else [])
+    cfg, settings, model = tiny_llama(make_config, *overrides)
+    with pytest.raises(HarnessError) as error:
+        build_method(model, cfg.method, list(settings.model.head_modules))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_run_on_the_tiny_llama_is_recorded(make_config):
+    from harness.run import execute_run
+
+    record = execute_run(make_config("model=tiny_llama", "method=lora"))
+    assert record["status"] == "success", record["error"]
+    assert record["params"]["adapter"] == lora_count(8, [Q, KV]) and record["model"] == "tiny_llama"
