@@ -53,7 +53,6 @@ from methods import build_method
 from methods.base import Method, MethodConfig
 
 PEFT_METHODS = ("lora", "dora", "adalora")
-HEAD = ["classifier"]
 
 
 class FrozenBackbone(Method):
@@ -98,12 +97,12 @@ def peft_regex(patterns: list[str]) -> str:
 class PeftMethod(Method):
     """PEFT's LoRA / DoRA / AdaLoRA with our method config, driven by the same StepRunner."""
 
-    def __init__(self, model: nn.Module, cfg, total_steps: int):
+    def __init__(self, model: nn.Module, cfg, total_steps: int, head: list[str]):
         from peft import AdaLoraConfig, LoraConfig, get_peft_model
 
         self.name = f"peft_{cfg.name}"
         common = dict(target_modules=peft_regex(list(cfg.targets)), lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      modules_to_save=HEAD)
+                      modules_to_save=head)
         if cfg.name == "adalora":
             steps = lambda value: int(value * total_steps) if value < 1 else int(value)
             config = AdaLoraConfig(init_r=cfg.r or math.ceil(1.5 * cfg.target_r), target_r=cfg.target_r,
@@ -113,12 +112,16 @@ class PeftMethod(Method):
             config = LoraConfig(r=cfg.r, use_dora=cfg.name == "dora", **common)
         self.peft_model = get_peft_model(model, config)
         self.model, self.cfg, self.head_modules = self.peft_model, cfg, []
+        self.head_names = tuple(f".{h}." for h in head)
+
+    def is_head(self, name: str) -> bool:
+        return any(h in name for h in self.head_names)
 
     def head_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.peft_model.named_parameters() if p.requires_grad and ".classifier." in n]
+        return [p for n, p in self.peft_model.named_parameters() if p.requires_grad and self.is_head(n)]
 
     def adapter_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.peft_model.named_parameters() if p.requires_grad and ".classifier." not in n]
+        return [p for n, p in self.peft_model.named_parameters() if p.requires_grad and not self.is_head(n)]
 
     def on_step_end(self, step: int) -> None:
         if self.cfg.name == "adalora":
@@ -198,15 +201,27 @@ def contender_labels(methods: list[str], with_peft: bool) -> list[str]:
     return ["limit", *methods, *([f"peft_{m}" for m in PEFT_METHODS if m in methods] if with_peft else [])]
 
 
+def composed(method: str, model_name: str):
+    """The config of `method` on `model_name` (its role map resolves the method's targets); the synthetic
+    roberta_base_random has RoBERTa's names, those of the default model."""
+    overrides = [f"method={method}"] + ([f"model={model_name}"] if model_name in group_options()["model"] else [])
+    return compose("config", overrides=overrides)
+
+
+def head_of(model_name: str) -> list[str]:
+    return list(composed("head", model_name).model.head_modules)
+
+
 def build_contender(model: nn.Module, label: str, batch: dict, device, dtype, total_steps: int,
-                    absolute_peak: bool = False) -> Contender:
+                    absolute_peak: bool = False, model_name: str = "minilm") -> Contender:
     """`label`'s method applied to `model` (changed in place)."""
+    head = head_of(model_name)
     if label == "limit":
-        method = FrozenBackbone(model, MethodConfig(name="limit"), HEAD)
+        method = FrozenBackbone(model, MethodConfig(name="limit"), head)
     elif label.startswith("peft_"):
-        method = PeftMethod(model, method_config(label[5:]), total_steps)
+        method = PeftMethod(model, method_config(label[5:], model_name), total_steps, head)
     else:
-        method = build_method(model, compose("config", overrides=[f"method={label}"]).method, HEAD)
+        method = build_method(model, composed(label, model_name).method, head)
     return Contender(label, model, method, batch, device, dtype, total_steps, absolute_peak)
 
 
@@ -226,7 +241,7 @@ def contender_process(connection, settings: dict, label: str) -> None:
             model = text_model(settings["model"])
             batch = random_batch(model.config.vocab_size, settings["batch"], settings["length"])
             contender = build_contender(model, label, batch, device, autocast_dtype(settings["precision"], device),
-                                        settings["total"], absolute_peak=True)
+                                        settings["total"], absolute_peak=True, model_name=settings["model"])
             release_heap()
             connection.send(("ready", contender.trainable))
             while True:
@@ -277,10 +292,10 @@ class IsolatedContender:
         self.process.join()
 
 
-def method_config(name: str):
+def method_config(name: str, model_name: str):
     from methods import parse_method_config
 
-    return parse_method_config(compose("config", overrides=[f"method={name}"]).method)
+    return parse_method_config(composed(name, model_name).method)
 
 
 def machine(device: torch.device) -> str:
@@ -355,7 +370,7 @@ def overhead(scratch: Path, repeats: int = 5) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="minilm", help="minilm (packaged) or roberta_base_random")
+    parser.add_argument("--model", default="minilm", help="a text or decoder model config (minilm, smollm2_135m, ...) or roberta_base_random")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per method per round")
@@ -386,7 +401,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             base = text_model(args.model)
             batch = random_batch(base.config.vocab_size, args.batch, args.length)
-            contenders = [build_contender(copy.deepcopy(base), label, batch, device, dtype, total) for label in labels]
+            contenders = [build_contender(copy.deepcopy(base), label, batch, device, dtype, total, model_name=args.model)
+                          for label in labels]
         for contender in contenders:
             contender.run(args.warmup, timed=False)
         order = random.Random(0)

@@ -30,6 +30,19 @@ def test_bench_compares_methods_limit_full_and_peft_on_equal_trainable_counts(tm
     assert written.read_text() + "\n" == text
 
 
+def test_bench_on_a_decoder_resolves_its_roles_and_head(tmp_path, capsys):
+    """A GQA Llama: the methods' targets come from its role map (q_proj, v_proj; v narrower), its head is
+    `score`, and PEFT's LoRA and the bridge's configs train as many parameters as ours."""
+    main(["--model", "tiny_llama", "--steps", "1", "--batch", "2", "--length", "8", "--methods", "lora,peft/lora",
+          "--warmup", "3", "--rounds", "1", "--out", str(tmp_path)])
+    rows = table_rows(capsys.readouterr().out)
+    lora = 2 * 8 * ((32 + 32) + (32 + 16))  # 2 layers × r·(d_in + d_out) for q (32→32) and v (32→16)
+    head = 32 * 5  # score: 32 → 5 labels, no bias
+    assert rows["limit"]["trainable params"] == f"{head:,}"
+    assert rows["lora"]["trainable params"] == rows["peft/lora"]["trainable params"] == rows["peft_lora"]["trainable params"] \
+        == f"{lora + head:,}"
+
+
 @pytest.mark.slow
 def test_isolated_bench_runs_each_method_in_its_own_process_and_reports_its_peak_rss(tmp_path, capsys):
     main([*TINY, "--methods", "full,lora", "--warmup", "1", "--rounds", "2", "--out", str(tmp_path), "--isolate"])
