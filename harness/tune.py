@@ -22,6 +22,7 @@ and waits for them where it needs their result. Writes `<protocol.leaderboard>/l
 """
 import argparse
 import math
+import re
 import subprocess
 import sys
 import time
@@ -73,6 +74,7 @@ class Protocol:
     leaderboard: str
     suites: list[Suite]
     axes: dict[str, str] = field(default_factory=dict)  # method → axis (default "lr")
+    centres: dict[str, dict] = field(default_factory=dict)  # method → {lr, head_lr}: the search's centre, pinned
 
 
 @dataclass
@@ -85,10 +87,11 @@ class Cell:
     lr: float
     head_lr: float
     axis: str = "lr"
+    pins: list[str] = field(default_factory=list)  # method.lr/head_lr at the protocol's pinned centre
 
     def base_overrides(self) -> list[str]:
         return [f"model={self.suite.model}", f"method={self.method}", f"task={self.task}", *self.suite.overrides,
-                *self.suite.task_overrides.get(self.task, []), *self.suite.method_overrides.get(self.method, [])]
+                *self.suite.task_overrides.get(self.task, []), *self.pins, *self.suite.method_overrides.get(self.method, [])]
 
     def values(self, exponent: float, step: float) -> tuple[float, float]:
         """The (lr, head lr) of search point `exponent`."""
@@ -132,7 +135,7 @@ def parse_protocol(cfg: DictConfig) -> Protocol:
     protocol = Protocol(node["search_seed"], list(node["seeds"]),
                         Search(list(search["initial"]), int(search["trials"]), float(search["step"])),
                         node.get("select_split", "validation"), node.get("leaderboard", cfg.results_dir), suites,
-                        dict(node.get("axes") or {}))
+                        dict(node.get("axes") or {}), dict(node.get("centres") or {}))
     expand_methods(list(protocol.axes), [])
     bad_axes = {m: a for m, a in protocol.axes.items() if a not in AXES}
     if bad_axes:
@@ -166,7 +169,9 @@ def plan_cells(protocol: Protocol, composer: Composer) -> list[Cell]:
     for suite in protocol.suites:
         for method in suite.methods:
             for task in suite.tasks:
-                cell = Cell(suite, method, task, 0.0, 0.0, protocol.axes.get(method, "lr"))
+                centre = protocol.centres.get(method)
+                pins = [f"method.lr={centre['lr']!r}", f"method.head_lr={centre['head_lr']!r}"] if centre else []
+                cell = Cell(suite, method, task, 0.0, 0.0, protocol.axes.get(method, "lr"), pins)
                 cfg = composer(cell.base_overrides())
                 cell.lr, cell.head_lr = cfg.method.lr, cfg.method.head_lr
                 cells.append(cell)
@@ -270,6 +275,8 @@ WAIT_SECONDS = 20
 def run_protocol(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.tune", description=__doc__.split("\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="list the cells, the runs done and the time left; run nothing")
+    parser.add_argument("--write-defaults", action="store_true",
+                        help="set each method's default lr/head lr (conf/method) to its pick on the default model and task; run nothing")
     parser.add_argument("overrides", nargs="*", help="config overrides: sweep=<protocol sweep> first, then any others")
     args = parser.parse_args(argv)
     for problem in unknown_choices(args.overrides):
@@ -280,6 +287,11 @@ def run_protocol(argv: list[str] | None) -> None:
     store = RecordStore(cfg.results_dir)
     cells = plan_cells(protocol, composer)
     outcomes = Outcomes(protocol, composer, store)
+    if args.write_defaults:
+        defaults = compose("config")  # the plain default run (python -m harness): its model and task
+        changes = write_method_defaults(cells, protocol, outcomes, CONF_DIR, defaults.model.name, defaults.task.name)
+        print("\n".join(changes) or "no complete search on the default model and task yet")
+        return
     print(estimate(cells, protocol, outcomes, store), flush=True)
     if args.dry_run:
         return
@@ -295,6 +307,39 @@ def run_protocol(argv: list[str] | None) -> None:
     write_tuning_table(cells, protocol, outcomes, Path(cfg.results_dir))
     print(build_and_write(cfg.results_dir, sweep=cfg.sweep, out_dir=protocol.leaderboard))
     print(f"site: {build_site(cfg.results_dir, str(Path(protocol.leaderboard) / 'site'), sweep=cfg.sweep)}")
+
+
+DEFAULT_LINE = r"^({key}:\s*)[^\s#]+(\s*#.*)?$"
+
+
+def write_method_defaults(cells: list[Cell], protocol: Protocol, outcomes: Outcomes, conf_dir: Path, model: str,
+                          task: str) -> list[str]:
+    """Each method's default lr and head lr (conf/method/<method>.yaml) set to the protocol's pick on the
+    default (model, task), for the methods whose search there is complete and whose centre is pinned
+    (protocol.centres: moving the default then leaves the protocol's grid and run keys where they were).
+    Returns one line per change."""
+    changes = []
+    for cell in cells:
+        if (cell.suite.model, cell.task) != (model, task):
+            continue
+        if cell.method not in protocol.centres:
+            raise HarnessError(f"{cell.method}: pin its search centre in protocol.centres before moving its default "
+                               f"(else the protocol's grid, and its runs' keys, would move with it)")
+        todo, scores = outcomes.search(cell)
+        if todo or not scores or all(score == lr_search.FAILED for score in scores.values()):
+            continue
+        lr, head_lr = cell.values(lr_search.best_exponent(scores), protocol.search.step)
+        path = conf_dir / "method" / f"{cell.method}.yaml"
+        text = path.read_text()
+        for key, value in (("lr", lr), ("head_lr", head_lr)):
+            note = f"  # the official protocol's pick on {model}/{task} (results/official/tuning.csv)"
+            text, count = re.subn(DEFAULT_LINE.format(key=key), lambda m: f"{m.group(1)}{value:g}{note}", text, count=1,
+                                  flags=re.M)
+            if count != 1:
+                raise HarnessError(f"{path}: no '{key}:' line to update")
+        path.write_text(text)
+        changes.append(f"{cell.method}: lr {cell.lr:g} -> {lr:g}, head_lr {cell.head_lr:g} -> {head_lr:g}")
+    return changes
 
 
 def write_tuning_table(cells: list[Cell], protocol: Protocol, outcomes: Outcomes, results_dir: Path) -> None:

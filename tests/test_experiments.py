@@ -103,6 +103,37 @@ def test_search_points_scale_the_axis_the_method_searches():
     assert head.values(-1, 3.0) == (1e-3, 1.67e-3) and full.values(1, 3.0) == (1.5e-4, 1.5e-4)
 
 
+def test_defaults_follow_the_pick_and_the_pinned_centre_keeps_the_grid(tmp_path, make_config):
+    """--write-defaults: the lr/head lr lines of conf/method/<m>.yaml become the pick on the default model
+    and task (comments elsewhere kept; other cells and unfinished searches untouched); the protocol's
+    pinned centre keeps its runs' overrides (and so their keys) where they were."""
+    from harness.tune import write_method_defaults
+
+    (tmp_path / "method").mkdir()
+    for name in ("lora", "head"):
+        (tmp_path / "method" / f"{name}.yaml").write_text((CONF_DIR / "method" / f"{name}.yaml").read_text())
+    suite = Suite("minilm", ["bbc_news", "tweet_sentiment"], ["lora", "head"])
+    pins = ["method.lr=0.001", "method.head_lr=0.005"]
+    cells = [Cell(suite, "lora", "bbc_news", 1e-3, 5e-3, "lr", pins), Cell(suite, "lora", "tweet_sentiment", 1e-3, 5e-3, "lr", pins),
+             Cell(suite, "head", "bbc_news", 1e-3, 5e-3, "head_lr", pins)]
+    protocol = Protocol(0, [0, 1], Search([-1, 0, 1], 4, 3.0), "validation", str(tmp_path), [suite],
+                        {"head": "head_lr"}, {"lora": {"lr": 1e-3, "head_lr": 5e-3}, "head": {"lr": 1e-3, "head_lr": 5e-3}})
+    searches = {("lora", "bbc_news"): ([], {-1: 0.90, 0: 0.95, 1: 0.97, 2: 0.96}),   # pick: j = 1 → lr 3e-3
+                ("lora", "tweet_sentiment"): ([], {-1: 0.99, 0: 0.5, 1: 0.5, -2: 0.5}),
+                ("head", "bbc_news"): ([2], {-1: 0.5, 0: 0.6, 1: 0.7})}              # unfinished: left alone
+    outcomes = type("Outcomes", (), {"search": lambda self, cell: searches[(cell.method, cell.task)]})()
+    changes = write_method_defaults(cells, protocol, outcomes, tmp_path, "minilm", "bbc_news")
+    assert changes == ["lora: lr 0.001 -> 0.003, head_lr 0.005 -> 0.005"]
+    text = (tmp_path / "method" / "lora.yaml").read_text()
+    assert "\nlr: 0.003  # the official protocol's pick on minilm/bbc_news" in text and "\nhead_lr: 0.005  # the official" in text
+    assert text.splitlines()[0] == (CONF_DIR / "method" / "lora.yaml").read_text().splitlines()[0]
+    assert (tmp_path / "method" / "head.yaml").read_text() == (CONF_DIR / "method" / "head.yaml").read_text()
+    assert cells[0].base_overrides()[3:5] == pins  # the grid's centre: the pinned values, whatever the YAML now says
+    with pytest.raises(HarnessError, match="pin its search centre in protocol.centres"):
+        write_method_defaults(cells, Protocol(0, [0], Search([0], 1, 3.0), "validation", "", [suite]), outcomes, tmp_path,
+                              "minilm", "bbc_news")
+
+
 def test_runs_become_hydra_multiruns_that_cover_exactly_them():
     product = [[f"task={t}", f"train.lr={lr}", "train.head_lr=5"] for t in "ab" for lr in (1, 2)]
     assert as_multiruns(product) == [["task=a,b", "train.lr=1,2", "train.head_lr=5"]]
