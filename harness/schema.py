@@ -41,29 +41,45 @@ def parse_section(schema: type, node: Any, where: str):
         raise HarnessError(f"{where}.{error.key}: {message}") from None
 
 
+def written_defaults(section: str) -> dict[str, Any]:
+    """conf/config.yaml's `section`, the one place its defaults are written; keys that interpolate
+    others (train.lr: ${method.lr}) are left out: they have no value of their own."""
+    from harness.preflight import CONF_DIR
+
+    node = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml")[section], resolve=False)
+    return {key: value for key, value in node.items() if not (isinstance(value, str) and "${" in value)}
+
+
+TRAIN = written_defaults("train")
+
+
 @dataclass
 class TrainConfig:
-    epochs: float = 1.0
-    max_steps: Optional[int] = None
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    grad_accum: int = 1
-    lr: float = 5e-4
-    head_lr: float = 5e-4
-    weight_decay: float = 0.0
-    schedule: str = "linear"
-    warmup_ratio: float = 0.06
-    max_grad_norm: Optional[float] = 1.0
-    eval_every: Optional[int] = None
-    precision: str = "auto"
-    device: str = "auto"
+    """The train section's schema; its defaults are conf/config.yaml's (read, not copied). lr and
+    head_lr come from the method's YAML (train.lr: ${method.lr}); None where a TrainConfig is built in code."""
+
+    epochs: float = TRAIN["epochs"]
+    max_steps: Optional[int] = TRAIN["max_steps"]
+    batch_size: int = TRAIN["batch_size"]
+    eval_batch_size: int = TRAIN["eval_batch_size"]
+    grad_accum: int = TRAIN["grad_accum"]
+    lr: Optional[float] = None  # required
+    head_lr: Optional[float] = None  # required
+    weight_decay: float = TRAIN["weight_decay"]
+    schedule: str = TRAIN["schedule"]
+    warmup_ratio: float = TRAIN["warmup_ratio"]
+    max_grad_norm: Optional[float] = TRAIN["max_grad_norm"]
+    eval_every: Optional[int] = TRAIN["eval_every"]
+    precision: str = TRAIN["precision"]
+    device: str = TRAIN["device"]
 
     def __post_init__(self):
         require(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
         require(self.max_steps is None or self.max_steps > 0, f"train.max_steps must be > 0 or null, got {self.max_steps}")
         for key in ("batch_size", "eval_batch_size", "grad_accum"):
             require(getattr(self, key) > 0, f"train.{key} must be > 0, got {getattr(self, key)}")
-        require(self.lr > 0 and self.head_lr > 0, f"train.lr and train.head_lr must be > 0, got {self.lr}, {self.head_lr}")
+        require(self.lr is not None and self.head_lr is not None and self.lr > 0 and self.head_lr > 0,
+                f"train.lr and train.head_lr must be > 0, got {self.lr}, {self.head_lr}")
         require(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
         require(self.schedule in SCHEDULES, f"train.schedule '{self.schedule}' unknown; allowed: {', '.join(SCHEDULES)}")
         require(0 <= self.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")

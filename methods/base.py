@@ -24,13 +24,14 @@ def is_bias(name: str) -> bool:
 
 @dataclass
 class MethodConfig:
-    """Keys every method has. `lr`/`head_lr` are the method's recommended rates (train.lr and
-    train.head_lr default to them); `variant` names a configuration in leaderboards."""
+    """Keys every method has. `lr`/`head_lr` are the method's recommended rates, written in its
+    conf/method YAML only (train.lr and train.head_lr default to them; None for a config built in
+    code); `variant` names a configuration in leaderboards."""
 
     name: str = ""
     targets: list[str] = field(default_factory=list)
-    lr: float = 5e-4
-    head_lr: float = 5e-4
+    lr: Optional[float] = None
+    head_lr: Optional[float] = None
     variant: Optional[str] = None
 
 

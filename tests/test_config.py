@@ -93,3 +93,20 @@ def test_unknown_group_options_are_caught_before_hydra():
     assert set(METHODS) - {"peft"} < set(group_options()["method"])  # the bridge is chosen by its configs (peft/<tuner>)
     assert problems[1].startswith("unknown model 'bert_huge'; available: ")
     assert unknown_choices(["-m", "method=glob(*)"]) == []
+
+
+def test_the_train_defaults_are_written_once_in_config_yaml():
+    """TrainConfig reads its defaults from conf/config.yaml (nothing copied), and no method config
+    carries a learning rate of its own outside the method YAMLs."""
+    from dataclasses import fields as dataclass_fields
+
+    from harness.schema import TrainConfig
+    from methods.base import MethodConfig
+
+    written = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml").train, resolve=False)
+    for spec in dataclass_fields(TrainConfig):
+        if spec.name in ("lr", "head_lr"):
+            assert written[spec.name].startswith("${method.") and spec.default is None
+        else:
+            assert spec.default == written[spec.name], spec.name
+    assert MethodConfig().lr is None and MethodConfig().head_lr is None

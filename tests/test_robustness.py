@@ -73,7 +73,7 @@ BAD_RUNS = [
     (["task.max_length=abc"], "task.max_length: Value 'abc' of type 'str' could not be converted to Integer"),
     (["task.source=/nonexistent"], "bbc_news: no topic folders under /nonexistent"),
     (["+logger.mode=sometimes"], "logger.mode 'sometimes' unknown; allowed: auto, online, offline, disabled"),
-    (["+model.kind=rnn"], "model.kind 'rnn' unknown; allowed: text, efficientnet_lite0, mlp_mnist"),
+    (["+model.kind=rnn"], "model.kind 'rnn' unknown; allowed: text, decoder, efficientnet_lite0, mlp_mnist"),
     # caught on the command line, before anything runs (harness.preflight)
     (["foo=1"], "unknown config key 'foo' (in 'foo=1'); keys of the config: seed, results_dir, cache_dir,"),
     (["train.lrr=1"], "unknown config key 'train.lrr' (in 'train.lrr=1'); keys of train: epochs, max_steps, batch_size,"),

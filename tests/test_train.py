@@ -45,7 +45,8 @@ def synthetic(n: int = 24) -> tuple[TaskData, dict]:
 
 
 def settings(**train) -> SimpleNamespace:
-    return SimpleNamespace(train=TrainConfig(**{"max_steps": 2, "batch_size": 8, "max_grad_norm": None, **train}), seed=0)
+    return SimpleNamespace(train=TrainConfig(**{"max_steps": 2, "batch_size": 8, "max_grad_norm": None, "lr": 5e-4,
+                                                "head_lr": 5e-4, **train}), seed=0)
 
 
 def run_loop(method, **train_cfg):
@@ -54,10 +55,10 @@ def run_loop(method, **train_cfg):
 
 
 def test_plan_counts_steps_epochs_and_warmup():
-    plan = plan_steps(TrainConfig(epochs=3, batch_size=16, grad_accum=2, warmup_ratio=0.1), 1000)
+    plan = plan_steps(TrainConfig(epochs=3, batch_size=16, grad_accum=2, warmup_ratio=0.1, lr=1e-3, head_lr=1e-3), 1000)
     assert plan.steps_per_epoch == math.ceil(1000 / 32) == 32 and plan.total_steps == 96
     assert plan.eval_every == 32 and plan.warmup_steps == 10
-    assert plan_steps(TrainConfig(max_steps=7, eval_every=5), 1000).total_steps == 7
+    assert plan_steps(TrainConfig(max_steps=7, eval_every=5, lr=1e-3, head_lr=1e-3), 1000).total_steps == 7
 
 
 def test_batch_order_depends_only_on_seed_and_covers_each_epoch():
