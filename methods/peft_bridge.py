@@ -38,6 +38,11 @@ HARNESS_SET = {"target_modules": "method.targets", "modules_to_save": "the harne
                "task_type": "the harness builds the model and its head", "peft_type": "method.peft_type",
                "inference_mode": "the harness trains", "base_model_name_or_path": "the harness loads the model",
                "revision": "the harness loads the model"}
+# LoRA initialisations that need a pass over data before injection; through the bridge PEFT would
+# silently fall back to its plain init, so they are refused.
+DATA_INITS = {"lora_ga": "use method=lora_ga (estimated on the run's own batches)",
+              "eva": "it needs PEFT's initialize_lora_eva_weights over a data loader",
+              "corda": "it needs PEFT's preprocess_corda over a data loader"}
 # Keyword arguments that name modules: resolved like method.targets into full module names.
 MODULE_LIST_OPTIONS = ("feedforward_modules",)
 
@@ -103,6 +108,9 @@ def config_class(cfg: "PeftBridgeConfig"):
             raise HarnessError(f"{where}: method.options.{key} is set by the harness ({HARNESS_SET[key]}); remove it")
         if key not in accepted:
             raise HarnessError(f"{where}: {found.__name__} has no option '{key}'; it accepts: {', '.join(accepted)}")
+    init = str(cfg.options.get("init_lora_weights", "")).lower()
+    if init in DATA_INITS:
+        raise HarnessError(f"{where}: init_lora_weights={init} starts from data, which the bridge does not run ({DATA_INITS[init]})")
     return found
 
 

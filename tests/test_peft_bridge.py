@@ -40,6 +40,9 @@ def delta(layer) -> torch.Tensor:
     ({"peft_type": "IA3", "targets": ["key"], "options": {"feedforward_modules": ["nope"]}},
      "peft/ia3 options.feedforward_modules: target pattern 'nope' matches no Module module"),
     ({"peft_type": "LORA", "start": "somewhere"}, "method.start must be one of exact, near, away, got 'somewhere'"),
+    ({"peft_type": "LORA", "options": {"init_lora_weights": "lora_ga"}},
+     "peft/lora: init_lora_weights=lora_ga starts from data, which the bridge does not run (use method=lora_ga"),
+    ({"peft_type": "LORA", "options": {"init_lora_weights": "eva"}}, "init_lora_weights=eva starts from data"),
 ])
 def test_bad_configs_fail_with_one_line_naming_what_is_allowed(node, message):
     node = {"targets": ["query", "value"], **node}
