@@ -46,7 +46,7 @@ from harness.device import autocast_dtype, device_name, pick_device
 from harness.errors import one_line
 from harness.memory import current_mb, read_peak, reset_peak
 from harness.preflight import CONF_DIR, group_options
-from harness.schedule import build_scheduler
+from harness.schedule import build_optimizer
 from harness.schema import TrainConfig
 from harness.train import StepRunner
 from methods import build_method
@@ -161,10 +161,9 @@ class Contender:
         self.label, self.model, self.method = label, model.to(device), method
         self.batch, self.device, self.absolute_peak = batch, device, absolute_peak
         train = TrainConfig(lr=1e-4, head_lr=1e-4, schedule="constant", warmup_ratio=0.0)
-        optimizer = torch.optim.AdamW(method.param_groups(train))
+        optimizer, scheduler = build_optimizer(method, train, 0, total_steps)  # the loop's builder
         method.start(total_steps, optimizer)
-        self.step = StepRunner(method.model, method, optimizer, build_scheduler(optimizer, "constant", 0, total_steps),
-                               device, dtype, train.max_grad_norm)
+        self.step = StepRunner(method.model, method, optimizer, scheduler, device, dtype, train.max_grad_norm)
         self.trainable = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
         self.seconds: list[float] = []
         self.peak_mb = 0.0

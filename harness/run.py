@@ -3,13 +3,15 @@
 `execute_run` keeps the record's life cycle: take the run key's lock (or leave the run to the process
 that holds it), skip if a success record exists, write `running`, fine-tune, write `success`,
 `failed` with the error, or `interrupted` (SIGINT/SIGTERM; re-raised). `fine_tune` is the work in
-between.
+between, in three stages: `set_up` (settings, data, model, method), `train` (harness/train.py) and
+`assemble` (the record's metrics, counts, predictions and cost).
 """
 import hashlib
 import math
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +25,10 @@ from harness.loggers import NullLogger, build_logger
 from harness.memory import read_peak, reset_peak
 from harness.provenance import provenance, utc_now
 from harness.records import Identity, RecordStore, identify, new_record, reported_adapter_params, reported_score
-from harness.schema import LoggerConfig, parse_section, parse_settings
-from harness.train import train
-from methods import build_method, parse_method_config
-from tasks import load_task
+from harness.schema import LoggerConfig, RunSettings, parse_section, parse_settings
+from harness.train import Outcome, train
+from methods import Method, build_method, parse_method_config
+from tasks import TaskData, load_task
 from tasks.pixels import PixelSplit
 from tasks.tokenize import encode_cached
 
@@ -74,12 +76,40 @@ def trainable_checksum(method) -> str:
     return digest.hexdigest()
 
 
+@dataclass
+class Setup:
+    """What a run trains: the validated settings, device and precision, the task's encoded splits, and
+    the model with its method applied."""
+
+    run: RunSettings
+    device: torch.device
+    dtype: torch.dtype | None
+    task: TaskData
+    encoded: dict
+    cache_hits: int
+    pad_id: int
+    model: torch.nn.Module
+    method: Method
+    wall_started: float
+
+
 def fine_tune(cfg: DictConfig, record: dict, logger, store: RecordStore) -> None:
-    """Train and evaluate; fills record['params'|'metrics'|'cost'|'provenance'|'predictions'] (and
-    'adapter' with save_adapter=true), the files they name written beside the record."""
+    """Train and evaluate in three stages (setup, training, record assembly); fills
+    record['params'|'metrics'|'cost'|'provenance'|'predictions'] (and 'adapter' with save_adapter=true),
+    the files they name written beside the record."""
+    setup = set_up(cfg, record)
+    reset_peak(setup.device)
+    outcome = train(setup.model, setup.method, setup.task, setup.encoded, setup.run, setup.device, setup.dtype,
+                    setup.pad_id, logger, progress=bool(cfg.get("progress", True)))
+    assemble(record, setup, outcome, store, save_adapter=bool(cfg.get("save_adapter")))
+
+
+def set_up(cfg: DictConfig, record: dict) -> Setup:
+    """Settings checked (every config error before any loading), device, data, model and method;
+    record['provenance'] and record['params'] (the counts at the start) filled."""
     wall_started = time.perf_counter()
     run = parse_settings(cfg)
-    parse_method_config(cfg.method)  # every config error surfaces before any loading
+    parse_method_config(cfg.method)
     if run.threads:
         torch.set_num_threads(run.threads)
     if cfg.get("deterministic"):
@@ -92,19 +122,20 @@ def fine_tune(cfg: DictConfig, record: dict, logger, store: RecordStore) -> None
 
     if cfg.get("cache_dir"):
         ensure_writable(Path(cfg.cache_dir), "cache_dir")
-
     task = load_task(run.task)
     encoded, cache_hits, pad_id = model_inputs(task, run, cfg.get("cache_dir"))
     seed_everything(run.seed)
     model = load_model(run.model, task.num_labels, cfg.get("cache_dir"))
     method = build_method(model, cfg.method, run.model.head_modules)
     model.to(device)
-    initial_counts = method.param_counts()
-    record["params"] = initial_counts
+    record["params"] = method.param_counts()
+    return Setup(run, device, dtype, task, encoded, cache_hits, pad_id, model, method, wall_started)
 
-    reset_peak(device)
-    outcome = train(model, method, task, encoded, run, device, dtype, pad_id, logger,
-                    progress=bool(cfg.get("progress", True)))
+
+def assemble(record: dict, setup: Setup, outcome: Outcome, store: RecordStore, save_adapter: bool) -> None:
+    """The record's metrics, final counts, checksum, predictions file, kept adapter and cost; a run
+    without a finite reported score fails here."""
+    task, method = setup.task, setup.method
     record["metrics"] = {
         "primary": task.primary,
         "higher_is_better": task.higher_is_better,
@@ -116,7 +147,7 @@ def fine_tune(cfg: DictConfig, record: dict, logger, store: RecordStore) -> None
     }
     allocation = method.allocation()
     if allocation is not None:  # methods that reallocate a rank budget during training
-        record["params"] = {**initial_counts, "adapter_final": method.param_counts()["adapter"], "ranks_final": allocation}
+        record["params"] = {**record["params"], "adapter_final": method.param_counts()["adapter"], "ranks_final": allocation}
     record["params"]["trainable_sha256"] = trainable_checksum(method)
     for which in ("final", "best"):
         score = reported_score(record, which)
@@ -125,21 +156,21 @@ def fine_tune(cfg: DictConfig, record: dict, logger, store: RecordStore) -> None
                                f"a run without a finite score counts as failed")
     from harness.predictions import write_predictions
 
-    record["predictions"] = write_predictions(store.beside(record["run_key"], "predictions.parquet"), task, encoded, outcome)
-    if cfg.get("save_adapter"):
-        from harness.adapter import save_adapter
+    record["predictions"] = write_predictions(store.beside(record["run_key"], "predictions.parquet"), task, setup.encoded, outcome)
+    if save_adapter:
+        from harness.adapter import save_adapter as write_adapter
 
-        record["adapter"] = save_adapter(store.beside(record["run_key"], "adapter.safetensors"), method)
+        record["adapter"] = write_adapter(store.beside(record["run_key"], "adapter.safetensors"), method)
     record["cost"] = {
         "train_seconds": round(outcome.train_seconds, 3),
         "eval_seconds": round(outcome.eval_seconds, 3),
         "init_seconds": round(outcome.init_seconds, 3),
-        "wall_seconds": round(time.perf_counter() - wall_started, 3),
+        "wall_seconds": round(time.perf_counter() - setup.wall_started, 3),
         "steps": outcome.steps,
         "examples_per_second": round(outcome.examples / max(outcome.train_seconds, 1e-9), 2),
         "seconds_per_step": round(outcome.train_seconds / max(outcome.steps, 1), 4),
-        "tokenize_cache_hits": cache_hits,
-        **{k: round(v, 1) for k, v in read_peak(device).items()},
+        "tokenize_cache_hits": setup.cache_hits,
+        **{k: round(v, 1) for k, v in read_peak(setup.device).items()},
     }
 
 

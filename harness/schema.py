@@ -143,9 +143,11 @@ class LoggerConfig:
     group: Optional[str] = None
     mode: str = "auto"
     dir: Optional[str] = None
+    every: int = 1  # steps between reads of the training loss (each read is one device sync; every step is still logged)
 
     def __post_init__(self):
         require(self.name in ("csv", "wandb", "none"), f"logger '{self.name}' unknown; allowed: csv, wandb, none")
+        require(self.every > 0, f"logger.every must be a number of steps > 0, got {self.every}")
         require(self.mode in ("auto", "online", "offline", "disabled"),
                 f"logger.mode '{self.mode}' unknown; allowed: auto, online, offline, disabled")
 

@@ -6,11 +6,13 @@
 mode, except BatchNorm layers with frozen parameters), `grad_accum` micro-batches (seeded order),
 each forward under autocast when on a GPU, loss = task loss + method.extra_loss(), scaled by
 1/grad_accum, backward; then gradient clipping, optimizer.step(), scheduler.step(),
-method.on_step_end(step) (gradients still present), zero_grad(). Evaluation of every non-train
+method.on_step_end(step) (gradients still present), zero_grad(). The step's loss stays on the device
+until the loop reads it (every `logger.every` steps and before each evaluation: one sync for those
+steps), then each step's loss is checked and logged. Evaluation of every non-train
 split every `eval_every` steps (default: once per epoch) and at the end; `best` is the evaluation
 with the best primary metric on the validation split; the model's outputs at the final and the best
 evaluation are kept (the run's predictions). The logger flushes at every evaluation. A non-finite
-loss stops the run with an error.
+loss stops the run with an error naming its step.
 """
 import math
 import time
@@ -22,7 +24,7 @@ from tqdm.auto import tqdm
 
 from harness.errors import HarnessError
 from harness.evaluate import evaluate
-from harness.schedule import build_scheduler
+from harness.schedule import build_optimizer
 
 SELECT_SPLIT = "validation"
 
@@ -78,8 +80,9 @@ def is_better(value: float, best: float | None, higher_is_better: bool) -> bool:
 class StepRunner:
     """One optimizer step over its micro-batches: forward under autocast, task loss + the method's
     extra loss, backward (scaled by 1/micro-batches), unscale, clip, step, schedule, the method's
-    step-end hook (gradients still present), zero_grad. Returns the step's mean loss. The training
-    loop and the benchmark (harness/bench.py) both step through it."""
+    step-end hook (gradients still present), zero_grad. Returns the micro-batches' losses as a tensor on
+    the device (reading it is a device sync: the loop does so only when it logs; the step's loss is their mean). The training loop and the
+    benchmark (harness/bench.py) both step through it."""
 
     def __init__(self, model, method, optimizer, scheduler, device: torch.device, dtype: torch.dtype | None,
                  max_grad_norm: float | None):
@@ -88,9 +91,9 @@ class StepRunner:
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         self.trainable = [p for group in optimizer.param_groups for p in group["params"]]
 
-    def __call__(self, step: int, micro_batches: list[dict]) -> float:
+    def __call__(self, step: int, micro_batches: list[dict]) -> torch.Tensor:
         self.method.train_mode()
-        step_loss = 0.0
+        losses = []
         for batch in micro_batches:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
@@ -98,11 +101,8 @@ class StepRunner:
                 extra = self.method.extra_loss()
                 if extra is not None:
                     loss = loss + extra
-            value = loss.item()
-            if not math.isfinite(value):
-                raise HarnessError(f"loss is {value} at step {step}; lower train.lr or check the data")
             self.scaler.scale(loss / len(micro_batches)).backward()
-            step_loss += value / len(micro_batches)
+            losses.append(loss.detach().float())  # stays on the device: no sync per micro-batch
         self.scaler.unscale_(self.optimizer)  # true gradients for clipping and for methods that read them
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
@@ -111,7 +111,7 @@ class StepRunner:
         self.scheduler.step()
         self.method.on_step_end(step)
         self.optimizer.zero_grad(set_to_none=True)
-        return step_loss
+        return torch.stack(losses)
 
 
 def train(model, method, task, encoded: dict, run, device: torch.device, dtype: torch.dtype | None,
@@ -119,8 +119,8 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
     """`run` holds the validated settings (run.train, run.seed); `encoded` the encoded splits."""
     cfg = run.train
     plan = plan_steps(cfg, len(encoded["train"]))
-    optimizer = torch.optim.AdamW(method.param_groups(cfg))
-    scheduler = build_scheduler(optimizer, cfg.schedule, plan.warmup_steps, plan.total_steps)
+    optimizer, scheduler = build_optimizer(method, cfg, plan.warmup_steps, plan.total_steps)
+    log_every = getattr(getattr(run, "logger", None), "every", 1)
     step_once = StepRunner(model, method, optimizer, scheduler, device, dtype, cfg.max_grad_norm)
     batches = batch_indices(len(encoded["train"]), cfg.batch_size, run.seed)
     outcome, best_score, loss_sum, loss_count = Outcome(), None, 0.0, 0
@@ -156,18 +156,33 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
         outcome.init_seconds = time.perf_counter() - started
     method.start(plan.total_steps, optimizer)
     bar = tqdm(total=plan.total_steps, desc=f"{method.name}/{task.name}", disable=not progress, leave=False)
+    unlogged = []  # (step, epoch, lr, loss on the device) since the last read
+
+    def read_losses() -> None:
+        """One device sync for the steps since the last: check and log their losses."""
+        nonlocal loss_sum, loss_count
+        read = torch.stack([losses for *_, losses in unlogged]).tolist()
+        values = [sum(loss / len(losses) for loss in losses) for losses in read]  # in float64, micro-batch by micro-batch
+        for (step, epoch, lr, _), value in zip(unlogged, values):
+            if not math.isfinite(value):
+                raise HarnessError(f"loss is {value} at step {step}; lower train.lr or check the data")
+            loss_sum, loss_count = loss_sum + value, loss_count + 1
+            logger.log(step, epoch, {"train/loss": value, "train/lr": lr})
+        bar.set_postfix(loss=f"{values[-1]:.4f}", refresh=False)
+        unlogged.clear()
+
     for step in range(1, plan.total_steps + 1):
         micro = [next(batches) for _ in range(cfg.grad_accum)]
         epoch = micro[-1][0]
         lr = scheduler.get_last_lr()[0]  # the rate this step uses (the scheduler moves on inside the step)
-        step_loss = step_once(step, [encoded["train"].batch(indices, pad_id) for _, indices in micro])
+        unlogged.append((step, epoch, lr, step_once(step, [encoded["train"].batch(indices, pad_id) for _, indices in micro])))
         outcome.examples += sum(len(indices) for _, indices in micro)
         outcome.steps = step
-        loss_sum, loss_count = loss_sum + step_loss, loss_count + 1
-        logger.log(step, epoch, {"train/loss": step_loss, "train/lr": lr})
-        bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
+        evaluate_now = step % plan.eval_every == 0 or step == plan.total_steps
+        if evaluate_now or step % log_every == 0:
+            read_losses()
         bar.update()
-        if step % plan.eval_every == 0 or step == plan.total_steps:
+        if evaluate_now:
             run_evaluation(step, epoch)
     bar.close()
     outcome.train_seconds = time.perf_counter() - started - outcome.eval_seconds

@@ -49,9 +49,19 @@ def settings(**train) -> SimpleNamespace:
                                                 "head_lr": 5e-4, **train}), seed=0)
 
 
-def run_loop(method, **train_cfg):
+def run_loop(method, logger=None, every: int = 1, **train_cfg):
     task, encoded = synthetic()
-    return train(method.model, method, task, encoded, settings(**train_cfg), CPU, None, 0, NullLogger(), False)
+    run = settings(**train_cfg)
+    run.logger = SimpleNamespace(every=every)
+    return train(method.model, method, task, encoded, run, CPU, None, 0, logger or NullLogger(), False)
+
+
+class ListLogger(NullLogger):
+    def __init__(self):
+        self.logged = []
+
+    def log(self, step, epoch, values):
+        self.logged.append((step, epoch, dict(values)))
 
 
 def test_plan_counts_steps_epochs_and_warmup():
@@ -146,3 +156,24 @@ def test_non_finite_loss_stops_with_a_clear_error():
         method.model.classifier.weight.fill_(float("nan"))
     with pytest.raises(HarnessError, match="loss is nan at step 1"):
         run_loop(method)
+
+
+def test_losses_read_every_n_steps_log_exactly_what_reading_every_step_logs():
+    """logger.every: the loop reads the device's losses once per n steps (and before each evaluation),
+    yet logs every step's loss, learning rate and the curve exactly as reading every step does."""
+    outcomes, logs = [], []
+    for every in (1, 4):
+        logger = ListLogger()
+        method = LoRA(tiny_bert(), LoraConfig(r=2), ["classifier"])
+        outcomes.append(run_loop(method, logger=logger, every=every, max_steps=7, eval_every=3, grad_accum=2, batch_size=4))
+        logs.append(logger.logged)
+    assert logs[0] == logs[1] and len([entry for entry in logs[0] if "train/loss" in entry[2]]) == 7
+    assert outcomes[0].curve == outcomes[1].curve
+
+
+def test_a_non_finite_loss_read_late_still_names_its_step():
+    method = LoRA(tiny_bert(), LoraConfig(r=2), ["classifier"])
+    with torch.no_grad():
+        method.model.classifier.weight.fill_(float("nan"))
+    with pytest.raises(HarnessError, match="loss is nan at step 1;"):
+        run_loop(method, every=5, max_steps=5)
