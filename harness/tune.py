@@ -90,8 +90,13 @@ class Cell:
     pins: list[str] = field(default_factory=list)  # method.lr/head_lr at the protocol's pinned centre
 
     def base_overrides(self) -> list[str]:
+        """model, method, task, then the suite's overrides; the pinned centre only where no override of the
+        suite sets the same key (one value per key: Hydra keeps the last, a multirun needs one)."""
+        given = [*self.suite.overrides, *self.suite.task_overrides.get(self.task, []), *self.suite.method_overrides.get(self.method, [])]
+        set_keys = {override.split("=", 1)[0] for override in given}
+        pins = [pin for pin in self.pins if pin.split("=", 1)[0] not in set_keys]
         return [f"model={self.suite.model}", f"method={self.method}", f"task={self.task}", *self.suite.overrides,
-                *self.suite.task_overrides.get(self.task, []), *self.pins, *self.suite.method_overrides.get(self.method, [])]
+                *self.suite.task_overrides.get(self.task, []), *pins, *self.suite.method_overrides.get(self.method, [])]
 
     def values(self, exponent: float, step: float) -> tuple[float, float]:
         """The (lr, head lr) of search point `exponent`."""

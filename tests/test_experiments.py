@@ -134,6 +134,22 @@ def test_defaults_follow_the_pick_and_the_pinned_centre_keeps_the_grid(tmp_path,
                               "minilm", "bbc_news")
 
 
+def test_the_official_plan_sets_each_key_once_per_run_and_groups_into_multiruns():
+    """Pinned centres and a suite's own lr overrides (EfficientNet's full fine-tuning) never both reach a run:
+    a key given twice would make the multirun grouping fail."""
+    from harness.tune import multirun_groups, parse_protocol, plan_cells
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        composer = Composer(["sweep=official"])
+        protocol = parse_protocol(composer([]))
+        runs = [cell.run(protocol, j, seed) for cell in plan_cells(protocol, composer) for j in (-1, 0, 1) for seed in (0, 1)]
+    for run in runs:
+        keys = [override.split("=", 1)[0] for override in run]
+        assert len(keys) == len(set(keys)), run
+    covered = [r for _, group in multirun_groups(runs) for r in group]
+    assert sorted(map(tuple, covered)) == sorted(map(tuple, runs))
+
+
 def test_runs_become_hydra_multiruns_that_cover_exactly_them():
     product = [[f"task={t}", f"train.lr={lr}", "train.head_lr=5"] for t in "ab" for lr in (1, 2)]
     assert as_multiruns(product) == [["task=a,b", "train.lr=1,2", "train.head_lr=5"]]
