@@ -127,7 +127,7 @@ class LoraGA(LayerMethod):
             for weight in weights:
                 weight.requires_grad_(False)
             self.model.eval()
-        for (name, layer), total in zip(self.layers.items(), sums):
+        for layer, total in zip(self.layers.values(), sums):
             a0, b0 = gradient_factors(total / count, self.cfg.r, self.cfg.direction, self.cfg.style, self.cfg.stable_gamma)
             layer.start_from(a0.to(layer.lora_A.dtype), b0.to(layer.lora_B.dtype))
 

@@ -112,6 +112,7 @@ def llama_configs():
 @pytest.mark.parametrize("method", llama_configs())
 def test_every_method_trains_merges_and_round_trips_on_the_gqa_llama(make_config, method):
     from tests.test_methods import perturb_trainable
+    from tests.training import train_steps
 
     def build(seed):
         cfg, settings, model = tiny_llama(make_config, f"method={method}", *LLAMA_OVERRIDES.get(method, []))
@@ -124,25 +125,10 @@ def test_every_method_trains_merges_and_round_trips_on_the_gqa_llama(make_config
     perturb_trainable(model)
     batches = lambda step: {"input_ids": torch.randint(1, 1000, (2, 7), generator=torch.Generator().manual_seed(step)),
                             "attention_mask": torch.ones(2, 7, dtype=torch.long)}
-    _train(built, batches)
+    train_steps(built, batches, 4, total=8, labels=torch.tensor([0, 2]))
     expected = model(**BATCH).logits
     fresh_model, fresh = build(7)
     fresh.load_trainable_state_dict(built.trainable_state_dict())
     assert torch.equal(fresh_model(**BATCH).logits, expected)
     built.merge()
     torch.testing.assert_close(model(**BATCH).logits, expected, rtol=0, atol=1e-5)
-
-
-def _train(method, batches, steps: int = 4):
-    """A few AdamW steps (labels for 2-row batches), the loop's order of hooks."""
-    optimizer = torch.optim.AdamW([p for p in method.model.parameters() if p.requires_grad], lr=1e-2)
-    method.start(8, optimizer)
-    for step in range(1, steps + 1):
-        method.train_mode()
-        loss = method.model(**batches(step), labels=torch.tensor([0, 2])).loss
-        extra = method.extra_loss()
-        (loss if extra is None else loss + extra).backward()
-        optimizer.step()
-        method.on_step_end(step)
-        optimizer.zero_grad()
-    method.model.eval()

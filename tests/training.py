@@ -13,7 +13,7 @@ def settings(lr: float = 1e-2, head_lr: Optional[float] = None, weight_decay: fl
 
 def train_steps(method, batch: Callable[[int], dict], steps: int, total: Optional[int] = None, lr: float = 1e-2,
                 before_step_end: Optional[Callable[[int], None]] = None,
-                optimizer: Optional[torch.optim.Optimizer] = None) -> torch.optim.Optimizer:
+                optimizer: Optional[torch.optim.Optimizer] = None, labels: torch.Tensor = LABELS) -> torch.optim.Optimizer:
     """`steps` AdamW steps (of a run of `total` steps) on `batch(step)`: train mode, task loss + the
     method's extra loss, backward, optimizer.step(), `before_step_end(step)` (gradients and the
     step's update in place), method.on_step_end(step), zero_grad(); the model is left in eval mode."""
@@ -22,7 +22,7 @@ def train_steps(method, batch: Callable[[int], dict], steps: int, total: Optiona
         method.start(total or steps, optimizer)
     for step in range(1, steps + 1):
         method.train_mode()
-        loss = method.model(**batch(step), labels=LABELS).loss
+        loss = method.model(**batch(step), labels=labels).loss
         extra = method.extra_loss()
         (loss if extra is None else loss + extra).backward()
         optimizer.step()
