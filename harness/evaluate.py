@@ -1,5 +1,6 @@
 """Evaluation of one split: batched inference in the split's evaluation order (text: shortest
-examples first), then the task's metrics. Splits are EncodedSplit (text) or PixelSplit (images)."""
+examples first), then the task's metrics. Splits are EncodedSplit (text) or PixelSplit (images);
+generative splits (EncodedPrompts) are evaluated by generation instead (harness/generate.py)."""
 import numpy as np
 import torch
 
@@ -29,9 +30,15 @@ def predictions(outputs: np.ndarray) -> np.ndarray:
     return outputs[:, 0] if outputs.shape[1] == 1 else outputs.argmax(axis=1)
 
 
-def evaluate(model, encoded, task, batch_size: int, pad_id: int, device: torch.device,
+def evaluate(model, encoded: dict, task, split: str, batch_size: int, pad_id: int, device: torch.device,
              dtype: torch.dtype | None) -> tuple[dict[str, float], np.ndarray]:
-    """The task's metrics on the split, and the model's outputs (see `predict`)."""
+    """The task's metrics on `split` and the model's outputs: see `predict`, or for a generative task
+    the generated texts (harness/generate.py)."""
+    if task.is_generative:
+        from harness.generate import evaluate_generative
+
+        return evaluate_generative(model, encoded[split], split, task, batch_size, pad_id, device, dtype)
+    encoded = encoded[split]
     outputs = predict(model, encoded, batch_size, pad_id, device, dtype)
     labels = encoded.labels.numpy()
     preds = predictions(outputs)

@@ -3,7 +3,8 @@
 One row per example of every evaluated split at the final evaluation and, where it is another one,
 at the best (`step` tells them apart; the record's `predictions.steps` names the final and the best): `split`, `step`, `example_id` (a hash of the example's content, the same in every run of the
 task whatever its limits; `~k` marks the k-th repeat of an identical example), `label`,
-`prediction`, and `logits` (float32 per class) or, for regression, `value`. Zstandard-compressed
+`prediction`, and `logits` (float32 per class) or, for regression, `value`; for a generative task, the
+reference and extracted answers as `label` and `prediction` and the text written as `generation`. Zstandard-compressed
 Parquet: about 40 bytes per example and evaluation with five classes (a default bbc_news run: 668
 rows, 26 kB; the demo sweep's 11 runs: about 0.26 MB). The record names the file with
 its SHA-256 (`predictions`), so statistics can pair runs on the same examples.
@@ -46,8 +47,27 @@ def strings(values: list[str]):
     return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded)))
 
 
+def generated_table(task, evaluations: dict[int, dict[str, np.ndarray]]):
+    """A generative task's predictions: `label` and `prediction` are the reference and extracted answers,
+    `generation` the text the model wrote."""
+    columns = {"split": [], "step": [], "example_id": [], "label": [], "prediction": [], "generation": []}
+    ids = {split: example_ids(task.splits[split]) for split in task.eval_splits}
+    for step, outputs in sorted(evaluations.items()):
+        for split, texts in outputs.items():
+            columns["split"] += [split] * len(texts)
+            columns["step"].append(np.full(len(texts), step, dtype=np.int32))
+            columns["example_id"] += ids[split]
+            columns["label"] += [task.generation.reference(label, split) for label in task.splits[split].labels]
+            columns["prediction"] += [task.generation.extract(text, split) for text in texts]
+            columns["generation"] += list(texts)
+    return pa.table({"split": strings(columns["split"]).dictionary_encode(), "step": numbers(np.concatenate(columns["step"])),
+                     **{name: strings(columns[name]) for name in ("example_id", "label", "prediction", "generation")}})
+
+
 def table(task, encoded: dict, evaluations: dict[int, dict[str, np.ndarray]]):
     """The predictions as a pyarrow Table; `evaluations` maps a step to its outputs per split."""
+    if task.is_generative:
+        return generated_table(task, evaluations)
     columns = {"split": [], "step": [], "example_id": [], "label": [], "prediction": [], "outputs": []}
     ids = {split: example_ids(task.splits[split]) for split in task.eval_splits}
     for step, outputs in sorted(evaluations.items()):

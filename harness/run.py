@@ -46,6 +46,9 @@ def model_inputs(task, run, cache_dir) -> tuple[dict, int, int]:
         kinds = {True: "an image", False: "a text"}
         raise HarnessError(f"task '{task.name}' is {kinds[task.is_image]} task but model '{run.model.name}' is "
                            f"{kinds[run.model.is_image]} model; choose a model of the task's kind")
+    if task.is_generative and run.model.kind != "decoder":
+        raise HarnessError(f"task '{task.name}' is generative (the model writes its answer) but model '{run.model.name}' "
+                           f"is of kind '{run.model.kind}'; choose a decoder (model.kind: decoder, e.g. model=smollm2_135m)")
     if task.is_image:
         model = run.model
         return {name: PixelSplit.from_split(split, model.image_size, model.channels, model.mean, model.std)
@@ -60,7 +63,7 @@ def model_inputs(task, run, cache_dir) -> tuple[dict, int, int]:
     encoded, cache_hits = {}, 0
     for name, split in task.splits.items():
         encoded[name], hit = encode_cached(task.name, name, split, tokenizer, run.task.max_length,
-                                           task.is_regression, cache_dir)
+                                           task.is_regression, cache_dir, task.generation)
         cache_hits += hit
     return encoded, cache_hits, tokenizer.pad_token_id or 0
 
@@ -126,7 +129,10 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
     encoded, cache_hits, pad_id = model_inputs(task, run, cfg.get("cache_dir"))
     seed_everything(run.seed)
     model = load_model(run.model, task.num_labels, cfg.get("cache_dir"))
-    method = build_method(model, cfg.method, run.model.head_modules)
+    if task.is_generative and cfg.method.name == "head":
+        raise HarnessError(f"method 'head' trains a fresh task head, and generative task '{task.name}' has none (the model "
+                           f"writes its answer with its pretrained LM head); choose an adapter method or full")
+    method = build_method(model, cfg.method, [] if task.is_generative else run.model.head_modules)
     model.to(device)
     record["params"] = method.param_counts()
     return Setup(run, device, dtype, task, encoded, cache_hits, pad_id, model, method, wall_started)

@@ -93,13 +93,17 @@ class TrainConfig:
 class TaskConfig:
     name: str = "bbc_news"
     source: Optional[str] = None
+    eval_source: Optional[str] = None  # tasks whose evaluation data comes from elsewhere (generative recipes)
     max_length: int = 128
     limit_train: Optional[int] = None
     limit_eval: Optional[int] = None
     split_seed: int = 42
+    max_new_tokens: Optional[int] = None  # generative tasks: the most tokens an answer may have
 
     def __post_init__(self):
         require(self.max_length > 1, f"task.max_length must be > 1, got {self.max_length}")
+        require(self.max_new_tokens is None or self.max_new_tokens > 0,
+                f"task.max_new_tokens must be a positive number of tokens or null, got {self.max_new_tokens}")
         for key in ("limit_train", "limit_eval"):
             value = getattr(self, key)
             require(value is None or value > 0, f"task.{key} must be a positive number of examples or null, got {value}")

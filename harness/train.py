@@ -128,9 +128,9 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
     def run_evaluation(step: int, epoch: float) -> None:
         nonlocal best_score, loss_sum, loss_count
         started = time.perf_counter()
-        evaluated = {split: evaluate(model, encoded[split], task, cfg.eval_batch_size, pad_id, device, dtype)
+        evaluated = {split: evaluate(model, encoded, task, split, cfg.eval_batch_size, pad_id, device, dtype)
                      for split in task.eval_splits}
-        values = {split: split_values for split, (split_values, _) in evaluated.items()}
+        values = task.with_report({split: split_values for split, (split_values, _) in evaluated.items()})
         outputs = {split: split_outputs for split, (_, split_outputs) in evaluated.items()}
         outcome.eval_seconds += time.perf_counter() - started
         if loss_count:

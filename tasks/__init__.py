@@ -1,9 +1,10 @@
 """Task families: packaged text tasks (bbc_news, tweet_sentiment), GLUE from the hub, and image tasks
-(fashion_mnist, mnist5k, digits packaged; cifar10/cifar100 from the hub)."""
+(fashion_mnist, mnist5k, digits packaged; cifar10/cifar100 from the hub), and generative tasks for
+decoder LMs (tasks/generative.py: offline instruction tasks; gsm8k.py and commonsense.py from the hub)."""
 from functools import partial
 
 from harness.errors import HarnessError
-from tasks import bbc_news, glue, images, tweet_sentiment
+from tasks import bbc_news, commonsense, generative, glue, gsm8k, images, tweet_sentiment
 from tasks.base import ImageSplit, Split, TaskData, require_nonempty
 from tasks.splits import limit_split
 
@@ -15,6 +16,9 @@ TASK_LOADERS = {
     **{name: partial(images.load_mnist5k, name, digits) for name, digits in images.MNIST5K_TASKS.items()},
     "digits": images.load_digits,
     **{name: partial(images.load_hub_images, name) for name in images.HUB_IMAGE_SETS},
+    **generative.INSTRUCTION_TASKS,
+    "gsm8k": gsm8k.load,
+    "commonsense": commonsense.load,
 }
 
 
@@ -25,7 +29,7 @@ def load_task(cfg) -> TaskData:
         raise HarnessError(f"unknown task '{cfg.name}'; available: {', '.join(sorted(TASK_LOADERS))}")
     task = TASK_LOADERS[cfg.name](cfg)
     task.splits = {
-        name: limit_split(split, cfg.limit_train if name == "train" else cfg.limit_eval, cfg.split_seed, not task.is_regression)
+        name: limit_split(split, cfg.limit_train if name == "train" else cfg.limit_eval, cfg.split_seed, task.stratified)
         for name, split in task.splits.items()
     }
     return require_nonempty(task)

@@ -43,13 +43,24 @@ class ImageSplit:
         return ImageSplit(self.images[list(indices)], [self.labels[i] for i in indices])
 
 
+@dataclass(frozen=True)
+class Generation:
+    """How a generative task (tasks/generative.py) prompts, answers and scores."""
+
+    template: str  # the prompt, with {text} where the example's text goes
+    max_new_tokens: int
+    extract: Callable[[str, str], str]  # (text written, split name) -> the answer it gives ("" when none)
+    reference: Callable[[str, str], str]  # (label, split name) -> the answer to match
+
+
 @dataclass
 class TaskData:
     """A task ready for tokenization.
 
     `splits` always has `train` and `validation`; `report_split` is the split whose scores the
     leaderboard reports (`test` for the packaged tasks, `validation` for GLUE, whose test labels are
-    hidden). Every split other than `train` is evaluated. `num_labels` is 1 for regression.
+    hidden). Every split other than `train` is evaluated. `num_labels` is 1 for regression, 0 for a
+    generative task (`generation` set; its labels are answer texts).
     """
 
     name: str
@@ -60,10 +71,28 @@ class TaskData:
     report_split: str
     higher_is_better: bool = True
     label_names: list[str] = field(default_factory=list)
+    generation: Generation | None = None
+    average_of: tuple[str, ...] = ()  # the report split's metrics: the mean of these splits' (several test sets)
 
     @property
     def is_regression(self) -> bool:
         return self.num_labels == 1
+
+    def with_report(self, values: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """An evaluation's metrics per split, with the report split's added where it is the mean of others."""
+        if not self.average_of:
+            return values
+        return {**values, self.report_split: {key: sum(values[split][key] for split in self.average_of) / len(self.average_of)
+                                              for key in values[self.average_of[0]]}}
+
+    @property
+    def is_generative(self) -> bool:
+        return self.generation is not None
+
+    @property
+    def stratified(self) -> bool:
+        """Whether subsets keep each label's share: classification, and generative tasks with label words."""
+        return not self.is_regression and (not self.is_generative or bool(self.label_names))
 
     @property
     def is_image(self) -> bool:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from tasks.base import Split
+from tasks.base import Generation, Split
+from tasks.prompting import EncodedPrompts, encode_prompts
 
 PREPROCESS_VERSION = 1
 TOKENIZE_CHUNK = 1000
@@ -59,9 +60,11 @@ def fingerprint(split: Split) -> str:
     return digest.hexdigest()
 
 
-def cache_key(task: str, split_name: str, split: Split, tokenizer, max_length: int) -> str:
+def cache_key(task: str, split_name: str, split: Split, tokenizer, max_length: int, generation: Generation | None = None) -> str:
     parts = [task, split_name, tokenizer.name_or_path, type(tokenizer).__name__, len(tokenizer),
              max_length, PREPROCESS_VERSION, fingerprint(split)]
+    if generation is not None:  # a generative split: its prompt and the chat template shape the ids too
+        parts += [generation.template, generation.max_new_tokens, tokenizer.chat_template]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
@@ -84,19 +87,28 @@ def tokenize(split: Split, tokenizer, max_length: int, regression: bool) -> Enco
 
 
 def encode_cached(task: str, split_name: str, split: Split, tokenizer, max_length: int,
-                  regression: bool, cache_dir: str | None) -> tuple[EncodedSplit, bool]:
-    """The encoded split and whether it came from the cache (cache_dir None: no caching)."""
+                  regression: bool, cache_dir: str | None,
+                  generation: Generation | None = None) -> tuple[EncodedSplit | EncodedPrompts, bool]:
+    """The encoded split (EncodedPrompts for a generative task: tasks/prompting.py) and whether it came
+    from the cache (cache_dir None: no caching)."""
+    def encode():
+        if generation is not None:
+            return encode_prompts(split, tokenizer, generation, max_length)
+        return tokenize(split, tokenizer, max_length, regression)
+
     if cache_dir is None:
-        return tokenize(split, tokenizer, max_length, regression), False
-    path = Path(cache_dir) / "tokenized" / f"{task}-{split_name}-{cache_key(task, split_name, split, tokenizer, max_length)}.pt"
+        return encode(), False
+    key = cache_key(task, split_name, split, tokenizer, max_length, generation)
+    path = Path(cache_dir) / "tokenized" / f"{task}-{split_name}-{key}.pt"
     if path.exists():
         try:
-            return EncodedSplit(**torch.load(path, weights_only=True)), True
+            state = torch.load(path, weights_only=True)
+            return (EncodedPrompts(**state, tokenizer=tokenizer) if generation is not None else EncodedSplit(**state)), True
         except Exception:  # a truncated cache file from a killed run: rebuild it
             path.unlink(missing_ok=True)
-    encoded = tokenize(split, tokenizer, max_length, regression)
+    encoded = encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(encoded.__dict__, temporary)
+    torch.save(encoded.state() if generation is not None else encoded.__dict__, temporary)
     os.replace(temporary, path)
     return encoded, False

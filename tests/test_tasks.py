@@ -40,7 +40,7 @@ def test_limits_take_a_fixed_subset():
 
 
 def test_unknown_task_and_missing_source_are_clear_errors(tmp_path):
-    with pytest.raises(HarnessError, match="unknown task 'glu'; available: bbc_news, cifar10, cifar100, cola"):
+    with pytest.raises(HarnessError, match="unknown task 'glu'; available: bbc_news, bbc_news_instruct, cifar10, cifar100, cola, commonsense"):
         load_task(TaskConfig(name="glu"))
     with pytest.raises(HarnessError, match="bbc_news: no topic folders under"):
         load_task(TaskConfig(name="bbc_news", source=str(tmp_path)))

