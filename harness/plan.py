@@ -3,7 +3,8 @@
 Expands the command line and the config's own sweep (`hydra.sweeper.params`, e.g. an experiment's
 method × task × seed) exactly as Hydra's basic sweeper does, composes every run (per-task tables
 applied), and lists its run key, whether a success record already exists, and its optimizer steps
-(from the task's training-set size: GLUE's published sizes, the packaged tasks' own splits), with the
+(from the task's training-set size: GLUE's published sizes, the packaged tasks' own splits, the hub
+recipes' approximate sizes where their data is not here, marked ~), with the
 total and the device-hours it takes at S steps per second. Works offline; runs nothing.
 """
 import argparse
@@ -31,21 +32,23 @@ def expand(arguments: list[str]) -> list[list[str]]:
     return BasicSweeper.split_arguments(overrides, None)[0]
 
 
-def train_size(task_cfg, sizes: dict) -> int | None:
-    """Examples in the training split (after limit_train), or None where it cannot be known offline."""
+def train_size(task_cfg, sizes: dict) -> tuple[int | None, bool]:
+    """Examples in the training split (after limit_train), or None where it cannot be known offline; and
+    whether it is approximate (a hub recipe that cannot be loaded here: its documented approximate size)."""
     key = (task_cfg.name, task_cfg.limit_train, task_cfg.source, task_cfg.split_seed)
     if key not in sizes:
-        from tasks import load_task
+        from tasks import APPROXIMATE_TRAIN_SIZES, load_task
         from tasks.glue import GLUE_TASKS
 
         if task_cfg.name in GLUE_TASKS and task_cfg.source is None:
             full = GLUE_TASKS[task_cfg.name].train_size
-            sizes[key] = min(full, task_cfg.limit_train or full)
+            sizes[key] = min(full, task_cfg.limit_train or full), False
         else:
             try:
-                sizes[key] = len(load_task(task_cfg).splits["train"])
+                sizes[key] = len(load_task(task_cfg).splits["train"]), False
             except Exception:
-                sizes[key] = None
+                about = APPROXIMATE_TRAIN_SIZES.get(task_cfg.name)
+                sizes[key] = (None, False) if about is None else (min(about, task_cfg.limit_train or about), task_cfg.limit_train is None or task_cfg.limit_train > about)
     return sizes[key]
 
 
@@ -58,7 +61,7 @@ def main(argv: list[str]) -> None:
     overrides = [o for o in overrides if o not in ("-m", "--multirun")]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         runs = expand(overrides)
-        sizes, total, todo_steps, todo, unknown = {}, 0, 0, 0, 0
+        sizes, total, todo_steps, todo, unknown, rough = {}, 0, 0, 0, 0, 0
         for number, run in enumerate(runs):
             try:
                 identity = identify(compose("config", overrides=run))
@@ -71,18 +74,21 @@ def main(argv: list[str]) -> None:
                 continue
             previous = RecordStore(cfg.results_dir).read(key)
             status = previous["status"] if previous else "to do"
-            size = train_size(task, sizes)
+            size, approximate = train_size(task, sizes)
             steps = plan_steps(train, size).total_steps if size is not None or train.max_steps else None
+            approximate = approximate and not train.max_steps
             total += 1
             if status != "success":
                 todo += 1
                 todo_steps += steps or 0
                 unknown += steps is None
+                rough += approximate
             label = method_label(cfg.method.name, cfg.method.get("variant"))
             print(f"#{number}: {key} {status:7} {label} {cfg.task.name} {cfg.model.name} seed {cfg.seed} "
                   f"lr {train.lr:g} batch {train.batch_size} epochs {train.epochs:g} steps "
-                  f"{steps if steps is not None else '?'}")
+                  f"{'?' if steps is None else ('~' if approximate else '') + str(steps)}")
     hours = todo_steps / args.steps_per_second / 3600
     print(f"{total} runs, {todo} to do: {todo_steps:,} optimizer steps = {hours:,.1f} device-hours at "
           f"{args.steps_per_second:g} steps/s (training only, evaluation not counted)"
-          + (f"; {unknown} runs of unknown length" if unknown else ""))
+          + (f"; {unknown} runs of unknown length" if unknown else "")
+          + (f"; {rough} runs (~) from a hub dataset's approximate size, not loadable here" if rough else ""))

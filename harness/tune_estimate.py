@@ -35,7 +35,7 @@ def rates(record: dict) -> tuple[float, float, float] | None:
 def run_length(cfg, sizes: dict) -> tuple[int, int]:
     """(optimizer steps, evaluations) of one run."""
     train, task = parse_section(TrainConfig, cfg.train, "train"), parse_section(TaskConfig, cfg.task, "task")
-    plan = plan_steps(train, train_size(task, sizes) or 1)
+    plan = plan_steps(train, train_size(task, sizes)[0] or 1)
     return plan.total_steps, -(-plan.total_steps // plan.eval_every)
 
 

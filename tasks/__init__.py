@@ -21,6 +21,9 @@ TASK_LOADERS = {
     "commonsense": commonsense.load,
 }
 
+# Hub recipes' training-set sizes, approximately, for run plans made without their data (harness/plan.py)
+APPROXIMATE_TRAIN_SIZES = {"gsm8k": gsm8k.APPROXIMATE_TRAIN_SIZE, "commonsense": commonsense.APPROXIMATE_TRAIN_SIZE}
+
 
 def load_task(cfg) -> TaskData:
     """The task named by `cfg.name`, with `limit_train` / `limit_eval` applied (fixed subsets,
@@ -35,4 +38,4 @@ def load_task(cfg) -> TaskData:
     return require_nonempty(task)
 
 
-__all__ = ["TASK_LOADERS", "ImageSplit", "Split", "TaskData", "load_task"]
+__all__ = ["APPROXIMATE_TRAIN_SIZES", "TASK_LOADERS", "ImageSplit", "Split", "TaskData", "load_task"]

@@ -27,6 +27,7 @@ DEFAULT_TRAIN_SOURCE = "zwhe99/commonsense_170k"
 DEFAULT_EVAL_SOURCE = ("https://raw.githubusercontent.com/AGI-Edgerunners/LLM-Adapters/"
                        "816657208af4db747803f87ba40a4c71383fed7a/dataset")
 VALID_SIZE = 120
+APPROXIMATE_TRAIN_SIZE = 170_000  # as its name says, for plans made offline
 TEMPLATE = ("Below is an instruction that describes a task. Write a response that appropriately completes the request. \n"
             "\n"
             "                ### Instruction:\n"

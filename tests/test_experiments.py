@@ -95,6 +95,17 @@ def test_dry_run_lists_every_run_with_its_steps_and_the_device_hours(capsys):
                          "steps/s (training only, evaluation not counted)")
 
 
+
+def test_the_decoder_plan_counts_steps_from_the_recipes_approximate_size_and_says_so(capsys):
+    plan(["experiment=dora_commonsense_llama3_8b", "--dry-run", "--steps-per-second", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    runs = [line for line in lines if line.startswith("#")]
+    steps = 3 * math.ceil(170_000 / 16)  # 3 epochs of the recipe's approximate 170,000 at batch 16
+    assert [run.split()[4] for run in runs] == ["lora[r32]", "dora[r16]", "dora[r32]"]
+    assert all(f"llama3_8b seed 0 lr 0.0001 batch 16 epochs 3 steps ~{steps}" in run for run in runs)
+    assert lines[-1] == (f"3 runs, 3 to do: {3 * steps:,} optimizer steps = {3 * steps / 2 / 3600:,.1f} device-hours at 2 steps/s "
+                         "(training only, evaluation not counted); 3 runs (~) from a hub dataset's approximate size, not loadable here")
+
 def test_search_points_scale_the_axis_the_method_searches():
     suite = Suite("tiny_bert", ["bbc_news"], ["lora"])
     lora, head, full = (Cell(suite, m, "bbc_news", lr, head_lr, axis) for m, lr, head_lr, axis in
