@@ -236,3 +236,12 @@ def test_an_instruction_run_records_its_generations_and_exact_match(make_config,
 def test_generative_runs_refuse_encoders_and_head_only_in_one_line(make_config, overrides, message):
     record = execute_run(make_config(*LLAMA_QUICK, "task=bbc_news_instruct", *overrides, quick=False))
     assert record["status"] == "failed" and message in record["error"] and "\n" not in record["error"]
+
+
+@pytest.mark.parametrize("method", ["full", "lora_ga", "adalora", "dora_dynamic", "rac_lora", "lora_xs", "melora", "peft/vera"])
+def test_methods_with_data_inits_step_hooks_and_chains_train_on_a_generative_task(make_config, method):
+    record = execute_run(make_config(*LLAMA_QUICK, "task=tweet_sentiment_instruct", f"method={method}", "train.max_steps=4",
+                                     "task.limit_eval=4", quick=False))
+    assert record["status"] == "success", record.get("error")
+    losses = [row["values"]["loss"] for row in record["metrics"]["curve"] if row["split"] == "train"]
+    assert losses and all(np.isfinite(losses)) and record["params"]["head"] == 0
