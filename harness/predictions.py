@@ -47,45 +47,41 @@ def strings(values: list[str]):
     return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded)))
 
 
+def evaluated(evaluations: dict[int, dict[str, np.ndarray]]):
+    """(step, split, outputs) of every evaluation, steps in order."""
+    return [(step, split, values) for step, outputs in sorted(evaluations.items()) for split, values in outputs.items()]
+
+
+def row_columns(task, evaluations: dict[int, dict[str, np.ndarray]]) -> dict:
+    """The columns naming each row: split, step and example id."""
+    ids = {split: example_ids(task.splits[split]) for split in task.eval_splits}
+    rows = evaluated(evaluations)
+    return {"split": strings([split for _, split, values in rows for _ in range(len(values))]).dictionary_encode(),
+            "step": numbers(np.concatenate([np.full(len(values), step, dtype=np.int32) for step, _, values in rows])),
+            "example_id": strings([i for _, split, _ in rows for i in ids[split]])}
+
+
 def generated_table(task, evaluations: dict[int, dict[str, np.ndarray]]):
     """A generative task's predictions: `label` and `prediction` are the reference and extracted answers,
     `generation` the text the model wrote."""
-    columns = {"split": [], "step": [], "example_id": [], "label": [], "prediction": [], "generation": []}
-    ids = {split: example_ids(task.splits[split]) for split in task.eval_splits}
-    for step, outputs in sorted(evaluations.items()):
-        for split, texts in outputs.items():
-            columns["split"] += [split] * len(texts)
-            columns["step"].append(np.full(len(texts), step, dtype=np.int32))
-            columns["example_id"] += ids[split]
-            columns["label"] += [task.generation.reference(label, split) for label in task.splits[split].labels]
-            columns["prediction"] += [task.generation.extract(text, split) for text in texts]
-            columns["generation"] += list(texts)
-    return pa.table({"split": strings(columns["split"]).dictionary_encode(), "step": numbers(np.concatenate(columns["step"])),
-                     **{name: strings(columns[name]) for name in ("example_id", "label", "prediction", "generation")}})
+    rows, generation = evaluated(evaluations), task.generation
+    return pa.table({**row_columns(task, evaluations),
+                     "label": strings([generation.reference(label, split) for _, split, _ in rows for label in task.splits[split].labels]),
+                     "prediction": strings([generation.extract(text, split) for _, split, texts in rows for text in texts]),
+                     "generation": strings([text for _, _, texts in rows for text in texts])})
 
 
 def table(task, encoded: dict, evaluations: dict[int, dict[str, np.ndarray]]):
     """The predictions as a pyarrow Table; `evaluations` maps a step to its outputs per split."""
     if task.is_generative:
         return generated_table(task, evaluations)
-    columns = {"split": [], "step": [], "example_id": [], "label": [], "prediction": [], "outputs": []}
-    ids = {split: example_ids(task.splits[split]) for split in task.eval_splits}
-    for step, outputs in sorted(evaluations.items()):
-        for split, values in outputs.items():
-            columns["split"] += [split] * len(values)
-            columns["step"].append(np.full(len(values), step, dtype=np.int32))
-            columns["example_id"] += ids[split]
-            columns["label"].append(encoded[split].labels.numpy())
-            columns["prediction"].append(predictions(values))
-            columns["outputs"].append(values.astype(np.float32))
+    rows = evaluated(evaluations)
     number = np.float32 if task.is_regression else np.int64
-    outputs = np.concatenate(columns.pop("outputs"))
+    outputs = np.concatenate([values.astype(np.float32) for _, _, values in rows])
     arrays = {
-        "split": strings(columns["split"]).dictionary_encode(),
-        "step": numbers(np.concatenate(columns["step"])),
-        "example_id": strings(columns["example_id"]),
-        "label": numbers(np.concatenate(columns["label"]).astype(number)),
-        "prediction": numbers(np.concatenate(columns["prediction"]).astype(number)),
+        **row_columns(task, evaluations),
+        "label": numbers(np.concatenate([encoded[split].labels.numpy() for _, split, _ in rows]).astype(number)),
+        "prediction": numbers(np.concatenate([predictions(values) for _, _, values in rows]).astype(number)),
     }
     if task.is_regression:
         arrays["value"] = numbers(outputs[:, 0])

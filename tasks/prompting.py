@@ -17,6 +17,7 @@ import torch
 
 from harness.errors import HarnessError
 from tasks.base import Generation, Split
+from tasks.padding import right_padded
 
 TEXT_MARK = "\u2063TEXT\u2063"  # stands for the text while the template is rendered
 IGNORED = -100  # label of a token the loss skips (PyTorch's cross-entropy ignore_index)
@@ -68,16 +69,10 @@ class EncodedPrompts:
 
     def batch(self, indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
         """Training: prompt + answer, right-padded; labels are the answer's ids, IGNORED elsewhere."""
-        starts, ends = self.offsets[indices], self.offsets[[i + 1 for i in indices]]
-        width = int((ends - starts).max())
-        ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(indices), width), dtype=torch.long)
-        labels = torch.full((len(indices), width), IGNORED, dtype=torch.long)
-        for row, (index, start, end) in enumerate(zip(indices, starts.tolist(), ends.tolist())):
-            ids[row, : end - start] = self.input_ids[start:end]
-            mask[row, : end - start] = 1
-            prompt = int(self.prompt_lengths[index])
-            labels[row, prompt : end - start] = self.input_ids[start + prompt : end]
+        ids, mask = right_padded(self.input_ids, self.offsets, indices, pad_id)
+        labels = ids.masked_fill(mask == 0, IGNORED)
+        for row, index in enumerate(indices):
+            labels[row, : int(self.prompt_lengths[index])] = IGNORED
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     def prompt_batch(self, indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from tasks.base import Generation, Split
+from tasks.padding import right_padded
 from tasks.prompting import EncodedPrompts, encode_prompts
 
 PREPROCESS_VERSION = 1
@@ -37,19 +38,10 @@ class EncodedSplit:
         return sorted(range(len(self)), key=lambda i: lengths[i])
 
     def batch(self, indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
-        starts, ends = self.offsets[indices], self.offsets[[i + 1 for i in indices]]
-        width = int((ends - starts).max())
-        ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(indices), width), dtype=torch.long)
-        types = torch.zeros((len(indices), width), dtype=torch.long) if self.token_type_ids is not None else None
-        for row, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
-            ids[row, : end - start] = self.input_ids[start:end]
-            mask[row, : end - start] = 1
-            if types is not None:
-                types[row, : end - start] = self.token_type_ids[start:end]
+        ids, mask = right_padded(self.input_ids, self.offsets, indices, pad_id)
         out = {"input_ids": ids, "attention_mask": mask, "labels": self.labels[indices]}
-        if types is not None:
-            out["token_type_ids"] = types
+        if self.token_type_ids is not None:
+            out["token_type_ids"] = right_padded(self.token_type_ids, self.offsets, indices, 0)[0]
         return out
 
 
