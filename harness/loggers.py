@@ -1,7 +1,7 @@
 """Loggers are views of a run: every step's numbers as they come, and the finished record.
 
 - csv (default): <results_dir>/runs/<run_key>.steps.csv (step, epoch, metric, value rows; flushed at
-  every evaluation) and <results_dir>/runs.csv, one row per run key with the run's latest state
+  every evaluation and checkpoint; a run resumed from a checkpoint keeps the rows up to it) and <results_dir>/runs.csv, one row per run key with the run's latest state
   (written when it starts and when it ends).
 - wandb: one W&B run per harness run (also when a sweep runs in one process); project, group and
   tags from the config; the resolved config as W&B config; offline when no API key is configured.
@@ -30,6 +30,9 @@ class NullLogger:
 
     def flush(self) -> None:
         pass
+
+    def resume(self, step: int) -> None:
+        """The run continues after `step` from a checkpoint (harness/checkpoint.py)."""
 
     def finish(self, record: dict) -> None:
         pass
@@ -82,6 +85,7 @@ class CsvLogger(NullLogger):
     def start(self, record: dict) -> None:
         path = self.results_dir / "runs" / f"{record['run_key']}.steps.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.earlier = path.read_text().splitlines()[1:] if path.exists() else []  # an earlier attempt's rows, for `resume`
         self.handle = open(path, "w", newline="")
         self.writer = csv.writer(self.handle)
         self.writer.writerow(("step", "epoch", "metric", "value"))
@@ -90,6 +94,10 @@ class CsvLogger(NullLogger):
     def log(self, step: int, epoch: float, values: dict[str, float]) -> None:
         for name, value in values.items():
             self.writer.writerow((step, round(epoch, 4), name, value))
+
+    def resume(self, step: int) -> None:
+        """The earlier attempt's rows up to the checkpoint's step are kept (they were flushed before it was saved)."""
+        self.writer.writerows(row for row in csv.reader(self.earlier) if int(row[0]) <= step)
 
     def flush(self) -> None:
         self.handle.flush()

@@ -3,7 +3,8 @@
 `execute_run` keeps the record's life cycle: take the run key's lock (or leave the run to the process
 that holds it), skip if a success record exists, write `running`, fine-tune, write `success`,
 `failed` with the error, or `interrupted` (SIGINT/SIGTERM; re-raised). `fine_tune` is the work in
-between, in three stages: `set_up` (settings, data, model, method), `train` (harness/train.py) and
+between, in three stages: `set_up` (settings, data, model, method), `train` (harness/train.py, which
+continues from the run's checkpoint if an earlier attempt left one: harness/checkpoint.py) and
 `assemble` (the record's metrics, counts, predictions and cost).
 """
 import hashlib
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from harness.checkpoint import CheckpointConfig, Checkpointer
 from harness.device import autocast_dtype, device_name, make_deterministic, pick_device
 from harness.errors import HarnessError, Interrupted, one_line
 from harness.files import ensure_writable
@@ -100,10 +102,13 @@ def fine_tune(cfg: DictConfig, record: dict, logger, store: RecordStore) -> None
     """Train and evaluate in three stages (setup, training, record assembly); fills
     record['params'|'metrics'|'cost'|'provenance'|'predictions'] (and 'adapter' with save_adapter=true),
     the files they name written beside the record."""
+    checkpoints = parse_section(CheckpointConfig, cfg.get("checkpoint"), "checkpoint")
     setup = set_up(cfg, record)
     reset_peak(setup.device)
+    checkpointer = Checkpointer(checkpoints, store.beside(record["run_key"], "checkpoint.pt"))
     outcome = train(setup.model, setup.method, setup.task, setup.encoded, setup.run, setup.device, setup.dtype,
-                    setup.pad_id, logger, progress=bool(cfg.get("progress", True)))
+                    setup.pad_id, logger, progress=bool(cfg.get("progress", True)), checkpointer=checkpointer,
+                    run_key=record["run_key"])
     assemble(record, setup, outcome, store, save_adapter=bool(cfg.get("save_adapter")))
 
 
@@ -177,6 +182,7 @@ def assemble(record: dict, setup: Setup, outcome: Outcome, store: RecordStore, s
         "seconds_per_step": round(outcome.train_seconds / max(outcome.steps, 1), 4),
         "tokenize_cache_hits": setup.cache_hits,
         **{k: round(v, 1) for k, v in read_peak(setup.device).items()},
+        **({"resumed_from_step": outcome.resumed_from_step} if outcome.resumed_from_step is not None else {}),
     }
 
 
@@ -245,6 +251,8 @@ def execute_locked(run: Identity, store: RecordStore) -> dict:
 
             record["traceback"] = traceback.format_exc()
     finally:
+        if record["status"] in ("success", "failed"):  # an interrupted or killed run keeps its checkpoint
+            store.beside(run.key, "checkpoint.pt").unlink(missing_ok=True)
         record["provenance"]["ended_at"] = utc_now()
         store.write(record)
         logger.finish(record)

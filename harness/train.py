@@ -8,7 +8,8 @@ each forward under autocast when on a GPU, loss = task loss + method.extra_loss(
 1/grad_accum, backward; then gradient clipping, optimizer.step(), scheduler.step(),
 method.on_step_end(step) (gradients still present), zero_grad(). The step's loss stays on the device
 until the loop reads it (every `logger.every` steps and before each evaluation: one sync for those
-steps), then each step's loss is checked and logged. Evaluation of every non-train
+steps), then each step's loss is checked and logged. Checkpoints (harness/checkpoint.py) on their cadence, after a step, and
+the run continues from the last one. Evaluation of every non-train
 split every `eval_every` steps (default: once per epoch) and at the end; `best` is the evaluation
 with the best primary metric on the validation split; the model's outputs at the final and the best
 evaluation are kept (the run's predictions). The logger flushes at every evaluation. A non-finite
@@ -22,6 +23,7 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
+from harness.checkpoint import Checkpointer, from_portable, portable, rng_state, set_rng_state
 from harness.errors import HarnessError
 from harness.evaluate import evaluate
 from harness.schedule import build_optimizer
@@ -71,6 +73,10 @@ class Outcome:
     train_seconds: float = 0.0  # the method's initialisation pass included
     eval_seconds: float = 0.0
     init_seconds: float = 0.0
+    resumed_from_step: int | None = None  # the checkpoint's step, when the run continued from one
+    best_score: float | None = None  # the loop's running state (kept in checkpoints)
+    loss_sum: float = 0.0
+    loss_count: int = 0
 
 
 def is_better(value: float, best: float | None, higher_is_better: bool) -> bool:
@@ -114,36 +120,59 @@ class StepRunner:
         return torch.stack(losses)
 
 
+def checkpoint_state(step: int, outcome: Outcome, method, step_once: StepRunner, train_seconds: float) -> dict:
+    """What a run continues from after `step` (harness/checkpoint.py)."""
+    saved = {field: getattr(outcome, field) for field in ("curve", "final", "best", "best_step", "steps", "examples",
+                                                          "eval_seconds", "init_seconds", "best_score", "loss_sum", "loss_count")}
+    return {"step": step, "outcome": {**saved, "train_seconds": train_seconds, "final_outputs": portable(outcome.final_outputs),
+                                      "best_outputs": portable(outcome.best_outputs)},
+            "method": method.trainable_state_dict(), "method_state": method.checkpoint_state(),
+            "optimizer": step_once.optimizer.state_dict(), "scheduler": step_once.scheduler.state_dict(),
+            "scaler": step_once.scaler.state_dict(), "rng": rng_state()}
+
+
+def restore(saved: dict, outcome: Outcome, method, step_once: StepRunner) -> None:
+    method.load_trainable_state_dict(saved["method"])
+    method.restore_checkpoint_state(saved["method_state"])
+    step_once.optimizer.load_state_dict(saved["optimizer"])
+    step_once.scheduler.load_state_dict(saved["scheduler"])
+    step_once.scaler.load_state_dict(saved["scaler"])
+    for field, value in saved["outcome"].items():
+        setattr(outcome, field, from_portable(value) if field.endswith("_outputs") else value)
+    outcome.resumed_from_step = saved["step"]
+    set_rng_state(saved["rng"])
+
+
 def train(model, method, task, encoded: dict, run, device: torch.device, dtype: torch.dtype | None,
-          pad_id: int, logger, progress: bool) -> Outcome:
-    """`run` holds the validated settings (run.train, run.seed); `encoded` the encoded splits."""
+          pad_id: int, logger, progress: bool, checkpointer: Checkpointer | None = None, run_key: str = "") -> Outcome:
+    """`run` holds the validated settings (run.train, run.seed); `encoded` the encoded splits;
+    `checkpointer` saves and restores the run's state (harness/checkpoint.py)."""
     cfg = run.train
     plan = plan_steps(cfg, len(encoded["train"]))
     optimizer, scheduler = build_optimizer(method, cfg, plan.warmup_steps, plan.total_steps)
     log_every = getattr(getattr(run, "logger", None), "every", 1)
     step_once = StepRunner(model, method, optimizer, scheduler, device, dtype, cfg.max_grad_norm)
     batches = batch_indices(len(encoded["train"]), cfg.batch_size, run.seed)
-    outcome, best_score, loss_sum, loss_count = Outcome(), None, 0.0, 0
+    outcome = Outcome()
 
     def run_evaluation(step: int, epoch: float) -> None:
-        nonlocal best_score, loss_sum, loss_count
         started = time.perf_counter()
         evaluated = {split: evaluate(model, encoded, task, split, cfg.eval_batch_size, pad_id, device, dtype)
                      for split in task.eval_splits}
         values = task.with_report({split: split_values for split, (split_values, _) in evaluated.items()})
         outputs = {split: split_outputs for split, (_, split_outputs) in evaluated.items()}
         outcome.eval_seconds += time.perf_counter() - started
-        if loss_count:
-            outcome.curve.append({"step": step, "epoch": epoch, "split": "train", "values": {"loss": loss_sum / loss_count}})
-            loss_sum, loss_count = 0.0, 0
+        if outcome.loss_count:
+            outcome.curve.append({"step": step, "epoch": epoch, "split": "train", "values": {"loss": outcome.loss_sum / outcome.loss_count}})
+            outcome.loss_sum, outcome.loss_count = 0.0, 0
         for split, split_values in values.items():
             outcome.curve.append({"step": step, "epoch": epoch, "split": split, "values": split_values})
             logger.log(step, epoch, {f"{split}/{k}": v for k, v in split_values.items()})
         logger.flush()
         outcome.final, outcome.final_outputs = values, outputs
         score = values[SELECT_SPLIT][task.primary]
-        if is_better(score, best_score, task.higher_is_better):
-            best_score, outcome.best, outcome.best_step, outcome.best_outputs = score, values, step, outputs
+        if is_better(score, outcome.best_score, task.higher_is_better):
+            outcome.best_score, outcome.best, outcome.best_step, outcome.best_outputs = score, values, step, outputs
 
     started = time.perf_counter()
     if method.init_batches:
@@ -155,23 +184,35 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
         method.initialise(loss_of, (encoded["train"].batch(next(first)[1], pad_id) for _ in range(method.init_batches)))
         outcome.init_seconds = time.perf_counter() - started
     method.start(plan.total_steps, optimizer)
-    bar = tqdm(total=plan.total_steps, desc=f"{method.name}/{task.name}", disable=not progress, leave=False)
+    saved = checkpointer.load(run_key) if checkpointer is not None else None
+    first_step, spent = 1, 0.0  # spent: training time of earlier attempts
+    if saved is not None:
+        restore(saved, outcome, method, step_once)
+        first_step, spent = saved["step"] + 1, outcome.train_seconds
+        for _ in range(saved["step"] * cfg.grad_accum):  # the seeded order, replayed to the checkpoint's position
+            next(batches)
+        logger.resume(saved["step"])
+    eval_before = outcome.eval_seconds
+
+    def train_seconds() -> float:
+        return spent + time.perf_counter() - started - (outcome.eval_seconds - eval_before)
+
+    bar = tqdm(total=plan.total_steps, initial=first_step - 1, desc=f"{method.name}/{task.name}", disable=not progress, leave=False)
     unlogged = []  # (step, epoch, lr, loss on the device) since the last read
 
     def read_losses() -> None:
         """One device sync for the steps since the last: check and log their losses."""
-        nonlocal loss_sum, loss_count
         read = torch.stack([losses for *_, losses in unlogged]).tolist()
         values = [sum(loss / len(losses) for loss in losses) for losses in read]  # in float64, micro-batch by micro-batch
         for (step, epoch, lr, _), value in zip(unlogged, values):
             if not math.isfinite(value):
                 raise HarnessError(f"loss is {value} at step {step}; lower train.lr or check the data")
-            loss_sum, loss_count = loss_sum + value, loss_count + 1
+            outcome.loss_sum, outcome.loss_count = outcome.loss_sum + value, outcome.loss_count + 1
             logger.log(step, epoch, {"train/loss": value, "train/lr": lr})
         bar.set_postfix(loss=f"{values[-1]:.4f}", refresh=False)
         unlogged.clear()
 
-    for step in range(1, plan.total_steps + 1):
+    for step in range(first_step, plan.total_steps + 1):
         micro = [next(batches) for _ in range(cfg.grad_accum)]
         epoch = micro[-1][0]
         lr = scheduler.get_last_lr()[0]  # the rate this step uses (the scheduler moves on inside the step)
@@ -184,6 +225,11 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
         bar.update()
         if evaluate_now:
             run_evaluation(step, epoch)
+        if checkpointer is not None and checkpointer.due(step, plan.total_steps):
+            if unlogged:
+                read_losses()
+            logger.flush()
+            checkpointer.save({"run_key": run_key, **checkpoint_state(step, outcome, method, step_once, train_seconds())})
     bar.close()
-    outcome.train_seconds = time.perf_counter() - started - outcome.eval_seconds
+    outcome.train_seconds = train_seconds()
     return outcome

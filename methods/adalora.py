@@ -106,6 +106,15 @@ class AdaLoRA(BudgetMethod):
         self.sensitivity: dict[tuple[str, str], torch.Tensor] = {}
         self.uncertainty: dict[tuple[str, str], torch.Tensor] = {}
 
+    def checkpoint_state(self) -> dict:
+        """The importance averages (sensitivity Ī and uncertainty Ū), keyed "<layer>|<factor>"."""
+        return {kind: {f"{name}|{factor}": value.clone() for (name, factor), value in getattr(self, kind).items()}
+                for kind in ("sensitivity", "uncertainty")}
+
+    def restore_checkpoint_state(self, state: dict) -> None:
+        for kind in ("sensitivity", "uncertainty"):
+            setattr(self, kind, {tuple(key.rsplit("|", 1)): value for key, value in state[kind].items()})
+
     def extra_loss(self):
         if self.cfg.orth_reg == 0:
             return None

@@ -168,6 +168,14 @@ class Method:
         the same outputs."""
         return {name: tensor.detach().clone() for name, tensor in self.state_tensors().items()}
 
+    def checkpoint_state(self) -> dict:
+        """What the method keeps besides its learned tensors and needs to continue a run from a
+        checkpoint (harness/checkpoint.py): running scores, generators. Tensors, numbers, strings only."""
+        return {}
+
+    def restore_checkpoint_state(self, state: dict) -> None:
+        """The inverse of `checkpoint_state`, called after `start`."""
+
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         tensors = self.state_tensors()
         unknown, missing = sorted(set(state) - set(tensors)), sorted(set(tensors) - set(state))

@@ -92,6 +92,14 @@ class DoraDynamic(BudgetMethod):
         self.completed_steps = 0
         self.scores = {name: torch.zeros_like(layer.lora_E, requires_grad=False) for name, layer in self.layers.items()}
 
+    def checkpoint_state(self) -> dict:
+        return {"completed_steps": self.completed_steps, "scores": {name: score.clone() for name, score in self.scores.items()}}
+
+    def restore_checkpoint_state(self, state: dict) -> None:
+        self.completed_steps = state["completed_steps"]
+        for name, score in state["scores"].items():
+            self.scores[name].copy_(score)
+
     def pruning_over(self, step: int) -> bool:
         return step - self.window_start > self.window
 

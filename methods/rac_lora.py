@@ -116,6 +116,13 @@ class RacLora(LoRA):
                 tensors[f"{name}.lora_{self.cfg.frozen}"] = getattr(layer, f"lora_{self.cfg.frozen}")
         return tensors
 
+    def checkpoint_state(self) -> dict:
+        """The generator of the frozen factors' redraws (the chain's position follows from the step)."""
+        return {"generator": self.generator.get_state()}
+
+    def restore_checkpoint_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
     def start(self, total_steps: int, optimizer=None) -> None:
         super().start(total_steps, optimizer)
         links = self.cfg.links
