@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
+from harness import distributed
 from harness.checkpoint import CheckpointConfig, Checkpointer
 from harness.device import autocast_dtype, device_name, make_deterministic, pick_device
 from harness.errors import HarnessError, Interrupted, one_line
@@ -102,14 +103,17 @@ def fine_tune(cfg: DictConfig, record: dict, logger, store: RecordStore) -> None
     """Train and evaluate in three stages (setup, training, record assembly); fills
     record['params'|'metrics'|'cost'|'provenance'|'predictions'] (and 'adapter' with save_adapter=true),
     the files they name written beside the record."""
-    checkpoints = parse_section(CheckpointConfig, cfg.get("checkpoint"), "checkpoint")
     setup = set_up(cfg, record)
     reset_peak(setup.device)
-    checkpointer = Checkpointer(checkpoints, store.beside(record["run_key"], "checkpoint.pt"))
-    outcome = train(setup.model, setup.method, setup.task, setup.encoded, setup.run, setup.device, setup.dtype,
-                    setup.pad_id, logger, progress=bool(cfg.get("progress", True)), checkpointer=checkpointer,
-                    run_key=record["run_key"])
+    outcome = run_training(cfg, setup, logger, store, record["run_key"], progress=bool(cfg.get("progress", True)))
     assemble(record, setup, outcome, store, save_adapter=bool(cfg.get("save_adapter")))
+
+
+def run_training(cfg: DictConfig, setup: "Setup", logger, store: RecordStore, key: str, progress: bool) -> Outcome:
+    """The training stage, continuing from the run's checkpoint where an earlier attempt left one."""
+    checkpointer = Checkpointer(parse_section(CheckpointConfig, cfg.get("checkpoint"), "checkpoint"), store.beside(key, "checkpoint.pt"))
+    return train(setup.model, setup.method, setup.task, setup.encoded, setup.run, setup.device, setup.dtype, setup.pad_id,
+                 logger, progress=progress, checkpointer=checkpointer, run_key=key)
 
 
 def set_up(cfg: DictConfig, record: dict) -> Setup:
@@ -122,7 +126,7 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
         torch.set_num_threads(run.threads)
     if cfg.get("deterministic"):
         make_deterministic()
-    device = pick_device(run.train.device, cfg.get("job_index"))
+    device = distributed.set_up(pick_device(run.train.device, cfg.get("job_index")))
     dtype = autocast_dtype(run.train.precision, device)
     record["provenance"] = {**provenance(device_name(device)), "deterministic": bool(cfg.get("deterministic"))}
 
@@ -207,13 +211,19 @@ def execute_run(cfg: DictConfig) -> dict | None:
     process holds its lock (one line, and None: that process trains it)."""
     from filelock import Timeout
 
+    if distributed.is_distributed():  # part of the run key: N ranks are not the one-process run of the same config
+        with open_dict(cfg):
+            cfg.processes = distributed.world()[1]
     run = identify(cfg)
     store = RecordStore(run.cfg.results_dir)
+    if not distributed.is_main():
+        return follow(run, store)
     store.ensure_writable()
     lock = store.lock(run.key)
     try:
         lock.acquire()
     except Timeout:
+        distributed.agree(False)
         print(f"skip {run.key}: another process is training this run (it holds {lock.lock_file})", file=sys.stderr)
         return None
     try:
@@ -222,14 +232,37 @@ def execute_run(cfg: DictConfig) -> dict | None:
         lock.release()
 
 
+def peer_failure(store: RecordStore, key: str) -> str | None:
+    """The error another rank of a data-parallel run wrote before it exited, if one did."""
+    failed = sorted(store.runs_dir.glob(f"{key}.rank*.error"))
+    return failed[0].read_text().strip() if failed else None
+
+
+def follow(run: Identity, store: RecordStore) -> None:
+    """A data-parallel run's rank > 0 (harness/distributed.py): trains beside rank 0 when it runs the
+    run, writing nothing; a failure is written beside the record for rank 0, then raised."""
+    if not distributed.agree(None):
+        return None
+    try:
+        if run.problem is not None:
+            raise run.problem
+        run_training(run.cfg, set_up(run.cfg, new_record(run.config, run.key)), NullLogger(), store, run.key, progress=False)
+    except Exception as error:
+        store.beside(run.key, f"rank{distributed.world()[0]}.error").write_text(f"rank {distributed.world()[0]}: {one_line(error)}\n")
+        raise
+    return None
+
+
 def execute_locked(run: Identity, store: RecordStore) -> dict:
     """The record's life cycle, with the run key's lock held."""
     previous = store.read(run.key)
     for problem in store.problems:
         print(f"note: {problem}; the run is done again", file=sys.stderr)
-    if previous is not None and previous["status"] == "success":
+    if not distributed.agree(previous is None or previous["status"] != "success"):
         print(f"skip {run.key}: already succeeded ({summary_line(previous)})", file=sys.stderr)
         return previous
+    for stale in store.runs_dir.glob(f"{run.key}.rank*.error"):  # an earlier attempt's
+        stale.unlink()
     record = new_record(run.config, run.key)
     logger = NullLogger()  # until the logger's own config is checked
     store.write(record)
@@ -242,10 +275,16 @@ def execute_locked(run: Identity, store: RecordStore) -> dict:
         record["status"] = "success"
     except (Interrupted, KeyboardInterrupt) as error:  # recorded, then re-raised: the process exits 130/143
         record["status"], record["error"] = "interrupted", str(error) if isinstance(error, Interrupted) else "interrupted by SIGINT"
+        if (failure := peer_failure(store, run.key)) is not None:  # torchrun stopped this rank because another failed
+            record["status"], record["error"] = "failed", failure
         error.run = f"{run_head(record)} ({run.key})"  # for the one line harness.cli prints
         raise
     except Exception as error:
-        record["status"], record["error"] = "failed", one_line(error)
+        failure = peer_failure(store, run.key)
+        if failure is None and distributed.lost_peer(error):  # a rank was killed or pre-empted: resumable, like a kill
+            record["status"], record["error"] = "interrupted", f"another rank of this run stopped: {one_line(error)}"
+            return record
+        record["status"], record["error"] = "failed", failure or one_line(error)  # the cause, not its echo
         if not isinstance(error, HarnessError):  # unexpected: keep the traceback for debugging
             import traceback
 

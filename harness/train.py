@@ -8,7 +8,8 @@ each forward under autocast when on a GPU, loss = task loss + method.extra_loss(
 1/grad_accum, backward; then gradient clipping, optimizer.step(), scheduler.step(),
 method.on_step_end(step) (gradients still present), zero_grad(). The step's loss stays on the device
 until the loop reads it (every `logger.every` steps and before each evaluation: one sync for those
-steps), then each step's loss is checked and logged. Checkpoints (harness/checkpoint.py) on their cadence, after a step, and
+steps), then each step's loss is checked and logged. A data-parallel run (torchrun: harness/distributed.py) takes grad_accum ×
+ranks micro-batches per step, each rank its share. Checkpoints (harness/checkpoint.py) on their cadence, after a step, and
 the run continues from the last one. Evaluation of every non-train
 split every `eval_every` steps (default: once per epoch) and at the end; `best` is the evaluation
 with the best primary metric on the validation split; the model's outputs at the final and the best
@@ -17,16 +18,19 @@ loss stops the run with an error naming its step.
 """
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
 
+from harness import distributed
 from harness.checkpoint import Checkpointer, from_portable, portable, rng_state, set_rng_state
 from harness.errors import HarnessError
 from harness.evaluate import evaluate
 from harness.schedule import build_optimizer
+from methods.base import Method
 
 SELECT_SPLIT = "validation"
 
@@ -41,8 +45,9 @@ class Plan:
     warmup_steps: int
 
 
-def plan_steps(train, n_train: int) -> Plan:
-    steps_per_epoch = max(1, math.ceil(n_train / (train.batch_size * train.grad_accum)))
+def plan_steps(train, n_train: int, processes: int = 1) -> Plan:
+    """`processes`: ranks of a data-parallel run (harness/distributed.py), each step's micro-batches × it."""
+    steps_per_epoch = max(1, math.ceil(n_train / (train.batch_size * train.grad_accum * processes)))
     total = train.max_steps or max(1, math.ceil(train.epochs * steps_per_epoch))
     return Plan(total, steps_per_epoch, train.eval_every or min(steps_per_epoch, total),
                 int(round(train.warmup_ratio * total)))
@@ -96,18 +101,26 @@ class StepRunner:
         self.device, self.dtype, self.max_grad_norm = device, dtype, max_grad_norm
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         self.trainable = [p for group in optimizer.param_groups for p in group["params"]]
+        self.forward = model
+        if distributed.is_distributed():  # gradients averaged over the ranks (harness/distributed.py)
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        self.hook_rewrites = type(method).on_step_end is not Method.on_step_end
 
     def __call__(self, step: int, micro_batches: list[dict]) -> torch.Tensor:
         self.method.train_mode()
         losses = []
-        for batch in micro_batches:
+        for number, batch in enumerate(micro_batches, 1):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-                loss = self.model(**batch).loss
-                extra = self.method.extra_loss()
-                if extra is not None:
-                    loss = loss + extra
-            self.scaler.scale(loss / len(micro_batches)).backward()
+            synced = self.forward.no_sync() if self.forward is not self.model and number < len(micro_batches) else nullcontext()
+            with synced:  # a data-parallel run averages the gradients once, after the last micro-batch
+                with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+                    loss = self.forward(**batch).loss
+                    extra = self.method.extra_loss()
+                    if extra is not None:
+                        loss = loss + extra
+                self.scaler.scale(loss / len(micro_batches)).backward()
             losses.append(loss.detach().float())  # stays on the device: no sync per micro-batch
         self.scaler.unscale_(self.optimizer)  # true gradients for clipping and for methods that read them
         if self.max_grad_norm is not None:
@@ -116,8 +129,10 @@ class StepRunner:
         self.scaler.update()
         self.scheduler.step()
         self.method.on_step_end(step)
+        if self.hook_rewrites:  # masks, folds, redraws: every rank keeps rank 0's
+            distributed.share_from_main(self.method.state_tensors())
         self.optimizer.zero_grad(set_to_none=True)
-        return torch.stack(losses)
+        return distributed.mean_over_ranks(torch.stack(losses))
 
 
 def checkpoint_state(step: int, outcome: Outcome, method, step_once: StepRunner, train_seconds: float) -> dict:
@@ -148,7 +163,8 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
     """`run` holds the validated settings (run.train, run.seed); `encoded` the encoded splits;
     `checkpointer` saves and restores the run's state (harness/checkpoint.py)."""
     cfg = run.train
-    plan = plan_steps(cfg, len(encoded["train"]))
+    rank, processes = distributed.world()
+    plan = plan_steps(cfg, len(encoded["train"]), processes)
     optimizer, scheduler = build_optimizer(method, cfg, plan.warmup_steps, plan.total_steps)
     log_every = getattr(getattr(run, "logger", None), "every", 1)
     step_once = StepRunner(model, method, optimizer, scheduler, device, dtype, cfg.max_grad_norm)
@@ -189,7 +205,7 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
     if saved is not None:
         restore(saved, outcome, method, step_once)
         first_step, spent = saved["step"] + 1, outcome.train_seconds
-        for _ in range(saved["step"] * cfg.grad_accum):  # the seeded order, replayed to the checkpoint's position
+        for _ in range(saved["step"] * cfg.grad_accum * processes):  # the seeded order, replayed to the checkpoint's position
             next(batches)
         logger.resume(saved["step"])
     eval_before = outcome.eval_seconds
@@ -213,19 +229,20 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
         unlogged.clear()
 
     for step in range(first_step, plan.total_steps + 1):
-        micro = [next(batches) for _ in range(cfg.grad_accum)]
+        micro = [next(batches) for _ in range(cfg.grad_accum * processes)]
         epoch = micro[-1][0]
         lr = scheduler.get_last_lr()[0]  # the rate this step uses (the scheduler moves on inside the step)
-        unlogged.append((step, epoch, lr, step_once(step, [encoded["train"].batch(indices, pad_id) for _, indices in micro])))
+        mine = distributed.my_share(micro)
+        unlogged.append((step, epoch, lr, step_once(step, [encoded["train"].batch(indices, pad_id) for _, indices in mine])))
         outcome.examples += sum(len(indices) for _, indices in micro)
         outcome.steps = step
         evaluate_now = step % plan.eval_every == 0 or step == plan.total_steps
         if evaluate_now or step % log_every == 0:
             read_losses()
         bar.update()
-        if evaluate_now:
+        if evaluate_now and rank == 0:  # a data-parallel run evaluates on rank 0 only
             run_evaluation(step, epoch)
-        if checkpointer is not None and checkpointer.due(step, plan.total_steps):
+        if rank == 0 and checkpointer is not None and checkpointer.due(step, plan.total_steps):
             if unlogged:
                 read_losses()
             logger.flush()
