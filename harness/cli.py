@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from harness import progress
+from harness import distributed, progress
 from harness.errors import Interrupted, handle_interrupts, one_line
 from harness.preflight import CONF_DIR, command_line_problems
 
@@ -31,6 +31,7 @@ def app(cfg: DictConfig) -> str:
     from harness.run import execute_run
 
     handle_interrupts()  # also in launcher workers (joblib, submitit) that run this function
+    distributed.adopt_cluster_tasks()  # a submitit job of several tasks: one data-parallel run
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     with open_dict(cfg):

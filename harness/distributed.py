@@ -1,8 +1,8 @@
 """One run over several processes: `torchrun --nproc_per_node N -m harness ...` (or a SLURM job with N
 tasks) trains it with DistributedDataParallel, gloo on CPU and nccl on GPUs (each rank its LOCAL_RANK's).
 
-The global batch and its order equal a one-process run with `train.grad_accum` × N: every optimizer step
-takes grad_accum × N micro-batches of the run's seeded order and rank r trains the r-th, (r + N)-th, ...
+`train.grad_accum` is the global accumulation (a multiple of N): every optimizer step takes grad_accum
+micro-batches of the run's seeded order, as one process does, and rank r trains the r-th, (r + N)-th, ...
 of them; DDP averages the gradients, so clipping, the optimizer and the methods' step hooks see the
 one-process gradient (AdaLoRA's and dynamic DoRA's importance scores read it after the all-reduce).
 After a step hook that changes tensors outside the optimizer (masks, RAC-LoRA's folds and redrawn
@@ -13,7 +13,7 @@ predictions and checkpoints; the others follow its decision to run or skip. A ra
 its error beside the record (`<key>.rank<r>.error`) before it exits; torchrun then stops the others,
 and rank 0 records the run as failed with that error. A rank that vanishes without one (killed,
 pre-empted) leaves the run `interrupted` with its checkpoint: the next launch continues from it. The
-run key holds `processes` (N ranks are not the one-process run of the same config).
+run key is the one-process run's (same config, same run); the record's provenance says `processes`.
 """
 import os
 from datetime import timedelta
@@ -22,6 +22,22 @@ import torch
 import torch.distributed as dist
 
 TIMEOUT = timedelta(hours=2)  # collectives wait this long (rank 0 evaluates while the others wait)
+
+
+def adopt_cluster_tasks() -> None:
+    """Inside a submitit job of several tasks (`hydra/launcher=slurm hydra.launcher.tasks_per_node=N`, or
+    submitit's local executor) every task runs the same run: torch's RANK, WORLD_SIZE, LOCAL_RANK,
+    MASTER_ADDR and MASTER_PORT are set from the job's environment, so the tasks are its ranks."""
+    if "RANK" in os.environ:
+        return
+    try:
+        from submitit import JobEnvironment
+        from submitit.helpers import TorchDistributedEnvironment
+
+        if JobEnvironment().num_tasks > 1:
+            TorchDistributedEnvironment().export(set_cuda_visible_devices=False)  # ranks pick cuda:LOCAL_RANK
+    except (ImportError, RuntimeError):  # not a submitit job
+        return
 
 
 def world() -> tuple[int, int]:
@@ -84,6 +100,6 @@ def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
 
 
 def my_share(micro_batches: list) -> list:
-    """This rank's micro-batches of an optimizer step's grad_accum × N."""
+    """This rank's micro-batches of an optimizer step's grad_accum."""
     rank, size = world()
     return micro_batches[rank::size]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from harness import distributed
 from harness.checkpoint import CheckpointConfig, Checkpointer
@@ -126,9 +126,13 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
         torch.set_num_threads(run.threads)
     if cfg.get("deterministic"):
         make_deterministic()
+    processes = distributed.world()[1]
+    if run.train.grad_accum % processes:
+        raise HarnessError(f"train.grad_accum={run.train.grad_accum} must be a multiple of the run's {processes} processes (each "
+                           f"accumulates grad_accum / {processes} micro-batches); allowed: {processes}, {2 * processes}, ...")
     device = distributed.set_up(pick_device(run.train.device, cfg.get("job_index")))
     dtype = autocast_dtype(run.train.precision, device)
-    record["provenance"] = {**provenance(device_name(device)), "deterministic": bool(cfg.get("deterministic"))}
+    record["provenance"] = {**provenance(device_name(device)), "deterministic": bool(cfg.get("deterministic")), "processes": processes}
 
     from harness.models import load_model  # transformers import: only when running
 
@@ -211,9 +215,6 @@ def execute_run(cfg: DictConfig) -> dict | None:
     process holds its lock (one line, and None: that process trains it)."""
     from filelock import Timeout
 
-    if distributed.is_distributed():  # part of the run key: N ranks are not the one-process run of the same config
-        with open_dict(cfg):
-            cfg.processes = distributed.world()[1]
     run = identify(cfg)
     store = RecordStore(run.cfg.results_dir)
     if not distributed.is_main():
@@ -249,8 +250,20 @@ def follow(run: Identity, store: RecordStore) -> None:
         run_training(run.cfg, set_up(run.cfg, new_record(run.config, run.key)), NullLogger(), store, run.key, progress=False)
     except Exception as error:
         store.beside(run.key, f"rank{distributed.world()[0]}.error").write_text(f"rank {distributed.world()[0]}: {one_line(error)}\n")
+        wait_for_main(store, run.key)  # rank 0 meets the same config error and records it, or records this one
         raise
     return None
+
+
+def wait_for_main(store: RecordStore, key: str, seconds: float = 30.0) -> None:
+    """Until rank 0's record of `key` is final (or `seconds` pass: rank 0 is then stuck in a collective,
+    and torchrun stops it when this rank exits)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        record = store.read(key)
+        if record is not None and record["status"] != "running":
+            return
+        time.sleep(0.2)
 
 
 def execute_locked(run: Identity, store: RecordStore) -> dict:
@@ -284,7 +297,8 @@ def execute_locked(run: Identity, store: RecordStore) -> dict:
         if failure is None and distributed.lost_peer(error):  # a rank was killed or pre-empted: resumable, like a kill
             record["status"], record["error"] = "interrupted", f"another rank of this run stopped: {one_line(error)}"
             return record
-        record["status"], record["error"] = "failed", failure or one_line(error)  # the cause, not its echo
+        own = isinstance(error, HarnessError) or failure is None  # a config error is rank 0's own; a collective's is an echo
+        record["status"], record["error"] = "failed", one_line(error) if own else failure
         if not isinstance(error, HarnessError):  # unexpected: keep the traceback for debugging
             import traceback
 

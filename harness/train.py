@@ -8,8 +8,8 @@ each forward under autocast when on a GPU, loss = task loss + method.extra_loss(
 1/grad_accum, backward; then gradient clipping, optimizer.step(), scheduler.step(),
 method.on_step_end(step) (gradients still present), zero_grad(). The step's loss stays on the device
 until the loop reads it (every `logger.every` steps and before each evaluation: one sync for those
-steps), then each step's loss is checked and logged. A data-parallel run (torchrun: harness/distributed.py) takes grad_accum ×
-ranks micro-batches per step, each rank its share. Checkpoints (harness/checkpoint.py) on their cadence, after a step, and
+steps), then each step's loss is checked and logged. In a data-parallel run (torchrun: harness/distributed.py) each rank trains
+its share of the step's grad_accum micro-batches. Checkpoints (harness/checkpoint.py) on their cadence, after a step, and
 the run continues from the last one. Evaluation of every non-train
 split every `eval_every` steps (default: once per epoch) and at the end; `best` is the evaluation
 with the best primary metric on the validation split; the model's outputs at the final and the best
@@ -45,9 +45,8 @@ class Plan:
     warmup_steps: int
 
 
-def plan_steps(train, n_train: int, processes: int = 1) -> Plan:
-    """`processes`: ranks of a data-parallel run (harness/distributed.py), each step's micro-batches × it."""
-    steps_per_epoch = max(1, math.ceil(n_train / (train.batch_size * train.grad_accum * processes)))
+def plan_steps(train, n_train: int) -> Plan:
+    steps_per_epoch = max(1, math.ceil(n_train / (train.batch_size * train.grad_accum)))
     total = train.max_steps or max(1, math.ceil(train.epochs * steps_per_epoch))
     return Plan(total, steps_per_epoch, train.eval_every or min(steps_per_epoch, total),
                 int(round(train.warmup_ratio * total)))
@@ -163,8 +162,8 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
     """`run` holds the validated settings (run.train, run.seed); `encoded` the encoded splits;
     `checkpointer` saves and restores the run's state (harness/checkpoint.py)."""
     cfg = run.train
-    rank, processes = distributed.world()
-    plan = plan_steps(cfg, len(encoded["train"]), processes)
+    rank = distributed.world()[0]
+    plan = plan_steps(cfg, len(encoded["train"]))
     optimizer, scheduler = build_optimizer(method, cfg, plan.warmup_steps, plan.total_steps)
     log_every = getattr(getattr(run, "logger", None), "every", 1)
     step_once = StepRunner(model, method, optimizer, scheduler, device, dtype, cfg.max_grad_norm)
@@ -205,7 +204,7 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
     if saved is not None:
         restore(saved, outcome, method, step_once)
         first_step, spent = saved["step"] + 1, outcome.train_seconds
-        for _ in range(saved["step"] * cfg.grad_accum * processes):  # the seeded order, replayed to the checkpoint's position
+        for _ in range(saved["step"] * cfg.grad_accum):  # the seeded order, replayed to the checkpoint's position
             next(batches)
         logger.resume(saved["step"])
     eval_before = outcome.eval_seconds
@@ -229,7 +228,7 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
         unlogged.clear()
 
     for step in range(first_step, plan.total_steps + 1):
-        micro = [next(batches) for _ in range(cfg.grad_accum * processes)]
+        micro = [next(batches) for _ in range(cfg.grad_accum)]
         epoch = micro[-1][0]
         lr = scheduler.get_last_lr()[0]  # the rate this step uses (the scheduler moves on inside the step)
         mine = distributed.my_share(micro)

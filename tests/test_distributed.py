@@ -1,5 +1,6 @@
-"""One run over two CPU processes (torchrun, gloo: harness/distributed.py) against one process with
-grad_accum = 2: the same loss curve, metrics and predictions within float tolerance; a failing rank
+"""One run over two CPU processes (torchrun, gloo: harness/distributed.py) against one process, both with
+grad_accum = 2 (the global accumulation): the same loss curve and metrics within float tolerance, the same
+trained weights, the same run key; a failing rank
 fails the run with one line; a killed rank leaves a checkpoint the next launch continues from."""
 import json
 import os
@@ -35,19 +36,20 @@ def curve(record: dict) -> list[tuple]:
 
 def equivalent(tmp_path: Path, method: str) -> None:
     overrides = [*BASE, f"method={method}", *METHOD[method]]
-    two = launch(tmp_path, [*overrides, f"results_dir={tmp_path / 'two'}"], processes=2)
+    two = launch(tmp_path, [*overrides, "train.grad_accum=2", f"results_dir={tmp_path / 'two'}"], processes=2)
     one = launch(tmp_path, [*overrides, "train.grad_accum=2", f"results_dir={tmp_path / 'one'}"], processes=1)
     assert two.returncode == 0 and one.returncode == 0, two.stderr[-2000:] + one.stderr[-2000:]
     ddp, single = only_record(tmp_path / "two"), only_record(tmp_path / "one")
-    assert ddp["config"]["processes"] == 2 and ddp["run_key"] != single["run_key"]
+    assert ddp["provenance"]["processes"] == 2 and single["provenance"]["processes"] == 1 and ddp["run_key"] == single["run_key"]
     assert ddp["cost"]["steps"] == single["cost"]["steps"] == 8 and ddp["cost"]["examples_per_second"] > 0
     assert [row[:3] for row in curve(ddp)] == [row[:3] for row in curve(single)]
     assert [row[3] for row in curve(ddp)] == pytest.approx([row[3] for row in curve(single)], rel=1e-5, abs=1e-6)
     assert ddp["params"]["adapter"] == single["params"]["adapter"]
     assert ddp["params"].get("ranks_final") == single["params"].get("ranks_final")
+    assert ddp["params"]["trainable_sha256"] == single["params"]["trainable_sha256"]  # measured: equal on these four
 
 
-def test_two_processes_train_lora_as_one_process_with_twice_the_accumulation(tmp_path):
+def test_two_processes_train_lora_as_one_process_with_the_same_accumulation(tmp_path):
     equivalent(tmp_path, "lora")
 
 
@@ -79,7 +81,7 @@ main()
 def test_a_failing_rank_fails_the_run_in_one_line_and_a_killed_rank_leaves_a_checkpoint_to_continue_from(tmp_path):
     (tmp_path / "failing_entry.py").write_text(textwrap.dedent(ENTRY))
     env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    overrides = [*BASE, "method=lora", "++checkpoint.every_steps=2"]
+    overrides = [*BASE, "method=lora", "train.grad_accum=2", "++checkpoint.every_steps=2"]
     raised = launch(tmp_path, [*overrides, f"results_dir={tmp_path / 'raised'}"], 2, "failing_entry", {**env, "HOW": "raise"})
     record = only_record(tmp_path / "raised")
     assert raised.returncode != 0 and record["status"] == "failed"
@@ -94,3 +96,26 @@ def test_a_failing_rank_fails_the_run_in_one_line_and_a_killed_rank_leaves_a_che
     after, uninterrupted = only_record(tmp_path / "killed"), only_record(tmp_path / "whole")
     assert after["cost"]["resumed_from_step"] == 4 and curve(after) == curve(uninterrupted)
     assert after["params"]["trainable_sha256"] == uninterrupted["params"]["trainable_sha256"]
+
+
+def test_an_accumulation_the_processes_cannot_share_is_one_line(tmp_path):
+    done = launch(tmp_path, [*BASE, "method=lora", f"results_dir={tmp_path / 'odd'}"], processes=2)
+    record = only_record(tmp_path / "odd")
+    assert done.returncode != 0 and record["status"] == "failed"
+    assert record["error"] == ("train.grad_accum=1 must be a multiple of the run's 2 processes (each accumulates "
+                               "grad_accum / 2 micro-batches); allowed: 2, 4, ...")
+
+
+@pytest.mark.slow
+def test_a_submitit_job_of_two_tasks_is_one_data_parallel_run(tmp_path):
+    """hydra/launcher=slurm with tasks_per_node=2, through submitit's local executor: the tasks become the
+    run's two ranks (RANK, WORLD_SIZE, MASTER_ADDR from the job's environment) and write one record."""
+    overrides = [*BASE, "method=lora", "train.grad_accum=2"]
+    job = subprocess.run([sys.executable, "-m", "harness", "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
+                          *overrides, f"results_dir={tmp_path / 'job'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
+                         cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    one = launch(tmp_path, [*overrides, f"results_dir={tmp_path / 'one'}"], processes=1)
+    assert job.returncode == 0 and "[sweep end 1/1] 1 done, 0 skipped, 0 failed, 0 remaining" in job.stdout + job.stderr, job.stderr[-2000:]
+    ran, single = only_record(tmp_path / "job"), only_record(tmp_path / "one")
+    assert ran["provenance"]["processes"] == 2 and ran["run_key"] == single["run_key"]
+    assert ran["params"]["trainable_sha256"] == single["params"]["trainable_sha256"]
