@@ -34,7 +34,8 @@ def outputs(record: dict) -> tuple:
             (runs / f"{record['run_key']}.steps.csv").read_text())
 
 
-@pytest.mark.parametrize("method", ["lora", "dora", "adalora", "dora_dynamic", "rac_lora", "lora_ga", "full"])
+@pytest.mark.parametrize("method", ["lora", "adalora", "rac_lora", "lora_ga",
+                                    *(pytest.param(m, marks=pytest.mark.slow) for m in ("dora", "dora_dynamic", "full"))])
 def test_a_killed_run_continues_from_its_checkpoint_and_ends_bit_for_bit_as_an_uninterrupted_one(make_config, tmp_path, monkeypatch, method):
     extra = {"adalora": ["method.t_init=2", "method.t_final=2", "method.delta_t=2"], "rac_lora": ["method.links=3"],
              "lora_ga": ["method.grad_batches=2"]}.get(method, [])

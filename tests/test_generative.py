@@ -238,7 +238,8 @@ def test_generative_runs_refuse_encoders_and_head_only_in_one_line(make_config, 
     assert record["status"] == "failed" and message in record["error"] and "\n" not in record["error"]
 
 
-@pytest.mark.parametrize("method", ["full", "lora_ga", "adalora", "dora_dynamic", "rac_lora", "lora_xs", "melora", "peft/vera"])
+@pytest.mark.parametrize("method", ["full", "lora_ga", *(pytest.param(m, marks=pytest.mark.slow)
+                                                           for m in ("adalora", "dora_dynamic", "rac_lora", "lora_xs", "melora", "peft/vera"))])
 def test_methods_with_data_inits_step_hooks_and_chains_train_on_a_generative_task(make_config, method):
     record = execute_run(make_config(*LLAMA_QUICK, "task=tweet_sentiment_instruct", f"method={method}", "train.max_steps=4",
                                      "task.limit_eval=4", quick=False))
