@@ -38,7 +38,7 @@ def outputs(record: dict) -> tuple:
 @pytest.mark.parametrize("method", ["lora", "adalora", "rac_lora", "lora_ga",
                                     *(pytest.param(m, marks=pytest.mark.slow) for m in ("dora", "dora_dynamic", "full"))])
 def test_a_killed_run_continues_from_its_checkpoint_and_ends_bit_for_bit_as_an_uninterrupted_one(make_config, tmp_path, monkeypatch, method):
-    extra = {"adalora": ["method.t_init=2", "method.t_final=2", "method.delta_t=2"], "rac_lora": ["method.links=3"],
+    extra = {"adalora": ["method.t_init=2", "method.t_final=2", "method.delta_t=2", "method.beta1=0.99", "method.beta2=0.99"], "rac_lora": ["method.links=3"],
              "lora_ga": ["method.grad_batches=2"]}.get(method, [])
     whole = execute_run(make_config(f"method={method}", *RUN, *extra, f"results_dir={tmp_path / 'whole'}"))
     assert whole["status"] == "success", whole.get("error")
