@@ -6,11 +6,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 import harness.train
 from harness.checkpoint import CheckpointConfig, Checkpointer
 from harness.errors import HarnessError
 from harness.run import execute_run
+from methods.adalora import AdaLoRA, AdaLoraConfig
+from methods.dora_dynamic import DoraDynamic, DoraDynamicConfig
+from methods.rac_lora import RacLora, RacLoraConfig
+from tests.conftest import tiny_batch, tiny_bert
+from tests.training import settings, train_steps
 
 RUN = ["train.max_steps=9", "train.eval_every=4", "task.limit_train=48", "task.limit_eval=12", "train.batch_size=4",
        "logger.every=4"]  # losses read at steps 4, 8, 9: the checkpoint at 3 must read steps 1-3 itself
@@ -84,3 +90,33 @@ def test_checkpoints_fall_due_by_steps_or_minutes_but_never_at_the_last_step(mon
 def test_bad_checkpoint_settings_are_one_line_errors(section, message):
     with pytest.raises(HarnessError, match=message):
         CheckpointConfig(**section)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: AdaLoRA(tiny_bert(), AdaLoraConfig(targets=["query", "value"], t_init=1, t_final=2), ["classifier"]),
+    lambda: DoraDynamic(tiny_bert(), DoraDynamicConfig(targets=["query", "value"]), ["classifier"]),
+    lambda: RacLora(tiny_bert(), RacLoraConfig(targets=["query", "value"], links=2), ["classifier"]),
+], ids=["adalora", "dora_dynamic", "rac_lora"])
+def test_the_methods_own_state_round_trips_into_a_fresh_method(build):
+    trained = build()
+    train_steps(trained, lambda step: tiny_batch(seed=step), steps=6, total=10)  # past RAC-LoRA's link at step 5
+    saved = trained.checkpoint_state()
+    fresh = build()
+    fresh.start(10, torch.optim.AdamW(fresh.param_groups(settings())))
+    fresh.restore_checkpoint_state(saved)
+    assert flat(fresh.checkpoint_state()) == flat(saved) and flat(saved) != flat(build_started(build))
+
+
+def build_started(build):
+    method = build()
+    method.start(10, torch.optim.AdamW(method.param_groups(settings())))
+    return method.checkpoint_state()
+
+
+def flat(state) -> list:
+    """A state's leaves in order, tensors as lists, for exact comparison."""
+    if isinstance(state, dict):
+        return [(key, flat(value)) for key, value in sorted(state.items())]
+    if isinstance(state, torch.Tensor):
+        return state.tolist()
+    return state
