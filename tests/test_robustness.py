@@ -94,7 +94,7 @@ BAD_RUNS = [
     (["method=lora,full"], "'method=lora,full' lists several values but this is not a multirun; add -m to run one run per value"),
     (["method.r=${oops}"], "method.r: Interpolation key 'oops' not found"),
     (["method=dorra"], "unknown method 'dorra'; available: adalora, adalora_glue/adalora-0.3M,"),
-    (["task=bbc"], "unknown task 'bbc'; available: bbc_news, cifar10,"),
+    (["task=bbc"], "unknown task 'bbc'; available: bbc_news, bbc_news_instruct, cifar10,"),
 ]
 
 
