@@ -74,12 +74,12 @@ def from_portable(outputs: dict) -> dict:
 class Checkpointer:
     """Saves on the configured cadence and loads the last checkpoint of a run key."""
 
-    def __init__(self, config: CheckpointConfig, path: Path | None):
+    def __init__(self, config: CheckpointConfig, path: Path):
         self.config, self.path = config, path
         self.last_saved = time.monotonic()
 
     def due(self, step: int, total: int) -> bool:
-        if self.path is None or not self.config.enabled or step == total:
+        if not self.config.enabled or step == total:
             return False
         if self.config.every_steps is not None and step % self.config.every_steps == 0:
             return True
@@ -92,14 +92,10 @@ class Checkpointer:
         self.last_saved = time.monotonic()
 
     def load(self, run_key: str) -> dict | None:
-        if self.path is None or not self.path.exists():
+        if not self.path.exists():
             return None
         try:
             state = torch.load(self.path, weights_only=True)
         except Exception:  # a file cut short: the run starts over
             return None
         return state if state.get("run_key") == run_key else None
-
-    def remove(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)

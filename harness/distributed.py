@@ -53,15 +53,21 @@ def is_main() -> bool:
     return world()[0] == 0
 
 
+def join() -> None:
+    """Joins the process group, once per process: gloo for CPU tensors (and the run/skip decision), nccl
+    for CUDA tensors where there are GPUs."""
+    if not dist.is_initialized():
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo", timeout=TIMEOUT)
+
+
 def set_up(device: torch.device) -> torch.device:
-    """Joins the process group (once per process) and returns this rank's device."""
+    """This rank's device (cuda:LOCAL_RANK on GPUs), in the process group."""
     if not is_distributed():
         return device
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
+    join()
     return device
 
 
@@ -69,8 +75,7 @@ def agree(value):
     """Rank 0's `value` on every rank."""
     if not is_distributed():
         return value
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=TIMEOUT)
+    join()
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
