@@ -31,7 +31,7 @@ from harness.per_task import effective_config
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("record.schema.json")
 NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "logger", "progress", "threads", "sweep", "tags", "hydra", "protocol", "tuning",
-                     "per_task", "deterministic", "job_index", "save_adapter", "checkpoint")
+                     "per_task", "deterministic", "job_index", "save_adapter", "checkpoint", "fsdp")
 LOCK_WAIT_SECONDS = 1.0  # a launcher waits this long for a run's lock before leaving the run to its holder
 
 

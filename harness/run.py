@@ -132,7 +132,8 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
                            f"accumulates grad_accum / {processes} micro-batches); allowed: {processes}, {2 * processes}, ...")
     device = distributed.set_up(pick_device(run.train.device, cfg.get("job_index")))
     dtype = autocast_dtype(run.train.precision, device)
-    record["provenance"] = {**provenance(device_name(device)), "deterministic": bool(cfg.get("deterministic")), "processes": processes}
+    record["provenance"] = {**provenance(device_name(device)), "deterministic": bool(cfg.get("deterministic")), "processes": processes,
+                            **({"sharding": "fsdp"} if cfg.get("fsdp") else {})}
 
     from harness.models import load_model  # transformers import: only when running
 
@@ -146,7 +147,12 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
         raise HarnessError(f"method 'head' trains a fresh task head, and generative task '{task.name}' has none (the model "
                            f"writes its answer with its pretrained LM head); choose an adapter method or full")
     method = build_method(model, cfg.method, [] if task.is_generative else run.model.head_modules)
-    model.to(device)
+    if cfg.get("fsdp"):  # the frozen backbone sharded over the ranks (harness/sharding.py)
+        from harness.sharding import shard
+
+        shard(method, device)
+    else:
+        model.to(device)
     record["params"] = method.param_counts()
     return Setup(run, device, dtype, task, encoded, cache_hits, pad_id, model, method, wall_started)
 

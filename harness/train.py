@@ -9,7 +9,7 @@ each forward under autocast when on a GPU, loss = task loss + method.extra_loss(
 method.on_step_end(step) (gradients still present), zero_grad(). The step's loss stays on the device
 until the loop reads it (every `logger.every` steps and before each evaluation: one sync for those
 steps), then each step's loss is checked and logged. In a data-parallel run (torchrun: harness/distributed.py) each rank trains
-its share of the step's grad_accum micro-batches. Checkpoints (harness/checkpoint.py) on their cadence, after a step, and
+its share of the step's grad_accum micro-batches (with the frozen backbone sharded: harness/sharding.py). Checkpoints (harness/checkpoint.py) on their cadence, after a step, and
 the run continues from the last one. Evaluation of every non-train
 split every `eval_every` steps (default: once per epoch) and at the end; `best` is the evaluation
 with the best primary metric on the validation split; the model's outputs at the final and the best
@@ -25,7 +25,7 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
-from harness import distributed
+from harness import distributed, sharding
 from harness.checkpoint import Checkpointer, from_portable, portable, rng_state, set_rng_state
 from harness.errors import HarnessError
 from harness.evaluate import evaluate
@@ -101,7 +101,8 @@ class StepRunner:
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         self.trainable = [p for group in optimizer.param_groups for p in group["params"]]
         self.forward = model
-        if distributed.is_distributed():  # gradients averaged over the ranks (harness/distributed.py)
+        self.sharded = sharding.is_sharded(model)  # its trained tensors' gradients averaged here (harness/sharding.py)
+        if distributed.is_distributed() and not self.sharded:  # gradients averaged by DDP (harness/distributed.py)
             from torch.nn.parallel import DistributedDataParallel
 
             self.forward = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
@@ -121,6 +122,8 @@ class StepRunner:
                         loss = loss + extra
                 self.scaler.scale(loss / len(micro_batches)).backward()
             losses.append(loss.detach().float())  # stays on the device: no sync per micro-batch
+        if self.sharded:
+            sharding.average_gradients(self.trainable)
         self.scaler.unscale_(self.optimizer)  # true gradients for clipping and for methods that read them
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
@@ -239,7 +242,7 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
         if evaluate_now or step % log_every == 0:
             read_losses()
         bar.update()
-        if evaluate_now and rank == 0:  # a data-parallel run evaluates on rank 0 only
+        if evaluate_now and (rank == 0 or step_once.sharded):  # rank 0 only, unless every forward needs every rank's shards
             run_evaluation(step, epoch)
         if rank == 0 and checkpointer is not None and checkpointer.due(step, plan.total_steps):
             if unlogged:

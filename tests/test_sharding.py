@@ -1,0 +1,102 @@
+"""A run with its frozen backbone sharded over two CPU processes (fsdp=true: FSDP2 over gloo,
+harness/sharding.py) against one process with the same global accumulation: same run key, loss curve and
+metrics within float tolerance, same trained weights; each rank holds half of every sharded frozen weight;
+the methods that need whole frozen weights are refused in one line."""
+import os
+import re
+import textwrap
+
+import pytest
+
+from tests.test_distributed import BASE, METHOD, curve, launch, only_record
+
+SHARDING_METHODS = {**METHOD, "dora_dynamic": ["method.dropout=0", "method.delta_t=1"], "lorta": [],
+                    "melora": [], "head": [], "surm": [], "lora_xs": [], "peft/lora": []}
+
+# Prints, on every rank after the run's set-up, the elements of frozen parameters this rank holds against
+# the model's total: the proof that the backbone is sharded, not replicated.
+ENTRY = """
+import torch.distributed as dist
+import harness.sharding
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
+original = harness.sharding.shard
+
+def shard(method, device):
+    original(method, device)
+    frozen = [p for p in method.model.parameters() if not p.requires_grad]
+    local = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in frozen)
+    print(f"rank {dist.get_rank()}: frozen {local} of {sum(p.numel() for p in frozen)}", flush=True)
+    units = [name or "model" for name, module in method.model.named_modules() if isinstance(module, FSDPModule)]
+    print(f"rank {dist.get_rank()}: units {','.join(units)}", flush=True)
+
+harness.sharding.shard = shard
+from harness.cli import main
+main()
+"""
+
+
+BLOCKS = {"tiny_bert": "bert.encoder.layer", "tiny_llama": "model.layers"}  # the two layers of each tiny model
+
+
+def sharded_as_one_process(tmp_path, method: str, extra: tuple = ()) -> tuple[dict, dict]:
+    overrides = [*BASE, f"method={method}", *SHARDING_METHODS[method], "train.grad_accum=2", *extra]
+    (tmp_path / "entry.py").write_text(textwrap.dedent(ENTRY))
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    two = launch(tmp_path, [*overrides, "fsdp=true", f"results_dir={tmp_path / 'two'}"], 2, "entry", env)
+    one = launch(tmp_path, [*overrides, f"results_dir={tmp_path / 'one'}"], 1)
+    assert two.returncode == 0 and one.returncode == 0, two.stderr[-3000:] + one.stderr[-2000:]
+    held = re.findall(r"rank (\d): frozen (\d+) of (\d+)", two.stdout)  # the ranks' lines may interleave
+    assert sorted(rank for rank, *_ in held) == ["0", "1"]
+    for _, local, total in held:
+        assert int(total) / 2 <= int(local) < int(total) * 0.51  # half of each frozen weight (rounded up per tensor)
+    blocks = BLOCKS["tiny_llama" if "model=tiny_llama" in extra else "tiny_bert"]
+    assert re.findall(r"rank \d: units (\S+)", two.stdout) == [f"model,{blocks}.0,{blocks}.1"] * 2  # one unit per block, one for the rest
+    sharded, single = only_record(tmp_path / "two"), only_record(tmp_path / "one")
+    assert sharded["provenance"]["processes"] == 2 and sharded["provenance"]["sharding"] == "fsdp"
+    assert sharded["run_key"] == single["run_key"] and sharded["cost"]["steps"] == single["cost"]["steps"]
+    assert [row[:3] for row in curve(sharded)] == [row[:3] for row in curve(single)]
+    assert [row[3] for row in curve(sharded)] == pytest.approx([row[3] for row in curve(single)], rel=1e-5, abs=1e-6)
+    assert sharded["params"] == {**single["params"], "trainable_sha256": sharded["params"]["trainable_sha256"]}
+    return sharded, single
+
+
+def test_a_sharded_backbone_trains_lora_as_one_process(tmp_path):
+    sharded, single = sharded_as_one_process(tmp_path, "lora")
+    assert sharded["params"]["trainable_sha256"] == single["params"]["trainable_sha256"]  # measured: bitwise equal
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["dora", "adalora", "dora_dynamic", "lorta", "melora", "head", "surm", "lora_xs", "peft/lora"])
+def test_a_sharded_backbone_trains_each_method_as_one_process(tmp_path, method):
+    sharded_as_one_process(tmp_path, method)
+
+
+@pytest.mark.slow
+def test_a_sharded_decoder_generates_its_answers_as_one_process(tmp_path):
+    """A generative task on the tiny grouped-query Llama: every rank generates (each forward gathers the
+    shards), rank 0 records the same exact match and curve as one process."""
+    extra = ("model=tiny_llama", "task=bbc_news_instruct", "task.limit_eval=6", "task.max_length=96")
+    sharded, single = sharded_as_one_process(tmp_path, "lora", extra)
+    assert sharded["metrics"]["primary"] == "exact_match"
+    assert sharded["metrics"]["final"] == single["metrics"]["final"]
+
+
+@pytest.mark.parametrize("method, why", [
+    ("full", "fsdp=true shards the frozen weights, and method 'full' trains every weight; run it with fsdp=false (data-parallel)"),
+    ("rac_lora", "method 'rac_lora' changes frozen weights during training (folds into W0), which fsdp=true keeps sharded; "
+                 "run it with fsdp=false"),
+    ("lora_ga", "method 'lora_ga' initialises from the gradients of every frozen weight, which fsdp=true keeps sharded; run it with fsdp=false"),
+])
+def test_methods_that_need_whole_frozen_weights_are_refused_in_one_line(tmp_path, method, why):
+    done = launch(tmp_path, [*BASE, f"method={method}", "train.grad_accum=2", "fsdp=true", f"results_dir={tmp_path / 'r'}"], 2)
+    record = only_record(tmp_path / "r")
+    assert done.returncode != 0 and record["status"] == "failed" and record["error"] == why
+
+
+def test_sharding_one_process_is_refused_in_one_line(tmp_path):
+    done = launch(tmp_path, [*BASE, "method=lora", "fsdp=true", f"results_dir={tmp_path / 'r'}"], 1)
+    record = only_record(tmp_path / "r")
+    assert done.returncode != 0 and record["status"] == "failed"
+    assert record["error"] == ("fsdp=true shards the frozen weights over the processes of a torchrun run "
+                               "(torchrun --nproc_per_node N -m harness ... fsdp=true); this run has one process")
