@@ -13,8 +13,15 @@ x split into heads (…, H, d_h) → ·Bᵀ (…, H, r) → ·λ and summed over
 the reference rebuilds all L·M dense d×d matrices on every forward (scripts/bench_structured.py
 measures the difference). Merge: W0 ← W0 + s·ΔW_{l,m} for every adapted matrix.
 Layers and matrix types come from module names (the layer index in `…layer.<l>.…`, the matrix
-type from the target pattern it matches) and H from the model config; every target must be d×d.
-Trainable params: r·(d + d_h + H + L + M) for the whole model.
+type from the target pattern it matches) and H from the model config; every target takes the hidden
+size d = H·d_h as input.
+Grouped-query attention (Llama-3, SmolLM2: k and v map d → H_kv·d_h, narrower than q and o): the paper
+and its code define ΔT for d×d matrices only. Here the head split stays on the input side, which is d
+for q, k, v and o alike, and the narrower outputs get their own output factor A_kv ∈ R^{H_kv·d_h × r}
+(kaiming-uniform like A), sharing B, C_h, C_l and C_m: ΔW_{l,m} = [A_kv diag(λ_1) B, …, A_kv diag(λ_H) B]
+for k and v. The CP tensor's output mode is thus split by output width; nothing else changes, and a model
+without narrower targets has no A_kv (its factors and their initial values are the paper's).
+Trainable params: r·(d + d_h + H + L + M) for the whole model, plus r·H_kv·d_h with GQA targets.
 Weight decay (`decay = "trainer"`): the CP factors and the head's weight decayed, biases and LayerNorm
 not (ihounie/lorta nlu/glue/run_glue.py CustomTrainer.create_optimizer; its GLUE scripts decay the
 adapter at 0 and the classifier weight at 0.1, a separate value the harness does not have).
@@ -46,7 +53,7 @@ class LortaConfig(LowRankConfig):
 class LortaFactors(nn.Module):
     """The five CP factors shared by every adapted matrix."""
 
-    def __init__(self, d: int, heads: int, layers: int, matrices: int, r: int, **factory):
+    def __init__(self, d: int, heads: int, layers: int, matrices: int, r: int, narrow: int | None = None, **factory):
         super().__init__()
         self.heads, self.head_size = heads, d // heads
         self.A = nn.Parameter(torch.empty(d, r, **factory))
@@ -57,20 +64,28 @@ class LortaFactors(nn.Module):
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
         for factor in (self.C_h, self.C_l, self.C_m):
             nn.init.kaiming_uniform_(factor)
+        if narrow is not None:  # grouped-query k/v outputs (module docstring)
+            self.A_kv = nn.Parameter(torch.empty(narrow, r, **factory))
+            nn.init.kaiming_uniform_(self.A_kv, a=math.sqrt(5))
+
+    def output(self, narrow: bool) -> torch.Tensor:
+        """The output factor: A (d × r), or A_kv for the narrower grouped-query outputs."""
+        return self.A_kv if narrow else self.A
 
     def head_weights(self, layer: int, matrix: int) -> torch.Tensor:
         """λ_h = C_h[h] ⊙ C_m[m] ⊙ C_l[l] for every head: H × r."""
         return self.C_h * (self.C_m[matrix] * self.C_l[layer])
 
-    def product(self, x: torch.Tensor, layer: int, matrix: int) -> torch.Tensor:
+    def product(self, x: torch.Tensor, layer: int, matrix: int, narrow: bool = False) -> torch.Tensor:
         """ΔW_{l,m} x without building ΔW."""
         per_head = F.linear(x.reshape(*x.shape[:-1], self.heads, self.head_size), self.B)  # (…, H, r)
-        return F.linear((per_head * self.head_weights(layer, matrix)).sum(dim=-2), self.A)
+        return F.linear((per_head * self.head_weights(layer, matrix)).sum(dim=-2), self.output(narrow))
 
-    def delta_weight(self, layer: int, matrix: int) -> torch.Tensor:
-        """ΔW_{l,m} (d × H·d_h)."""
-        blocks = torch.einsum("dr,hr,re->dhe", self.A, self.head_weights(layer, matrix), self.B)
-        return blocks.reshape(self.A.shape[0], -1)
+    def delta_weight(self, layer: int, matrix: int, narrow: bool = False) -> torch.Tensor:
+        """ΔW_{l,m} (d × H·d_h, or H_kv·d_h × H·d_h for a narrower output)."""
+        output = self.output(narrow)
+        blocks = torch.einsum("dr,hr,re->dhe", output, self.head_weights(layer, matrix), self.B)
+        return blocks.reshape(output.shape[0], -1)
 
 
 class LortaLinear(AdditiveLayer):
@@ -78,12 +93,13 @@ class LortaLinear(AdditiveLayer):
         super().__init__(base, dropout)
         object.__setattr__(self, "factors", factors)  # shared, registered once on the model (not per layer)
         self.layer, self.matrix, self.scale = layer, matrix, scale
+        self.narrow = base.out_features != base.in_features  # a grouped-query k/v projection
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * self.factors.product(x, self.layer, self.matrix)
+        return self.scale * self.factors.product(x, self.layer, self.matrix, self.narrow)
 
     def delta_weight(self) -> torch.Tensor:
-        return self.scale * self.factors.delta_weight(self.layer, self.matrix)
+        return self.scale * self.factors.delta_weight(self.layer, self.matrix, self.narrow)
 
 
 @register
@@ -97,16 +113,20 @@ class Lorta(LayerMethod):
         if len(set(positions.values())) != len(positions):
             raise HarnessError(f"lorta: several targets map to the same (layer, matrix): {sorted(names)}; give one pattern per matrix type")
         first = self.model.get_submodule(names[0])
-        d, heads = first.out_features, self.attention_heads()
-        for name in names:
-            module = self.model.get_submodule(name)
-            if (module.in_features, module.out_features) != (d, d):
-                raise HarnessError(f"lorta: every target must be {d}×{d} (attention projections); '{name}' is {module.out_features}×{module.in_features}")
+        d, heads = first.in_features, self.attention_heads()
+        modules = {name: self.model.get_submodule(name) for name in names}
+        for name, module in modules.items():
+            if module.in_features != d or module.out_features > d:
+                raise HarnessError(f"lorta: every target must map the hidden size {d} to {d} (q, o) or fewer (grouped-query k, v); "
+                                   f"'{name}' is {module.out_features}×{module.in_features}")
+        narrow = sorted({module.out_features for module in modules.values()} - {d})
+        if len(narrow) > 1:
+            raise HarnessError(f"lorta: the narrower targets must share one output width (grouped-query k, v); got {narrow}")
         if d % heads:
             raise HarnessError(f"lorta: hidden size {d} is not divisible by num_attention_heads={heads}")
         layer_ids = sorted({layer for layer, _ in positions.values()})
         factory = {"dtype": first.weight.dtype, "device": first.weight.device}
-        self.factors = LortaFactors(d, heads, len(layer_ids), len(self.cfg.targets), self.cfg.r, **factory)
+        self.factors = LortaFactors(d, heads, len(layer_ids), len(self.cfg.targets), self.cfg.r, *narrow, **factory)
         self.model.add_module("lorta_factors", self.factors)
         scale, index = self.cfg.alpha / self.cfg.r, {layer: i for i, layer in enumerate(layer_ids)}
 

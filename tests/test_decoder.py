@@ -55,11 +55,12 @@ def test_lora_family_counts_on_gqa_layers_follow_their_formulas(make_config, met
 
 
 @pytest.mark.parametrize("method, message", [
-    ("lorta", "lorta: every target must be 32×32 (attention projections); 'model.layers.0.self_attn.k_proj' is 16×32"),
+    ("lorta", "lorta: every target must map the hidden size 32 to 32 (q, o) or fewer (grouped-query k, v); "
+              "'model.layers.0.mlp.up_proj' is 64×32"),
     ("surm", "surm: structure=circulant needs a square layer, but 'model.layers.0.self_attn.k_proj' is 16×32; target square layers or use structure=kronecker"),
 ])
-def test_methods_that_need_square_or_equal_projections_refuse_gqa_layers_with_one_line(make_config, method, message):
-    overrides = [f"method={method}"] + (["method.targets=[k_proj]"] if method == "surm" else [])
+def test_methods_that_need_square_or_attention_projections_refuse_other_layers_with_one_line(make_config, method, message):
+    overrides = [f"method={method}", "method.targets=[k_proj]" if method == "surm" else "method.targets=[q_proj,up_proj]"]
     cfg, settings, model = tiny_llama(make_config, *overrides)
     with pytest.raises(HarnessError) as error:
         build_method(model, cfg.method, list(settings.model.head_modules))
@@ -95,12 +96,36 @@ def test_the_packaged_gguf_is_dequantised_once_and_then_loaded_from_the_cache(tm
     assert first.config.num_key_value_heads == 3 and first.config.num_attention_heads == 9
 
 
+def test_lorta_on_gqa_layers_gives_the_narrower_outputs_their_own_output_factor(make_config):
+    """q, k, v, o of both layers: k and v (32 → 16) use A_kv (16 × r) where q and o use A (32 × r); B and the
+    C factors are shared. Count r·(d + H_kv·d_h + d_h + H + L + M); every layer's weight after perturbing the
+    factors equals W0 + (α/r)·[A_out diag(λ_h) B]_h computed here."""
+    r, alpha, heads, head_size = 8, 1.0, 4, 8
+    cfg, settings, model = tiny_llama(make_config, "method=lorta")
+    originals = {name: module.weight.detach().clone() for name, module in model.named_modules() if name.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))}
+    built = build_method(model, cfg.method, list(settings.model.head_modules))
+    assert built.param_counts()["adapter"] == r * (32 + 16 + head_size + heads + LAYERS + 4)
+    factors = model.lorta_factors
+    with torch.no_grad():
+        for factor in factors.parameters():
+            factor.normal_(generator=torch.Generator().manual_seed(factor.numel()))
+    inputs = torch.randn(3, 32, generator=torch.Generator().manual_seed(1))
+    for name, w0 in originals.items():
+        layer, matrix = int(name.split(".")[2]), ["q_proj", "k_proj", "v_proj", "o_proj"].index(name.rsplit(".", 1)[1])
+        output = factors.A_kv if w0.shape[0] == 16 else factors.A
+        delta = torch.cat([output @ torch.diag(factors.C_h[h] * factors.C_l[layer] * factors.C_m[matrix]) @ factors.B for h in range(heads)], dim=1)
+        wrapper = model.get_submodule(name)
+        expected = inputs @ (w0 + (alpha / r) * delta).T + (wrapper.base.bias if wrapper.base.bias is not None else 0)
+        torch.testing.assert_close(wrapper(inputs), expected, rtol=1e-5, atol=1e-5)
+    assert factors.A_kv.shape == (16, r) and factors.A.shape == (32, r)
+
+
 # Every method config on the GQA Llama: the ones that apply train, merge and round-trip like on BERT.
-# LoRTA and SURM's square structures refuse k/v (above); SURM runs here on q and o; the bridge's
+# SURM's square structures refuse k/v (above); SURM runs here on q and o; the bridge's
 # block-sized configs get blocks that divide the tiny model's 16/32/64.
 LLAMA_OVERRIDES = {"surm": ["method.targets=[q_proj,o_proj]"], "peft/c3a": ["method.options.block_size=16"],
                    "peft/vblora": ["method.options.vector_length=16"], "peft/fourierft": ["method.options.n_frequency=100"]}
-NOT_ON_LLAMA = {"lorta", "projection"}  # LoRTA: equal projections; projection: convolutions
+NOT_ON_LLAMA = {"projection"}  # convolutions only
 
 
 def llama_configs():
