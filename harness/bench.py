@@ -43,7 +43,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from harness.device import autocast_dtype, device_name, pick_device
-from harness.errors import one_line
+from harness.errors import HarnessError, one_line
 from harness.memory import current_mb, read_peak, reset_peak
 from harness.preflight import CONF_DIR, group_options
 from harness.schedule import build_optimizer
@@ -231,6 +231,10 @@ def release_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+class Refused(Exception):
+    """A method that does not apply to the benchmarked model: its one-line reason."""
+
+
 def contender_process(connection, settings: dict, label: str) -> None:
     """A worker's life: build one contender, then step / finish on the parent's commands."""
     try:
@@ -252,6 +256,8 @@ def contender_process(connection, settings: dict, label: str) -> None:
                 contender.run(steps, timed)
                 release_heap()  # an idle worker holds its model and optimizer state, not its last step's memory
                 connection.send(("ran", contender.seconds[-steps:] if timed else [], contender.peak_mb))
+    except HarnessError as error:
+        connection.send(("refused", str(error)))
     except Exception as error:
         connection.send(("error", one_line(error)))
 
@@ -275,6 +281,9 @@ class IsolatedContender:
             self.process.join()
             raise RuntimeError(f"{self.label}: its benchmark process died (exit code {self.process.exitcode}; "
                                "out of memory? run fewer --methods at once)") from None
+        if kind == "refused":
+            self.process.join()
+            raise Refused(payload[0])
         if kind == "error":
             raise RuntimeError(f"{self.label}: {payload[0]}")
         assert kind == expected, (kind, expected)
@@ -393,15 +402,18 @@ def main(argv: list[str] | None = None) -> None:
         methods = available if args.methods == "all" else args.methods.split(",")
         total = args.warmup + args.rounds * args.steps
         labels = contender_labels(methods, not args.no_peft)
-        if args.isolate:  # built one after the other, so that only one model is being built at a time
-            settings = {"model": args.model, "batch": args.batch, "length": args.length, "device": args.device,
-                        "precision": args.precision, "total": total, "threads": torch.get_num_threads()}
-            contenders = [IsolatedContender(label, settings) for label in labels]
-        else:
+        settings = {"model": args.model, "batch": args.batch, "length": args.length, "device": args.device,
+                    "precision": args.precision, "total": total, "threads": torch.get_num_threads()}
+        if not args.isolate:
             base = text_model(args.model)
             batch = random_batch(base.config.vocab_size, args.batch, args.length)
-            contenders = [build_contender(copy.deepcopy(base), label, batch, device, dtype, total, model_name=args.model)
-                          for label in labels]
+        contenders, refused = [], []
+        for label in labels:  # built one after the other, so that only one model is being built at a time
+            try:
+                contenders.append(IsolatedContender(label, settings) if args.isolate else
+                                  build_contender(copy.deepcopy(base), label, batch, device, dtype, total, model_name=args.model))
+            except (Refused, HarnessError) as error:  # the method does not apply to this model: said under the table
+                refused.append(f"- `{label}`: {error}")
         for contender in contenders:
             contender.run(args.warmup, timed=False)
         order = random.Random(0)
@@ -425,6 +437,8 @@ def main(argv: list[str] | None = None) -> None:
              "the backward of one training forward (each storage once). Optimizer state: AdamW's moments. "
              + PEAK_NOTES[peak],
              "", pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), ""]
+    if refused:
+        lines += ["Not measured: the method refuses this model with its default config (its one-line error).", "", *refused, ""]
     if args.overhead:
         with tempfile.TemporaryDirectory() as scratch:
             lines += ["## Harness overhead", "", *overhead(Path(scratch)), ""]

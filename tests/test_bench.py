@@ -43,6 +43,17 @@ def test_bench_on_a_decoder_resolves_its_roles_and_head(tmp_path, capsys):
         == f"{lora + head:,}"
 
 
+@pytest.mark.parametrize("isolate", [[], pytest.param(["--isolate"], marks=pytest.mark.slow)])
+def test_a_method_that_refuses_the_model_is_listed_under_the_table_and_the_others_are_measured(tmp_path, capsys, isolate):
+    """SURM's circulant default targets q and v; on the GQA Llama v is 32 → 16, so SURM refuses it."""
+    main(["--model", "tiny_llama", "--steps", "1", "--batch", "2", "--length", "8", "--methods", "surm,lora", "--no-peft",
+          "--warmup", "1", "--rounds", "1", "--out", str(tmp_path), *isolate])
+    text = capsys.readouterr().out
+    assert set(table_rows(text)) == {"limit", "lora"}
+    assert ("- `surm`: surm: structure=circulant needs a square layer, but 'model.layers.0.self_attn.v_proj' is 16×32; "
+            "target square layers or use structure=kronecker") in text.splitlines()
+
+
 @pytest.mark.slow
 def test_isolated_bench_runs_each_method_in_its_own_process_and_reports_its_peak_rss(tmp_path, capsys):
     main([*TINY, "--methods", "full,lora", "--warmup", "1", "--rounds", "2", "--out", str(tmp_path), "--isolate"])
