@@ -4,11 +4,14 @@ Prompts are left-padded (tasks/prompting.py: EncodedPrompts.prompt_batch), short
 continued by transformers' `generate` with greedy decoding (no sampling, one beam) for at most the
 task's `max_new_tokens`, each row stopping at the stop token (then padded). A row's text is what it
 wrote, decoded without special tokens (the stop and padding tokens are special); the task's `extract` reads the answer from it and its
-`reference` from the label, and exact match compares the two.
+`reference` from the label, and exact match compares the two. With a sharded backbone (harness/sharding.py)
+every rank generates, in step (`synced_gpus`: a rank whose rows have stopped keeps running forwards
+until every rank's have).
 """
 import numpy as np
 import torch
 
+from harness.sharding import is_sharded
 from tasks.prompting import stop_token_id
 
 
@@ -24,11 +27,12 @@ def generate(model, encoded, max_new_tokens: int, batch_size: int, pad_id: int, 
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id,
                               eos_token_id=stop)
     texts = [""] * len(encoded)
+    synced = is_sharded(model)  # every rank keeps stepping until all have stopped: each forward gathers every rank's shards
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
         batch = {k: v.to(device) for k, v in encoded.prompt_batch(indices, pad_id).items()}
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            written = model.generate(**batch, generation_config=config)[:, batch["input_ids"].shape[1] :].cpu()
+            written = model.generate(**batch, generation_config=config, synced_gpus=synced)[:, batch["input_ids"].shape[1] :].cpu()
         for index, row in zip(indices, written.tolist()):
             texts[index] = tokenizer.decode(row, skip_special_tokens=True)  # the stop token and the padding after it dropped
     return texts
