@@ -20,8 +20,10 @@ and its code define ΔT for d×d matrices only. Here the head split stays on the
 for q, k, v and o alike, and the narrower outputs get their own output factor A_kv ∈ R^{H_kv·d_h × r}
 (kaiming-uniform like A), sharing B, C_h, C_l and C_m: ΔW_{l,m} = [A_kv diag(λ_1) B, …, A_kv diag(λ_H) B]
 for k and v. The CP tensor's output mode is thus split by output width; nothing else changes, and a model
-without narrower targets has no A_kv (its factors and their initial values are the paper's).
-Trainable params: r·(d + d_h + H + L + M) for the whole model, plus r·H_kv·d_h with GQA targets.
+without narrower targets has no A_kv (its factors and their initial values are the paper's); with k and v
+only, A is H_kv·d_h × r and there is no A_kv.
+Trainable params: r·(d + d_h + H + L + M) for the whole model, plus r·H_kv·d_h with GQA k/v beside q/o
+(k, v only: r·(H_kv·d_h + d_h + H + L + M)).
 Weight decay (`decay = "trainer"`): the CP factors and the head's weight decayed, biases and LayerNorm
 not (ihounie/lorta nlu/glue/run_glue.py CustomTrainer.create_optimizer; its GLUE scripts decay the
 adapter at 0 and the classifier weight at 0.1, a separate value the harness does not have).
@@ -53,10 +55,13 @@ class LortaConfig(LowRankConfig):
 class LortaFactors(nn.Module):
     """The five CP factors shared by every adapted matrix."""
 
-    def __init__(self, d: int, heads: int, layers: int, matrices: int, r: int, narrow: int | None = None, **factory):
+    def __init__(self, d: int, heads: int, layers: int, matrices: int, r: int, narrow: int | None = None,
+                 width: int | None = None, **factory):
+        """d: the targets' input size (H heads of d/H); width: A's rows, the outputs' size (default d); narrow:
+        A_kv's rows, where the targets have a second, narrower output size."""
         super().__init__()
         self.heads, self.head_size = heads, d // heads
-        self.A = nn.Parameter(torch.empty(d, r, **factory))
+        self.A = nn.Parameter(torch.empty(width or d, r, **factory))
         self.B = nn.Parameter(torch.zeros(r, self.head_size, **factory))
         self.C_h = nn.Parameter(torch.empty(heads, r, **factory))
         self.C_l = nn.Parameter(torch.empty(layers, r, **factory))
@@ -93,7 +98,7 @@ class LortaLinear(AdditiveLayer):
         super().__init__(base, dropout)
         object.__setattr__(self, "factors", factors)  # shared, registered once on the model (not per layer)
         self.layer, self.matrix, self.scale = layer, matrix, scale
-        self.narrow = base.out_features != base.in_features  # a grouped-query k/v projection
+        self.narrow = base.out_features != factors.A.shape[0]  # a grouped-query k/v projection beside wider ones
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale * self.factors.product(x, self.layer, self.matrix, self.narrow)
@@ -119,14 +124,15 @@ class Lorta(LayerMethod):
             if module.in_features != d or module.out_features > d:
                 raise HarnessError(f"lorta: every target must map the hidden size {d} to {d} (q, o) or fewer (grouped-query k, v); "
                                    f"'{name}' is {module.out_features}×{module.in_features}")
-        narrow = sorted({module.out_features for module in modules.values()} - {d})
-        if len(narrow) > 1:
-            raise HarnessError(f"lorta: the narrower targets must share one output width (grouped-query k, v); got {narrow}")
+        widths = sorted({module.out_features for module in modules.values()}, reverse=True)
+        if len(widths) > 2 or (len(widths) == 2 and widths[0] != d):
+            raise HarnessError(f"lorta: the targets narrower than {d} must share one output width (grouped-query k, v); got {widths[1:]}")
+        width, *narrow = widths  # A: the widest outputs' (only k/v targeted: theirs); A_kv: the narrower ones
         if d % heads:
             raise HarnessError(f"lorta: hidden size {d} is not divisible by num_attention_heads={heads}")
         layer_ids = sorted({layer for layer, _ in positions.values()})
         factory = {"dtype": first.weight.dtype, "device": first.weight.device}
-        self.factors = LortaFactors(d, heads, len(layer_ids), len(self.cfg.targets), self.cfg.r, *narrow, **factory)
+        self.factors = LortaFactors(d, heads, len(layer_ids), len(self.cfg.targets), self.cfg.r, *narrow, width=width, **factory)
         self.model.add_module("lorta_factors", self.factors)
         scale, index = self.cfg.alpha / self.cfg.r, {layer: i for i, layer in enumerate(layer_ids)}
 

@@ -120,6 +120,14 @@ def test_lorta_on_gqa_layers_gives_the_narrower_outputs_their_own_output_factor(
     assert factors.A_kv.shape == (16, r) and factors.A.shape == (32, r)
 
 
+def test_lorta_on_the_narrower_k_v_only_has_one_output_factor_of_their_width(make_config):
+    cfg, settings, model = tiny_llama(make_config, "method=lorta", "method.r=4", "method.targets=[k_proj,v_proj]")
+    built = build_method(model, cfg.method, list(settings.model.head_modules))
+    assert built.param_counts()["adapter"] == 4 * (16 + 8 + 4 + LAYERS + 2)  # r·(H_kv·d_h + d_h + H + L + M)
+    assert model.lorta_factors.A.shape == (16, 4) and not hasattr(model.lorta_factors, "A_kv")
+    built.merge()  # ΔW has k/v's shape
+
+
 # Every method config on the GQA Llama: the ones that apply train, merge and round-trip like on BERT.
 # SURM's square structures refuse k/v (above); SURM runs here on q and o; the bridge's
 # block-sized configs get blocks that divide the tiny model's 16/32/64.

@@ -168,7 +168,8 @@ def test_lorta_parameter_count_for_minilm(r):
 
 
 @pytest.mark.parametrize("targets, message", [
-    (["intermediate.dense"], r"every target must be 48×48 \(attention projections\); 'bert.encoder.layer.0.intermediate.dense' is 48×32"),
+    (["intermediate.dense"], r"every target must map the hidden size 32 to 32 \(q, o\) or fewer \(grouped-query k, v\); "
+                             r"'bert.encoder.layer.0.intermediate.dense' is 48×32"),
     (["re:.*\\.attention\\..*"], r"several targets map to the same \(layer, matrix\)"),
     (["pooler.dense"], r"cannot find a layer index \('…layer.<n>.…'\) in target module 'bert.pooler.dense'"),
     (["classifier"], "matches no Linear module"),
