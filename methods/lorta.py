@@ -81,12 +81,12 @@ class LortaFactors(nn.Module):
         """λ_h = C_h[h] ⊙ C_m[m] ⊙ C_l[l] for every head: H × r."""
         return self.C_h * (self.C_m[matrix] * self.C_l[layer])
 
-    def product(self, x: torch.Tensor, layer: int, matrix: int, narrow: bool = False) -> torch.Tensor:
+    def product(self, x: torch.Tensor, layer: int, matrix: int, narrow: bool) -> torch.Tensor:
         """ΔW_{l,m} x without building ΔW."""
         per_head = F.linear(x.reshape(*x.shape[:-1], self.heads, self.head_size), self.B)  # (…, H, r)
         return F.linear((per_head * self.head_weights(layer, matrix)).sum(dim=-2), self.output(narrow))
 
-    def delta_weight(self, layer: int, matrix: int, narrow: bool = False) -> torch.Tensor:
+    def delta_weight(self, layer: int, matrix: int, narrow: bool) -> torch.Tensor:
         """ΔW_{l,m} (d × H·d_h, or H_kv·d_h × H·d_h for a narrower output)."""
         output = self.output(narrow)
         blocks = torch.einsum("dr,hr,re->dhe", output, self.head_weights(layer, matrix), self.B)
@@ -126,7 +126,8 @@ class Lorta(LayerMethod):
                                    f"'{name}' is {module.out_features}×{module.in_features}")
         widths = sorted({module.out_features for module in modules.values()}, reverse=True)
         if len(widths) > 2 or (len(widths) == 2 and widths[0] != d):
-            raise HarnessError(f"lorta: the targets narrower than {d} must share one output width (grouped-query k, v); got {widths[1:]}")
+            raise HarnessError(f"lorta: the targets narrower than {d} must share one output width (grouped-query k, v); "
+                               f"got {[width for width in widths if width < d]}")
         width, *narrow = widths  # A: the widest outputs' (only k/v targeted: theirs); A_kv: the narrower ones
         if d % heads:
             raise HarnessError(f"lorta: hidden size {d} is not divisible by num_attention_heads={heads}")

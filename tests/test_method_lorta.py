@@ -45,11 +45,30 @@ def test_lorta_factors_take_the_models_dtype():
 
 
 def test_lorta_A_has_loras_kaiming_bound():
-    """A: d×r with kaiming-uniform a = √5: U(±1/√r)."""
+    """A: d×r with kaiming-uniform a = √5: U(±1/√r); A_kv (grouped-query k/v outputs) likewise, in the dtype asked."""
     torch.manual_seed(0)
-    factors = LortaFactors(4096, 4, 1, 1, 4)
-    ratio = factors.A.abs().max().item() * math.sqrt(4)
-    assert 0.95 < ratio <= 1.0
+    factors = LortaFactors(4096, 4, 1, 1, 4, narrow=2048, dtype=torch.float64)
+    for output in (factors.A, factors.A_kv):
+        ratio = output.abs().max().item() * math.sqrt(4)
+        assert 0.95 < ratio <= 1.0 and output.dtype == torch.float64
+    assert factors.A.shape == (4096, 4) and factors.A_kv.shape == (2048, 4)
+
+
+def test_lorta_targets_of_two_narrower_widths_are_one_line():
+    class Attention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.v = torch.nn.Linear(8, 8), torch.nn.Linear(8, 4), torch.nn.Linear(8, 2)
+
+    model = torch.nn.Module()
+    model.config = type("Config", (), {"num_attention_heads": 2})()
+    model.layer = torch.nn.ModuleList([Attention()])
+    with pytest.raises(HarnessError) as caught:
+        Lorta(model, LortaConfig(r=2, targets=["q", "k", "v"]), [])
+    assert str(caught.value) == "lorta: the targets narrower than 8 must share one output width (grouped-query k, v); got [4, 2]"
+    with pytest.raises(HarnessError) as caught:
+        Lorta(model, LortaConfig(r=2, targets=["k", "v"]), [])
+    assert str(caught.value) == "lorta: the targets narrower than 8 must share one output width (grouped-query k, v); got [4, 2]"
 
 
 def test_lorta_needs_attention_heads():
