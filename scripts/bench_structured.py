@@ -42,13 +42,13 @@ def bench_circulant(tokens: int, device: torch.device) -> None:
 
 def rebuild_all(factors: LortaFactors, xs: list[torch.Tensor], layers: int, matrices: int) -> torch.Tensor:
     """The reference's forward: every ΔW_{l,m} dense, then the products."""
-    deltas = [factors.delta_weight(l, m) for l in range(layers) for m in range(matrices)]
+    deltas = [factors.delta_weight(l, m, narrow=False) for l in range(layers) for m in range(matrices)]
     return sum((x @ delta.T).sum() for x, delta in zip(xs, deltas))
 
 
 def contract(factors: LortaFactors, xs: list[torch.Tensor], layers: int, matrices: int) -> torch.Tensor:
     positions = [(l, m) for l in range(layers) for m in range(matrices)]
-    return sum(factors.product(x, l, m).sum() for x, (l, m) in zip(xs, positions))
+    return sum(factors.product(x, l, m, narrow=False).sum() for x, (l, m) in zip(xs, positions))
 
 
 def bench_lorta(tokens: int, device: torch.device, r: int = 8) -> None:
