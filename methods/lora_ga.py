@@ -29,7 +29,6 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from harness.errors import HarnessError
 from harness.schema import require
 from methods.base import LayerMethod
 from methods.inject import bert_targets
@@ -104,9 +103,7 @@ class LoraGA(LayerMethod):
     def init_batches(self) -> int:
         return self.cfg.grad_batches
 
-    def make_layer(self, name: str, base: nn.Module) -> nn.Module:
-        if not isinstance(base, nn.Linear):
-            raise HarnessError(f"{self.name}: '{name}' is a {type(base).__name__}; LoRA-GA adapts Linear layers")
+    def make_layer(self, name: str, base: nn.Linear) -> nn.Module:  # target_types: Linear only (LayerMethod's default)
         check_rank(self.name, name, 2 * self.cfg.r, base.in_features, base.out_features)
         return LoraGALinear(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout, self.cfg.rslora)
 

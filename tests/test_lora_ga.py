@@ -153,3 +153,31 @@ def test_a_run_estimates_the_gradient_on_its_own_first_batches_and_counts_the_ti
     assert [len(ids) for ids in estimated] == [4, 4, 4]
     assert torch.equal(estimated[0], trained[0]) and torch.equal(estimated[1], trained[1])
     assert 0 < record["cost"]["init_seconds"] < record["cost"]["train_seconds"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"grad_batches": 0}, "method.grad_batches must be > 0, got 0"),
+    ({"direction": "BrAr"}, "method.direction must be one of ArB2r, A2rBr, ArBr, got 'BrAr'"),
+    ({"style": "paper"}, "method.style must be one of reference, peft, got 'paper'"),
+    ({"stable_gamma": 0.0}, "method.stable_gamma must be > 0, got 0.0"),
+])
+def test_bad_settings_are_one_line_naming_the_key_and_what_is_allowed(override, message):
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError) as caught:
+        build_method(tiny_bert(), {"name": "lora_ga", "targets": ["query"], **override}, HEAD)
+    assert str(caught.value) == message
+
+
+def test_rank_and_layer_type_errors_name_the_layer():
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError) as caught:
+        build_method(tiny_bert(), {"name": "lora_ga", "targets": ["query"], "r": 17}, HEAD)
+    assert str(caught.value) == "lora_ga: rank r=34 exceeds min(d_in, d_out)=32 of layer 'bert.encoder.layer.0.attention.self.query' (32×32)"
+    model = torch.nn.Sequential()
+    model.add_module("conv", torch.nn.Conv2d(3, 4, 1))
+    model.add_module("classifier", torch.nn.Linear(4, 2))
+    with pytest.raises(HarnessError) as caught:
+        build_method(model, {"name": "lora_ga", "targets": ["conv"], "r": 1}, ["classifier"])
+    assert str(caught.value) == "lora_ga: target pattern 'conv' matches no Linear module; the model has: "
