@@ -16,19 +16,25 @@ SHARDING_METHODS = {**METHOD, "dora_dynamic": ["method.dropout=0", "method.delta
 # Prints, on every rank after the run's set-up, the elements of frozen parameters this rank holds against
 # the model's total: the proof that the backbone is sharded, not replicated.
 ENTRY = """
+import sys
 import torch.distributed as dist
 import harness.sharding
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 original = harness.sharding.shard
 
+def say(line):  # one write of a short line: atomic on a pipe, so the ranks' lines never interleave (print writes twice)
+    sys.stdout.write(line + "\\n")
+    sys.stdout.flush()
+
+
 def shard(method, device):
     original(method, device)
     frozen = [p for p in method.model.parameters() if not p.requires_grad]
     local = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in frozen)
-    print(f"rank {dist.get_rank()}: frozen {local} of {sum(p.numel() for p in frozen)}", flush=True)
+    say(f"rank {dist.get_rank()}: frozen {local} of {sum(p.numel() for p in frozen)}")
     units = [name or "model" for name, module in method.model.named_modules() if isinstance(module, FSDPModule)]
-    print(f"rank {dist.get_rank()}: units {','.join(units)}", flush=True)
+    say(f"rank {dist.get_rank()}: units {','.join(units)}")
 
 harness.sharding.shard = shard
 from harness.cli import main
