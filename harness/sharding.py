@@ -33,7 +33,7 @@ def refusal(method: Method) -> str | None:
     if distributed.world()[1] < 2:
         return ("fsdp=true shards the frozen weights over the processes of a torchrun run "
                 "(torchrun --nproc_per_node N -m harness ... fsdp=true); this run has one process")
-    if not any(not p.requires_grad for p in method.model.parameters()):
+    if all(p.requires_grad for p in method.model.parameters()):
         return f"fsdp=true shards the frozen weights, and method '{method.name}' trains every weight; run it with fsdp=false (data-parallel)"
     if method.rewrites_adapted_layers:
         return f"method '{method.name}' changes frozen weights during training (folds into W0), which fsdp=true keeps sharded; run it with fsdp=false"
