@@ -39,13 +39,14 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from torch import nn
 
+from harness.config_store import project_config
 from harness.device import autocast_dtype, device_name, pick_device
 from harness.errors import HarnessError, one_line
 from harness.memory import current_mb, read_peak, reset_peak
-from harness.preflight import CONF_DIR, group_options
+from harness.preflight import group_options
 from harness.schedule import build_optimizer
 from harness.schema import TrainConfig
 from harness.train import StepRunner
@@ -239,7 +240,7 @@ def contender_process(connection, settings: dict, label: str) -> None:
     """A worker's life: build one contender, then step / finish on the parent's commands."""
     try:
         torch.set_num_threads(settings["threads"])
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with project_config():
             device = pick_device(settings["device"])
             model = text_model(settings["model"])
             batch = random_batch(model.config.vocab_size, settings["batch"], settings["length"])
@@ -396,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     dtype = autocast_dtype(args.precision, device)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with project_config():
         options = group_options()["method"]  # ours (top level, convolution-only projection aside), then PEFT's tuners through the bridge
         available = [m for m in options if "/" not in m and m != "projection"] + [m for m in options if m.startswith("peft/")]
         methods = available if args.methods == "all" else args.methods.split(",")

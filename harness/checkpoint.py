@@ -24,12 +24,17 @@ import numpy as np
 import torch
 
 from harness.errors import HarnessError
+from harness.schema import written_defaults
+
+CHECKPOINT = written_defaults("checkpoint")
 
 
 @dataclass
 class CheckpointConfig:
-    every_steps: int | None = None
-    every_minutes: float | None = None
+    """The checkpoint section's schema; its defaults are conf/config.yaml's (read, not copied)."""
+
+    every_steps: int | None = CHECKPOINT["every_steps"]
+    every_minutes: float | None = CHECKPOINT["every_minutes"]
 
     def __post_init__(self):
         if self.every_steps is not None and self.every_steps < 1:

@@ -13,6 +13,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from harness import distributed, progress
+from harness.config_store import register_defaults
 from harness.errors import Interrupted, handle_interrupts, one_line
 from harness.preflight import CONF_DIR, command_line_problems
 
@@ -52,6 +53,7 @@ def app(cfg: DictConfig) -> str:
 
 def main() -> None:
     arguments = sys.argv[1:]
+    register_defaults()  # the YAMLs extend the config dataclasses' defaults
     problems = command_line_problems(arguments)
     if problems:
         for problem in problems:

@@ -9,13 +9,13 @@ total and the device-hours it takes at S steps per second. Works offline; runs n
 """
 import argparse
 
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
+from harness.config_store import project_config
 from harness.errors import HarnessError, one_line
-from harness.preflight import CONF_DIR
 from harness.records import RecordStore, identify, method_label
 from harness.schema import TaskConfig, TrainConfig, parse_section
 from harness.train import plan_steps
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> None:
                         help="training speed for the device-hours estimate (default 5)")
     args, overrides = parser.parse_known_args(argv)
     overrides = [o for o in overrides if o not in ("-m", "--multirun")]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with project_config():
         runs = expand(overrides)
         sizes, total, todo_steps, todo, unknown, rough = {}, 0, 0, 0, 0, 0
         for number, run in enumerate(runs):

@@ -130,7 +130,9 @@ def first_values(overrides: list[str]) -> list[str]:
 
 def compose_problems(arguments: list[str]) -> list[str]:
     """What composing the command line's config (each sweep at its first value) reports, one line each."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
+
+    from harness.config_store import project_config
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -139,7 +141,7 @@ def compose_problems(arguments: list[str]) -> list[str]:
     if problems:
         return problems
     sweeps = [o for o, p in zip(overrides, OverridesParser.create().parse_overrides(overrides)) if p.is_sweep_override()]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with project_config():
         try:
             cfg = compose("config", overrides=first_values(overrides), return_hydra_config=True)
             if sweeps and not any(a in ("-m", "--multirun") for a in arguments) and str(cfg.hydra.mode) != "RunMode.MULTIRUN":

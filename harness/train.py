@@ -154,8 +154,8 @@ def restore(saved: dict, outcome: Outcome, method, step_once: StepRunner) -> Non
     step_once.optimizer.load_state_dict(saved["optimizer"])
     step_once.scheduler.load_state_dict(saved["scheduler"])
     step_once.scaler.load_state_dict(saved["scaler"])
-    for field, value in saved["outcome"].items():
-        setattr(outcome, field, from_portable(value) if field.endswith("_outputs") else value)
+    for name, value in saved["outcome"].items():
+        setattr(outcome, name, from_portable(value) if name.endswith("_outputs") else value)
     outcome.resumed_from_step = saved["step"]
     set_rng_state(saved["rng"])
 

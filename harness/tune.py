@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
+from harness.config_store import project_config
 from harness.errors import HarnessError
 from harness.preflight import CONF_DIR, group_options, unknown_choices
 from harness.records import RecordStore, identify
@@ -153,7 +154,7 @@ def parse_protocol(cfg: DictConfig) -> Protocol:
 
 
 class Composer:
-    """Hydra's compose API over the project's config (inside `initialize_config_dir`), to read
+    """Hydra's compose API over the project's config (inside `project_config()`), to read
     defaults and compute run keys (each run's key composed once: the protocol asks for it repeatedly)."""
 
     def __init__(self, base: list[str]):
@@ -252,8 +253,11 @@ def launch(arguments: list[str], extra: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        run_protocol(argv)
+    try:
+        with project_config():
+            run_protocol(argv)
+    except HarnessError as error:  # a protocol missing or malformed, a run that cannot be planned: one line
+        raise SystemExit(f"error: {error}") from None
 
 
 def run_rounds(stage: str, next_runs, outcomes: Outcomes, extra: list[str]) -> None:
@@ -300,13 +304,10 @@ def run_protocol(argv: list[str] | None) -> None:
     print(estimate(cells, protocol, outcomes, store), flush=True)
     if args.dry_run:
         return
-    try:
-        run_rounds("search", lambda: [cell.run(protocol, j, protocol.search_seed) for cell in cells
-                                      for j in outcomes.search(cell)[0]], outcomes, [*args.overrides])
-        run_rounds("seeds", lambda: [r for cell in cells for r in outcomes.unfinished(outcomes.final_runs(cell))],
-                   outcomes, [*args.overrides])
-    except HarnessError as error:
-        raise SystemExit(f"error: {error}") from None
+    run_rounds("search", lambda: [cell.run(protocol, j, protocol.search_seed) for cell in cells
+                                  for j in outcomes.search(cell)[0]], outcomes, [*args.overrides])
+    run_rounds("seeds", lambda: [r for cell in cells for r in outcomes.unfinished(outcomes.final_runs(cell))],
+               outcomes, [*args.overrides])
     for problem in dict.fromkeys(store.problems):  # invalid records met while picking: listed, then redone or left out
         print(f"warning: {problem}", file=sys.stderr)
     write_tuning_table(cells, protocol, outcomes, Path(cfg.results_dir))

@@ -23,29 +23,29 @@ an error. Params: r_init(d_in + d_out + 1) per matrix while training; the record
 Weight decay (`decay = "trainer"`): A, E and B decayed, biases and LayerNorm not (HF Trainer's rule in
 QingruZhang/AdaLoRA NLU/run_glue.py; its DeBERTaV3 scripts use 0 to 0.1 by task).
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from harness.errors import HarnessError
 from harness.schema import require
+from methods.base import role_targets
 from methods.budget import BudgetConfig, BudgetMethod, TripletLinear, schedule_steps
-from methods.inject import bert_targets
 from methods.registry import register
 
 
 @dataclass
 class AdaLoraConfig(BudgetConfig):
     name: str = "adalora"
-    targets: list[str] = field(default_factory=lambda: bert_targets("q", "k", "v", "o", "ffn_in", "ffn_out"))
-    alpha: float = 32.0
+    targets: list[str] = role_targets("q", "k", "v", "o", "ffn_in", "ffn_out")
+    alpha: float = 32
     beta1: float = 0.85
     beta2: float = 0.85
-    orth_reg: float = 0.1  # γ
-    t_init: float = 0.12
-    t_final: float = 0.5
-    delta_t: int = 10
+    orth_reg: float = 0.1  # γ, weight of the orthogonality regulariser
+    t_init: float = 0.12  # steps before pruning starts (< 1: fraction of the total steps)
+    t_final: float = 0.5  # steps after the budget is frozen (< 1: fraction of the total steps)
+    delta_t: int = 10  # steps between two allocations
 
     def __post_init__(self):
         super().__post_init__()

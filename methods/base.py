@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
-from methods.inject import inject, is_under, match_targets
+from methods.inject import bert_targets, inject, is_under, match_targets
 
 
 NORM_LAYERS = tuple(t for t in (nn.LayerNorm, nn.GroupNorm, getattr(nn, "RMSNorm", None), nn.modules.batchnorm._BatchNorm) if t)
@@ -20,6 +20,13 @@ NORM_LAYERS = tuple(t for t in (nn.LayerNorm, nn.GroupNorm, getattr(nn, "RMSNorm
 def is_bias(name: str) -> bool:
     """Whether a parameter name is a bias by HF Trainer's rule ("bias" in the name; its last part here)."""
     return "bias" in name.rsplit(".", 1)[-1]
+
+
+def role_targets(*roles: str):
+    """A config's `targets` field defaulting to model roles (q, v, ffn_out, ...): their BERT module names in
+    a config built in code, the `${roles:...}` interpolation resolved on the chosen model in a composed
+    one (harness/config_store.py)."""
+    return field(default_factory=lambda: bert_targets(*roles), metadata={"roles": roles})
 
 
 @dataclass

@@ -14,13 +14,13 @@ Weight decay (`decay = "trainer"`): A, B and the magnitude m decayed (toward 0, 
 NVlabs/DoRA commonsense_reasoning/finetune.py, whose scripts use weight_decay 0, and in its VL-BART
 trainer at 0.01), biases and LayerNorm not.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.inject import bert_targets
+from methods.base import role_targets
 from methods.lora import LoRA, LoraConfig, LoRALinear
 from methods.registry import register
 
@@ -28,9 +28,9 @@ from methods.registry import register
 @dataclass
 class DoraConfig(LoraConfig):
     name: str = "dora"
-    targets: list[str] = field(default_factory=lambda: bert_targets("q", "k", "v", "ffn_in", "ffn_out"))
+    targets: list[str] = role_targets("q", "k", "v", "ffn_in", "ffn_out")
     r: int = 16
-    alpha: float = 32.0
+    alpha: float = 32
     dropout: float = 0.05
 
 

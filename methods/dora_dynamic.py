@@ -25,29 +25,29 @@ Params: r0(d_in + d_out + 1) per matrix while training; the record's `adapter_fi
 Weight decay (`decay = "all"`): every trained tensor, the scalers c and the head's biases included,
 one AdamW group as the official code (Finetune_And_Benchmark.py; weight_decay 0.01).
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from harness.errors import HarnessError
 from harness.schema import require
+from methods.base import role_targets
 from methods.budget import BudgetConfig, BudgetMethod, TripletLinear
-from methods.inject import bert_targets
 from methods.registry import register
 
 
 @dataclass
 class DoraDynamicConfig(BudgetConfig):
     name: str = "dora_dynamic"
-    targets: list[str] = field(default_factory=lambda: bert_targets("q", "k", "v", "o", "ffn_in", "ffn_out"))
-    alpha: float = 8.0
+    targets: list[str] = role_targets("q", "k", "v", "o", "ffn_in", "ffn_out")
+    alpha: float = 8
     dropout: float = 0.1
-    beta: float = 0.9
-    reg_weight: float = 0.1  # η
-    prune_start: float = 0.15
+    beta: float = 0.9  # EMA of the component importance
+    reg_weight: float = 0.1  # η, weight of the variance regulariser (off once pruning ends)
+    prune_start: float = 0.15  # pruning window, as fractions of the total steps
     prune_end: float = 0.5
-    delta_t: int = 100
+    delta_t: int = 100  # steps between two pruning events
 
     def __post_init__(self):
         super().__post_init__()

@@ -16,15 +16,15 @@ Trainable params r·(C_in·k_h·k_w + C_out). Grouped (e.g. depthwise) convoluti
 ΔW would be dense across groups and could not be merged.
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import HarnessError
-from methods.base import LayerMethod
-from methods.inject import bert_targets, run_with
+from methods.base import LayerMethod, role_targets
+from methods.inject import run_with
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register
 
@@ -32,8 +32,8 @@ from methods.registry import register
 @dataclass
 class LoraConfig(LowRankConfig):
     name: str = "lora"
-    targets: list[str] = field(default_factory=lambda: bert_targets("q", "v"))
-    rslora: bool = False
+    targets: list[str] = role_targets("q", "v")
+    rslora: bool = False  # true: scale alpha/sqrt(r) instead of alpha/r
 
 
 def lora_scaling(alpha: float, r: int, rslora: bool) -> float:

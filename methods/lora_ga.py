@@ -23,15 +23,14 @@ a freshly built model, so the round trip needs no data.
 Weight decay (`decay = "trainer"`): as LoRA (the reference trains through HF Trainer).
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
 from harness.schema import require
-from methods.base import LayerMethod
-from methods.inject import bert_targets
+from methods.base import LayerMethod, role_targets
 from methods.lora import LoRALinear, LoraConfig
 from methods.lowrank import check_rank
 from methods.registry import register
@@ -43,13 +42,13 @@ STYLES = ("reference", "peft")
 @dataclass
 class LoraGAConfig(LoraConfig):
     name: str = "lora_ga"
-    targets: list[str] = field(default_factory=lambda: bert_targets("q", "k", "v", "o", "ffn_in", "ffn_out"))
-    alpha: float = 16.0
+    targets: list[str] = role_targets("q", "k", "v", "o", "ffn_in", "ffn_out")
+    alpha: float = 16
     rslora: bool = True
     grad_batches: int = 8
     direction: str = "ArB2r"
-    stable_gamma: float = 16.0
-    style: str = "reference"
+    stable_gamma: float = 16
+    style: str = "reference"  # reference: A0, B0 both scaled by d_out^(1/4)/√γ; peft: B0 also carries S[r:2r] (PEFT's lora_ga)
 
     def __post_init__(self):
         super().__post_init__()

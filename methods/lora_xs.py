@@ -12,15 +12,14 @@ Weight decay (`decay = "all"`): every trained tensor, R and the whole head (bias
 reference's own torch AdamW over all of them (MohammadrezaBanaei/LoRA-XS main_glue.py; no
 weight_decay given, so torch's default 0.01).
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from harness.schema import require
-from methods.base import LayerMethod
-from methods.inject import bert_targets
+from methods.base import LayerMethod, role_targets
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register
 
@@ -28,9 +27,9 @@ from methods.registry import register
 @dataclass
 class LoraXSConfig(LowRankConfig):
     name: str = "lora_xs"
-    targets: list[str] = field(default_factory=lambda: bert_targets("q", "v", "o", "ffn_out"))
+    targets: list[str] = role_targets("q", "v", "o", "ffn_out")
     r: int = 16
-    alpha: float = 16.0
+    alpha: float = 16
     dropout: float = 0.0
     init_std: float = 1e-5
 

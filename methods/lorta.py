@@ -30,15 +30,15 @@ adapter at 0 and the classifier weight at 0.1, a separate value the harness does
 """
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import HarnessError
-from methods.base import LayerMethod
-from methods.inject import bert_targets, inject, match_targets, pattern_matches
+from methods.base import LayerMethod, role_targets
+from methods.inject import inject, match_targets, pattern_matches
 from methods.lowrank import AdditiveLayer, LowRankConfig
 from methods.registry import register
 
@@ -48,7 +48,7 @@ LAYER_INDEX = re.compile(r"(?:^|\.)(\d+)\.")
 @dataclass
 class LortaConfig(LowRankConfig):
     name: str = "lorta"
-    targets: list[str] = field(default_factory=lambda: bert_targets("q", "k", "v", "o"))
+    targets: list[str] = role_targets("q", "k", "v", "o")
     alpha: float = 1.0
 
 

@@ -13,7 +13,7 @@ from methods.base import MethodConfig
 @dataclass
 class LowRankConfig(MethodConfig):
     r: int = 8
-    alpha: float = 8.0
+    alpha: float = 8
     dropout: float = 0.0
 
     def __post_init__(self):

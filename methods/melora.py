@@ -13,15 +13,14 @@ torch AdamW (ChasonShi/MELoRA run_glue_lora.py: no weight_decay given, torch's d
 script's --weight_decay 0.1 never reaches that optimizer).
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from harness.errors import HarnessError
 from harness.schema import require
-from methods.base import LayerMethod
-from methods.inject import bert_targets
+from methods.base import LayerMethod, role_targets
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register
 
@@ -29,10 +28,10 @@ from methods.registry import register
 @dataclass
 class MeloraConfig(LowRankConfig):
     name: str = "melora"
-    targets: list[str] = field(default_factory=lambda: bert_targets("q", "v"))
+    targets: list[str] = role_targets("q", "v")
     r: int = 8
     n: int = 2
-    alpha: float = 16.0
+    alpha: float = 16
     dropout: float = 0.05
 
     def __post_init__(self):

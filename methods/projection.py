@@ -26,8 +26,8 @@ from methods.registry import register
 @dataclass
 class ProjectionConfig(MethodConfig):
     name: str = "projection"
-    targets: list[str] = field(default_factory=lambda: ["re:.*"])
-    train_bn: bool = False
+    targets: list[str] = field(default_factory=lambda: ["re:.*"])  # every Conv2d of the backbone
+    train_bn: bool = False  # true: also train BatchNorm weight and bias
 
 
 class GatedConv2d(nn.Module):

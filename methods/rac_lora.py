@@ -22,7 +22,7 @@ Saved state: besides the trained factor, each adapted layer's base weight (the f
 its frozen factor, so that a reload reproduces the function.
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -30,7 +30,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.schema import require
-from methods.inject import bert_targets
+from methods.base import role_targets
 from methods.lora import LoRA, LoraConfig, LoRALinear
 from methods.lowrank import check_rank
 from methods.registry import register
@@ -41,11 +41,11 @@ FROZEN = ("A", "B", "none")
 @dataclass
 class RacLoraConfig(LoraConfig):
     name: str = "rac_lora"
-    targets: list[str] = field(default_factory=lambda: bert_targets("q", "v"))
-    frozen: str = "A"
+    targets: list[str] = role_targets("q", "v")
+    frozen: str = "A"  # A | B | none
     gaussian: Optional[str] = None  # frozen: none only: the factor drawn N(0, init_std²) each link (null: LoRA's init)
     links: int = 4
-    init_std: float = 1.0
+    init_std: float = 1.0  # std of the frozen Gaussian factor
     reset_optimizer: bool = False
 
     def __post_init__(self):

@@ -47,12 +47,12 @@ ACTIVATIONS = {"gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "identity": nn
 class SurmConfig(MethodConfig):
     name: str = "surm"
     targets: list[str] = field(default_factory=list)  # empty: the placement's default targets
-    structure: str = "circulant"
-    placement: str = "lora"
-    alpha: float = 1.0
+    structure: str = "circulant"  # circulant | toeplitz (square layers) | kronecker
+    placement: str = "lora"  # lora | adapter
+    alpha: float = 1.0  # circulant/toeplitz scale alpha; kronecker alpha/r
     r: int = 2  # Kronecker factor size (r must divide the layer's sizes); unused otherwise
     dropout: float = 0.0
-    activation: str = "gelu"  # adapter placement only
+    activation: str = "gelu"  # adapter placement only: gelu | tanh | silu | identity
 
     def __post_init__(self):
         require(self.structure in STRUCTURES, f"method.structure must be one of {', '.join(STRUCTURES)}, got '{self.structure}'")

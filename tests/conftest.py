@@ -7,10 +7,10 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from transformers import BertConfig, BertForSequenceClassification
 
-from harness.preflight import CONF_DIR
+from harness.config_store import project_config
 
 QUICK = ["model=tiny_bert", "task.limit_train=32", "task.limit_eval=16", "train.max_steps=2",
          "train.batch_size=8", "progress=false"]
@@ -21,7 +21,7 @@ def make_config(tmp_path):
     """Compose the real config with overrides; results and caches go to tmp_path."""
 
     def make(*overrides: str, quick: bool = True):
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with project_config():
             return compose("config", overrides=[
                 f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}",
                 *(QUICK if quick else []), *overrides,

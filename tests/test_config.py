@@ -1,9 +1,10 @@
 """Config composition: every option of every group composes and validates; standard keys exist."""
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from harness.config_store import project_config
 from harness.errors import HarnessError
 from harness.preflight import CONF_DIR, group_options, unknown_choices
 from harness.schema import parse_settings
@@ -50,7 +51,7 @@ def test_demo_sweep_is_a_multirun_over_every_text_method(make_config):
     cfg = make_config("sweep=demo", quick=False)
     assert cfg.sweep == "demo"
     assert cfg.train.max_steps is not None
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with project_config():
         hydra_cfg = compose("config", overrides=["sweep=demo"], return_hydra_config=True).hydra
     assert hydra_cfg.mode == RunMode.MULTIRUN
     assert hydra_cfg.sweeper.params.method == "glob(*,exclude=projection)"
@@ -78,6 +79,7 @@ def test_bad_values_give_one_line_errors(make_config, override, message):
     ("method.dropout=1.5", "method.dropout must be in [0, 1)"),
     ("+method.rank=4", "method: unknown key 'rank'"),
     ("method.name=nope", "unknown method 'nope'; available: "),
+    ("method.r=abc", "method.r: Value 'abc' of type 'str' could not be converted to Integer"),
 ])
 def test_bad_method_values_give_one_line_errors(make_config, override, message):
     with pytest.raises(HarnessError) as error:
@@ -95,18 +97,97 @@ def test_unknown_group_options_are_caught_before_hydra():
     assert unknown_choices(["-m", "method=glob(*)"]) == []
 
 
-def test_the_train_defaults_are_written_once_in_config_yaml():
-    """TrainConfig reads its defaults from conf/config.yaml (nothing copied), and no method config
-    carries a learning rate of its own outside the method YAMLs."""
+def test_the_train_and_checkpoint_defaults_are_written_once_in_config_yaml():
+    """TrainConfig and CheckpointConfig read their defaults from conf/config.yaml (nothing copied), and
+    no method config carries a learning rate of its own outside the method YAMLs."""
     from dataclasses import fields as dataclass_fields
 
+    from harness.checkpoint import CheckpointConfig
     from harness.schema import TrainConfig
     from methods.base import MethodConfig
 
-    written = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml").train, resolve=False)
-    for spec in dataclass_fields(TrainConfig):
-        if spec.name in ("lr", "head_lr"):
-            assert written[spec.name].startswith("${method.") and spec.default is None
-        else:
-            assert spec.default == written[spec.name], spec.name
+    config_yaml = OmegaConf.load(CONF_DIR / "config.yaml")
+    for section, schema in (("train", TrainConfig), ("checkpoint", CheckpointConfig)):
+        written = OmegaConf.to_container(config_yaml[section], resolve=False)
+        assert set(written) == {spec.name for spec in dataclass_fields(schema)}
+        for spec in dataclass_fields(schema):
+            if spec.name in ("lr", "head_lr"):
+                assert written[spec.name].startswith("${method.") and spec.default is None
+            else:
+                assert spec.default == written[spec.name], spec.name
     assert MethodConfig().lr is None and MethodConfig().head_lr is None
+
+
+# Run keys of the plain configs (`python -m harness method=... model=...`) before the defaults moved
+# into the config dataclasses: records made with them must keep being found by resume and verify.
+PINNED_KEYS = {
+    ("method=adalora", "model=minilm"): "91b052d41d9c", ("method=dora", "model=minilm"): "ff4577446143",
+    ("method=dora_dynamic", "model=minilm"): "a3909911e2ce", ("method=full", "model=minilm"): "016e8cd128c8",
+    ("method=head", "model=minilm"): "3dd1869ab32e", ("method=lora", "model=minilm"): "5b33eca670d2",
+    ("method=lora_ga", "model=minilm"): "7e5e663a8ed8", ("method=lora_xs", "model=minilm"): "877e372b02b5",
+    ("method=lorta", "model=minilm"): "6d2341d48434", ("method=melora", "model=minilm"): "5731980504de",
+    ("method=peft/lora", "model=minilm"): "a0ec4a05a349", ("method=rac_lora", "model=minilm"): "22765fef4301",
+    ("method=surm", "model=minilm"): "59d83d546821", ("method=projection", "model=efficientnet_lite0"): "1e9ddf498dac",
+    ("method=lora", "model=tiny_llama"): "c2f7c06678a8",
+}
+
+
+@pytest.mark.parametrize("overrides", PINNED_KEYS, ids=[" ".join(o) for o in PINNED_KEYS])
+def test_run_keys_do_not_move(overrides):
+    from harness.records import identify
+
+    with project_config():
+        assert identify(compose("config", overrides=list(overrides))).key == PINNED_KEYS[overrides]
+
+
+def field_defaults(schema: type) -> dict:
+    """A dataclass's defaults as a config states them: a `targets` default made of roles as `${roles:...}`."""
+    from dataclasses import MISSING
+    from dataclasses import fields as dataclass_fields
+
+    return {spec.name: f"${{roles:{','.join(spec.metadata['roles'])}}}" if "roles" in spec.metadata
+            else spec.default_factory() if spec.default is MISSING else spec.default
+            for spec in dataclass_fields(schema) if spec.metadata.get("composed", True)}
+
+
+def yaml_schema(group: str, raw: dict) -> type:
+    from harness.schema import LoggerConfig, ModelConfig, TaskConfig
+
+    return METHODS[raw.get("name", "peft")].Config if group == "method" else \
+        {"task": TaskConfig, "model": ModelConfig, "logger": LoggerConfig}[group]
+
+
+EXTENDING = [(group, option) for group, option in OPTIONS if group in ("method", "task", "model", "logger")
+             and any(str(entry).split("@")[0].rsplit("/", 1)[-1].startswith("base")
+                     for entry in OmegaConf.load(CONF_DIR / group / f"{option}.yaml").get("defaults", []))]
+
+
+def test_every_method_task_model_and_logger_yaml_extends_its_dataclass_defaults():
+    extending = {f"{group}={option}" for group, option in EXTENDING}
+    variants = {"method=adalora_glue", "method=dora_commonsense", "method=rac_mnist"}  # paper variants extend a method YAML
+    based = {f"{g}={o}" for g, o in OPTIONS if g in ("method", "task", "model", "logger")
+             and f"{g}={o.split('/')[0]}" not in variants}
+    assert extending == based
+
+
+@pytest.mark.parametrize("group,option", EXTENDING, ids=[f"{g}={o}" for g, o in EXTENDING])
+def test_a_yaml_states_only_what_differs_from_its_dataclass(group, option):
+    raw = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml"), resolve=False)
+    defaults = field_defaults(yaml_schema(group, raw))
+    if group != "method":
+        defaults.pop("name")  # a task, model or logger names itself; a method's name is its registry name
+    repeated = [key for key, value in raw.items()
+                if key in defaults and defaults[key] == value and type(defaults[key]) is type(value)]
+    assert repeated == [], f"conf/{group}/{option}.yaml repeats its dataclass's defaults {repeated}"
+
+
+@pytest.mark.parametrize("option", [o for g, o in EXTENDING if g == "method"])
+def test_a_composed_method_is_its_yaml_over_its_dataclass_defaults(make_config, option):
+    raw = OmegaConf.load(CONF_DIR / "method" / f"{option}.yaml")
+    cfg = make_config(f"method={option}", "model=minilm", quick=False)
+    parsed = parse_method_config(cfg.method)
+    schema = METHODS[parsed.name].Config
+    assert set(cfg.method) == set(field_defaults(schema))  # every field composed: `method.<key>=...` overrides it
+    stated = {key: value for key, value in OmegaConf.to_container(cfg.method, resolve=True).items() if key in raw}
+    # the rest are the dataclass's defaults; targets given as roles resolve on MiniLM to the BERT names it defaults to
+    assert parsed == schema(**{"name": parsed.name, **stated})

@@ -114,7 +114,7 @@ def test_a_submitit_job_of_two_tasks_is_one_data_parallel_run(tmp_path):
     job = subprocess.run([sys.executable, "-m", "harness", "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
                           *overrides, f"results_dir={tmp_path / 'job'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
                          cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
-    one = launch(tmp_path, [*overrides, f"results_dir={tmp_path / 'one'}"], processes=1)
+    launch(tmp_path, [*overrides, f"results_dir={tmp_path / 'one'}"], processes=1)
     assert job.returncode == 0 and "[sweep end 1/1] 1 done, 0 skipped, 0 failed, 0 remaining" in job.stdout + job.stderr, job.stderr[-2000:]
     ran, single = only_record(tmp_path / "job"), only_record(tmp_path / "one")
     assert ran["provenance"]["processes"] == 2 and ran["run_key"] == single["run_key"]

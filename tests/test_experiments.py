@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose
 
+from harness.config_store import project_config
 from harness.errors import HarnessError
 from harness.selection import lr_pair, select_tuned
 from harness.per_task import apply_per_task
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def composed(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with project_config():
         return apply_per_task(compose("config", overrides=list(overrides)))
 
 
@@ -65,7 +66,7 @@ def test_per_task_values_are_in_the_record_and_the_run_key_but_the_table_is_not(
     assert record["run_key"] == run_key(resolved_config(same))
     # the tuning protocol, the dry-run listing and sweep progress key the run as the run does
     table = "+per_task={bbc_news:{train:{lr:0.0123}},lora/bbc_news:{method:{r:2}},head/bbc_news:{method:{r:3}}}"
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with project_config():
         assert Composer([f"results_dir={cfg.results_dir}", *QUICK]).key([table]) == record["run_key"]
         assert planned_keys([*QUICK, table]) == [record["run_key"]]
     plan([*QUICK, table, f"results_dir={cfg.results_dir}"])
@@ -150,7 +151,7 @@ def test_the_official_plan_sets_each_key_once_per_run_and_groups_into_multiruns(
     a key given twice would make the multirun grouping fail."""
     from harness.tune import multirun_groups, parse_protocol, plan_cells
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with project_config():
         composer = Composer(["sweep=official"])
         protocol = parse_protocol(composer([]))
         runs = [cell.run(protocol, j, seed) for cell in plan_cells(protocol, composer) for j in (-1, 0, 1) for seed in (0, 1)]
@@ -169,7 +170,7 @@ def test_runs_become_hydra_multiruns_that_cover_exactly_them():
 
 
 def test_pick_takes_the_best_validation_score_first_on_ties_and_never_a_failed_run(tmp_path):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with project_config():
         check_pick(tmp_path)
 
 
@@ -218,7 +219,7 @@ def check_pick(tmp_path):
 
 
 def test_the_tuning_section_is_outside_the_run_key_and_a_hand_run_is_adopted(tmp_path):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with project_config():
         composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])
         protocol = Protocol(0, [0], Search([0], 1, 3.0), "validation", str(tmp_path), [])
         cell = Cell(Suite("tiny_bert", ["bbc_news"], ["lora"]), "lora", "bbc_news", 1e-3, 5e-3)
@@ -265,7 +266,7 @@ def test_protocol_end_to_end_searches_picks_runs_seeds_and_writes_the_leaderboar
 def test_the_plan_estimates_the_time_left_from_measured_rates(tmp_path):
     from harness.tune_estimate import LAUNCH_SECONDS, estimate
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with project_config():
         composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])
         protocol = Protocol(0, [0, 1], Search([-1, 0, 1], 4, 3.0), "validation", str(tmp_path), [])
         suite = Suite("tiny_bert", ["bbc_news"], ["lora", "head"])

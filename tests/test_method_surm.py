@@ -11,7 +11,7 @@ from torch import nn
 from harness.errors import HarnessError
 from methods.structured import Circulant, Kronecker, ToeplitzProduct, build_structure, circulant_product
 from methods.surm import Surm, SurmConfig
-from tests.conftest import tiny_batch, tiny_bert
+from tests.conftest import tiny_bert
 
 HEAD = ["classifier"]
 

@@ -3,9 +3,10 @@ methods added later are checked too. Each method runs with its own conf/method Y
 import pytest
 import torch
 from torch import nn
-from hydra import compose, initialize_config_dir
+from hydra import compose
 
-from harness.preflight import CONF_DIR, group_options
+from harness.config_store import project_config
+from harness.preflight import group_options
 from methods import METHODS, build_method
 from methods.inject import is_under
 from harness.run import trainable_checksum
@@ -37,7 +38,7 @@ TINY_MODEL_OVERRIDES = {"peft/c3a": ["method.options.block_size=16"], "peft/vblo
 
 
 def method_node(name: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with project_config():
         return compose("config", overrides=[f"method={name}", *TINY_MODEL_OVERRIDES.get(name, [])]).method
 
 

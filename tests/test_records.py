@@ -32,12 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """One real tiny run (kept adapter, evaluation every step), shared by the read-only tests."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
 
-    from harness.preflight import CONF_DIR
+    from harness.config_store import project_config
+
 
     base = tmp_path_factory.mktemp("finished")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with project_config():
         cfg = compose("config", overrides=[f"results_dir={base / 'results'}", f"cache_dir={base / 'cache'}", "model=tiny_bert",
                                            "task.limit_train=32", "task.limit_eval=16", "train.batch_size=8", "train.max_steps=3",
                                            "train.eval_every=1", "train.lr=0.05", "progress=false", "save_adapter=true"])

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from omegaconf import OmegaConf
 
+from harness.config_store import project_config
 from harness.cli import threads_for
 from harness.device import pick_device
 from harness.errors import HarnessError
 from harness.report.leaderboard import build_and_write
-from harness.preflight import CONF_DIR, command_line_problems, group_options, unknown_choices
+from harness.preflight import command_line_problems, group_options, unknown_choices
 from harness.progress import progress_line, summary
 from harness.records import RecordStore, identify, new_record
 from harness.run import execute_run
@@ -72,7 +73,7 @@ BAD_RUNS = [
     (["train.device=tpu"], "train.device 'tpu' unknown; allowed: auto, cpu, cuda, mps"),
     (["task.max_length=abc"], "task.max_length: Value 'abc' of type 'str' could not be converted to Integer"),
     (["task.source=/nonexistent"], "bbc_news: no topic folders under /nonexistent"),
-    (["+logger.mode=sometimes"], "logger.mode 'sometimes' unknown; allowed: auto, online, offline, disabled"),
+    (["logger.mode=sometimes"], "logger.mode 'sometimes' unknown; allowed: auto, online, offline, disabled"),
     (["+model.kind=rnn"], "model.kind 'rnn' unknown; allowed: text, decoder, efficientnet_lite0, mlp_mnist"),
     # caught on the command line, before anything runs (harness.preflight)
     (["foo=1"], "unknown config key 'foo' (in 'foo=1'); keys of the config: seed, results_dir, cache_dir,"),
@@ -106,7 +107,7 @@ def test_bad_input_is_one_line_and_never_a_success(tmp_path, overrides, message)
     if problems:
         error, expected = problems[0], []
     else:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with project_config():
             cfg = compose("config", overrides=[f"results_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}", *TINY,
                                                "train.max_steps=2", *overrides])
         error, expected = execute_run(cfg)["error"], ["failed"]
@@ -146,7 +147,7 @@ def test_unknown_group_choices_are_one_line_before_anything_runs():
 def test_unwritable_or_corrupt_results_are_reported_never_counted(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with project_config():
         cfg = compose("config", overrides=[f"results_dir={blocker}", *TINY, "train.max_steps=2"])
     with pytest.raises(HarnessError, match=f"results_dir: folder '{blocker}/runs' is not writable"):
         execute_run(cfg)
@@ -168,7 +169,7 @@ def test_unwritable_or_corrupt_results_are_reported_never_counted(tmp_path):
 def run_twice(tmp_path, *overrides):
     records = []
     for attempt in range(2):
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with project_config():
             cfg = compose("config", overrides=[f"results_dir={tmp_path / str(attempt)}", f"cache_dir={tmp_path / 'cache'}",
                                                *TINY, "train.max_steps=6", *overrides])
         records.append(execute_run(cfg))
@@ -181,7 +182,7 @@ def test_same_config_and_seed_give_identical_metrics_and_weights(tmp_path, metho
     assert first["status"] == second["status"] == "success"
     assert first["metrics"]["final"] == second["metrics"]["final"] and first["metrics"]["curve"] == second["metrics"]["curve"]
     assert first["params"]["trainable_sha256"] == second["params"]["trainable_sha256"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with project_config():
         other = execute_run(compose("config", overrides=[f"results_dir={tmp_path / 'other'}", f"cache_dir={tmp_path / 'cache'}",
                                                          *TINY, "train.max_steps=6", f"method={method}", "seed=1"]))
     assert other["params"]["trainable_sha256"] != first["params"]["trainable_sha256"]  # the checksum sees the weights
@@ -209,7 +210,7 @@ def test_parallel_jobs_share_the_cores_and_take_the_gpus_in_turn(monkeypatch):
 
 
 def test_launcher_presets_compose():
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with project_config():
         slurm = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
         parallel = compose("config", overrides=["hydra/launcher=parallel"], return_hydra_config=True)
     launcher = slurm.hydra.launcher

@@ -1,6 +1,5 @@
 """SURM's structured matrices (fast products equal the dense matrices), its two placements, and
 LoRTA's shared CP tensor (rank-1 case equals PEFT LoRA, products equal the dense updates, counts)."""
-import peft
 import pytest
 import scipy.linalg
 import torch
