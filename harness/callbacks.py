@@ -31,7 +31,7 @@ class LeaderboardCallback(Callback):
         from harness.report.leaderboard import build_and_write
 
         attempt("the sweep's leaderboard", lambda: print(build_and_write(
-            config.results_dir, sweep=config.get("sweep"), out_dir=config.hydra.sweep.dir)))
+            config.results_dir, sweep=config.get("sweep"), out_dir=config.hydra.sweep.dir, sweep_caption=config.get("caption"))))
         attempt("the sweep's summary", lambda: self.summarize(config))
 
     @staticmethod

@@ -1,10 +1,10 @@
 """Run records (design.md §3): one JSON file per run in <results_dir>/runs/, the source of truth.
 
 The run key is a short hash of the resolved config without the keys that do not change a result
-(where results and caches go, logging, progress display, thread count, the sweep's name, tags, the
+(where results and caches go, logging, progress display, thread count, the sweep's name and caption, tags, the
 instructions of a tuning protocol and a run's place in it (`tuning`), the per-task table whose values are already in place,
-`deterministic` (GPU kernel choice; the flag is recorded), the job's index in a parallel sweep and
-whether the adapter is kept). `identify` is the one config → run-key function: the run, the dry-run
+`deterministic` (GPU kernel choice; the flag is recorded), the job's index in a parallel sweep,
+whether the adapter is kept, step checkpoints and FSDP sharding). `identify` is the one config → run-key function: the run, the dry-run
 listing, sweep progress and the tuning protocol all call it.
 
 Every record is checked against `harness/record.schema.json` when written and when read: a reader
@@ -31,7 +31,7 @@ from harness.per_task import effective_config
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("record.schema.json")
 NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "logger", "progress", "threads", "sweep", "tags", "hydra", "protocol", "tuning",
-                     "per_task", "deterministic", "job_index", "save_adapter", "checkpoint", "fsdp")
+                     "per_task", "deterministic", "job_index", "save_adapter", "checkpoint", "fsdp", "caption")
 LOCK_WAIT_SECONDS = 1.0  # a launcher waits this long for a run's lock before leaving the run to its holder
 
 

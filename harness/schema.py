@@ -177,6 +177,7 @@ def parse_settings(cfg: DictConfig) -> RunSettings:
     threads = cfg.get("threads")
     require(threads is None or (integer(threads) and threads > 0), f"threads must be a number > 0 or null, got {threads!r}")
     require(isinstance(cfg.get("fsdp", False), bool), f"fsdp must be true or false, got {cfg.get('fsdp')!r}")
+    require(cfg.get("caption") is None or isinstance(cfg.get("caption"), str), f"caption must be a text or null, got {cfg.get('caption')!r}")
     tags = cfg.get("tags")
     require(tags is None or (OmegaConf.is_list(tags) and all(isinstance(t, (str, int, float)) for t in tags)),
             f"tags must be a list of labels (tags=[a,b], or tags=a for one), got {OmegaConf.to_container(tags) if OmegaConf.is_config(tags) else tags!r}")

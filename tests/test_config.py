@@ -66,6 +66,7 @@ def test_demo_sweep_is_a_multirun_over_every_text_method(make_config):
     ("+train.colour=blue", "train: unknown key 'colour'"),
     ("task.limit_train=0", "task.limit_train must be a positive number"),
     ("task.max_length=1", "task.max_length must be > 1"),
+    ("caption=[a,b]", "caption must be a text or null, got"),
 ])
 def test_bad_values_give_one_line_errors(make_config, override, message):
     with pytest.raises(HarnessError) as error:
@@ -118,17 +119,19 @@ def test_the_train_and_checkpoint_defaults_are_written_once_in_config_yaml():
     assert MethodConfig().lr is None and MethodConfig().head_lr is None
 
 
-# Run keys of the plain configs (`python -m harness method=... model=...`) before the defaults moved
-# into the config dataclasses: records made with them must keep being found by resume and verify.
+# Run keys of the plain configs (`python -m harness method=... model=...`): a refactoring of how configs
+# are composed must not move them (the defaults' move into the config dataclasses kept all 516 composed
+# configs' keys), else records are no longer found by resume and verify. A changed default value moves its
+# configs' keys on purpose (the official protocol's lr picks did: --write-defaults) and updates them here.
 PINNED_KEYS = {
-    ("method=adalora", "model=minilm"): "91b052d41d9c", ("method=dora", "model=minilm"): "ff4577446143",
-    ("method=dora_dynamic", "model=minilm"): "a3909911e2ce", ("method=full", "model=minilm"): "016e8cd128c8",
-    ("method=head", "model=minilm"): "3dd1869ab32e", ("method=lora", "model=minilm"): "5b33eca670d2",
-    ("method=lora_ga", "model=minilm"): "7e5e663a8ed8", ("method=lora_xs", "model=minilm"): "877e372b02b5",
-    ("method=lorta", "model=minilm"): "6d2341d48434", ("method=melora", "model=minilm"): "5731980504de",
-    ("method=peft/lora", "model=minilm"): "a0ec4a05a349", ("method=rac_lora", "model=minilm"): "22765fef4301",
+    ("method=adalora", "model=minilm"): "ecfb7412a174", ("method=dora", "model=minilm"): "ff4577446143",
+    ("method=dora_dynamic", "model=minilm"): "3ee77c495cb2", ("method=full", "model=minilm"): "eea7c4333fe5",
+    ("method=head", "model=minilm"): "89faf40a1db3", ("method=lora", "model=minilm"): "eb70283904f5",
+    ("method=lora_ga", "model=minilm"): "7e5e663a8ed8", ("method=lora_xs", "model=minilm"): "e52fd9f22c8e",
+    ("method=lorta", "model=minilm"): "2b795d0c9f49", ("method=melora", "model=minilm"): "0540e228df0b",
+    ("method=peft/lora", "model=minilm"): "a0ec4a05a349", ("method=rac_lora", "model=minilm"): "3a49f3648838",
     ("method=surm", "model=minilm"): "59d83d546821", ("method=projection", "model=efficientnet_lite0"): "1e9ddf498dac",
-    ("method=lora", "model=tiny_llama"): "c2f7c06678a8",
+    ("method=lora", "model=tiny_llama"): "0d144456e9fc",
 }
 
 

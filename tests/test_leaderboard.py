@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from harness.errors import HarnessError
 from harness.report.leaderboard import build_and_write, main
@@ -70,6 +71,22 @@ def test_markdown_equals_the_expected_file(results):
     assert (results / "leaderboard.md").read_text() == text
     assert (results / "leaderboard.png").stat().st_size > 10_000
     assert "\\begin{tabular}" in (results / "leaderboard.tex").read_text()
+
+
+def test_a_sweep_caption_heads_its_leaderboard_as_one_paragraph(results, make_config, monkeypatch, tmp_path):
+    import harness.report.leaderboard
+    from harness.callbacks import LeaderboardCallback
+
+    plain = build_and_write(str(results), sweep="fixture", with_plot=False)
+    captioned = build_and_write(str(results), sweep="fixture", with_plot=False, sweep_caption="One seed,\n60 steps.")
+    assert captioned == plain.replace("# Leaderboard\n\n", "# Leaderboard\n\nOne seed, 60 steps.\n\n", 1)
+    demo = make_config("sweep=demo", quick=False)
+    assert demo.caption.startswith("Demo sweep: a smoke test of every text method, not a comparison. One seed, 60 steps")
+    given = {}
+    monkeypatch.setattr(harness.report.leaderboard, "build_and_write", lambda *args, **kwargs: given.update(kwargs) or "")
+    config = OmegaConf.merge(OmegaConf.to_container(demo), {"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
+    LeaderboardCallback().on_multirun_end(config)
+    assert given["sweep_caption"] == demo.caption and given["sweep"] == "demo"
 
 
 def test_csv_statistics(results):

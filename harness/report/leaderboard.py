@@ -239,8 +239,9 @@ def convergence_section(summary: pd.DataFrame) -> list[str]:
             shown.to_markdown(index=False, disable_numparse=True), ""]
 
 
-def markdown(summary: pd.DataFrame, aggregates: pd.DataFrame, stat: str, which: str, problems: list[str], tuned: pd.DataFrame) -> str:
-    parts = ["# Leaderboard", ""]
+def markdown(summary: pd.DataFrame, aggregates: pd.DataFrame, stat: str, which: str, problems: list[str], tuned: pd.DataFrame,
+             sweep_caption: str | None = None) -> str:
+    parts = ["# Leaderboard", "", *([" ".join(sweep_caption.split()), ""] if sweep_caption else [])]
     if summary.empty:
         parts.append("No successful runs yet.")
     for model in sorted(summary["model"].unique()):
@@ -341,13 +342,13 @@ def write_csvs(board: Board, out: Path) -> list[Path]:
 
 
 def build_and_write(results_dir: str, sweep: str | None = None, stat: str = "mean", which: str = "final",
-                    out_dir: str | None = None, with_plot: bool = True) -> str:
+                    out_dir: str | None = None, with_plot: bool = True, sweep_caption: str | None = None) -> str:
     """Writes leaderboard.{md,csv,tex}, leaderboard_across_tasks.csv and the plots (harness/report/plots.py),
-    and returns the Markdown."""
+    and returns the Markdown (headed by the sweep's caption, if it has one)."""
     board = assemble(results_dir, sweep, stat, which)
     out = Path(out_dir or results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(board.summary, board.aggregates, stat, which, board.problems, board.tuned)
+    text = markdown(board.summary, board.aggregates, stat, which, board.problems, board.tuned, sweep_caption)
     (out / "leaderboard.md").write_text(text)
     if not board.runs.empty:
         write_csvs(board, out)
