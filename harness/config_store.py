@@ -1,16 +1,18 @@
 """Every default lives once: the config dataclasses' defaults, registered in Hydra's ConfigStore as
 the base nodes that the YAMLs extend, so that a YAML states only what differs from them.
 
-- `method/base_<name>`: every field of the method's config dataclass (`METHODS[name].Config`) and its
+- `base/method/<name>`: every field of the method's config dataclass (`METHODS[name].Config`) and its
   registry name; a `targets` field made by `role_targets` is the `${roles:...}` interpolation of its
-  roles, resolved on the chosen model. conf/method/<name>.yaml starts with `defaults: [base_<name>, _self_]`.
-- `task/base`, `model/base`, `logger/base`: the fields of TaskConfig, ModelConfig and LoggerConfig but
+  roles, resolved on the chosen model. conf/method/<name>.yaml starts with
+  `defaults: [/base/method/<name>@_here_, _self_]`.
+- `base/task`, `base/model`, `base/logger`: the fields of TaskConfig, ModelConfig and LoggerConfig but
   `name` (each YAML names itself) and the fields marked `composed: False` (added after records
   existed: a config that does not set them keeps its run key; they take their default when the
   section is parsed, harness/schema.py).
 - `train` and `checkpoint` are written once in conf/config.yaml, which their dataclasses read.
 
-The nodes are plain containers, not typed ones: a wrong value is the schema's one-line error when the
+They live in their own group, `base/`, not in `method/` (`task/`, ...): a sweep over `method=glob(*)` sees
+only the YAMLs. The nodes are plain containers, not typed ones: a wrong value is the schema's one-line error when the
 run starts, recorded as a failed run, not a composition error that stops a sweep. Hydra's launchers
 (joblib, submitit) carry the ConfigStore into their workers.
 """
@@ -45,9 +47,9 @@ def register_defaults() -> None:
 
     store = ConfigStore.instance()
     for name, method in METHODS.items():
-        store.store(group="method", name=f"base_{name}", node=base_node(method.Config) | {"name": name})
+        store.store(group="base/method", name=name, node=base_node(method.Config) | {"name": name})
     for group, schema in SECTION_BASES.items():
-        store.store(group=group, name="base", node=base_node(schema, leave_out=("name",)))
+        store.store(group="base", name=group, node=base_node(schema, leave_out=("name",)))
 
 
 def project_config():

@@ -55,6 +55,12 @@ def test_demo_sweep_is_a_multirun_over_every_text_method(make_config):
         hydra_cfg = compose("config", overrides=["sweep=demo"], return_hydra_config=True).hydra
     assert hydra_cfg.mode == RunMode.MULTIRUN
     assert hydra_cfg.sweeper.params.method == "glob(*,exclude=projection)"
+    from harness.plan import expand
+
+    with project_config():  # the glob sees the method YAMLs only (not the base/ nodes they extend, nor peft/*)
+        runs = expand(["sweep=demo"])
+    assert sorted(o for run in runs for o in run if o.startswith("method=")) == \
+        sorted(f"method={m}" for m in set(METHODS) - {"peft", "projection"})
 
 
 @pytest.mark.parametrize("override,message", [
@@ -161,7 +167,7 @@ def yaml_schema(group: str, raw: dict) -> type:
 
 
 EXTENDING = [(group, option) for group, option in OPTIONS if group in ("method", "task", "model", "logger")
-             and any(str(entry).split("@")[0].rsplit("/", 1)[-1].startswith("base")
+             and any(str(entry).startswith("/base/")
                      for entry in OmegaConf.load(CONF_DIR / group / f"{option}.yaml").get("defaults", []))]
 
 
