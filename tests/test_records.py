@@ -219,7 +219,7 @@ def test_records_and_logs_are_created_with_the_process_umask(make_config):
 
 
 def test_the_lr_logged_for_a_step_is_the_one_it_used(make_config):
-    cfg = make_config("train.max_steps=3", "train.warmup_ratio=0", "train.schedule=linear")
+    cfg = make_config("train.max_steps=3", "train.warmup_ratio=0", "train.schedule=linear", "train.lr=1e-3")
     record = execute_run(cfg)
     steps = list(csv.DictReader(open(RecordStore(cfg.results_dir).beside(record["run_key"], "steps.csv"))))
     lrs = [float(r["value"]) for r in steps if r["metric"] == "train/lr"]

@@ -5,9 +5,11 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import harness.run
 from harness.errors import HarnessError
+from harness.preflight import CONF_DIR
 from harness.records import RecordStore, resolved_config, run_key
 from harness.run import execute_run
 
@@ -25,7 +27,7 @@ def test_success_record_has_every_field_of_the_schema(make_config):
     stored = json.loads(RecordStore(cfg.results_dir).path(record["run_key"]).read_text())
     assert stored == json.loads(json.dumps(record, default=str))
     assert (stored["method"], stored["task"], stored["model"], stored["seed"], stored["tags"]) == ("lora", "bbc_news", "tiny_bert", 3, ["smoke"])
-    assert stored["config"]["train"]["lr"] == 1e-3  # resolved, not an interpolation
+    assert stored["config"]["train"]["lr"] == OmegaConf.load(CONF_DIR / "method" / "lora.yaml").lr  # the method's default, resolved
     params = stored["params"]
     assert params["adapter"] == 2 * 2 * 8 * (32 + 32)  # 2 layers × {query, value} × r(d_in + d_out)
     assert params["trainable"] == params["adapter"] + params["head"] and params["head"] == 32 * 5 + 5
