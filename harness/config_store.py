@@ -16,6 +16,7 @@ only the YAMLs. The nodes are plain containers, not typed ones: a wrong value is
 run starts, recorded as a failed run, not a composition error that stops a sweep. Hydra's launchers
 (joblib, submitit) carry the ConfigStore into their workers.
 """
+import functools
 from dataclasses import MISSING, Field, fields
 
 from hydra import initialize_config_dir
@@ -42,6 +43,7 @@ def base_node(schema: type, leave_out: tuple[str, ...] = ()) -> dict:
     return node
 
 
+@functools.cache  # once per process: the CLI and every compose context call it
 def register_defaults() -> None:
     from methods import METHODS  # importing the package registers every method
 
