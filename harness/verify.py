@@ -1,26 +1,33 @@
-"""`python -m harness.verify <collection> [--sample N] [--seed S] [--max-seconds T] [--tolerance PP]`:
-do committed records still reproduce?
+"""`python -m harness.verify <collection> [--sample N | --all | --keys K...] [--where FIELD=VALUE...]
+[--seed S] [--max-seconds T] [--tolerance PP] [--regenerate]`: do committed records still reproduce?
 
 A collection is a folder of curated records (`results/<name>`, e.g. official, rac_lora_mnist; or a
-path). N of its successful records (a seeded random sample; `--max-seconds` keeps to records whose
-run took at most T seconds) are run again from their own resolved config, in a scratch results folder,
-and compared with what they say: the run key (the config still means the same run), the primary metric
+path). N of its successful records (a seeded random sample), or all of them, or the named run keys
+(`--where model=efficientnet_lite0` keeps to records whose field has that value; `--max-seconds` to
+records whose run took at most T seconds) are run again from their own resolved config, in a scratch
+results folder, and compared with what they say: the run key (the config still means the same run), the primary metric
 on every evaluated split at the final and the best evaluation, and the trained-weights checksum
 (`params.trainable_sha256`) where the record has one and was made with the same torch and transformers
 versions (otherwise the checksum is reported as not comparable). A run on CPU is deterministic, so a
 record made by the current code on the same libraries reproduces exactly; the exit status is 1 when a
 metric differs by more than `--tolerance` points ×100 (default 0: exact) or a comparable checksum or
-the run key differs, else 0. Regenerate a collection that fails (its protocol or experiment command).
+the run key differs, else 0. `--regenerate` replaces each failing record whose rerun succeeded under
+the same run key, with the files beside it (predictions), by the rerun's, and then exits 0 unless a
+rerun failed or changed key; rebuild the collection's tables afterwards (its protocol or experiment
+command, which reuses every record).
 """
 import argparse
 import json
 import random
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from harness.errors import HarnessError
+from harness.files import atomic_write
 from harness.provenance import library_versions
 from harness.records import RecordStore
 
@@ -32,12 +39,38 @@ def collection_dir(name: str) -> Path:
     return path if (path / "runs").is_dir() else Path("results") / name
 
 
-def sample_records(records: list[dict], count: int, seed: int, max_seconds: float | None) -> list[dict]:
-    """A seeded random sample of the collection's successful records (by run key, so it does not
-    depend on the order the files are listed in)."""
-    eligible = sorted((r for r in records if r["status"] == "success"
-                       and (max_seconds is None or r["cost"]["wall_seconds"] <= max_seconds)), key=lambda r: r["run_key"])
+def eligible_records(records: list[dict], max_seconds: float | None, where: dict[str, str]) -> list[dict]:
+    """The successful records within the time limit whose fields have the `where` values (compared as
+    text, so seed=2 matches), by run key (so that a sample does not depend on the order of the files)."""
+    return sorted((r for r in records if r["status"] == "success"
+                   and (max_seconds is None or r["cost"]["wall_seconds"] <= max_seconds)
+                   and all(str(r.get(field)) == value for field, value in where.items())), key=lambda r: r["run_key"])
+
+
+def sample_records(records: list[dict], count: int, seed: int, max_seconds: float | None,
+                   where: dict[str, str] | None = None) -> list[dict]:
+    """A seeded random sample of the collection's eligible records."""
+    eligible = eligible_records(records, max_seconds, where or {})
     return random.Random(seed).sample(eligible, min(count, len(eligible)))
+
+
+def named_records(records: list[dict], keys: list[str]) -> list[dict]:
+    """The successful records of these run keys; an unknown key is a one-line error."""
+    by_key = {r["run_key"]: r for r in records if r["status"] == "success"}
+    unknown = [key for key in keys if key not in by_key]
+    if unknown:
+        raise HarnessError(f"--keys: no successful record {', '.join(unknown)} in the collection")
+    return [by_key[key] for key in keys]
+
+
+def parse_where(pairs: list[str]) -> dict[str, str]:
+    where = {}
+    for pair in pairs:
+        field, sep, value = pair.partition("=")
+        if not sep or not field:
+            raise HarnessError(f"--where {pair!r}: expected FIELD=VALUE, e.g. model=efficientnet_lite0 or seed=2")
+        where[field] = value
+    return where
 
 
 def primary_scores(record: dict) -> dict[str, float]:
@@ -86,34 +119,81 @@ def rerun(record: dict, scratch: Path) -> dict:
     return execute_run(config)
 
 
+def regenerate(collection: Path, scratch: Path, old: dict) -> list[str]:
+    """Replaces the collection's files of record `old` (its record and every file beside it) by the
+    rerun's in `scratch`, the record last; the new record keeps the old one's results_dir and progress
+    (outside the run key), not the scratch folder's. Returns the names written."""
+    key, target = old["run_key"], RecordStore(collection)
+    source = RecordStore(scratch)
+    beside = {path.name: path for path in source.runs_dir.glob(f"{key}.*") if path.suffix not in (".lock", ".json")}
+    for name, path in sorted(beside.items()):
+        atomic_write(target.runs_dir / name, lambda temporary, path=path: shutil.copyfile(path, temporary))
+    record = source.read(key)
+    record["config"].update({name: old["config"][name] for name in ("results_dir", "progress") if name in old["config"]})
+    target.write(record)
+    for stale in target.runs_dir.glob(f"{key}.*"):
+        if stale.suffix not in (".lock", ".json") and stale.name not in beside:
+            stale.unlink()
+    return sorted([*beside, target.path(key).name])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.verify", description=__doc__.split("\n")[0])
     parser.add_argument("collection", help="results/<name> (a folder with runs/), or a path")
-    parser.add_argument("--sample", type=int, default=3, help="records to re-run (default 3)")
+    chosen_by = parser.add_mutually_exclusive_group()
+    chosen_by.add_argument("--sample", type=int, default=3, help="records to re-run (default 3)")
+    chosen_by.add_argument("--all", action="store_true", help="every eligible record")
+    chosen_by.add_argument("--keys", nargs="+", metavar="KEY", help="these run keys")
+    parser.add_argument("--where", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="only records whose field has this value (model, method, task, seed, ...)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random sample")
     parser.add_argument("--max-seconds", type=float, default=None, help="only records whose run took at most this long")
     parser.add_argument("--tolerance", type=float, default=0.0, help="allowed metric difference, points ×100 (default 0)")
+    parser.add_argument("--regenerate", action="store_true",
+                        help="replace each failing record (same run key, rerun succeeded) and its files by the rerun's")
     args = parser.parse_args(argv)
+    try:
+        verify(args)
+    except HarnessError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def verify(args: argparse.Namespace) -> None:
     folder = collection_dir(args.collection)
     if not (folder / "runs").is_dir():
         raise SystemExit(f"error: no collection at {folder} (a folder with runs/ inside); give results/<name> or a path")
     records, problems = RecordStore(folder).load_all()
     for problem in problems:
         print(f"warning: record {problem}", file=sys.stderr)
-    chosen = sample_records(records, args.sample, args.seed, args.max_seconds)
+    where = parse_where(args.where)
+    if args.keys:
+        chosen = named_records(records, args.keys)
+    elif args.all:
+        chosen = eligible_records(records, args.max_seconds, where)
+    else:
+        chosen = sample_records(records, args.sample, args.seed, args.max_seconds, where)
     if not chosen:
-        raise SystemExit(f"error: {folder} has no successful record to verify" +
-                         (f" that took at most {args.max_seconds:g} s" if args.max_seconds else ""))
-    failures = 0
+        raise HarnessError(f"{folder} has no successful record to verify" +
+                           (f" that took at most {args.max_seconds:g} s" if args.max_seconds else "") +
+                           "".join(f" with {field}={value}" for field, value in where.items()))
+    failures, regenerated = 0, 0
     with tempfile.TemporaryDirectory() as scratch:
         for record in chosen:
             new = rerun(record, Path(scratch))
             ok, lines = compare(record, new, args.tolerance)
-            failures += not ok
-            print(f"{'ok  ' if ok else 'FAIL'} {record['run_key']} {record['method']} {record['task']} seed {record['seed']}")
+            replace = not ok and args.regenerate and new["status"] == "success" and new["run_key"] == record["run_key"]
+            failures += not ok and not replace
+            regenerated += replace
+            status = "ok  " if ok else "REGENERATED" if replace else "FAIL"
+            print(f"{status} {record['run_key']} {record['method']} {record['task']} seed {record['seed']}", flush=True)
             for line in lines:
                 print(f"     {line}")
-    print(json.dumps({"collection": str(folder), "verified": len(chosen), "failed": failures, "tolerance": args.tolerance}))
+            if replace:
+                print(f"     replaced: {', '.join(regenerate(folder, Path(scratch), record))}", flush=True)
+    print(json.dumps({"collection": str(folder), "verified": len(chosen), "failed": failures, "regenerated": regenerated,
+                      "tolerance": args.tolerance}))
+    if regenerated:
+        print(f"{regenerated} record(s) regenerated: rebuild {folder}'s tables (its protocol or experiment command)")
     if failures:
         sys.exit(1)
 

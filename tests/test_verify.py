@@ -1,5 +1,6 @@
-"""`python -m harness.verify`: committed records re-run from their own config reproduce, and a record
-that no longer does (a changed metric, checksum or key) fails with exit status 1."""
+"""`python -m harness.verify`: committed records re-run from their own config reproduce, a record that no
+longer does (a changed metric, checksum or key) fails with exit status 1, and `--regenerate` replaces it
+by its rerun."""
 import json
 
 import pytest
@@ -23,7 +24,7 @@ def test_records_made_by_this_code_reproduce_exactly(collection, capsys):
     assert out.count("ok  ") == 2 and "FAIL" not in out
     assert out.count("trained-weights checksum: matches") == 2
     assert json.loads(out.strip().splitlines()[-1]) == {"collection": str(collection), "verified": 2, "failed": 0,
-                                                        "tolerance": 0.0}
+                                                        "regenerated": 0, "tolerance": 0.0}
 
 
 def test_a_record_that_no_longer_reproduces_fails(collection, capsys):
@@ -39,6 +40,46 @@ def test_a_record_that_no_longer_reproduces_fails(collection, capsys):
     assert out.count("FAIL") == 1 and "(Δ -6.2500)  BEYOND TOLERANCE" in out and "checksum: DIFFERS" in out
     with pytest.raises(SystemExit):  # within a tolerance of 7 points the metric passes, the checksum still fails
         main([str(collection), "--sample", "2", "--tolerance", "7"])
+
+
+def test_regenerate_replaces_a_stale_record_and_its_predictions_by_the_rerun(collection, capsys):
+    store = RecordStore(collection)
+    (original,) = [r for r in store.load_all()[0] if r["seed"] == 0]
+    predictions = store.beside(original["run_key"], "predictions.parquet")
+    fresh_predictions = predictions.read_bytes()
+    stale = json.loads(json.dumps(original))
+    stale["metrics"]["final"]["test"]["accuracy"] += 0.0625
+    stale["params"]["trainable_sha256"] = "0" * 64
+    store.write(stale)
+    predictions.write_bytes(b"stale")
+    main([str(collection), "--all", "--regenerate"])  # exit status 0: the stale record was replaced
+    out = capsys.readouterr().out
+    assert out.count("REGENERATED") == 1 and out.count("ok  ") == 1 and "1 record(s) regenerated" in out
+    assert json.loads(out.strip().splitlines()[-2])["regenerated"] == 1
+    replaced = store.read(original["run_key"])
+    assert replaced["metrics"] == original["metrics"]
+    assert replaced["params"]["trainable_sha256"] == original["params"]["trainable_sha256"]
+    assert replaced["config"]["results_dir"] == original["config"]["results_dir"]  # not the scratch folder
+    assert predictions.read_bytes() == fresh_predictions
+    main([str(collection), "--all"])  # now it reproduces
+    assert "FAIL" not in capsys.readouterr().out
+
+
+def test_records_are_chosen_by_key_or_field_and_bad_choices_are_one_line(collection, capsys):
+    records = RecordStore(collection).load_all()[0]
+    seed_one = next(r["run_key"] for r in records if r["seed"] == 1)
+    main([str(collection), "--keys", seed_one])
+    out = capsys.readouterr().out
+    assert out.count("ok  ") == 1 and f"ok   {seed_one} " in out
+    main([str(collection), "--all", "--where", "seed=1"])
+    out = capsys.readouterr().out
+    assert out.count("ok  ") == 1 and f"ok   {seed_one} " in out
+    with pytest.raises(SystemExit, match=r"^error: --keys: no successful record nokey in the collection$"):
+        main([str(collection), "--keys", "nokey"])
+    with pytest.raises(SystemExit, match=r"^error: --where 'seed': expected FIELD=VALUE"):
+        main([str(collection), "--all", "--where", "seed"])
+    with pytest.raises(SystemExit, match=r"has no successful record to verify with seed=7$"):
+        main([str(collection), "--all", "--where", "seed=7"])
 
 
 def test_checksums_of_other_library_versions_are_not_compared_and_the_key_must_match():
