@@ -50,11 +50,26 @@ def best_tuned(records: list[dict]) -> dict | None:
     return best if best["status"] == "success" else None
 
 
+def edge_gain(search: dict[float, dict], chosen: float) -> float | None:
+    """Points ×100 by which the chosen search point beat its one searched neighbour on the selection
+    split (oriented: positive = better), when it lies on the edge of at least two points; else None
+    (also when the neighbour failed)."""
+    exponents = sorted(search)
+    if len(exponents) < 2 or chosen not in (exponents[0], exponents[-1]):
+        return None
+    neighbour = search[exponents[1] if chosen == exponents[0] else exponents[-2]]
+    if neighbour["status"] != "success":
+        return None
+    return 100 * (selection_score(search[chosen]) - selection_score(neighbour))
+
+
 def select_tuned(records: list[dict]) -> tuple[list[dict], pd.DataFrame]:
     """Protocol runs reduced to the chosen (lr, head lr) of each (model, method, task), every seed
     at it; other records pass through. Also the table of chosen values: the searched pairs in grid
     order with their selection scores, the number of trials and whether the pick is on the edge of
-    the searched range (the leaderboard's "widen the grid" flag)."""
+    the searched range (the leaderboard's "widen the grid" flag) and, when it is, by how many points the
+pick beat the searched point next to it (`edge gain`, on the selection split: small when the score
+has flattened at the edge, large when the optimum probably lies beyond)."""
     groups: dict[tuple, list[dict]] = {}
     kept = []
     for record in records:
@@ -76,9 +91,10 @@ def select_tuned(records: list[dict]) -> tuple[list[dict], pd.DataFrame]:
                      "chosen on": f"{tuning['split']} {metrics['primary']} {100 * metrics['final'][tuning['split']][metrics['primary']]:.2f} (seed {tuning['search_seed']})",
                      "trials": len(search),
                      "at edge": tuning["exponent"] in (min(search), max(search)),
+                     "edge gain": edge_gain(search, tuning["exponent"]),
                      "search scores": [100 * r["metrics"]["final"][tuning["split"]][r["metrics"]["primary"]]
                                        for r in search.values() if r["status"] == "success"],
                      "higher_is_better": metrics["higher_is_better"]})
     columns = ["model", "method", "task", "lr", "head lr", "searched (lr/head lr)", "chosen on", "trials", "at edge",
-               "search scores", "higher_is_better"]
+               "edge gain", "search scores", "higher_is_better"]
     return kept, pd.DataFrame(rows, columns=columns)

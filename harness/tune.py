@@ -311,8 +311,9 @@ def run_protocol(argv: list[str] | None) -> None:
     for problem in dict.fromkeys(store.problems):  # invalid records met while picking: listed, then redone or left out
         print(f"warning: {problem}", file=sys.stderr)
     write_tuning_table(cells, protocol, outcomes, Path(cfg.results_dir))
-    print(build_and_write(cfg.results_dir, sweep=cfg.sweep, out_dir=protocol.leaderboard))
-    print(f"site: {build_site(cfg.results_dir, str(Path(protocol.leaderboard) / 'site'), sweep=cfg.sweep)}")
+    caption = cfg.get("caption")
+    print(build_and_write(cfg.results_dir, sweep=cfg.sweep, out_dir=protocol.leaderboard, sweep_caption=caption))
+    print(f"site: {build_site(cfg.results_dir, str(Path(protocol.leaderboard) / 'site'), sweep=cfg.sweep, sweep_caption=caption)}")
 
 
 DEFAULT_LINE = r"^({key}:\s*)[^\s#]+(\s*#.*)?$"

@@ -218,6 +218,24 @@ def check_pick(tmp_path):
     assert store.problems[-1] == f"{path.name}: config: None is not of type 'object'"
 
 
+def test_a_pick_on_the_edge_of_the_grid_is_flagged_with_its_gain_over_the_next_point(tmp_path):
+    from harness.report.leaderboard import build_and_write
+
+    with project_config():
+        composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])
+        protocol = Protocol(0, [0], Search([-1, 0, 1], 3, 3.0), "validation", str(tmp_path), [])
+        cell = Cell(Suite("tiny_bert", ["bbc_news"], ["lora"]), "lora", "bbc_news", 1e-3, 5e-3)
+        store = RecordStore(tmp_path)
+        for exponent, validation in [(-1, 0.5), (0, 0.6), (1, 0.75)]:
+            write_run(store, composer, cell.run(protocol, exponent, 0), validation, 0.7)
+        chosen = select_tuned(store.load_all()[0])[1]
+        assert chosen[["lr", "at edge"]].values.tolist() == [["0.003", True]]
+        assert chosen["edge gain"].item() == pytest.approx(15.0)
+        text = build_and_write(str(tmp_path), out_dir=str(tmp_path / "board"), with_plot=False)
+    assert ("lora / bbc_news: widen the grid: lr/head lr 0.003/0.005 is at the edge of the 3 searched "
+            "(0.000333/0.005 0.001/0.005 0.003/0.005); it beat the next point inward by 15.00 points on the selection split") in text
+
+
 def test_the_tuning_section_is_outside_the_run_key_and_a_hand_run_is_adopted(tmp_path):
     with project_config():
         composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])

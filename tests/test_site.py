@@ -56,12 +56,30 @@ def test_the_site_is_static_html_readable_without_javascript(site):
     assert re.findall(r'<script src="([^"]+)"', index) == ["assets/plotly.min.js", "assets/site.js"]  # nothing fetched
     assert "http://" not in index and "https://" not in index
     assert "git " in index and "peft-harness" in index  # the footer: version, sha, build time
+    assert index.count("Sanity flags: none.") == 1 and "sweep-caption" not in index  # one model, nothing flagged
     assert sorted(p.name for p in (site / "cells").iterdir()) == sorted(
         f"minilm--{m}--{t}.html" for m in ("full", "head", "lora", "lora_xs") for t in ("bbc_news", "tweet_sentiment"))
     assert (site / "data" / "leaderboard.csv").read_text().startswith("model,method,task,")
     assert (site / "assets" / "plotly.min.js").stat().st_size > 1_000_000
     size = sum(p.stat().st_size for p in site.rglob("*") if p.is_file())
     assert size < 10_000_000
+
+
+def test_the_index_shows_the_sweep_caption_each_models_sanity_flags_and_the_convergence_page(tmp_path):
+    results = tmp_path / "results"
+    (results / "runs").mkdir(parents=True)
+    for method, score in (("full", 0.50), ("head", 0.90)):  # full fine-tuning below head-only: a flag
+        for seed in range(3):
+            rec = full_record(method, "bbc_news", seed, score + seed / 100, BACKBONE if method == "full" else 0)
+            (results / "runs" / f"{rec['run_key']}.json").write_text(json.dumps(rec))
+    site = build_site(str(results), str(tmp_path / "site"), sweep="site", sweep_caption="One seed,\n  60 steps.").parent
+    index = (site / "index.html").read_text()
+    assert '<p class="sweep-caption">One seed, 60 steps.</p>' in index
+    assert ("<li>bbc_news: reference under-trained: full fine-tuning 51.00 is below head-only 91.00 beyond both "
+            "intervals</li>") in index
+    assert '<a href="convergence.html">convergence</a>' in index
+    convergence = (site / "convergence.html").read_text()
+    assert "2 of 2 cells (100 %) end within" in convergence and convergence.count("<td>yes</td>") == 2
 
 
 def browser_or_skip():

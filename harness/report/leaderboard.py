@@ -146,7 +146,7 @@ def wide_table(summary: pd.DataFrame, model: str, stat: str) -> pd.DataFrame:
 
 def tuning_table(tuned: pd.DataFrame) -> pd.DataFrame:
     """The tuned values with the trials and the expected maximum over 1..trials of them."""
-    table = tuned.drop(columns=["search scores", "higher_is_better"]).copy()
+    table = tuned.drop(columns=["search scores", "higher_is_better", "edge gain"]).copy()
     table["E[max] 1…k"] = [" / ".join(f"{expected_max(scores, k, higher):.2f}" for k in range(1, len(scores) + 1))
                            for scores, higher in zip(tuned["search scores"], tuned["higher_is_better"])]
     return table
@@ -205,8 +205,9 @@ def flags(summary: pd.DataFrame, model: str, tuned: pd.DataFrame) -> list[str]:
             found.append(f"{row.method} / {row.task}: not converged: final {row.final:.2f} vs best {row.best:.2f}")
     for _, row in tuned[tuned["model"] == model].iterrows() if not tuned.empty else []:
         if row["at edge"] and row["trials"] > 1:
+            gain = "" if pd.isna(row["edge gain"]) else f"; it beat the next point inward by {row['edge gain']:.2f} points on the selection split"
             found.append(f"{row['method']} / {row['task']}: widen the grid: lr/head lr {row['lr']}/{row['head lr']} is at "
-                         f"the edge of the {row['trials']} searched ({row['searched (lr/head lr)']})")
+                         f"the edge of the {row['trials']} searched ({row['searched (lr/head lr)']}){gain}")
     return found
 
 
@@ -227,16 +228,25 @@ def convergence_frame(summary: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def convergence_summary(frame: pd.DataFrame) -> str:
+    """The sentence over the convergence table (`convergence_frame`)."""
+    return (f"{int(frame['converged'].sum())} of {len(frame)} cells ({100 * frame['converged'].mean():.0f} %) end within their "
+            f"interval half-width (or {CONVERGENCE_SLACK:g} point) of their best evaluation: final = the score at the last "
+            "evaluation, best = the score at the evaluation where the selection split peaked (seed means); gap = best − final.")
+
+
+def convergence_table(frame: pd.DataFrame, no: str) -> pd.DataFrame:
+    """The convergence frame as printed: scores with 2 decimals, converged as yes / `no`."""
+    shown = frame.assign(**{column: frame[column].map(lambda value: f"{value:.2f}") for column in ("final", "best", "gap", "allowed")})
+    shown["converged"] = shown["converged"].map({True: "yes", False: no})
+    return shown
+
+
 def convergence_section(summary: pd.DataFrame) -> list[str]:
     """The convergence evidence: how many cells ended within their interval (or 1 point) of their best."""
     frame = convergence_frame(summary)
-    shown = frame.assign(**{column: frame[column].map(lambda value: f"{value:.2f}") for column in ("final", "best", "gap", "allowed")})
-    shown["converged"] = shown["converged"].map({True: "yes", False: "**no**"})
-    return ["## Convergence", "",
-            f"{int(frame['converged'].sum())} of {len(frame)} cells ({100 * frame['converged'].mean():.0f} %) end within their "
-            f"interval half-width (or {CONVERGENCE_SLACK:g} point) of their best evaluation: final = the score at the last "
-            "evaluation, best = the score at the evaluation where the selection split peaked (seed means); gap = best − final.", "",
-            shown.to_markdown(index=False, disable_numparse=True), ""]
+    return ["## Convergence", "", convergence_summary(frame), "",
+            convergence_table(frame, "**no**").to_markdown(index=False, disable_numparse=True), ""]
 
 
 def markdown(summary: pd.DataFrame, aggregates: pd.DataFrame, stat: str, which: str, problems: list[str], tuned: pd.DataFrame,

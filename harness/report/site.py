@@ -10,7 +10,9 @@ and from any static host.
   and the frontier, hover naming the cell;
 - cells/<model>--<method>--<task>.html: every seed's learning curves, the chosen hyper-parameters, the
   tuning trials, parameter counts, cost and provenance of each record;
-- tuning.html (tuning protocols) and papers/<table>.html (published numbers beside ours, for each
+- under each model's table its sanity flags (harness/report/leaderboard.py `flags`); the sweep's caption
+  above all, where it has one;
+- convergence.html: final against best evaluation per cell; tuning.html (tuning protocols) and papers/<table>.html (published numbers beside ours, for each
   results/reference/<table>.csv whose runs are in results/<table>);
 - data/*.csv: the tables for download; every page's footer: harness version, git sha, build time.
 """
@@ -27,7 +29,8 @@ import pandas as pd
 from harness.provenance import code_version
 from harness.report import plots
 from harness.report.cells import REFERENCES
-from harness.report.leaderboard import Board, assemble, tuning_table, with_interval, write_csvs
+from harness.report.leaderboard import (Board, assemble, convergence_frame, convergence_summary, convergence_table, flags,
+                                        tuning_table, with_interval, write_csvs)
 from harness.report.paper import REFERENCE_DIR, paper_view
 from harness.records import method_label
 
@@ -131,11 +134,18 @@ def plot_div(element: str, figure: dict) -> str:
     return f'<div class="plot" id="{element}"></div><script type="application/json" data-plot="{element}">{data}</script>'
 
 
-def index_page(board: Board, footer: str, papers: list[str]) -> str:
+def flag_list(board: Board, model: str) -> str:
+    found = flags(board.summary, model, board.tuned)
+    items = "".join(f"<li>{escape(flag)}</li>" for flag in found)
+    return f'<div class="flags">Sanity flags: <ul>{items}</ul></div>' if found else '<div class="flags">Sanity flags: none.</div>'
+
+
+def index_page(board: Board, footer: str, papers: list[str], sweep_caption: str | None = None) -> str:
     methods = sorted(board.summary["method"].unique())
     tasks = sorted(board.summary["task"].unique())
     options = lambda values: "".join(f'<option value="{escape(v)}">{escape(v)}</option>' for v in values)
-    body = [f'<p class="caption">Scores ×100 on each task\'s report split ({board.which} evaluation): mean over seeds '
+    body = [f'<p class="sweep-caption">{escape(" ".join(sweep_caption.split()))}</p>' if sweep_caption else "",
+            f'<p class="caption">Scores ×100 on each task\'s report split ({board.which} evaluation): mean over seeds '
             f'[95 % interval], n = seeds; bold: the task\'s best and every cell tied with it; marks: ▲ ▼ significantly '
             f'better / worse than full fine-tuning or LoRA after Holm\'s correction, ≈ no difference shown. Normalised: '
             f'0 = head-only, 1 = full fine-tuning, mean over tasks [95 % stratified bootstrap]. Click a score for its cell.</p>',
@@ -145,10 +155,12 @@ def index_page(board: Board, footer: str, papers: list[str]) -> str:
     if board.summary.empty:
         body.append("<p>No successful runs yet.</p>")
     for model in board.models:
-        body += [f"<h2>{escape(model)}</h2>", model_table(board, model)]
+        body += [f"<h2>{escape(model)}</h2>", model_table(board, model), flag_list(board, model)]
         if not board.aggregates[board.aggregates["model"] == model].empty:
             body.append(plot_div(f"pareto-{slug(model)}", pareto_figure(board, model)))
     links = ['<a href="data/leaderboard.csv">leaderboard.csv</a>', '<a href="data/leaderboard_across_tasks.csv">across tasks (csv)</a>']
+    if not board.summary.empty:
+        links.append('<a href="convergence.html">convergence</a>')
     if not board.tuned.empty:
         links += ['<a href="tuning.html">tuned learning rates</a>', '<a href="data/tuning.csv">tuning.csv</a>']
     links += [f'<a href="papers/{escape(name)}.html">paper: {escape(name)}</a>' for name in papers]
@@ -221,8 +233,15 @@ def cell_page(board: Board, model: str, method: str, task: str, footer: str) -> 
     return page(f"{model} / {method} / {task}", "".join(body), 1, footer)
 
 
+def convergence_page(board: Board, footer: str) -> str:
+    frame = convergence_frame(board.summary)
+    body = f'<p class="caption">{escape(convergence_summary(frame))}</p>' + convergence_table(frame, "no").astype(str).to_html(
+        index=False, escape=True)
+    return page("Convergence", body, 0, footer)
+
+
 def build_site(results_dir: str, out_dir: str, sweep: str | None = None, stat: str = "mean", which: str = "final",
-               papers_root: Path = Path("results")) -> Path:
+               papers_root: Path = Path("results"), sweep_caption: str | None = None) -> Path:
     """Writes the site into `out_dir` (replacing an earlier build) and returns its index page."""
     board = assemble(results_dir, sweep, stat, which)
     out = Path(out_dir)
@@ -237,6 +256,7 @@ def build_site(results_dir: str, out_dir: str, sweep: str | None = None, stat: s
     papers = [p.stem for p in sorted(REFERENCE_DIR.glob("*.csv")) if (papers_root / p.stem / "runs").is_dir()]
     if not board.runs.empty:
         write_csvs(board, out / "data")
+        (out / "convergence.html").write_text(convergence_page(board, footer))
     for (model, method, task), _ in board.summary.groupby(["model", "method", "task"]):
         (out / "cells" / f"{slug(model, method, task)}.html").write_text(cell_page(board, model, method, task, footer))
     if not board.tuned.empty:
@@ -247,7 +267,7 @@ def build_site(results_dir: str, out_dir: str, sweep: str | None = None, stat: s
         view = paper_view(name, str(papers_root / name))
         body = f'<p class="caption">{escape(view.caption)}</p>' + view.table.to_html(index=False, escape=True)
         (out / "papers" / f"{name}.html").write_text(page(view.title, body, 1, footer))
-    (out / "index.html").write_text(index_page(board, footer, papers))
+    (out / "index.html").write_text(index_page(board, footer, papers, sweep_caption))
     return out / "index.html"
 
 
