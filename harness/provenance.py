@@ -1,4 +1,9 @@
-"""Where a result came from: code version, library versions, device, threads, times."""
+"""Where a result came from: code version, library versions, device, CPU, threads, times.
+
+The CPU is named by its model and by the instruction set torch's kernels use on it
+(`torch.backends.cpu.get_cpu_capability()`, e.g. AVX2, AVX512): the same code, libraries and seed give
+the same bits only on the same kernels, so a record made on an AVX512 machine is reproduced on an AVX2
+one to within rounding (its metrics), not bit for bit (harness/verify.py)."""
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -42,11 +47,26 @@ def library_versions() -> dict:
     return found
 
 
+@lru_cache(maxsize=1)
+def cpu_kind() -> dict:
+    """This machine's CPU: its model name and the instruction set torch's CPU kernels use."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"name": name, "capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def provenance(device_name: str) -> dict:
     return {
         **code_version(),
         "versions": library_versions(),
         "device": device_name,
+        "cpu": cpu_kind(),
         "host": platform.node(),
         "torch_threads": torch.get_num_threads(),
         "started_at": utc_now(),

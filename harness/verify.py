@@ -2,14 +2,17 @@
 [--seed S] [--max-seconds T] [--tolerance PP] [--regenerate]`: do committed records still reproduce?
 
 A collection is a folder of curated records (`results/<name>`, e.g. official, rac_lora_mnist; or a
-path). N of its successful records (a seeded random sample), or all of them, or the named run keys
+path). N of its successful records (a seeded random sample, among the records this machine must
+reproduce bit for bit where there are any), or all of them, or the named run keys
 (`--where model=efficientnet_lite0` keeps to records whose field has that value; `--max-seconds` to
 records whose run took at most T seconds) are run again from their own resolved config, in a scratch
 results folder, and compared with what they say: the run key (the config still means the same run), the primary metric
 on every evaluated split at the final and the best evaluation, and the trained-weights checksum
 (`params.trainable_sha256`) where the record has one and was made with the same torch and transformers
-versions (otherwise the checksum is reported as not comparable). A run on CPU is deterministic, so a
-record made by the current code on the same libraries reproduces exactly; the exit status is 1 when a
+versions, on the same device and, on a CPU, with the same instruction set (harness/provenance.py);
+otherwise the checksum is reported as not comparable. A run on CPU is deterministic, so a record made by
+the current code on the same libraries and kind of CPU reproduces exactly (on another kind, its metrics
+to within rounding: a few items of a small test set may flip); the exit status is 1 when a
 metric differs by more than `--tolerance` points ×100 (default 0: exact) or a comparable checksum or
 the run key differs, else 0. `--regenerate` replaces each failing record whose rerun succeeded under
 the same run key, with the files beside it (predictions), by the rerun's, and then exits 0 unless a
@@ -28,7 +31,7 @@ from omegaconf import OmegaConf
 
 from harness.errors import HarnessError
 from harness.files import atomic_write
-from harness.provenance import library_versions
+from harness.provenance import cpu_kind, library_versions
 from harness.records import RecordStore
 
 COMPARED_LIBRARIES = ("torch", "transformers")
@@ -47,11 +50,22 @@ def eligible_records(records: list[dict], max_seconds: float | None, where: dict
                    and all(str(r.get(field)) == value for field, value in where.items())), key=lambda r: r["run_key"])
 
 
+def provenance_here(record: dict) -> dict:
+    """What a rerun of `record` on this machine would record as its provenance's libraries, device and CPU."""
+    from harness.device import device_name, pick_device
+
+    device = device_name(pick_device(((record.get("config") or {}).get("train") or {}).get("device", "auto")))
+    return {"versions": library_versions(), "device": device, "cpu": cpu_kind()}
+
+
 def sample_records(records: list[dict], count: int, seed: int, max_seconds: float | None,
                    where: dict[str, str] | None = None) -> list[dict]:
-    """A seeded random sample of the collection's eligible records."""
+    """A seeded random sample of the collection's eligible records, drawn among those this machine must
+    reproduce bit for bit (`made_elsewhere` is None: a change in the code's numbers shows) where there
+    are any, else among all (then only their metrics are compared, within the tolerance)."""
     eligible = eligible_records(records, max_seconds, where or {})
-    return random.Random(seed).sample(eligible, min(count, len(eligible)))
+    exact = [r for r in eligible if made_elsewhere(r["provenance"], provenance_here(r)) is None]
+    return random.Random(seed).sample(exact or eligible, min(count, len(exact or eligible)))
 
 
 def named_records(records: list[dict], keys: list[str]) -> list[dict]:
@@ -80,6 +94,22 @@ def primary_scores(record: dict) -> dict[str, float]:
             for which in ("final", "best") for split, values in (metrics.get(which) or {}).items()}
 
 
+def made_elsewhere(recorded: dict, here: dict) -> str | None:
+    """Why a run with provenance `here` need not give the bits of one with provenance `recorded`
+    (other torch or transformers, another device, another CPU instruction set, or a record that does not
+    name its CPU), or None where it must."""
+    versions, mine = recorded.get("versions", {}), here.get("versions", {})
+    if any(versions.get(name) != mine.get(name) for name in COMPARED_LIBRARIES):
+        return "recorded with " + ", ".join(f"{n} {versions.get(n)}" for n in COMPARED_LIBRARIES)
+    if recorded.get("device") != here.get("device"):
+        return f"recorded on {recorded.get('device')}, rerun on {here.get('device')}"
+    if "cpu" not in recorded:
+        return "the record does not name its CPU: made before records did"
+    if recorded["cpu"].get("capability") != here["cpu"].get("capability"):
+        return f"recorded on a CPU with {recorded['cpu'].get('capability')} kernels, rerun on one with {here['cpu'].get('capability')}"
+    return None
+
+
 def compare(old: dict, new: dict, tolerance: float) -> tuple[bool, list[str]]:
     """Whether the rerun `new` reproduces `old`, and one line per compared quantity."""
     lines, ok = [], True
@@ -96,13 +126,11 @@ def compare(old: dict, new: dict, tolerance: float) -> tuple[bool, list[str]]:
         lines.append(f"{key} {old['metrics']['primary']}: {before[key]:.2f} → {after.get(key, float('nan')):.2f} "
                      f"(Δ {difference:+.4f}){'' if within else '  BEYOND TOLERANCE'}")
     recorded = old["params"].get("trainable_sha256")
-    versions = old["provenance"].get("versions", {})
-    same_libraries = all(versions.get(name) == library_versions().get(name) for name in COMPARED_LIBRARIES)
+    elsewhere = made_elsewhere(old["provenance"], new["provenance"])
     if recorded is None:
         lines.append("trained-weights checksum: not in the record")
-    elif not same_libraries:
-        lines.append("trained-weights checksum: not comparable (recorded with "
-                     + ", ".join(f"{n} {versions.get(n)}" for n in COMPARED_LIBRARIES) + ")")
+    elif elsewhere:
+        lines.append(f"trained-weights checksum: not comparable ({elsewhere})")
     else:
         match = new["params"]["trainable_sha256"] == recorded
         ok &= match

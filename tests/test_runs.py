@@ -41,6 +41,7 @@ def test_success_record_has_every_field_of_the_schema(make_config):
     prov = stored["provenance"]
     assert prov["versions"]["torch"] == torch.__version__ and prov["device"] == "cpu"
     assert prov["started_at"] <= prov["ended_at"] and "git_sha" in prov and "git_dirty" in prov
+    assert prov["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability() and prov["cpu"]["name"]
 
 
 def test_resume_skips_a_finished_run_and_redoes_a_failed_one(make_config, monkeypatch):
