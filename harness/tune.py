@@ -19,6 +19,8 @@ killed protocol and, when everything is done, only rebuilds the tables. Two laun
 protocol at once (e.g. two `threads=1` processes on two cores): each skips the runs the other holds
 and waits for them where it needs their result. Writes `<protocol.leaderboard>/leaderboard.*` and
 `<results_dir>/tuning.csv`; prints the plan and its time estimate first (harness/tune_estimate.py).
+Records of a cell that are no longer among its runs (after regenerated records sent a search another
+way: a search point off its path, seeds at a former pick) are listed; `--prune` removes them.
 """
 import argparse
 import math
@@ -222,6 +224,32 @@ class Outcomes:
     def unfinished(self, runs: list[list[str]]) -> list[list[str]]:
         return [r for r in runs if (record := self.store.read(self.composer.key(r))) is None or record["status"] != "success"]
 
+    def superseded(self, cells: list[Cell]) -> list[dict]:
+        """Finished records of these cells that are no longer among the protocol's runs: a search point
+        off the cell's search path or a seed at a former pick, left behind when records it chose by
+        were regenerated (harness.verify --regenerate) and the search went another way. The leaderboard
+        would count such a search point as a trial: `--prune` removes them."""
+        current, names = set(), set()
+        for cell in cells:
+            pending, scores = self.search(cell)
+            current |= {self.composer.key(cell.run(self.protocol, j, self.protocol.search_seed)) for j in [*scores, *pending]}
+            current |= {self.composer.key(run) for run in self.final_runs(cell)}
+            names.add((cell.suite.model, cell.method, cell.task))
+        return [r for r in self.store.load_all()[0] if tuning_of(r) is not None and r["status"] in ("success", "failed")
+                and (r["model"], r["method"], r["task"]) in names and r["run_key"] not in current]
+
+
+def prune(records: list[dict], store: RecordStore) -> list[str]:
+    """Removes these records and the files beside them (predictions, step log); one line per record."""
+    lines = []
+    for record in records:
+        for path in store.runs_dir.glob(f"{record['run_key']}.*"):
+            if path.suffix != ".lock":
+                path.unlink()
+        lines.append(f"removed {record['run_key']}: {record['model']} {record['method']} {record['task']} seed {record['seed']} "
+                     f"(search point {tuning_of(record)['exponent']:g}), no longer among the protocol's runs")
+    return lines
+
 
 def as_multiruns(runs: list[list[str]]) -> list[list[str]]:
     """Hydra multirun arguments covering exactly `runs` (each a list of `key=value`): one sweep over
@@ -286,6 +314,8 @@ def run_protocol(argv: list[str] | None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list the cells, the runs done and the time left; run nothing")
     parser.add_argument("--write-defaults", action="store_true",
                         help="set each method's default lr/head lr (conf/method) to its pick on the default model and task; run nothing")
+    parser.add_argument("--prune", action="store_true",
+                        help="remove the records of the protocol's cells that are no longer among its runs; run nothing")
     parser.add_argument("overrides", nargs="*", help="config overrides: sweep=<protocol sweep> first, then any others")
     args = parser.parse_args(argv)
     for problem in unknown_choices(args.overrides):
@@ -301,7 +331,14 @@ def run_protocol(argv: list[str] | None) -> None:
         changes = write_method_defaults(cells, protocol, outcomes, CONF_DIR, defaults.model.name, defaults.task.name)
         print("\n".join(changes) or "no complete search on the default model and task yet")
         return
+    stale = outcomes.superseded(cells)
+    if args.prune:
+        print("\n".join([*prune(stale, store), f"{len(stale)} superseded record(s) removed"]))
+        return
     print(estimate(cells, protocol, outcomes, store), flush=True)
+    if stale:
+        print(f"{len(stale)} record(s) of these cells are no longer among the protocol's runs (a search point off its "
+              f"path or a seed at a former pick, after records were regenerated): `--prune` removes them", flush=True)
     if args.dry_run:
         return
     run_rounds("search", lambda: [cell.run(protocol, j, protocol.search_seed) for cell in cells

@@ -236,6 +236,30 @@ def test_a_pick_on_the_edge_of_the_grid_is_flagged_with_its_gain_over_the_next_p
             "(0.000333/0.005 0.001/0.005 0.003/0.005); it beat the next point inward by 15.00 points on the selection split") in text
 
 
+def test_records_left_behind_when_a_regenerated_record_moves_the_search_are_listed_and_pruned(tmp_path):
+    from harness.tune import prune
+
+    with project_config():
+        composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])
+        protocol = Protocol(0, [0, 1], Search([-1, 0, 1], 4, 3.0), "validation", str(tmp_path), [])
+        cell = Cell(Suite("tiny_bert", ["bbc_news"], ["lora"]), "lora", "bbc_news", 1e-3, 5e-3)
+        store = RecordStore(tmp_path)
+        outcomes = Outcomes(protocol, composer, store)
+        for exponent, validation in [(-1, 0.5), (0, 0.7), (1, 0.6), (0.5, 0.65)]:  # 0 wins inside: refined at 0.5
+            write_run(store, composer, cell.run(protocol, exponent, 0), validation, 0.7)
+        write_run(store, composer, cell.run(protocol, 0, 1), 0.7, 0.7)  # seed 1 at the pick
+        assert outcomes.superseded([cell]) == []
+        write_run(store, composer, cell.run(protocol, 1, 0), 0.9, 0.7)  # regenerated: now the upper edge wins
+        assert outcomes.search(cell) == ([2], {-1: 0.5, 0: 0.7, 1: 0.9})
+        left_behind = {composer.key(cell.run(protocol, 0.5, 0)), composer.key(cell.run(protocol, 0, 1))}
+        assert {r["run_key"] for r in outcomes.superseded([cell])} == left_behind
+        predictions = store.beside(composer.key(cell.run(protocol, 0.5, 0)), "predictions.parquet")
+        predictions.write_bytes(b"x")
+        lines = prune(outcomes.superseded([cell]), store)
+        assert {r["run_key"] for r in store.load_all()[0]} == {composer.key(cell.run(protocol, j, 0)) for j in (-1, 0, 1)}
+        assert not predictions.exists() and len(lines) == 2 and "(search point 0.5)" in " ".join(lines)
+
+
 def test_the_tuning_section_is_outside_the_run_key_and_a_hand_run_is_adopted(tmp_path):
     with project_config():
         composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])
