@@ -191,6 +191,10 @@ class RecordStore:
         """A file that belongs to the record of `key` (predictions, adapter, step log)."""
         return self.runs_dir / f"{key}.{suffix}"
 
+    def files(self, key: str) -> list[Path]:
+        """The files of the record of `key`: the record and every file beside it, its lock aside."""
+        return [path for path in self.runs_dir.glob(f"{key}.*") if path.suffix != ".lock"]
+
     def read(self, key: str) -> dict | None:
         """The record of `key`, or None if there is none or it is invalid (then it is redone; the
         reason is added to `problems`)."""

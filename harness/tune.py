@@ -243,9 +243,8 @@ def prune(records: list[dict], store: RecordStore) -> list[str]:
     """Removes these records and the files beside them (predictions, step log); one line per record."""
     lines = []
     for record in records:
-        for path in store.runs_dir.glob(f"{record['run_key']}.*"):
-            if path.suffix != ".lock":
-                path.unlink()
+        for path in store.files(record["run_key"]):
+            path.unlink()
         lines.append(f"removed {record['run_key']}: {record['model']} {record['method']} {record['task']} seed {record['seed']} "
                      f"(search point {tuning_of(record)['exponent']:g}), no longer among the protocol's runs")
     return lines

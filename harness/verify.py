@@ -153,14 +153,14 @@ def regenerate(collection: Path, scratch: Path, old: dict) -> list[str]:
     (outside the run key), not the scratch folder's. Returns the names written."""
     key, target = old["run_key"], RecordStore(collection)
     source = RecordStore(scratch)
-    beside = {path.name: path for path in source.runs_dir.glob(f"{key}.*") if path.suffix not in (".lock", ".json")}
+    beside = {path.name: path for path in source.files(key) if path.suffix != ".json"}
     for name, path in sorted(beside.items()):
         atomic_write(target.runs_dir / name, lambda temporary, path=path: shutil.copyfile(path, temporary))
     record = source.read(key)
     record["config"].update({name: old["config"][name] for name in ("results_dir", "progress") if name in old["config"]})
     target.write(record)
-    for stale in target.runs_dir.glob(f"{key}.*"):
-        if stale.suffix not in (".lock", ".json") and stale.name not in beside:
+    for stale in target.files(key):
+        if stale.suffix != ".json" and stale.name not in beside:
             stale.unlink()
     return sorted([*beside, target.path(key).name])
 
