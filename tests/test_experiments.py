@@ -146,15 +146,19 @@ def test_defaults_follow_the_pick_and_the_pinned_centre_keeps_the_grid(tmp_path,
                               "minilm", "bbc_news")
 
 
-def test_the_official_plan_sets_each_key_once_per_run_and_groups_into_multiruns():
+@pytest.mark.parametrize("sweep, cells", [("official", 30), ("official_peft", 30), ("official_decoder", 22)])
+def test_the_official_plans_set_each_key_once_per_run_and_group_into_multiruns(sweep, cells):
     """Pinned centres and a suite's own lr overrides (EfficientNet's full fine-tuning) never both reach a run:
-    a key given twice would make the multirun grouping fail."""
+    a key given twice would make the multirun grouping fail. Every run of every official suite composes."""
     from harness.tune import multirun_groups, parse_protocol, plan_cells
 
     with project_config():
-        composer = Composer(["sweep=official"])
+        composer = Composer([f"sweep={sweep}"])
         protocol = parse_protocol(composer([]))
-        runs = [cell.run(protocol, j, seed) for cell in plan_cells(protocol, composer) for j in (-1, 0, 1) for seed in (0, 1)]
+        planned = plan_cells(protocol, composer)
+        runs = [cell.run(protocol, j, seed) for cell in planned for j in (-1, 0, 1) for seed in (0, 1)]
+        composed = [composer(run) for run in runs[::6]]
+    assert len(planned) == cells and all(cfg.sweep == sweep for cfg in composed)
     for run in runs:
         keys = [override.split("=", 1)[0] for override in run]
         assert len(keys) == len(set(keys)), run
