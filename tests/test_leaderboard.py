@@ -223,7 +223,13 @@ def test_sanity_flags_name_what_is_wrong(results):
         (runs / f"{rec['run_key']}.json").write_text(json.dumps(rec))
         rec = record("head", None, "digits", seed, 0.80 + seed / 100, 0.80 + seed / 100, 0)
         (runs / f"{rec['run_key']}.json").write_text(json.dumps(rec))
+        rec = record("lora", None, "digits", seed, 0.90, 0.90, 73_728)  # validation still climbing 3 points at its end
+        rec["metrics"]["curve"] = [{"step": step, "split": "validation", "values": {"accuracy": value}}
+                                   for step, value in ((10, 0.85), (20, 0.87), (30, 0.90))]
+        (runs / f"{rec['run_key']}.json").write_text(json.dumps(rec))
     text = build_and_write(str(results), sweep="fixture", with_plot=False)
+    assert ("lora / digits: not converged: final 90.00 vs best 90.00, its last evaluation interval still added "
+            "3.00 points") in text
     assert "digits: reference under-trained: full fine-tuning 41.00 is below head-only 81.00 beyond both intervals" in text
     assert "head / bbc_news: not converged: final 50.00 vs best 55.00" in text
     assert "lora / bbc_news: 2 seeds, fewer than the 3 of other cells" in text
@@ -270,3 +276,20 @@ def test_convergence_frame_measures_the_gap_in_the_better_direction():
     assert frame["gap"].tolist() == [2.0, 1.0, 3.0, 3.0]
     assert frame["allowed"].tolist() == [3.0, 1.0, 1.0, 1.0]
     assert frame["converged"].tolist() == [True, True, False, False]
+    # a curve still rising at its end has its best there (gap 0): its last gain says it has not converged
+    rising = convergence_frame(summary.assign(best_mean=summary["mean"], last_gain=[0.5, 1.0, 1.5, float("nan")]))
+    assert rising["gap"].tolist() == [0.0] * 4 and rising["converged"].tolist() == [True, True, False, True]
+
+
+@pytest.mark.parametrize("higher, values, gain", [
+    (True, {"validation": [0.50, 0.70, 0.74], "test": [0.1, 0.2, 0.9]}, 4.0),   # validation's last step, not test's
+    (False, {"validation": [3.0, 2.5, 2.0]}, 50.0),                              # lower is better: a drop is a gain
+    (True, {"test": [0.60, 0.58]}, -2.0),                                        # no validation: the report split
+    (True, {"validation": [0.9]}, None),                                         # evaluated once: none
+])
+def test_last_gain_is_the_selection_splits_last_evaluation_interval(higher, values, gain):
+    from harness.report.leaderboard import last_gain
+    curve = [{"step": 10 * (i + 1), "split": split, "values": {"m": value, "loss": 0.0}}
+             for split, series in values.items() for i, value in enumerate(series)][::-1]  # order of the steps, not the list
+    found = last_gain({"curve": curve, "higher_is_better": higher}, "m", "test")
+    assert math.isnan(found) if gain is None else found == pytest.approx(gain)

@@ -71,14 +71,28 @@ def runs_frame(records: list[dict], which: str = "final", metric: str | None = N
             "model": record["model"], "method": method_label(record["method"], record.get("variant")), "task": record["task"],
             "seed": record["seed"], "metric": name, "split": where, "higher_is_better": metrics["higher_is_better"],
             "score": 100 * values[name], "best_score": float("nan") if best is None else 100 * best,
+            "last_gain": last_gain(metrics, name, where),
             "items": None if runs_dir is None else item_scores(entry, runs_dir, where, step, name),
             "adapter_params": reported_adapter_params(params),
             "adapter_params_initial": params["adapter"], "backbone_params": params["backbone"],
             "sweep": record.get("sweep"), "setting": setting_of(record),
         })
-    columns = ["model", "method", "task", "seed", "metric", "split", "higher_is_better", "score", "best_score", "items",
+    columns = ["model", "method", "task", "seed", "metric", "split", "higher_is_better", "score", "best_score", "last_gain", "items",
                "adapter_params", "adapter_params_initial", "backbone_params", "sweep", "setting"]
     return separate_settings(pd.DataFrame(rows, columns=columns))
+
+
+def last_gain(metrics: dict, name: str, report_split: str) -> float:
+    """What the run's last evaluation interval added (×100, in the better direction) on the selection split
+    (validation where the curve has it, else the report split): well above 0, the curve was still rising
+    when the budget ended. NaN where the run was evaluated fewer than twice."""
+    curve = metrics.get("curve") or []
+    splits = {point["split"] for point in curve if name in point["values"]}
+    split = "validation" if "validation" in splits else report_split
+    values = [point["values"][name] for point in sorted(curve, key=lambda point: point["step"])
+              if point["split"] == split and name in point["values"]]
+    sign = 1 if metrics["higher_is_better"] else -1
+    return 100 * sign * (values[-1] - values[-2]) if len(values) > 1 else float("nan")
 
 
 def summary_frame(runs: pd.DataFrame, stat: str = "mean") -> pd.DataFrame:
@@ -88,7 +102,7 @@ def summary_frame(runs: pd.DataFrame, stat: str = "mean") -> pd.DataFrame:
     summary = grouped.agg(
         metric=("metric", "first"), split=("split", "first"), higher_is_better=("higher_is_better", "first"),
         n=("score", "size"), mean=("score", "mean"), std=("score", "std"), median=("score", "median"),
-        best_mean=("best_score", "mean"), adapter_params=("adapter_params", "median"),
+        best_mean=("best_score", "mean"), last_gain=("last_gain", "mean"), adapter_params=("adapter_params", "median"),
         adapter_params_initial=("adapter_params_initial", "median"), backbone_params=("backbone_params", "median"),
     ).reset_index()
     cells = {key: cell_of(group) for key, group in grouped}
@@ -202,7 +216,8 @@ def flags(summary: pd.DataFrame, model: str, tuned: pd.DataFrame) -> list[str]:
             found.append(f"{row.method} / {row.task}: {row.n} seed{'s' if row.n > 1 else ''}, fewer than the {most} of other cells")
     for row in convergence_frame(part).itertuples():
         if not row.converged:
-            found.append(f"{row.method} / {row.task}: not converged: final {row.final:.2f} vs best {row.best:.2f}")
+            rising = f", its last evaluation interval still added {row.last_gain:.2f} points" if row.last_gain > CONVERGENCE_SLACK else ""
+            found.append(f"{row.method} / {row.task}: not converged: final {row.final:.2f} vs best {row.best:.2f}{rising}")
     for _, row in tuned[tuned["model"] == model].iterrows() if not tuned.empty else []:
         if row["at edge"] and row["trials"] > 1:
             gain = "" if pd.isna(row["edge gain"]) else f"; it beat the next point inward by {row['edge gain']:.2f} points on the selection split"
@@ -217,27 +232,34 @@ CONVERGENCE_SLACK = 1.0  # points: a final score this close to the best counts a
 def convergence_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """Per cell, the final evaluation against the best one (both seed means, the best taken where the
     selection split peaked): `gap` is how much the best beats the final (in the metric's better direction),
-    `allowed` the larger of the cell's interval half-width and CONVERGENCE_SLACK, `converged` gap ≤ allowed."""
+    `allowed` the larger of the cell's interval half-width and CONVERGENCE_SLACK; `last_gain` what the last
+    evaluation interval added on the selection split (seed mean). `converged`: gap ≤ allowed and a last gain
+    of at most CONVERGENCE_SLACK (a curve still rising at its last evaluation has its best there, so the gap
+    alone would call it converged)."""
     half_width = ((summary["high"] - summary["low"]) / 2).fillna(0.0)
     sign = summary["higher_is_better"].map(lambda higher: 1 if higher else -1)
     frame = summary[["model", "method", "task", "n"]].copy()
     frame["final"], frame["best"] = summary["mean"], summary["best_mean"]
     frame["gap"] = (summary["best_mean"] - summary["mean"]) * sign
     frame["allowed"] = half_width.clip(lower=CONVERGENCE_SLACK)
-    frame["converged"] = frame["gap"] <= frame["allowed"]
+    frame["last_gain"] = summary["last_gain"] if "last_gain" in summary else float("nan")
+    frame["converged"] = (frame["gap"] <= frame["allowed"]) & ~(frame["last_gain"] > CONVERGENCE_SLACK)
     return frame.reset_index(drop=True)
 
 
 def convergence_summary(frame: pd.DataFrame) -> str:
     """The sentence over the convergence table (`convergence_frame`)."""
-    return (f"{int(frame['converged'].sum())} of {len(frame)} cells ({100 * frame['converged'].mean():.0f} %) end within their "
-            f"interval half-width (or {CONVERGENCE_SLACK:g} point) of their best evaluation: final = the score at the last "
-            "evaluation, best = the score at the evaluation where the selection split peaked (seed means); gap = best − final.")
+    return (f"{int(frame['converged'].sum())} of {len(frame)} cells ({100 * frame['converged'].mean():.0f} %) converged: they end "
+            f"within their interval half-width (or {CONVERGENCE_SLACK:g} point) of their best evaluation, and their last "
+            f"evaluation interval added at most {CONVERGENCE_SLACK:g} point on the selection split. final = the score at the last "
+            "evaluation, best = the score at the evaluation where the selection split peaked, gap = best − final, last gain = "
+            "the selection split's last evaluation minus the one before it (seed means; empty where a run was evaluated once).")
 
 
 def convergence_table(frame: pd.DataFrame, no: str) -> pd.DataFrame:
     """The convergence frame as printed: scores with 2 decimals, converged as yes / `no`."""
-    shown = frame.assign(**{column: frame[column].map(lambda value: f"{value:.2f}") for column in ("final", "best", "gap", "allowed")})
+    shown = frame.assign(**{column: frame[column].map(lambda value: "" if pd.isna(value) else f"{value:.2f}")
+                            for column in ("final", "best", "gap", "allowed", "last_gain")})
     shown["converged"] = shown["converged"].map({True: "yes", False: no})
     return shown
 
