@@ -157,7 +157,7 @@ def test_the_official_plans_set_each_key_once_per_run_and_group_into_multiruns(s
         protocol = parse_protocol(composer([]))
         planned = plan_cells(protocol, composer)
         runs = [cell.run(protocol, j, seed) for cell in planned for j in (-1, 0, 1) for seed in (0, 1)]
-        composed = [composer(run) for run in runs[::6]]
+        composed = [composer(run) for run in runs[::30]]  # a run of every fifth cell: composing is the slow part
     assert len(planned) == cells and all(cfg.sweep == sweep for cfg in composed)
     for run in runs:
         keys = [override.split("=", 1)[0] for override in run]
