@@ -293,3 +293,10 @@ def test_last_gain_is_the_selection_splits_last_evaluation_interval(higher, valu
              for split, series in values.items() for i, value in enumerate(series)][::-1]  # order of the steps, not the list
     found = last_gain({"curve": curve, "higher_is_better": higher}, "m", "test")
     assert math.isnan(found) if gain is None else found == pytest.approx(gain)
+
+
+def test_a_value_that_rounds_to_zero_prints_as_zero_never_minus_zero():
+    from harness.report.leaderboard import with_interval
+
+    assert with_interval(-0.0001, -0.024, 0.026, 3) == "0.000 [-0.024, 0.026]"  # head-only's normalised score
+    assert with_interval(-0.0006, float("nan"), float("nan"), 3) == "-0.001"

@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from harness.report.site import build_site
@@ -163,8 +164,8 @@ def test_filters_leave_only_the_chosen_method_and_task(site, browser):
 
 def test_the_pareto_plot_has_one_point_per_table_row(site, browser):
     visit(browser, site / "index.html", "index-plot.png")
-    points = browser.execute_script("const p = document.getElementById('pareto-minilm');"
-                                    "return p.data[0].text.map((t, i) => [t, p.data[0].x[i]])")
+    points = browser.execute_script("return document.getElementById('pareto-minilm').data"
+                                    ".filter(t => t.name !== 'Pareto frontier').map(t => [t.name, ...t.x])")
     rows = browser.execute_script("return [...document.querySelectorAll('#table-minilm tbody tr')]"
                                   ".map(r => [r.dataset.method, Number(r.cells[1].dataset.value)])")
     assert sorted(points) == sorted([method, max(params, 1)] for method, params in rows)
@@ -178,9 +179,32 @@ def test_a_cell_link_opens_its_page_with_every_seeds_curves(site, browser):
     browser.find_element(By.CSS_SELECTOR, "tr[data-method='lora'] td[data-task='bbc_news'] a").click()
     assert browser.current_url.endswith("cells/minilm--lora--bbc_news.html")
     visit(browser, Path(browser.current_url.removeprefix("file://")), "cell.png")
-    names = browser.execute_script("return document.querySelector('div.plot').data.map(t => t.name)")
-    assert names == [f"seed {s} {kind}" for s in range(3) for kind in ("test accuracy", "train loss")]
+    names = [browser.execute_script(f"return document.querySelectorAll('div.plot')[{i}].data.map(t => t.name)") for i in (0, 1)]
+    assert names == [[f"seed {s} {split} accuracy" for s in range(3) for split in ("test", "validation")],
+                     [f"seed {s} train loss" for s in range(3)]]
     curve = browser.execute_script("return document.querySelector('div.plot').data[0].y")
     assert curve == pytest.approx([100 * 0.93 * 0.99, 100 * 0.93])
+    dashes = browser.execute_script("return document.querySelector('div.plot').data.map(t => t.line.dash)")
+    assert dashes == ["solid", "dot"] * 3  # the report split solid, the selection split dotted
+    legend_top = browser.execute_script("return document.querySelector('div.plot .legend').getBoundingClientRect().top")
+    plot_bottom = browser.execute_script("return document.querySelector('div.plot .xaxislayer-above').getBoundingClientRect().bottom")
+    assert legend_top > plot_bottom  # the legend below the x axis, over no axis labels
     text = browser.find_element(By.TAG_NAME, "main").text
     assert "Runs: cost and provenance" in text and "0123456789ab" in text and "Hyper-parameters" in text
+
+
+def test_every_method_of_a_crowded_pareto_plot_has_its_own_colour_and_symbol():
+    from types import SimpleNamespace
+
+    from harness.report.site import pareto_figure
+
+    methods = [f"method{i}" for i in range(25)]
+    aggregates = pd.DataFrame({"model": "m", "method": methods, "adapter_params": [1000 * (i + 1) for i in range(25)],
+                               "mean": [i / 25 for i in range(25)], "mean_low": float("nan"), "mean_high": float("nan"),
+                               "higher_is_better": True})
+    figure = pareto_figure(SimpleNamespace(aggregates=aggregates), "m")
+    points = [trace for trace in figure["data"] if trace["name"] != "Pareto frontier"]
+    assert [trace["name"] for trace in points] == methods
+    assert len({(trace["marker"]["color"], trace["marker"]["symbol"]) for trace in points}) == 25
+    assert all(trace["error_y"]["array"] == [0] for trace in points)  # no interval: a bar of zero, not NaN
+    assert figure["layout"]["legend"]["y"] < 0  # the legend under the plot, never over a label or point

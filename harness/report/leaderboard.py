@@ -168,8 +168,9 @@ def tuning_table(tuned: pd.DataFrame) -> pd.DataFrame:
 
 def with_interval(value: float, low: float, high: float, digits: int) -> str:
     """`value [low, high]`, or the value alone where there is no interval (e.g. one run per task)."""
-    interval = "" if np.isnan(low) else f" [{low:.{digits}f}, {high:.{digits}f}]"
-    return f"{value:.{digits}f}{interval}"
+    fixed = lambda x: f"{round(x, digits) + 0.0:.{digits}f}"  # + 0.0: a value that rounds to zero prints 0, not -0
+    interval = "" if np.isnan(low) else f" [{fixed(low)}, {fixed(high)}]"
+    return f"{fixed(value)}{interval}"
 
 
 def across_tasks(aggregates: pd.DataFrame) -> pd.DataFrame:

@@ -7,8 +7,9 @@ and from any static host.
   mean with its 95 % interval, n and the marks against full fine-tuning and LoRA, and the normalised
   score across tasks; under it an interactive Pareto plot (plotly, its library a local file of the
   site: assets/plotly.min.js) of adapter params (log) against the normalised score with interval bars
-  and the frontier, hover naming the cell;
-- cells/<model>--<method>--<task>.html: every seed's learning curves, the chosen hyper-parameters, the
+  and the frontier, a colour and symbol per method named in the legend, hover naming the cell;
+- cells/<model>--<method>--<task>.html: every seed's learning curves (each evaluated split's score, then
+  the training loss), the chosen hyper-parameters, the
   tuning trials, parameter counts, cost and provenance of each record;
 - under each model's table its sanity flags (harness/report/leaderboard.py `flags`); the sweep's caption
   above all, where it has one;
@@ -106,26 +107,31 @@ def model_table(board: Board, model: str) -> str:
             f'<th>% backbone</th>{head}<th>normalised</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
+LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0}  # never over an axis
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+SYMBOLS = ["circle", "square", "diamond", "triangle-up", "cross", "x", "triangle-down", "star", "hexagon", "pentagon",
+           "hourglass"]  # 11 symbols against 10 colours: the first 110 methods each get their own pair
+
+
 def pareto_figure(board: Board, model: str) -> dict:
-    """The plotly figure of one model: a point per method with its interval, and the frontier."""
-    part = board.aggregates[board.aggregates["model"] == model]
-    x = [max(int(v), 1) for v in part["adapter_params"]]
+    """The plotly figure of one model: a point per method (its own colour and symbol, named in the legend:
+    close points stay readable where labels beside them would overlap) with its interval, and the frontier."""
+    part = board.aggregates[board.aggregates["model"] == model].sort_values("adapter_params")
     frontier = plots.pareto_frontier(part, "mean")
-    points = {
-        "type": "scatter", "mode": "markers+text", "name": "methods", "x": x, "y": part["mean"].round(4).tolist(),
-        "text": part["method"].tolist(), "textposition": "top right",
-        "error_y": {"type": "data", "symmetric": False,
-                    "array": (part["mean_high"] - part["mean"]).fillna(0).round(4).tolist(),
-                    "arrayminus": (part["mean"] - part["mean_low"]).fillna(0).round(4).tolist()},
-        "hovertemplate": f"{model} / %{{text}}<br>adapter params %{{x:,}}<br>normalised %{{y:.3f}}<extra></extra>",
-    }
+    points = [{"type": "scatter", "mode": "markers", "name": row.method, "x": [max(int(row.adapter_params), 1)],
+               "y": [round(row.mean, 4)], "marker": {"size": 9, "symbol": SYMBOLS[i % len(SYMBOLS)], "color": PALETTE[i % len(PALETTE)]},
+               "error_y": {"type": "data", "symmetric": False,
+                           "array": [0 if pd.isna(row.mean_high) else round(row.mean_high - row.mean, 4)],
+                           "arrayminus": [0 if pd.isna(row.mean_low) else round(row.mean - row.mean_low, 4)]},
+               "hovertemplate": f"{model} / {row.method}<br>adapter params %{{x:,}}<br>normalised %{{y:.3f}}<extra></extra>"}
+              for i, row in enumerate(part.itertuples(index=False))]
     line = {"type": "scatter", "mode": "lines", "name": "Pareto frontier", "line": {"shape": "hv", "color": "grey"},
             "x": [max(int(v), 1) for v in frontier["adapter_params"]], "y": frontier["mean"].round(4).tolist(),
             "hoverinfo": "skip"}
     layout = {"xaxis": {"type": "log", "title": {"text": "trainable adapter parameters (log; head excluded)"}},
               "yaxis": {"title": {"text": "normalised score (0 = head-only, 1 = full FT)"}},
-              "margin": {"t": 30}, "height": 420, "showlegend": True}
-    return {"data": [points, line], "layout": layout}
+              "margin": {"t": 30, "b": 150}, "height": 560, "showlegend": True, "legend": LEGEND_BELOW}
+    return {"data": [*points, line], "layout": layout}
 
 
 def plot_div(element: str, figure: dict) -> str:
@@ -168,20 +174,34 @@ def index_page(board: Board, footer: str, papers: list[str], sweep_caption: str 
     return page("Leaderboard", "".join(body), 0, footer)
 
 
-def curves_figure(records: list[dict], split: str, metric: str) -> dict:
-    """A line per seed: the split's metric (×100) at every evaluation, and the training loss (right axis)."""
+def curves_figure(records: list[dict], metric: str) -> dict:
+    """A line per seed and evaluated split: the metric (×100) at every evaluation (the report split solid,
+    the others dotted), one colour per seed."""
     data = []
     for record in sorted(records, key=lambda r: r["seed"]):
-        curve = record["metrics"]["curve"]
-        scores = [(p["step"], 100 * p["values"][metric]) for p in curve if p["split"] == split and metric in p["values"]]
-        losses = [(p["step"], p["values"]["loss"]) for p in curve if p["split"] == "train"]
-        data.append({"type": "scatter", "mode": "lines+markers", "name": f"seed {record['seed']} {split} {metric}",
-                     "x": [s for s, _ in scores], "y": [round(v, 4) for _, v in scores]})
-        data.append({"type": "scatter", "mode": "lines", "name": f"seed {record['seed']} train loss", "yaxis": "y2",
-                     "line": {"dash": "dot"}, "x": [s for s, _ in losses], "y": [round(v, 5) for _, v in losses]})
-    layout = {"xaxis": {"title": {"text": "optimizer step"}}, "yaxis": {"title": {"text": f"{split} {metric} ×100"}},
-              "yaxis2": {"title": {"text": "train loss"}, "overlaying": "y", "side": "right"}, "height": 420,
-              "margin": {"t": 30}}
+        curve, report = record["metrics"]["curve"], record["metrics"]["report_split"]
+        colour = PALETTE[record["seed"] % len(PALETTE)]
+        splits = sorted({p["split"] for p in curve if p["split"] != "train" and metric in p["values"]}, key=lambda s: s != report)
+        for split in splits:
+            scores = [(p["step"], 100 * p["values"][metric]) for p in curve if p["split"] == split and metric in p["values"]]
+            data.append({"type": "scatter", "mode": "lines+markers", "name": f"seed {record['seed']} {split} {metric}",
+                         "line": {"color": colour, "dash": "solid" if split == report else "dot"},
+                         "x": [s for s, _ in scores], "y": [round(v, 4) for _, v in scores]})
+    layout = {"xaxis": {"title": {"text": "optimizer step"}}, "yaxis": {"title": {"text": f"{metric} ×100"}},
+              "height": 480, "margin": {"t": 30, "b": 130}, "legend": LEGEND_BELOW}
+    return {"data": data, "layout": layout}
+
+
+def loss_figure(records: list[dict]) -> dict:
+    """A line per seed: the training loss at every logged step."""
+    data = []
+    for record in sorted(records, key=lambda r: r["seed"]):
+        losses = [(p["step"], p["values"]["loss"]) for p in record["metrics"]["curve"] if p["split"] == "train"]
+        data.append({"type": "scatter", "mode": "lines+markers", "name": f"seed {record['seed']} train loss",
+                     "line": {"color": PALETTE[record["seed"] % len(PALETTE)]},
+                     "x": [s for s, _ in losses], "y": [round(v, 5) for _, v in losses]})
+    layout = {"xaxis": {"title": {"text": "optimizer step"}}, "yaxis": {"title": {"text": "train loss"}},
+              "height": 360, "margin": {"t": 30, "b": 110}, "legend": LEGEND_BELOW}
     return {"data": data, "layout": layout}
 
 
@@ -221,7 +241,8 @@ def cell_page(board: Board, model: str, method: str, task: str, footer: str) -> 
                                                              "warmup_ratio", "weight_decay")}}
     body = [f'<p class="caption">{escape(row["metric"])} on {escape(row["split"])}, {board.which} evaluation: '
             f'{score_text(row)}</p>',
-            plot_div(f"curves-{slug(model, method, task)}", curves_figure(records, first["metrics"]["report_split"], row["metric"])),
+            plot_div(f"curves-{slug(model, method, task)}", curves_figure(records, row["metric"])),
+            plot_div(f"loss-{slug(model, method, task)}", loss_figure(records)),
             "<h2>Hyper-parameters</h2>", pd.DataFrame([settings]).astype(str).to_html(index=False, escape=True),
             "<h2>Parameters</h2>", pd.DataFrame([{k: f"{v:,}" if isinstance(v, int) else v for k, v in params.items()
                                                 if k not in ("ranks_final",)}]).astype(str).to_html(index=False, escape=True)]
