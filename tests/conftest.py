@@ -12,6 +12,13 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from harness.config_store import project_config
 
+# Under pytest-xdist (`-n N`: the README's test command) each worker gets its share of the cores, for its own
+# torch and for the runs it starts as subprocesses (torch's default thread count reads OMP_NUM_THREADS).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // WORKERS))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 QUICK = ["model=tiny_bert", "task.limit_train=32", "task.limit_eval=16", "train.max_steps=2",
          "train.batch_size=8", "progress=false"]
 

@@ -265,13 +265,19 @@ def statuses_in(path: Path) -> list[str]:
     return found
 
 
-@pytest.mark.slow
-def test_a_sweep_killed_mid_run_resumes_to_the_uninterrupted_leaderboard(tmp_path):
-    reference = harness(tmp_path, *SWEEP, results="reference")
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """The results of SWEEP run once, sequentially and uninterrupted: what the tests below must reproduce."""
+    where = tmp_path_factory.mktemp("uninterrupted")
+    reference = harness(where, *SWEEP, results="reference")
     out, err = reference.communicate(timeout=900)
     assert reference.returncode == 0, err[-2000:]
     assert "[sweep end 6/6] 6 done, 0 skipped, 0 failed, 0 remaining" in out
+    return where / "reference"
 
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_run_resumes_to_the_uninterrupted_leaderboard(tmp_path, uninterrupted):
     killed = harness(tmp_path, *SWEEP)
     deadline = time.time() + 600
     while time.time() < deadline:  # SIGKILL once two runs finished and the third is running
@@ -292,25 +298,23 @@ def test_a_sweep_killed_mid_run_resumes_to_the_uninterrupted_leaderboard(tmp_pat
     assert len(after) == 6 and all(json.loads(c)["status"] == "success" for c in after.values())
     assert {name: after[name] for name in finished} == finished  # finished records untouched, byte for byte
     assert f"{len(finished)} skipped" in out and err.count("skip ") == len(finished)
-    assert set(after) == set(records_in(tmp_path / "reference"))  # same run keys, none duplicated
+    assert set(after) == set(records_in(uninterrupted))  # same run keys, none duplicated
     ours = build_and_write(str(tmp_path / "results"), out_dir=str(tmp_path / "board_resumed"), with_plot=False)
-    theirs = build_and_write(str(tmp_path / "reference"), out_dir=str(tmp_path / "board_reference"), with_plot=False)
+    theirs = build_and_write(str(uninterrupted), out_dir=str(tmp_path / "board_reference"), with_plot=False)
     assert ours == theirs
 
 
 @pytest.mark.slow
-def test_two_joblib_jobs_and_a_second_launcher_writing_at_once_give_the_sequential_leaderboard(tmp_path):
-    sequential = harness(tmp_path, *SWEEP, results="sequential")
-    assert sequential.wait(timeout=900) == 0
+def test_two_joblib_jobs_and_a_second_launcher_writing_at_once_give_the_sequential_leaderboard(tmp_path, uninterrupted):
     parallel = harness(tmp_path, *SWEEP, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2")
     other = harness(tmp_path, *SWEEP, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "seed=1,0")  # same runs, other order
     assert parallel.wait(timeout=900) == 0 and other.wait(timeout=900) == 0
     records = records_in(tmp_path / "results")
-    assert set(records) == set(records_in(tmp_path / "sequential")) and len(records) == 6
+    assert set(records) == set(records_in(uninterrupted)) and len(records) == 6
     assert all(json.loads(c)["status"] == "success" for c in records.values())
     assert not list((tmp_path / "results" / "runs").glob("*.tmp"))
     ours = build_and_write(str(tmp_path / "results"), out_dir=str(tmp_path / "board_parallel"), with_plot=False)
-    theirs = build_and_write(str(tmp_path / "sequential"), out_dir=str(tmp_path / "board_sequential"), with_plot=False)
+    theirs = build_and_write(str(uninterrupted), out_dir=str(tmp_path / "board_sequential"), with_plot=False)
     assert ours == theirs
 
 
