@@ -11,8 +11,13 @@ from harness.records import method_label
 def tuning_of(record: dict) -> dict | None:
     """The `tuning` section of a run of a tuning protocol (harness/tune.py), else None: the selection
     split, the search seed, the number of search trials and the run's point of the search (`exponent`:
-    the value searched is the method's default × step^exponent, harness/lr_search.py)."""
+    the value searched is the method's default × step^exponent, harness/lr_search.py); `stage: seeds`
+    on a run of a seeds stage with overrides of its own (a longer budget than the search's)."""
     return (record.get("config") or {}).get("tuning")
+
+
+def of_seeds_stage(record: dict) -> bool:
+    return tuning_of(record).get("stage") == "seeds"
 
 
 def lr_pair(record: dict) -> tuple[float, float]:
@@ -35,7 +40,7 @@ def selection_score(record: dict) -> float:
 def search_records(records: list[dict]) -> dict[float, dict]:
     """One (model, method, task)'s finished (succeeded or failed) search-seed runs by their exponent."""
     return {tuning_of(r)["exponent"]: r for r in records
-            if r["seed"] == tuning_of(r)["search_seed"] and r["status"] in ("success", "failed")}
+            if r["seed"] == tuning_of(r)["search_seed"] and not of_seeds_stage(r) and r["status"] in ("success", "failed")}
 
 
 def best_tuned(records: list[dict]) -> dict | None:
@@ -65,7 +70,8 @@ def edge_gain(search: dict[float, dict], chosen: float) -> float | None:
 
 def select_tuned(records: list[dict]) -> tuple[list[dict], pd.DataFrame]:
     """Protocol runs reduced to the chosen (lr, head lr) of each (model, method, task), every seed
-    at it; other records pass through. Also the table of chosen values: the searched pairs in grid
+    at it (only the seeds stage's runs where it has runs of its own: the search's at the pick trained
+    on a shorter budget); other records pass through. Also the table of chosen values: the searched pairs in grid
     order with their selection scores, the number of trials and whether the pick is on the edge of
     the searched range (the leaderboard's "widen the grid" flag) and, when it is, by how many points the
 pick beat the searched point next to it (`edge gain`, on the selection split: small when the score
@@ -82,7 +88,9 @@ has flattened at the edge, large when the optimum probably lies beyond)."""
         winner = best_tuned(group)
         if winner is None:
             continue
-        kept += [r for r in group if lr_pair(r) == lr_pair(winner)]
+        at_pick = [r for r in group if lr_pair(r) == lr_pair(winner)]
+        own_stage = [r for r in at_pick if of_seeds_stage(r)]
+        kept += own_stage or at_pick
         tuning, metrics = tuning_of(winner), winner["metrics"]
         search = dict(sorted(search_records(group).items()))
         rows.append({"model": model, "method": method, "task": task, "lr": f"{lr_pair(winner)[0]:g}",

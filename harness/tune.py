@@ -10,7 +10,11 @@ A protocol is the `protocol` section of a sweep config (conf/sweep/official.yaml
 2. **pick**: the point with the best primary metric on `select_split` (ties: the smaller value);
    failed search runs never win;
 3. **seeds**: the chosen values on every seed of `seeds` (the search seed's run is the search's own).
-Every run carries `tuning` (split, search seed, trials, its search point) in its record, outside the
+   Where a suite gives a task `seeds_overrides` (e.g. a longer budget: `train.epochs=4`), the seeds
+   stage runs with them on every seed, the search seed's included, and only those runs are the cell's
+   results: the search's points are chosen at the shorter budget, the reported runs train longer.
+Every run carries `tuning` (split, search seed, trials, its search point; `stage: seeds` on a seeds
+stage's runs with their own overrides) in its record, outside the
 run key: the same configuration run by hand is the same run, and is adopted (given the section)
 rather than redone. The leaderboard applies the same rule to the records (`select_tuned`) and shows
 only the chosen runs. Runs are launched as Hydra multiruns, so extra overrides such as
@@ -20,7 +24,8 @@ protocol at once (e.g. two `threads=1` processes on two cores): each skips the r
 and waits for them where it needs their result. Writes `<protocol.leaderboard>/leaderboard.*` and
 `<results_dir>/tuning.csv`; prints the plan and its time estimate first (harness/tune_estimate.py).
 Records of a cell that are no longer among its runs (after regenerated records sent a search another
-way: a search point off its path, seeds at a former pick) are listed; `--prune` removes them.
+way: a search point off its path, seeds at a former pick; seeds run at the search's budget before the
+seeds stage got overrides of its own) are listed; `--prune` removes them.
 """
 import argparse
 import math
@@ -54,6 +59,7 @@ class Suite:
     overrides: list[str] = field(default_factory=list)
     method_overrides: dict[str, list[str]] = field(default_factory=dict)
     task_overrides: dict[str, list[str]] = field(default_factory=dict)
+    seeds_overrides: dict[str, list[str]] = field(default_factory=dict)  # task → the seeds stage's own overrides
 
 
 @dataclass
@@ -108,13 +114,30 @@ class Cell:
         head_lr = rounded(self.head_lr * factor) if self.axis in ("head_lr", "tied") else self.head_lr
         return lr, head_lr
 
-    def run(self, protocol: Protocol, exponent: float, seed: int) -> list[str]:
-        """The overrides of one run. Its `tuning` section (in the record, outside the run key) names the
-        protocol's selection split, search seed and trials and the run's search point."""
+    @property
+    def seeds_stage(self) -> list[str]:
+        """The overrides only the seeds stage's runs get ([]: its runs are the search's own configuration)."""
+        return self.suite.seeds_overrides.get(self.task, [])
+
+    def stage_seeds(self, protocol: Protocol) -> list[int]:
+        """The seeds the seeds stage runs: every seed where it has its own overrides, else all but the search's."""
+        return [seed for seed in protocol.seeds if self.seeds_stage or seed != protocol.search_seed]
+
+    def stage_text(self, protocol: Protocol) -> str:
+        count = len(self.stage_seeds(protocol))
+        return f"{count} seeds with overrides of their own" if self.seeds_stage else f"{count} more seeds"
+
+    def run(self, protocol: Protocol, exponent: float, seed: int, stage: str = "search") -> list[str]:
+        """The overrides of one run of `stage` ("search" or "seeds"). Its `tuning` section (in the record,
+        outside the run key) names the protocol's selection split, search seed and trials, the run's
+        search point and, for a seeds stage with its own overrides, `stage: seeds`."""
         lr, head_lr = self.values(exponent, protocol.search.step)
+        own = self.seeds_stage if stage == "seeds" else []
+        replaced = {override.split("=", 1)[0] for override in own}
         tuning = (f"+tuning={{split:{protocol.select_split},search_seed:{protocol.search_seed},"
-                  f"trials:{protocol.search.trials},exponent:{exponent:g}}}")
-        return [*self.base_overrides(), f"seed={seed}", f"train.lr={lr:g}", f"train.head_lr={head_lr:g}", tuning]
+                  f"trials:{protocol.search.trials},exponent:{exponent:g}{',stage:seeds' if own else ''}}}")
+        return [*(o for o in self.base_overrides() if o.split("=", 1)[0] not in replaced), *own, f"seed={seed}",
+                f"train.lr={lr:g}", f"train.head_lr={head_lr:g}", tuning]
 
 
 def rounded(value: float) -> float:
@@ -137,7 +160,7 @@ def parse_protocol(cfg: DictConfig) -> Protocol:
     node = OmegaConf.to_container(cfg.protocol, resolve=True)
     suites = [Suite(model=s["model"], tasks=list(s["tasks"]), methods=expand_methods(s.get("methods", "all"), s.get("exclude", [])),
                     overrides=list(s.get("overrides", [])), method_overrides=dict(s.get("method_overrides", {})),
-                    task_overrides=dict(s.get("task_overrides", {})))
+                    task_overrides=dict(s.get("task_overrides", {})), seeds_overrides=dict(s.get("seeds_overrides") or {}))
               for s in node["suites"]]
     search = node["search"]
     protocol = Protocol(node["search_seed"], list(node["seeds"]),
@@ -214,12 +237,13 @@ class Outcomes:
         return lr_search.plan(self.protocol.search.initial, self.protocol.search.trials, lambda j: self.score(cell, j))
 
     def final_runs(self, cell: Cell) -> list[list[str]]:
-        """The other seeds at the cell's pick, once its search is complete and a run succeeded."""
+        """The seeds stage at the cell's pick, once its search is complete and a run succeeded: the other
+        seeds, or every seed where the stage has its own overrides."""
         pending, scores = self.search(cell)
         if pending or not scores or max(scores.values()) == lr_search.FAILED:
             return []
         chosen = lr_search.best_exponent(scores)
-        return [cell.run(self.protocol, chosen, seed) for seed in self.protocol.seeds if seed != self.protocol.search_seed]
+        return [cell.run(self.protocol, chosen, seed, "seeds") for seed in cell.stage_seeds(self.protocol)]
 
     def unfinished(self, runs: list[list[str]]) -> list[list[str]]:
         return [r for r in runs if (record := self.store.read(self.composer.key(r))) is None or record["status"] != "success"]
@@ -337,7 +361,8 @@ def run_protocol(argv: list[str] | None) -> None:
     print(estimate(cells, protocol, outcomes, store), flush=True)
     if stale:
         print(f"{len(stale)} record(s) of these cells are no longer among the protocol's runs (a search point off its "
-              f"path or a seed at a former pick, after records were regenerated): `--prune` removes them", flush=True)
+              f"path or a seed at a former pick, after records were regenerated; seeds at the search's budget, once a "
+              f"seeds stage has overrides of its own): `--prune` removes them", flush=True)
     if args.dry_run:
         return
     run_rounds("search", lambda: [cell.run(protocol, j, protocol.search_seed) for cell in cells

@@ -1,8 +1,9 @@
 """The tuning protocol's plan and time estimate (`python -m harness.tune sweep=... --dry-run`, also printed
 before every protocol run).
 
-Per cell: the runs left (search points not finished, then the other seeds at the pick) and their
-length (optimizer steps and evaluations, from the task's training-set size and the train config).
+Per cell: the runs left (search points not finished, then the seeds stage at the pick) and their
+length (optimizer steps and evaluations, from the task's training-set size and the train config; a
+seeds stage with overrides of its own, e.g. more epochs, has its own length).
 Time per run = steps × the measured seconds per step + evaluations × the measured seconds per
 evaluation + the measured time outside both (plus the process's start before the record's clock, a
 stated constant), each the median over this cell's finished records (any lr or
@@ -50,28 +51,35 @@ def estimate(cells, protocol, outcomes, store) -> str:
     by_model_task: dict[tuple, list[tuple]] = {}
     for (model, _, task), values in measured.items():
         by_model_task.setdefault((model, task), []).extend(values)
-    sizes, lines, total_runs, total_seconds, unknown = {}, [], 0, 0.0, 0
+    sizes, lines, total_runs, total_seconds, unknown, planned = {}, [], 0, 0.0, 0, 0
     for cell in cells:
         pending, scores = outcomes.search(cell)
+        seeds = len(cell.stage_seeds(protocol))
         searches_left = protocol.search.trials - len(scores)
-        seeds_left = len(protocol.seeds) - 1 if searches_left else len(outcomes.unfinished(outcomes.final_runs(cell)))
+        seeds_left = seeds if searches_left else len(outcomes.unfinished(outcomes.final_runs(cell)))
         runs_left = searches_left + seeds_left
-        steps, evaluations = run_length(outcomes.composer(cell.run(protocol, 0, protocol.search_seed)), sizes)
+        planned += protocol.search.trials + seeds
+        lengths = [run_length(outcomes.composer(cell.run(protocol, 0, protocol.search_seed, stage)), sizes)
+                   for stage in ("search", "seeds")]
         known = measured.get((cell.suite.model, cell.method, cell.task)) or by_model_task.get((cell.suite.model, cell.task))
         if known:
             per_step, per_eval, outside = (statistics.median(column) for column in zip(*known))
-            seconds = runs_left * (steps * per_step + evaluations * per_eval + outside)
+            per_run = [steps * per_step + evaluations * per_eval + outside for steps, evaluations in lengths]
+            seconds = searches_left * per_run[0] + seeds_left * per_run[1]
             total_seconds += seconds
-            time_text = f"{seconds / 60:,.0f} min ({steps * per_step + evaluations * per_eval + outside:,.0f} s per run)"
+            each = " / ".join(dict.fromkeys(f"{value:,.0f}" for value in per_run))
+            time_text = f"{seconds / 60:,.0f} min ({each} s per run)"
         else:
             unknown += runs_left
             time_text = "time unknown (no finished run of this model and task yet)"
         total_runs += runs_left
+        length = " / ".join(dict.fromkeys(f"{steps} steps and {evaluations} evaluations" for steps, evaluations in lengths))
         lines.append(f"  {cell.suite.model} {cell.method} {cell.task} ({cell.axis}): {len(scores)}/{protocol.search.trials} "
-                     f"searched, {runs_left} runs left of {steps} steps and {evaluations} evaluations: {time_text}")
-    search_total = len(cells) * protocol.search.trials
+                     f"searched, {runs_left} runs left of {length}{' (search / seeds stage)' if ' / ' in length else ''}: "
+                     f"{time_text}")
+    stages = " or ".join(dict.fromkeys(cell.stage_text(protocol) for cell in cells)) or f"{len(protocol.seeds) - 1} more seeds"
     head = (f"protocol: {len(cells)} (model, method, task) cells × ({protocol.search.trials} search trials on seed "
-            f"{protocol.search_seed} + {len(protocol.seeds) - 1} more seeds) = {search_total + len(cells) * (len(protocol.seeds) - 1)} runs; "
+            f"{protocol.search_seed} + {stages}) = {planned} runs; "
             f"{total_runs} left, estimated {total_seconds / 3600:,.1f} h of run time (about {total_seconds / 7200:,.1f} h "
             f"wall-clock with two launchers)" + (f" plus {unknown} runs of unknown time" if unknown else ""))
     return "\n".join([head, *lines])

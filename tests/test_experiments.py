@@ -156,8 +156,10 @@ def test_the_official_plans_set_each_key_once_per_run_and_group_into_multiruns(s
         composer = Composer([f"sweep={sweep}"])
         protocol = parse_protocol(composer([]))
         planned = plan_cells(protocol, composer)
-        runs = [cell.run(protocol, j, seed) for cell in planned for j in (-1, 0, 1) for seed in (0, 1)]
-        composed = [composer(run) for run in runs[::30]]  # a run of every fifth cell: composing is the slow part
+        runs = [list(run) for run in dict.fromkeys(tuple(cell.run(protocol, j, seed, stage)) for cell in planned
+                                                   for j in (-1, 0, 1) for seed in (0, 1) for stage in ("search", "seeds"))]
+        assert len(runs) == 6 * sum(2 if cell.seeds_stage else 1 for cell in planned)  # a stage without overrides: the search's runs
+        composed = [composer(run) for run in runs[::60]]  # a run of every fifth cell: composing is the slow part
     assert len(planned) == cells and all(cfg.sweep == sweep for cfg in composed)
     for run in runs:
         keys = [override.split("=", 1)[0] for override in run]
@@ -346,3 +348,42 @@ def test_a_records_rates_count_each_evaluation_once_whatever_its_splits():
               "cost": {"steps": 20, "train_seconds": 10.0, "eval_seconds": 6.0, "wall_seconds": 20.0}}
     assert rates(record) == (0.5, 3.0, 4.0 + LAUNCH_SECONDS)
     assert rates({**record, "status": "failed"}) is None
+
+
+def test_a_seeds_stage_with_a_longer_budget_runs_every_seed_and_only_its_runs_are_results(tmp_path):
+    from harness.tune import prune
+    from harness.tune_estimate import estimate
+
+    with project_config():
+        composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])
+        protocol = Protocol(0, [0, 1], Search([0], 1, 3.0), "validation", str(tmp_path), [])
+        suite = Suite("tiny_bert", ["bbc_news"], ["lora"], task_overrides={"bbc_news": ["train.epochs=2"]},
+                      seeds_overrides={"bbc_news": ["train.epochs=4"]})
+        cell = Cell(suite, "lora", "bbc_news", 1e-3, 5e-3)
+        store = RecordStore(tmp_path)
+        outcomes = Outcomes(protocol, composer, store)
+        search, seeds_stage = cell.run(protocol, 0, 0), cell.run(protocol, 0, 0, "seeds")
+        assert "train.epochs=2" in search and "train.epochs=4" not in search
+        assert "train.epochs=4" in seeds_stage and "train.epochs=2" not in seeds_stage  # replaced, not given twice
+        assert composer(seeds_stage).tuning.stage == "seeds" and "stage" not in composer(search).tuning
+        assert composer.key(seeds_stage) != composer.key(search)
+        assert estimate([cell], protocol, outcomes, store).splitlines() == [
+            "protocol: 1 (model, method, task) cells × (1 search trials on seed 0 + 2 seeds with overrides of their own) = 3 runs; "
+            "3 left, estimated 0.0 h of run time (about 0.0 h wall-clock with two launchers) plus 3 runs of unknown time",
+            "  tiny_bert lora bbc_news (lr): 0/1 searched, 3 runs left of 196 steps and 2 evaluations / 392 steps and "
+            "4 evaluations (search / seeds stage): time unknown (no finished run of this model and task yet)"]
+        write_run(store, composer, search, 0.8, 0.7)
+        former_seed = cell.run(protocol, 0, 1)  # seed 1 at the search's budget, as a protocol without the stage ran it
+        write_run(store, composer, former_seed, 0.8, 0.7)
+        # every seed, the search's included, runs again at the longer budget; the search is not redone
+        assert outcomes.search(cell) == ([], {0: 0.8})
+        assert outcomes.final_runs(cell) == [cell.run(protocol, 0, 0, "seeds"), cell.run(protocol, 0, 1, "seeds")]
+        assert [r["run_key"] for r in outcomes.superseded([cell])] == [composer.key(former_seed)]
+        prune(outcomes.superseded([cell]), store)
+        assert [r["seed"] for r in select_tuned(store.load_all()[0])[0]] == [0]  # no seeds-stage run yet: the search's
+        for seed, test in ((0, 0.9), (1, 0.95)):
+            write_run(store, composer, cell.run(protocol, 0, seed, "seeds"), 0.85, test)
+        kept, chosen = select_tuned(store.load_all()[0])
+        assert sorted((r["seed"], r["metrics"]["final"]["test"]["accuracy"]) for r in kept) == [(0, 0.9), (1, 0.95)]
+        assert chosen[["trials", "chosen on"]].values.tolist() == [[1, "validation accuracy 80.00 (seed 0)"]]  # the search's run
+        assert outcomes.unfinished(outcomes.final_runs(cell)) == [] and outcomes.superseded([cell]) == []
