@@ -373,6 +373,10 @@ def test_a_seeds_stage_with_a_longer_budget_runs_every_seed_and_only_its_runs_ar
             "  tiny_bert lora bbc_news (lr): 0/1 searched, 3 runs left of 196 steps and 2 evaluations / 392 steps and "
             "4 evaluations (search / seeds stage): time unknown (no finished run of this model and task yet)"]
         write_run(store, composer, search, 0.8, 0.7)
+        # its rates (write_run: 0.25 s per step, 1 s per evaluation, 8 s to launch) priced at each stage's length
+        assert estimate([cell], protocol, outcomes, store).splitlines()[1] == (
+            "  tiny_bert lora bbc_news (lr): 1/1 searched, 2 runs left of 196 steps and 2 evaluations / 392 steps and "
+            "4 evaluations (search / seeds stage): 4 min (59 / 110 s per run)")
         former_seed = cell.run(protocol, 0, 1)  # seed 1 at the search's budget, as a protocol without the stage ran it
         write_run(store, composer, former_seed, 0.8, 0.7)
         # every seed, the search's included, runs again at the longer budget; the search is not redone
