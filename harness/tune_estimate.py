@@ -59,8 +59,9 @@ def estimate(cells, protocol, outcomes, store) -> str:
         seeds_left = seeds if searches_left else len(outcomes.unfinished(outcomes.final_runs(cell)))
         runs_left = searches_left + seeds_left
         planned += protocol.search.trials + seeds
-        lengths = [run_length(outcomes.composer(cell.run(protocol, 0, protocol.search_seed, stage)), sizes)
-                   for stage in ("search", "seeds")]
+        search_length = run_length(outcomes.composer(cell.run(protocol, 0, protocol.search_seed)), sizes)
+        lengths = [search_length, run_length(outcomes.composer(cell.run(protocol, 0, protocol.search_seed, "seeds")), sizes)
+                   if cell.seeds_stage else search_length]  # composed once where the stages are the same runs
         known = measured.get((cell.suite.model, cell.method, cell.task)) or by_model_task.get((cell.suite.model, cell.task))
         if known:
             per_step, per_eval, outside = (statistics.median(column) for column in zip(*known))
