@@ -7,8 +7,9 @@ wording) and detached from the graph (paper §4.3: treated as a constant, no gra
 m (d_out) starts at the row norms of W0, A and B as LoRA (A kaiming-uniform(a=√5), B = 0), so
 W' = W0 at step 0. W' is never materialised in the forward:
     y = x W0ᵀ + b + (m/‖·‖ − 1) ⊙ (x̃ W0ᵀ) + (m/‖·‖) ⊙ s·(x̃ Aᵀ Bᵀ),   x̃ = dropout(x)
-(x̃ W0ᵀ is the base output without bias when dropout is off, one extra matmul otherwise, as in
-the reference code and PEFT). Merge: W0 ← (m/‖W0 + s·B A‖) ⊙_row (W0 + s·B A).
+(x̃ W0ᵀ is the base output without bias when dropout is off or in evaluation, where dropout is the
+identity; one extra matmul only in training with dropout, as in PEFT's DoraLinearVariant).
+Merge: W0 ← (m/‖W0 + s·B A‖) ⊙_row (W0 + s·B A).
 Trainable params: r·(d_in + d_out) + d_out per adapted matrix.
 Weight decay (`decay = "trainer"`): A, B and the magnitude m decayed (toward 0, as HF Trainer does in
 NVlabs/DoRA commonsense_reasoning/finetune.py, whose scripts use weight_decay 0, and in its VL-BART
@@ -50,7 +51,7 @@ class DoRALinear(LoRALinear):
         with torch.no_grad():  # the norm is a constant (no graph for W0 + s·B A)
             weight = self.base.weight + self.delta_weight()
         scale = self.magnitude_scale(weight)
-        if isinstance(self.dropout, nn.Identity):
+        if isinstance(self.dropout, nn.Identity) or not self.training:  # x̃ = x
             dropped, base_part = x, out if self.base.bias is None else out - self.base.bias
         else:
             dropped = self.dropout(x)

@@ -7,9 +7,10 @@ import peft
 import pytest
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from harness.errors import HarnessError
-from methods.dora import DoRA, DoraConfig
+from methods.dora import DoRA, DoraConfig, DoRALinear
 from methods.lora_xs import LoraXS, LoraXSConfig, LoraXSLinear
 from methods.melora import Melora, MeloraConfig, MeloraLinear
 from tests.conftest import tiny_batch, tiny_bert
@@ -168,6 +169,27 @@ def test_dora_with_dropout_equals_peft_in_training_mode():
     torch.manual_seed(11)
     theirs_out = theirs(**tiny_batch()).logits
     assert torch.allclose(ours_out, theirs_out, atol=1e-12)
+
+
+def test_dora_with_dropout_equals_peft_in_evaluation_at_the_cost_of_dropout_off():
+    """In evaluation dropout is the identity: the output is PEFT's, and the layer reuses its base output
+    (x W0ᵀ) instead of a second matmul with W0, so it costs what the same layer without dropout costs."""
+    ours, theirs = dora_pair(dropout=0.3)
+    ours.model.eval(), theirs.eval()
+    assert torch.allclose(ours.model(**tiny_batch()).logits, theirs(**tiny_batch()).logits, atol=1e-12)
+    dropped = ours.layers["bert.encoder.layer.0.intermediate.dense"]
+    plain = DoRALinear(nn.Linear(32, 48).double(), r=4, alpha=8, dropout=0.0, rslora=False)
+    x = torch.randn(3, 5, 32, dtype=torch.float64)
+
+    def flops(layer: nn.Module) -> int:
+        with FlopCounterMode(display=False) as counter:
+            layer(x)
+        return counter.get_total_flops()
+
+    dropped.eval()
+    assert flops(dropped) == flops(plain)
+    dropped.train()  # training with dropout: x̃ W0ᵀ is a matmul of its own, 2·15·32·48 more
+    assert flops(dropped) == flops(plain) + 2 * 15 * 32 * 48
 
 
 def test_dora_norm_is_detached():
