@@ -107,6 +107,13 @@ def test_the_methods_own_state_round_trips_into_a_fresh_method(build):
     assert flat(fresh.checkpoint_state()) == flat(saved) and flat(saved) != flat(build_started(build))
 
 
+def test_adalora_state_keys_split_at_the_last_bar():
+    """Keys are "<layer>|<factor>"; torch allows '|' in a module's name, never in AdaLoRA's factor names."""
+    method = AdaLoRA(tiny_bert(), AdaLoraConfig(targets=["query"], t_init=1, t_final=2), ["classifier"])
+    method.restore_checkpoint_state({"sensitivity": {"enc|0.query|lora_E": torch.ones(2)}, "uncertainty": {}})
+    assert list(method.sensitivity) == [("enc|0.query", "lora_E")] and method.uncertainty == {}
+
+
 def build_started(build):
     method = build()
     method.start(10, torch.optim.AdamW(method.param_groups(settings())))

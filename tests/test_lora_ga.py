@@ -169,6 +169,12 @@ def test_bad_settings_are_one_line_naming_the_key_and_what_is_allowed(override, 
     assert str(caught.value) == message
 
 
+def test_the_smallest_allowed_settings_are_accepted():
+    """One gradient batch and a γ below 1 are valid (the bounds are > 0, not > 1)."""
+    method = build_method(tiny_bert(), {"name": "lora_ga", "targets": ["query"], "grad_batches": 1, "stable_gamma": 0.5}, HEAD)
+    assert method.init_batches == 1 and method.cfg.stable_gamma == 0.5
+
+
 def test_rank_and_layer_type_errors_name_the_layer():
     from harness.errors import HarnessError
 

@@ -35,7 +35,8 @@ def delta(layer) -> torch.Tensor:
     ({"peft_type": "C3A", "options": {"block_size": 7}}, "peft/c3a: PEFT could not apply C3AConfig: The block size should be a factor of the input size."),
     ({"peft_type": "LORA", "options": {"init_lora_weights": "nonsense"}},
      "peft/lora: PEFT could not apply LoraConfig: Unknown initialization init_lora_weights='nonsense'"),
-    ({"peft_type": "BOFT", "options": {"boft_block_size": 0, "boft_block_num": 0}}, "peft/boft: BOFTConfig: "),
+    ({"peft_type": "BOFT", "options": {"boft_block_size": 0, "boft_block_num": 0}},
+     "peft/boft: BOFTConfig: Either `boft_block_size` or `boft_block_num` must be non-zero."),
     ({"peft_type": "VERA", "targets": ["quer"]}, "peft/vera: target pattern 'quer' matches no Module module; the model has: "),
     ({"peft_type": "IA3", "targets": ["key"], "options": {"feedforward_modules": ["nope"]}},
      "peft/ia3 options.feedforward_modules: target pattern 'nope' matches no Module module"),
@@ -49,8 +50,43 @@ def test_bad_configs_fail_with_one_line_naming_what_is_allowed(node, message):
     with pytest.raises(HarnessError) as error:
         build_method(tiny_bert(), {"name": "peft", **node}, HEAD)
     assert message in str(error.value) and "\n" not in str(error.value)
-    if "the bridge drives" in message or "unknown method.peft_type" in message:
-        assert "VERA" in str(error.value) and "PROMPT_TUNING" not in str(error.value).split(": ", 2)[-1]
+    if "drives: " in str(error.value) or "unknown method.peft_type" in message:
+        listed = str(error.value).rsplit(": ", 1)[-1].split(", ")  # the driven types, one per comma
+        assert {"LORA", "LOHA", "VERA", "OFT"} <= set(listed) and "PROMPT_TUNING" not in listed and "ADALORA" not in listed
+
+
+def test_without_peft_installed_the_bridge_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` now raises ImportError
+    with pytest.raises(HarnessError) as error:
+        build_method(tiny_bert(), {"name": "peft", "peft_type": "VERA", "targets": ["query"]}, HEAD)
+    assert str(error.value) == "peft/vera: the PEFT bridge needs Hugging Face PEFT: pip install 'peft>=0.21'"
+
+
+@pytest.mark.parametrize("targets, adapted", [
+    (["key"], ["bert.encoder.layer.0.attention.self.key", "bert.encoder.layer.1.attention.self.key"]),
+    (["layer.1.attention.self.query", "layer.0.output.dense"],
+     ["bert.encoder.layer.0.output.dense", "bert.encoder.layer.1.attention.self.query"]),
+])
+def test_peft_adapts_exactly_the_modules_method_targets_match(targets, adapted):
+    """PEFT gets the harness's resolved targets, not its own per-architecture default (query, value for BERT)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    model, _ = bridged("LORA", {"r": 2}, targets=targets)
+    assert sorted(name for name, module in model.named_modules() if isinstance(module, BaseTunerLayer)) == adapted
+
+
+def test_a_tuner_that_cannot_merge_fails_with_one_line(monkeypatch):
+    _, method = bridged("LORA", {"r": 2})
+
+    def cannot_merge():
+        raise NotImplementedError("this tuner has no merge")
+
+    monkeypatch.setattr(method.tuner, "merge_adapter", cannot_merge)
+    with pytest.raises(HarnessError) as error:
+        method.merge()
+    assert str(error.value) == "peft/lora: PEFT cannot merge this tuner: this tuner has no merge"
 
 
 def test_the_head_is_the_harness_s_and_the_adapter_is_what_peft_added():
