@@ -60,7 +60,7 @@ def test_without_peft_installed_the_bridge_says_what_to_install(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` now raises ImportError
     with pytest.raises(HarnessError) as error:
-        build_method(tiny_bert(), {"name": "peft", "peft_type": "VERA", "targets": ["query"]}, HEAD)
+        bridged("VERA", targets=["query"])
     assert str(error.value) == "peft/vera: the PEFT bridge needs Hugging Face PEFT: pip install 'peft>=0.21'"
 
 
