@@ -21,7 +21,8 @@ only the chosen runs. Runs are launched as Hydra multiruns, so extra overrides s
 `hydra/launcher=joblib` apply; runs that already succeeded are skipped, so the same command resumes a
 killed protocol and, when everything is done, only rebuilds the tables. Two launchers may work on one
 protocol at once (e.g. two `threads=1` processes on two cores): each skips the runs the other holds
-and waits for them where it needs their result. Writes `<protocol.leaderboard>/leaderboard.*` and
+and waits for them where it needs their result. Writes `<protocol.leaderboard>/leaderboard.*` (under
+each model's sanity flags, `protocol.flag_notes[model]`: why the flags the protocol could not clear stand) and
 `<results_dir>/tuning.csv`; prints the plan and its time estimate first (harness/tune_estimate.py).
 Records of a cell that are no longer among its runs (after regenerated records sent a search another
 way: a search point off its path, seeds at a former pick; seeds run at the search's budget before the
@@ -84,6 +85,7 @@ class Protocol:
     suites: list[Suite]
     axes: dict[str, str] = field(default_factory=dict)  # method → axis (default "lr")
     centres: dict[str, dict] = field(default_factory=dict)  # method → {lr, head_lr}: the search's centre, pinned
+    flag_notes: dict[str, str] = field(default_factory=dict)  # model → why its table's remaining sanity flags stand
 
 
 @dataclass
@@ -166,8 +168,12 @@ def parse_protocol(cfg: DictConfig) -> Protocol:
     protocol = Protocol(node["search_seed"], list(node["seeds"]),
                         Search(list(search["initial"]), int(search["trials"]), float(search["step"])),
                         node.get("select_split", "validation"), node.get("leaderboard", cfg.results_dir), suites,
-                        dict(node.get("axes") or {}), dict(node.get("centres") or {}))
+                        dict(node.get("axes") or {}), dict(node.get("centres") or {}), dict(node.get("flag_notes") or {}))
     expand_methods(list(protocol.axes), [])
+    models = sorted({suite.model for suite in suites})
+    bad_notes = {model: note for model, note in protocol.flag_notes.items() if model not in models or not isinstance(note, str)}
+    if bad_notes:
+        raise HarnessError(f"protocol.flag_notes: {bad_notes} is not a text per model of the protocol; its models: {', '.join(models)}")
     bad_axes = {m: a for m, a in protocol.axes.items() if a not in AXES}
     if bad_axes:
         raise HarnessError(f"protocol.axes: {bad_axes} is not an axis; allowed: {', '.join(AXES)}")
@@ -373,8 +379,11 @@ def run_protocol(argv: list[str] | None) -> None:
         print(f"warning: {problem}", file=sys.stderr)
     write_tuning_table(cells, protocol, outcomes, Path(cfg.results_dir))
     caption = cfg.get("caption")
-    print(build_and_write(cfg.results_dir, sweep=cfg.sweep, out_dir=protocol.leaderboard, sweep_caption=caption))
-    print(f"site: {build_site(cfg.results_dir, str(Path(protocol.leaderboard) / 'site'), sweep=cfg.sweep, sweep_caption=caption)}")
+    print(build_and_write(cfg.results_dir, sweep=cfg.sweep, out_dir=protocol.leaderboard, sweep_caption=caption,
+                          flag_notes=protocol.flag_notes))
+    site = build_site(cfg.results_dir, str(Path(protocol.leaderboard) / "site"), sweep=cfg.sweep, sweep_caption=caption,
+                      flag_notes=protocol.flag_notes)
+    print(f"site: {site}")
 
 
 DEFAULT_LINE = r"^({key}:\s*)[^\s#]+(\s*#.*)?$"

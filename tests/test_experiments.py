@@ -168,6 +168,19 @@ def test_the_official_plans_set_each_key_once_per_run_and_group_into_multiruns(s
     assert sorted(map(tuple, covered)) == sorted(map(tuple, runs))
 
 
+def test_flag_notes_name_models_of_the_protocol_and_reach_its_leaderboard():
+    from harness.tune import parse_protocol
+
+    with project_config():
+        composer = Composer(["sweep=official"])
+        protocol = parse_protocol(composer(["+protocol.flag_notes={minilm: 'Budget capped.'}"]))
+        assert protocol.flag_notes == {"minilm": "Budget capped."}
+        for notes in ("{gpt2: 'x'}", "{minilm: [a]}"):
+            with pytest.raises(HarnessError, match=r"^protocol.flag_notes: .* is not a text per model of the protocol; "
+                                                   r"its models: efficientnet_lite0, minilm$"):
+                parse_protocol(composer([f"+protocol.flag_notes={notes}"]))
+
+
 def test_runs_become_hydra_multiruns_that_cover_exactly_them():
     product = [[f"task={t}", f"train.lr={lr}", "train.head_lr=5"] for t in "ab" for lr in (1, 2)]
     assert as_multiruns(product) == [["task=a,b", "train.lr=1,2", "train.head_lr=5"]]

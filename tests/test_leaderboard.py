@@ -233,6 +233,10 @@ def test_sanity_flags_name_what_is_wrong(results):
     assert "digits: reference under-trained: full fine-tuning 41.00 is below head-only 81.00 beyond both intervals" in text
     assert "head / bbc_news: not converged: final 50.00 vs best 55.00" in text
     assert "lora / bbc_news: 2 seeds, fewer than the 3 of other cells" in text
+    explained = build_and_write(str(results), sweep="fixture", with_plot=False, flag_notes={"minilm": "The budget\n  is capped."})
+    flag_block = text.split("Sanity flags:\n\n", 1)[1].split("\n\n", 1)[0]
+    assert explained == text.replace(flag_block + "\n\n", flag_block + "\n\nWhy these flags stand: The budget is capped.\n\n", 1)
+    assert build_and_write(str(results), sweep="fixture", with_plot=False, flag_notes={"gpt2": "Elsewhere."}) == text
 
 
 def test_pareto_frontier_keeps_cells_nothing_cheaper_beats():

@@ -73,11 +73,12 @@ def test_the_index_shows_the_sweep_caption_each_models_sanity_flags_and_the_conv
         for seed in range(3):
             rec = full_record(method, "bbc_news", seed, score + seed / 100, BACKBONE if method == "full" else 0)
             (results / "runs" / f"{rec['run_key']}.json").write_text(json.dumps(rec))
-    site = build_site(str(results), str(tmp_path / "site"), sweep="site", sweep_caption="One seed,\n  60 steps.").parent
+    site = build_site(str(results), str(tmp_path / "site"), sweep="site", sweep_caption="One seed,\n  60 steps.",
+                      flag_notes={"minilm": "Head-only\n  is <tuned> longer."}).parent
     index = (site / "index.html").read_text()
     assert '<p class="sweep-caption">One seed, 60 steps.</p>' in index
-    assert ("<li>bbc_news: reference under-trained: full fine-tuning 51.00 is below head-only 91.00 beyond both "
-            "intervals</li>") in index
+    assert ("<li>bbc_news: reference under-trained: full fine-tuning 51.00 is below head-only 91.00 beyond both intervals"
+            '</li></ul><p class="flag-note">Why these flags stand: Head-only is &lt;tuned&gt; longer.</p></div>') in index
     assert '<a href="convergence.html">convergence</a>' in index
     convergence = (site / "convergence.html").read_text()
     assert "2 of 2 cells (100 %) converged" in convergence and convergence.count("<td>yes</td>") == 2

@@ -227,6 +227,13 @@ def flags(summary: pd.DataFrame, model: str, tuned: pd.DataFrame) -> list[str]:
     return found
 
 
+def flag_note(flag_notes: dict[str, str] | None, model: str) -> str | None:
+    """The protocol's explanation of the flags of `model`'s table that it could not clear (`protocol.flag_notes`),
+    as one paragraph; None where it gives none."""
+    note = (flag_notes or {}).get(model)
+    return f"Why these flags stand: {' '.join(note.split())}" if note else None
+
+
 CONVERGENCE_SLACK = 1.0  # points: a final score this close to the best counts as converged even where the interval is narrower
 
 
@@ -273,7 +280,7 @@ def convergence_section(summary: pd.DataFrame) -> list[str]:
 
 
 def markdown(summary: pd.DataFrame, aggregates: pd.DataFrame, stat: str, which: str, problems: list[str], tuned: pd.DataFrame,
-             sweep_caption: str | None = None) -> str:
+             sweep_caption: str | None = None, flag_notes: dict[str, str] | None = None) -> str:
     parts = ["# Leaderboard", "", *([" ".join(sweep_caption.split()), ""] if sweep_caption else [])]
     if summary.empty:
         parts.append("No successful runs yet.")
@@ -288,6 +295,8 @@ def markdown(summary: pd.DataFrame, aggregates: pd.DataFrame, stat: str, which: 
                       across_tasks(normalised).to_markdown(index=False, disable_numparse=True), ""]
         found = flags(summary, model, tuned)
         parts += ["Sanity flags:", "", *[f"- {flag}" for flag in found], ""] if found else ["Sanity flags: none.", ""]
+        note = flag_note(flag_notes, model)
+        parts += [note, ""] if note else []
     if not tuned.empty:
         parts += ["## Tuned learning rates", "",
                   "Chosen per (method, task): the searched (lr / head lr) pair whose search-seed run had the best "
@@ -375,13 +384,15 @@ def write_csvs(board: Board, out: Path) -> list[Path]:
 
 
 def build_and_write(results_dir: str, sweep: str | None = None, stat: str = "mean", which: str = "final",
-                    out_dir: str | None = None, with_plot: bool = True, sweep_caption: str | None = None) -> str:
+                    out_dir: str | None = None, with_plot: bool = True, sweep_caption: str | None = None,
+                    flag_notes: dict[str, str] | None = None) -> str:
     """Writes leaderboard.{md,csv,tex}, leaderboard_across_tasks.csv and the plots (harness/report/plots.py),
-    and returns the Markdown (headed by the sweep's caption, if it has one)."""
+    and returns the Markdown (headed by the sweep's caption, if it has one; under a model's sanity flags the
+    protocol's explanation of those it could not clear, `flag_notes`: model → text)."""
     board = assemble(results_dir, sweep, stat, which)
     out = Path(out_dir or results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(board.summary, board.aggregates, stat, which, board.problems, board.tuned, sweep_caption)
+    text = markdown(board.summary, board.aggregates, stat, which, board.problems, board.tuned, sweep_caption, flag_notes)
     (out / "leaderboard.md").write_text(text)
     if not board.runs.empty:
         write_csvs(board, out)

@@ -11,8 +11,8 @@ and from any static host.
 - cells/<model>--<method>--<task>.html: every seed's learning curves (each evaluated split's score, then
   the training loss), the chosen hyper-parameters, the
   tuning trials, parameter counts, cost and provenance of each record;
-- under each model's table its sanity flags (harness/report/leaderboard.py `flags`); the sweep's caption
-  above all, where it has one;
+- under each model's table its sanity flags (harness/report/leaderboard.py `flags`) and the protocol's
+  explanation of those it could not clear (`flag_notes`); the sweep's caption above all, where it has one;
 - convergence.html: final against best evaluation per cell; tuning.html (tuning protocols) and papers/<table>.html (published numbers beside ours, for each
   results/reference/<table>.csv whose runs are in results/<table>);
 - data/*.csv: the tables for download; every page's footer: harness version, git sha, build time.
@@ -30,7 +30,7 @@ import pandas as pd
 from harness.provenance import code_version
 from harness.report import plots
 from harness.report.cells import REFERENCES
-from harness.report.leaderboard import (Board, assemble, convergence_frame, convergence_summary, convergence_table, flags,
+from harness.report.leaderboard import (Board, assemble, convergence_frame, convergence_summary, convergence_table, flag_note, flags,
                                         tuning_table, with_interval, write_csvs)
 from harness.report.paper import REFERENCE_DIR, paper_view
 from harness.records import method_label
@@ -140,13 +140,17 @@ def plot_div(element: str, figure: dict) -> str:
     return f'<div class="plot" id="{element}"></div><script type="application/json" data-plot="{element}">{data}</script>'
 
 
-def flag_list(board: Board, model: str) -> str:
+def flag_list(board: Board, model: str, flag_notes: dict[str, str] | None) -> str:
     found = flags(board.summary, model, board.tuned)
     items = "".join(f"<li>{escape(flag)}</li>" for flag in found)
-    return f'<div class="flags">Sanity flags: <ul>{items}</ul></div>' if found else '<div class="flags">Sanity flags: none.</div>'
+    note = flag_note(flag_notes, model)
+    explained = f'<p class="flag-note">{escape(note)}</p>' if note else ""
+    listed = f"<ul>{items}</ul>" if found else "none."
+    return f'<div class="flags">Sanity flags: {listed}{explained}</div>'
 
 
-def index_page(board: Board, footer: str, papers: list[str], sweep_caption: str | None = None) -> str:
+def index_page(board: Board, footer: str, papers: list[str], sweep_caption: str | None = None,
+               flag_notes: dict[str, str] | None = None) -> str:
     methods = sorted(board.summary["method"].unique())
     tasks = sorted(board.summary["task"].unique())
     options = lambda values: "".join(f'<option value="{escape(v)}">{escape(v)}</option>' for v in values)
@@ -161,7 +165,7 @@ def index_page(board: Board, footer: str, papers: list[str], sweep_caption: str 
     if board.summary.empty:
         body.append("<p>No successful runs yet.</p>")
     for model in board.models:
-        body += [f"<h2>{escape(model)}</h2>", model_table(board, model), flag_list(board, model)]
+        body += [f"<h2>{escape(model)}</h2>", model_table(board, model), flag_list(board, model, flag_notes)]
         if not board.aggregates[board.aggregates["model"] == model].empty:
             body.append(plot_div(f"pareto-{slug(model)}", pareto_figure(board, model)))
     links = ['<a href="data/leaderboard.csv">leaderboard.csv</a>', '<a href="data/leaderboard_across_tasks.csv">across tasks (csv)</a>']
@@ -262,7 +266,7 @@ def convergence_page(board: Board, footer: str) -> str:
 
 
 def build_site(results_dir: str, out_dir: str, sweep: str | None = None, stat: str = "mean", which: str = "final",
-               papers_root: Path = Path("results"), sweep_caption: str | None = None) -> Path:
+               papers_root: Path = Path("results"), sweep_caption: str | None = None, flag_notes: dict[str, str] | None = None) -> Path:
     """Writes the site into `out_dir` (replacing an earlier build) and returns its index page."""
     board = assemble(results_dir, sweep, stat, which)
     out = Path(out_dir)
@@ -288,7 +292,7 @@ def build_site(results_dir: str, out_dir: str, sweep: str | None = None, stat: s
         view = paper_view(name, str(papers_root / name))
         body = f'<p class="caption">{escape(view.caption)}</p>' + view.table.to_html(index=False, escape=True)
         (out / "papers" / f"{name}.html").write_text(page(view.title, body, 1, footer))
-    (out / "index.html").write_text(index_page(board, footer, papers, sweep_caption))
+    (out / "index.html").write_text(index_page(board, footer, papers, sweep_caption, flag_notes))
     return out / "index.html"
 
 
