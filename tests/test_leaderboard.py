@@ -268,7 +268,7 @@ def test_the_paper_view_reads_the_committed_reference_tables_and_collection(tmp_
 
 
 def test_convergence_frame_measures_the_gap_in_the_better_direction():
-    from harness.report.leaderboard import convergence_frame
+    from harness.report.leaderboard import convergence_frame, convergence_summary
     summary = pd.DataFrame({
         "model": ["m"] * 4, "method": ["a", "b", "c", "d"], "task": ["t"] * 4, "n": [5] * 4,
         "higher_is_better": [True, True, False, True],
@@ -283,6 +283,10 @@ def test_convergence_frame_measures_the_gap_in_the_better_direction():
     # a curve still rising at its end has its best there (gap 0): its last gain says it has not converged
     rising = convergence_frame(summary.assign(best_mean=summary["mean"], last_gain=[0.5, 1.0, 1.5, float("nan")]))
     assert rising["gap"].tolist() == [0.0] * 4 and rising["converged"].tolist() == [True, True, False, True]
+    # the sentence counts both rules: c fails the last gain alone, so it is near its best but not converged
+    assert convergence_summary(rising).startswith("3 of 4 cells (75 %) converged: ")
+    assert "; 4 of 4 (100 %) meet the first condition alone." in convergence_summary(rising)
+    assert "; 2 of 4 (50 %) meet the first condition alone." in convergence_summary(convergence_frame(summary))
 
 
 @pytest.mark.parametrize("higher, values, gain", [

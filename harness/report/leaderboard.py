@@ -257,9 +257,11 @@ def convergence_frame(summary: pd.DataFrame) -> pd.DataFrame:
 
 def convergence_summary(frame: pd.DataFrame) -> str:
     """The sentence over the convergence table (`convergence_frame`)."""
+    near_best = frame["gap"] <= frame["allowed"]
     return (f"{int(frame['converged'].sum())} of {len(frame)} cells ({100 * frame['converged'].mean():.0f} %) converged: they end "
             f"within their interval half-width (or {CONVERGENCE_SLACK:g} point) of their best evaluation, and their last "
-            f"evaluation interval added at most {CONVERGENCE_SLACK:g} point on the selection split. final = the score at the last "
+            f"evaluation interval added at most {CONVERGENCE_SLACK:g} point on the selection split; "
+            f"{int(near_best.sum())} of {len(frame)} ({100 * near_best.mean():.0f} %) meet the first condition alone. final = the score at the last "
             "evaluation, best = the score at the evaluation where the selection split peaked, gap = best − final, last gain = "
             "the selection split's last evaluation minus the one before it (seed means; empty where a run was evaluated once).")
 
