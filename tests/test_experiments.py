@@ -173,12 +173,13 @@ def test_flag_notes_name_models_of_the_protocol_and_reach_its_leaderboard():
 
     with project_config():
         composer = Composer(["sweep=official"])
-        protocol = parse_protocol(composer(["+protocol.flag_notes={minilm: 'Budget capped.'}"]))
-        assert protocol.flag_notes == {"minilm": "Budget capped."}
-        for notes in ("{gpt2: 'x'}", "{minilm: [a]}"):
+        assert sorted(parse_protocol(composer([])).flag_notes) == ["efficientnet_lite0", "minilm"]  # the committed notes
+        protocol = parse_protocol(composer(["protocol.flag_notes.minilm='Budget capped.'"]))
+        assert protocol.flag_notes["minilm"] == "Budget capped."
+        for override in ("+protocol.flag_notes.gpt2='x'", "protocol.flag_notes.minilm=[a]"):
             with pytest.raises(HarnessError, match=r"^protocol.flag_notes: .* is not a text per model of the protocol; "
                                                    r"its models: efficientnet_lite0, minilm$"):
-                parse_protocol(composer([f"+protocol.flag_notes={notes}"]))
+                parse_protocol(composer([override]))
 
 
 def test_runs_become_hydra_multiruns_that_cover_exactly_them():
