@@ -18,6 +18,7 @@ def figures(monkeypatch):
     kept = []
 
     def keep(plt, figure, path):
+        figure.tight_layout()  # as plots.save lays a figure out
         figure.savefig(path, dpi=DPI_PIXELS)
         kept.append(figure)
 
@@ -86,13 +87,39 @@ def test_pareto_panel_per_model_with_interval_bars_and_the_frontier(tmp_path, fi
          "mean": 0.0, "mean_low": 0.0, "mean_high": 0.0},
     ])
     plots.plot_pareto(aggregates, tmp_path / "pareto.png")
-    assert matplotlib.image.imread(tmp_path / "pareto.png").shape[:2] == (4 * DPI_PIXELS, 2 * 5 * DPI_PIXELS)
+    height, width = matplotlib.image.imread(tmp_path / "pareto.png").shape[:2]
+    assert width == 2 * 5 * DPI_PIXELS and height > 4 * DPI_PIXELS  # taller than a plain panel: room for the legend
     axis = figures[0].axes[0]
     assert axis.get_xscale() == "log" and axis.get_title() == "m: mean over 2 task(s), 95 % interval"
     frontier = next(line for line in axis.get_lines() if line.get_label() == "Pareto frontier")
     assert frontier.get_xdata().tolist() == [1, 70_000, 22_000_000] and frontier.get_ydata().tolist() == [0.0, 0.8, 1.0]
-    bars = {text.get_text(): container for text, container in zip(axis.texts, axis.containers)}
+    bars = {container.get_label(): container for container in axis.containers}
+    assert sorted(bars) == ["dora", "full", "head", "lora"]
     lora_low, lora_high = bars["lora"].lines[2][0].get_segments()[0][:, 1]
     assert (lora_low, lora_high) == pytest.approx((0.6, 0.95))
     dora_low, dora_high = bars["dora"].lines[2][0].get_segments()[0][:, 1]
     assert dora_low == dora_high == pytest.approx(0.7)  # no interval: no bar
+
+
+def test_cost_panels_name_each_method_by_colour_and_marker_in_a_legend_below_the_axis(tmp_path, figures):
+    """Methods with similar counts sit on top of each other: labels beside the points would overlap, so each
+    method has its own colour and marker, named in a legend that lies below the axis and inside the figure."""
+    methods = ["adalora", "dora", "dora_dynamic", "full", "head", "lora", "lora_xs", "lorta", "melora", "rac_lora", "surm"]
+    summary = pd.DataFrame([{"model": "m", "task": "t", "method": method, "metric": "accuracy", "split": "test",
+                             "adapter_params": 80_000 + i, "higher_is_better": True, "score": 90.0 + i / 10,
+                             "low": 89.0, "high": 92.0} for i, method in enumerate(methods)])
+    plots.plot_tasks(summary, tmp_path / "tasks.png")
+    figure = figures[0]
+    (axis,) = figure.axes
+    assert not axis.texts  # no labels beside the points
+    styles = {container.get_label(): (container.lines[0].get_marker(), container.lines[0].get_color())
+              for container in axis.containers}
+    assert sorted(styles) == methods
+    assert len({marker for marker, _ in styles.values()}) == len({color for _, color in styles.values()}) == len(methods)
+    legend = axis.get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == ["full fine-tuning", "Pareto frontier", *methods]
+    renderer = figure.canvas.get_renderer()
+    box, axis_box = legend.get_window_extent(renderer), axis.get_window_extent(renderer)
+    label_box = axis.xaxis.label.get_window_extent(renderer)
+    assert box.y1 <= label_box.y0 and box.y1 <= axis_box.y0  # below the axis and its label, over no point
+    assert 0 <= box.x0 and box.x1 <= figure.bbox.x1 and 0 <= box.y0  # inside the figure: nothing cut off

@@ -1,7 +1,8 @@
 """The leaderboard's figures (PNG, matplotlib), written beside its tables by `write_all`:
 
 - leaderboard.png: per (model, task), adapter params (log) against the score with its 95 % interval,
-  the Pareto frontier drawn, full fine-tuning as a dashed line;
+  the Pareto frontier drawn, full fine-tuning as a dashed line; each method its own colour and marker, named
+  in a legend below the panel (labels beside the points overlap where methods have similar counts);
 - leaderboard_pareto.png: per model, adapter params (log) against the score normalised across tasks
   (0 = head-only, 1 = full fine-tuning; mean with its stratified-bootstrap interval), the frontier drawn;
 - leaderboard_profile.png: per model, the performance profile of each method (Agarwal et al. 2021):
@@ -19,6 +20,9 @@ from harness.report.statistics import expected_max, expected_max_std, performanc
 
 FULL = "full"
 PROFILE_POINTS = 201
+MARKERS = "osD^PXv*hpd"  # 11 markers against method_colors' 20 colours: every method up to 20 its own pair
+LEGEND_COLUMNS = 3
+LEGEND_ROW_INCHES = 0.22
 
 
 def pyplot():
@@ -37,6 +41,11 @@ def method_colors(methods) -> dict[str, tuple]:
     return {method: ordered[i % len(ordered)] for i, method in enumerate(sorted(set(methods)))}
 
 
+def method_markers(methods) -> dict[str, str]:
+    """A marker per method, the same in every panel and figure (with its colour, it tells close points apart)."""
+    return {method: MARKERS[i % len(MARKERS)] for i, method in enumerate(sorted(set(methods)))}
+
+
 def pareto_frontier(part: pd.DataFrame, score: str = "score") -> pd.DataFrame:
     """The cells no other cell beats with fewer (or as many) adapter parameters, by ascending count."""
     sign = 1 if part["higher_is_better"].iloc[0] else -1
@@ -48,10 +57,16 @@ def pareto_frontier(part: pd.DataFrame, score: str = "score") -> pd.DataFrame:
     return ordered.loc[keep].drop(columns="_key")
 
 
-def panels(count: int, width: float = 5.0):
+def panels(count: int, width: float = 5.0, height: float = 4.0):
     plt = pyplot()
-    figure, axes = plt.subplots(1, count, figsize=(width * count, 4), squeeze=False)
+    figure, axes = plt.subplots(1, count, figsize=(width * count, height), squeeze=False)
     return plt, figure, axes[0]
+
+
+def cost_panels(count: int, methods):
+    """Panels for `cost_axis`, tall enough for a legend of every method (and the two lines) below each."""
+    rows = -(-(len(set(methods)) + 2) // LEGEND_COLUMNS)
+    return panels(count, height=4.0 + LEGEND_ROW_INCHES * rows)
 
 
 def save(plt, figure, path: Path) -> None:
@@ -60,41 +75,43 @@ def save(plt, figure, path: Path) -> None:
     plt.close(figure)
 
 
-def finish(axis, xlabel: str, ylabel: str, title: str | None = None) -> None:
-    """Labels, title, grid and legend of a panel."""
+def finish(axis, xlabel: str, ylabel: str, title: str | None = None, legend_below: bool = False) -> None:
+    """Labels, title, grid and legend of a panel (inside it, or below it, never over a point)."""
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     if title:
         axis.set_title(title)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, loc="best")
+    if legend_below:
+        axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=LEGEND_COLUMNS, frameon=False)
+    else:
+        axis.legend(fontsize=7, loc="best")
 
 
-def cost_axis(axis, part: pd.DataFrame, score: str, low: str, high: str, label: str, colors: dict) -> None:
+def cost_axis(axis, part: pd.DataFrame, score: str, low: str, high: str, label: str, colors: dict, markers: dict) -> None:
     """One panel of adapter params (log) against a score with interval bars and the Pareto frontier."""
-    for row in part.itertuples():
+    for row in part.sort_values("method").itertuples():
         x, y = max(row.adapter_params, 1), getattr(row, score)
         bottom, top = getattr(row, low), getattr(row, high)
         bars = [[0.0], [0.0]] if pd.isna(bottom) else [[y - bottom], [top - y]]
-        axis.errorbar(x, y, yerr=bars, fmt="o", capsize=3, color=colors[row.method])
-        axis.annotate(row.method, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        axis.errorbar(x, y, yerr=bars, fmt=markers[row.method], capsize=3, color=colors[row.method], label=row.method)
         if row.method == FULL:
             axis.axhline(y, linestyle="--", color="grey", linewidth=1, label="full fine-tuning")
     frontier = pareto_frontier(part, score)
     axis.plot([max(x, 1) for x in frontier["adapter_params"]], frontier[score], color="black", linewidth=1,
               alpha=0.5, drawstyle="steps-post", label="Pareto frontier")
     axis.set_xscale("log")
-    finish(axis, "trainable adapter parameters (log; head excluded)", label)
+    finish(axis, "trainable adapter parameters (log; head excluded)", label, legend_below=True)
 
 
 def plot_tasks(summary: pd.DataFrame, path: Path) -> None:
     """leaderboard.png: one panel per (model, task)."""
     keys = summary[["model", "task"]].drop_duplicates().sort_values(["model", "task"]).values.tolist()
-    plt, figure, axes = panels(len(keys))
-    colors = method_colors(summary["method"])
+    plt, figure, axes = cost_panels(len(keys), summary["method"])
+    colors, markers = method_colors(summary["method"]), method_markers(summary["method"])
     for axis, (model, task) in zip(axes, keys):
         part = summary[(summary["model"] == model) & (summary["task"] == task)]
-        cost_axis(axis, part, "score", "low", "high", f"{part['metric'].iloc[0]} ×100 ({part['split'].iloc[0]})", colors)
+        cost_axis(axis, part, "score", "low", "high", f"{part['metric'].iloc[0]} ×100 ({part['split'].iloc[0]})", colors, markers)
         axis.set_title(f"{model} / {task}")
     save(plt, figure, path)
 
@@ -102,11 +119,11 @@ def plot_tasks(summary: pd.DataFrame, path: Path) -> None:
 def plot_pareto(aggregates: pd.DataFrame, path: Path) -> None:
     """leaderboard_pareto.png: one panel per model, the normalised mean over tasks."""
     models = sorted(aggregates["model"].unique())
-    plt, figure, axes = panels(len(models))
-    colors = method_colors(aggregates["method"])
+    plt, figure, axes = cost_panels(len(models), aggregates["method"])
+    colors, markers = method_colors(aggregates["method"]), method_markers(aggregates["method"])
     for axis, model in zip(axes, models):
         part = aggregates[aggregates["model"] == model]
-        cost_axis(axis, part, "mean", "mean_low", "mean_high", "normalised score (0 = head-only, 1 = full FT)", colors)
+        cost_axis(axis, part, "mean", "mean_low", "mean_high", "normalised score (0 = head-only, 1 = full FT)", colors, markers)
         axis.set_title(f"{model}: mean over {part['tasks'].iloc[0]} task(s), 95 % interval")
     save(plt, figure, path)
 
