@@ -170,10 +170,11 @@ def parse_protocol(cfg: DictConfig) -> Protocol:
                         node.get("select_split", "validation"), node.get("leaderboard", cfg.results_dir), suites,
                         dict(node.get("axes") or {}), dict(node.get("centres") or {}), dict(node.get("flag_notes") or {}))
     expand_methods(list(protocol.axes), [])
-    models = sorted({suite.model for suite in suites})
-    bad_notes = {model: note for model, note in protocol.flag_notes.items() if model not in models or not isinstance(note, str)}
+    models = group_options()["model"]  # a note on a model the suites leave out (a narrowed protocol) goes unused
+    bad_notes = sorted(model for model, note in protocol.flag_notes.items() if model not in models or not isinstance(note, str))
     if bad_notes:
-        raise HarnessError(f"protocol.flag_notes: {bad_notes} is not a text per model of the protocol; its models: {', '.join(models)}")
+        raise HarnessError(f"protocol.flag_notes: {', '.join(map(str, bad_notes))}: not a text under a model's name; "
+                           f"models: {', '.join(models)}")
     bad_axes = {m: a for m, a in protocol.axes.items() if a not in AXES}
     if bad_axes:
         raise HarnessError(f"protocol.axes: {bad_axes} is not an axis; allowed: {', '.join(AXES)}")

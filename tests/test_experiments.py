@@ -168,7 +168,7 @@ def test_the_official_plans_set_each_key_once_per_run_and_group_into_multiruns(s
     assert sorted(map(tuple, covered)) == sorted(map(tuple, runs))
 
 
-def test_flag_notes_name_models_of_the_protocol_and_reach_its_leaderboard():
+def test_flag_notes_are_texts_under_model_names():
     from harness.tune import parse_protocol
 
     with project_config():
@@ -176,9 +176,11 @@ def test_flag_notes_name_models_of_the_protocol_and_reach_its_leaderboard():
         assert sorted(parse_protocol(composer([])).flag_notes) == ["efficientnet_lite0", "minilm"]  # the committed notes
         protocol = parse_protocol(composer(["protocol.flag_notes.minilm='Budget capped.'"]))
         assert protocol.flag_notes["minilm"] == "Budget capped."
-        for override in ("+protocol.flag_notes.gpt2='x'", "protocol.flag_notes.minilm=[a]"):
-            with pytest.raises(HarnessError, match=r"^protocol.flag_notes: .* is not a text per model of the protocol; "
-                                                   r"its models: efficientnet_lite0, minilm$"):
+        narrowed = parse_protocol(composer(["protocol.suites=[{model:tiny_bert,tasks:[bbc_news],methods:[lora]}]"]))
+        assert sorted(narrowed.flag_notes) == ["efficientnet_lite0", "minilm"]  # kept, unused: no error
+        for override, named in (("+protocol.flag_notes.minlm='x'", "minlm"), ("protocol.flag_notes.minilm=[a]", "minilm")):
+            with pytest.raises(HarnessError, match=rf"^protocol.flag_notes: {named}: not a text under a model's name; "
+                                                   r"models: .*efficientnet_lite0.*, minilm, .*tiny_bert"):
                 parse_protocol(composer([override]))
 
 
