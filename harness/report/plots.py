@@ -20,7 +20,7 @@ from harness.report.statistics import expected_max, expected_max_std, performanc
 
 FULL = "full"
 PROFILE_POINTS = 201
-MARKERS = "osD^PXv*hpd"  # 11 markers against method_colors' 20 colours: every method up to 20 its own pair
+MARKERS = "osD^PXv*hpd"  # 11 markers against method_colors' 20 colours: the first 220 methods each get their own pair
 LEGEND_COLUMNS = 3
 LEGEND_ROW_INCHES = 0.22
 
