@@ -237,6 +237,11 @@ def flag_note(flag_notes: dict[str, str] | None, model: str) -> str | None:
 CONVERGENCE_SLACK = 1.0  # points: a final score this close to the best counts as converged even where the interval is narrower
 
 
+def ends_near_best(frame: pd.DataFrame) -> pd.Series:
+    """Per cell of a convergence frame: the final score is within `allowed` of the best (the first condition)."""
+    return frame["gap"] <= frame["allowed"]
+
+
 def convergence_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """Per cell, the final evaluation against the best one (both seed means, the best taken where the
     selection split peaked): `gap` is how much the best beats the final (in the metric's better direction),
@@ -251,13 +256,13 @@ def convergence_frame(summary: pd.DataFrame) -> pd.DataFrame:
     frame["gap"] = (summary["best_mean"] - summary["mean"]) * sign
     frame["allowed"] = half_width.clip(lower=CONVERGENCE_SLACK)
     frame["last_gain"] = summary["last_gain"] if "last_gain" in summary else float("nan")
-    frame["converged"] = (frame["gap"] <= frame["allowed"]) & ~(frame["last_gain"] > CONVERGENCE_SLACK)
+    frame["converged"] = ends_near_best(frame) & ~(frame["last_gain"] > CONVERGENCE_SLACK)
     return frame.reset_index(drop=True)
 
 
 def convergence_summary(frame: pd.DataFrame) -> str:
     """The sentence over the convergence table (`convergence_frame`)."""
-    near_best = frame["gap"] <= frame["allowed"]
+    near_best = ends_near_best(frame)
     return (f"{int(frame['converged'].sum())} of {len(frame)} cells ({100 * frame['converged'].mean():.0f} %) converged: they end "
             f"within their interval half-width (or {CONVERGENCE_SLACK:g} point) of their best evaluation, and their last "
             f"evaluation interval added at most {CONVERGENCE_SLACK:g} point on the selection split; "
