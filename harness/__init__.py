@@ -1,2 +1,2 @@
-"""peft-harness: the engine (Hydra entry, training loop, run records, loggers, leaderboard)."""
-from harness import roles  # noqa: F401,E402  (registers the ${roles:...} resolver before any config is composed)
+"""peft-harness. The wings, each importing only those below it: protocol (sweeps, tuning) > report, bench >
+engine (one run) > store (records) > config > methods, tasks, models > the kernel (errors, checks, assets, fast exit)."""

@@ -1,4 +1,4 @@
-from harness.cli import main
+from harness.protocol.app import main
 from harness.fast_exit import run_then_exit
 
 run_then_exit(main)

@@ -25,7 +25,7 @@ def is_bias(name: str) -> bool:
 def role_targets(*roles: str):
     """A config's `targets` field defaulting to model roles (q, v, ffn_out, ...): their BERT module names in
     a config built in code, the `${roles:...}` interpolation resolved on the chosen model in a composed
-    one (harness/config_store.py)."""
+    one (harness/config/compose.py)."""
     # pragma below: this runs at import (class bodies), where mutmut cannot switch mutants on; its mutants, applied by
     # hand, fail tests/test_roles.py (no default → import error; no/renamed metadata or no BERT names → role tests)
     return field(default_factory=lambda: bert_targets(*roles), metadata={"roles": roles})  # pragma: no mutate
@@ -179,7 +179,7 @@ class Method:
 
     def checkpoint_state(self) -> dict:
         """What the method keeps besides its learned tensors and needs to continue a run from a
-        checkpoint (harness/checkpoint.py): running scores, generators. Tensors, numbers, strings only."""
+        checkpoint (harness/engine/checkpoint.py): running scores, generators. Tensors, numbers, strings only."""
         return {}
 
     def restore_checkpoint_state(self, state: dict) -> None:

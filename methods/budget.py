@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.schema import require
+from harness.checks import require
 from methods.base import LayerMethod
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.schema import require
+from harness.checks import require
 from methods.base import role_targets
 from methods.budget import BudgetConfig, BudgetMethod, TripletLinear
 from methods.registry import register

@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from harness.schema import require
+from harness.checks import require
 from methods.base import LayerMethod, role_targets
 from methods.lora import LoRALinear, LoraConfig
 from methods.lowrank import check_rank

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.schema import require
+from harness.checks import require
 from methods.base import LayerMethod, role_targets
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.schema import require
+from harness.checks import require
 from methods.base import MethodConfig
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.schema import require
+from harness.checks import require
 from methods.base import LayerMethod, role_targets
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register

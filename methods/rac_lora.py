@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.schema import require
+from harness.checks import require
 from methods.base import role_targets
 from methods.lora import LoRA, LoraConfig, LoRALinear
 from methods.lowrank import check_rank

@@ -2,7 +2,7 @@
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.schema import parse_section
+from harness.checks import parse_section
 from methods.base import Method
 
 METHODS: dict[str, type[Method]] = {}

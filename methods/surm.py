@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.schema import require
+from harness.checks import require
 from methods.base import LayerMethod, MethodConfig
 from methods.inject import bert_targets, replace_module
 from methods.lowrank import AdditiveLayer

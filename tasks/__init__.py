@@ -21,7 +21,7 @@ TASK_LOADERS = {
     "commonsense": commonsense.load,
 }
 
-# Hub recipes' training-set sizes, approximately, for run plans made without their data (harness/plan.py)
+# Hub recipes' training-set sizes, approximately, for run plans made without their data (harness/protocol/plan.py)
 APPROXIMATE_TRAIN_SIZES = {"gsm8k": gsm8k.APPROXIMATE_TRAIN_SIZE, "commonsense": commonsense.APPROXIMATE_TRAIN_SIZE}
 
 

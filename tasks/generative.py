@@ -5,7 +5,7 @@ A generative task's splits hold one text per example (the part of the prompt tha
 worked solution). `Generation` says how the text becomes a prompt (`template`, with `{text}`), how many
 tokens the model may write (`max_new_tokens`), and how an answer is read from what it wrote
 (`extract`) and from a label (`reference`); exact match compares the two. Encoding, the chat template
-and the answer-only loss: tasks/prompting.py; batched greedy generation: harness/generate.py.
+and the answer-only loss: tasks/prompting.py; batched greedy generation: harness/engine/generate.py.
 
 The offline instruction tasks (`bbc_news_instruct`, `tweet_sentiment_instruct`) are the packaged
 classification tasks with the same splits and examples, asked as a question whose answer is the label

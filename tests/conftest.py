@@ -10,7 +10,7 @@ import torch
 from hydra import compose
 from transformers import BertConfig, BertForSequenceClassification
 
-from harness.config_store import project_config
+from harness.config.compose import project_config
 
 # Under pytest-xdist (`-n N`: the README's test command) each worker gets its share of the cores, for its own
 # torch and for the runs it starts as subprocesses (torch's default thread count reads OMP_NUM_THREADS).

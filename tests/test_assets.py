@@ -26,7 +26,7 @@ def test_missing_file_inside_a_package_is_reported():
 
 def test_hub_model_that_cannot_be_reached_is_one_line():
     from harness.models import load_model
-    from harness.schema import ModelConfig
+    from harness.config.sections import ModelConfig
 
     with pytest.raises(HarnessError) as error:
         load_model(ModelConfig(name="roberta_base", path="FacebookAI/roberta-base"), num_labels=2)

@@ -2,7 +2,7 @@
 reported, never asserted)."""
 import pytest
 
-from harness.bench import main
+from harness.bench.driver import main
 
 TINY = ["--model", "tiny_bert", "--steps", "1", "--batch", "2", "--length", "8"]
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.errors import HarnessError
-from harness.run import execute_run
+from harness.engine.run import execute_run
 from methods.adalora import AdaLoRA, AdaLoraConfig, BudgetSchedule
 from methods.budget import schedule_steps
 from methods.dora_dynamic import DoraDynamic, DoraDynamicConfig

@@ -1,4 +1,4 @@
-"""Step-level checkpoints (harness/checkpoint.py): a run killed after a checkpoint continues from it and
+"""Step-level checkpoints (harness/engine/checkpoint.py): a run killed after a checkpoint continues from it and
 ends bit for bit where the uninterrupted run ends (CPU), for methods with optimizer state only and for
 those with running state of their own (AdaLoRA, dynamic DoRA, RAC-LoRA) or a data-dependent init (LoRA-GA)."""
 import json
@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-import harness.train
-from harness.checkpoint import CheckpointConfig, Checkpointer
+import harness.engine.train
+from harness.engine.checkpoint import CheckpointConfig, Checkpointer
 from harness.errors import HarnessError
-from harness.run import execute_run
+from harness.engine.run import execute_run
 from methods.adalora import AdaLoRA, AdaLoraConfig
 from methods.dora_dynamic import DoraDynamic, DoraDynamicConfig
 from methods.rac_lora import RacLora, RacLoraConfig
@@ -24,14 +24,14 @@ RUN = ["train.max_steps=9", "train.eval_every=4", "task.limit_train=48", "task.l
 
 def killed_after(monkeypatch, step: int) -> None:
     """The process dies (SystemExit: nothing catches it, as nothing survives a SIGKILL) during step `step`."""
-    original = harness.train.StepRunner.__call__
+    original = harness.engine.train.StepRunner.__call__
 
     def dying(self, current, micro_batches):
         if current == step:
             raise SystemExit(137)
         return original(self, current, micro_batches)
 
-    monkeypatch.setattr(harness.train.StepRunner, "__call__", dying)
+    monkeypatch.setattr(harness.engine.train.StepRunner, "__call__", dying)
 
 
 def outputs(record: dict) -> tuple:
@@ -78,7 +78,7 @@ def test_checkpoints_fall_due_by_steps_or_minutes_but_never_at_the_last_step(mon
     assert [s for s in range(1, 21) if by_steps.due(s, 20)] == [5, 10, 15]
     assert not Checkpointer(CheckpointConfig(), Path("x")).due(5, 20)
     clock = iter([0.0, 59.0, 61.0])
-    monkeypatch.setattr("harness.checkpoint.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("harness.engine.checkpoint.time.monotonic", lambda: next(clock))
     by_minutes = Checkpointer(CheckpointConfig(every_minutes=1), Path("x"))
     assert not by_minutes.due(1, 20) and by_minutes.due(2, 20)
 

@@ -4,10 +4,10 @@ from hydra import compose
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from harness.config_store import project_config
+from harness.config.compose import project_config
 from harness.errors import HarnessError
-from harness.preflight import CONF_DIR, group_options, unknown_choices
-from harness.schema import parse_settings
+from harness.config.preflight import CONF_DIR, group_options, unknown_choices
+from harness.config.sections import parse_settings
 from methods import METHODS, parse_method_config
 
 STANDARD_KEYS = ["seed", "results_dir", "sweep", "train.max_steps", "train.epochs", "train.batch_size",
@@ -55,7 +55,7 @@ def test_demo_sweep_is_a_multirun_over_every_text_method(make_config):
         hydra_cfg = compose("config", overrides=["sweep=demo"], return_hydra_config=True).hydra
     assert hydra_cfg.mode == RunMode.MULTIRUN
     assert hydra_cfg.sweeper.params.method == "glob(*,exclude=projection)"
-    from harness.plan import expand
+    from harness.protocol.plan import expand
 
     with project_config():  # the glob sees the method YAMLs only (not the base/ nodes they extend, nor peft/*)
         runs = expand(["sweep=demo"])
@@ -109,8 +109,8 @@ def test_the_train_and_checkpoint_defaults_are_written_once_in_config_yaml():
     no method config carries a learning rate of its own outside the method YAMLs."""
     from dataclasses import fields as dataclass_fields
 
-    from harness.checkpoint import CheckpointConfig
-    from harness.schema import TrainConfig
+    from harness.engine.checkpoint import CheckpointConfig
+    from harness.config.sections import TrainConfig
     from methods.base import MethodConfig
 
     config_yaml = OmegaConf.load(CONF_DIR / "config.yaml")
@@ -143,7 +143,7 @@ PINNED_KEYS = {
 
 @pytest.mark.parametrize("overrides", PINNED_KEYS, ids=[" ".join(o) for o in PINNED_KEYS])
 def test_run_keys_do_not_move(overrides):
-    from harness.records import identify
+    from harness.store.records import identify
 
     with project_config():
         assert identify(compose("config", overrides=list(overrides))).key == PINNED_KEYS[overrides]
@@ -160,7 +160,7 @@ def field_defaults(schema: type) -> dict:
 
 
 def yaml_schema(group: str, raw: dict) -> type:
-    from harness.schema import LoggerConfig, ModelConfig, TaskConfig
+    from harness.config.sections import LoggerConfig, ModelConfig, TaskConfig
 
     return METHODS[raw.get("name", "peft")].Config if group == "method" else \
         {"task": TaskConfig, "model": ModelConfig, "logger": LoggerConfig}[group]

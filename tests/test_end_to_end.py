@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.preflight import group_options
+from harness.config.preflight import group_options
 
 ROOT = Path(__file__).resolve().parent.parent
 

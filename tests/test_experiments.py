@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from hydra import compose
 
-from harness.config_store import project_config
+from harness.config.compose import project_config
 from harness.errors import HarnessError
-from harness.selection import lr_pair, select_tuned
-from harness.per_task import apply_per_task
-from harness.plan import main as plan
-from harness.progress import planned_keys
-from harness.preflight import CONF_DIR
-from harness.records import RecordStore, identify, new_record, resolved_config, run_key
-from harness.run import execute_run
-from harness.tune import Cell, Composer, Outcomes, Protocol, Search, Suite, as_multiruns
+from harness.report.selection import lr_pair, select_tuned
+from harness.config.per_task import apply_per_task
+from harness.protocol.plan import main as plan
+from harness.protocol.progress import planned_keys
+from harness.config.preflight import CONF_DIR
+from harness.store.records import RecordStore, identify, new_record, resolved_config, run_key
+from harness.engine.run import execute_run
+from harness.protocol.tune import Cell, Composer, Outcomes, Protocol, Search, Suite, as_multiruns
 from tasks.glue import GLUE_TASKS
 from conftest import QUICK
 
@@ -119,7 +119,7 @@ def test_defaults_follow_the_pick_and_the_pinned_centre_keeps_the_grid(tmp_path,
     """--write-defaults: the lr/head lr lines of conf/method/<m>.yaml become the pick on the default model
     and task (comments elsewhere kept; other cells and unfinished searches untouched); the protocol's
     pinned centre keeps its runs' overrides (and so their keys) where they were."""
-    from harness.tune import write_method_defaults
+    from harness.protocol.tune import write_method_defaults
 
     (tmp_path / "method").mkdir()
     for name in ("lora", "head"):
@@ -150,7 +150,7 @@ def test_defaults_follow_the_pick_and_the_pinned_centre_keeps_the_grid(tmp_path,
 def test_the_official_plans_set_each_key_once_per_run_and_group_into_multiruns(sweep, cells):
     """Pinned centres and a suite's own lr overrides (EfficientNet's full fine-tuning) never both reach a run:
     a key given twice would make the multirun grouping fail. Every run of every official suite composes."""
-    from harness.tune import multirun_groups, parse_protocol, plan_cells
+    from harness.protocol.tune import multirun_groups, parse_protocol, plan_cells
 
     with project_config():
         composer = Composer([f"sweep={sweep}"])
@@ -169,7 +169,7 @@ def test_the_official_plans_set_each_key_once_per_run_and_group_into_multiruns(s
 
 
 def test_flag_notes_are_texts_under_model_names():
-    from harness.tune import parse_protocol
+    from harness.protocol.tune import parse_protocol
 
     with project_config():
         composer = Composer(["sweep=official"])
@@ -241,7 +241,7 @@ def check_pick(tmp_path):
 
 
 def test_a_pick_on_the_edge_of_the_grid_is_flagged_with_its_gain_over_the_next_point(tmp_path):
-    from harness.report.leaderboard import build_and_write
+    from harness.report.board import build_and_write
 
     with project_config():
         composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])
@@ -259,7 +259,7 @@ def test_a_pick_on_the_edge_of_the_grid_is_flagged_with_its_gain_over_the_next_p
 
 
 def test_records_left_behind_when_a_regenerated_record_moves_the_search_are_listed_and_pruned(tmp_path):
-    from harness.tune import prune
+    from harness.protocol.tune import prune
 
     with project_config():
         composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])
@@ -328,7 +328,7 @@ def test_protocol_end_to_end_searches_picks_runs_seeds_and_writes_the_leaderboar
 
 
 def test_the_plan_estimates_the_time_left_from_measured_rates(tmp_path):
-    from harness.tune_estimate import LAUNCH_SECONDS, estimate
+    from harness.protocol.estimate import LAUNCH_SECONDS, estimate
 
     with project_config():
         composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])
@@ -357,7 +357,7 @@ def test_the_plan_estimates_the_time_left_from_measured_rates(tmp_path):
 
 
 def test_a_records_rates_count_each_evaluation_once_whatever_its_splits():
-    from harness.tune_estimate import LAUNCH_SECONDS, rates
+    from harness.protocol.estimate import LAUNCH_SECONDS, rates
 
     curve = [{"step": step, "split": split, "values": {}} for step in (10, 20) for split in ("train", "validation", "test")]
     record = {"status": "success", "metrics": {"curve": curve},
@@ -367,8 +367,8 @@ def test_a_records_rates_count_each_evaluation_once_whatever_its_splits():
 
 
 def test_a_seeds_stage_with_a_longer_budget_runs_every_seed_and_only_its_runs_are_results(tmp_path):
-    from harness.tune import prune
-    from harness.tune_estimate import estimate
+    from harness.protocol.tune import prune
+    from harness.protocol.estimate import estimate
 
     with project_config():
         composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])

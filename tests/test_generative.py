@@ -1,4 +1,4 @@
-"""Generative tasks (tasks/generative.py, prompting.py, gsm8k.py, commonsense.py; harness/generate.py):
+"""Generative tasks (tasks/generative.py, prompting.py, gsm8k.py, commonsense.py; harness/engine/generate.py):
 prompt/answer encoding with the loss on the answer only, left-padded batched greedy generation against a
 plain one-prompt-at-a-time greedy loop, answer extraction as the reference code reads it, the hub
 recipes on local copies in the hub layout, and whole runs on a tiny Llama."""
@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import HarnessError
-from harness.generate import generate
+from harness.engine.generate import generate
 from harness.models import load_model, load_tokenizer
-from harness.run import execute_run
-from harness.schema import parse_settings
+from harness.engine.run import execute_run
+from harness.config.sections import parse_settings
 from tasks import load_task
 from tasks import commonsense, gsm8k
 from tasks.base import Generation, Split

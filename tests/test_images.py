@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.run import execute_run
+from harness.engine.run import execute_run
 from methods.lora import LoRA, LoraConfig
 from methods.projection import Projection, ProjectionConfig
 from tasks import load_task

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from harness.errors import HarnessError
 from harness.report.leaderboard import build_and_write, main
-from harness.records import run_key
+from harness.store.records import run_key
 from harness.report.statistics import estimate
 
 DATA = Path(__file__).parent / "data"
@@ -74,8 +74,8 @@ def test_markdown_equals_the_expected_file(results):
 
 
 def test_a_sweep_caption_heads_its_leaderboard_as_one_paragraph(results, make_config, monkeypatch, tmp_path):
-    import harness.report.leaderboard
-    from harness.callbacks import LeaderboardCallback
+    import harness.report.board
+    from harness.protocol.callbacks import LeaderboardCallback
 
     plain = build_and_write(str(results), sweep="fixture", with_plot=False)
     captioned = build_and_write(str(results), sweep="fixture", with_plot=False, sweep_caption="One seed,\n60 steps.")
@@ -83,7 +83,7 @@ def test_a_sweep_caption_heads_its_leaderboard_as_one_paragraph(results, make_co
     demo = make_config("sweep=demo", quick=False)
     assert demo.caption.startswith("Demo sweep: a smoke test of every text method, not a comparison. One seed, 60 steps")
     given = {}
-    monkeypatch.setattr(harness.report.leaderboard, "build_and_write", lambda *args, **kwargs: given.update(kwargs) or "")
+    monkeypatch.setattr(harness.report.board, "build_and_write", lambda *args, **kwargs: given.update(kwargs) or "")
     config = OmegaConf.merge(OmegaConf.to_container(demo), {"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
     LeaderboardCallback().on_multirun_end(config)
     assert given["sweep_caption"] == demo.caption and given["sweep"] == "demo"
@@ -268,7 +268,7 @@ def test_the_paper_view_reads_the_committed_reference_tables_and_collection(tmp_
 
 
 def test_convergence_frame_measures_the_gap_in_the_better_direction():
-    from harness.report.leaderboard import convergence_frame, convergence_summary
+    from harness.report.convergence import convergence_frame, convergence_summary
     summary = pd.DataFrame({
         "model": ["m"] * 4, "method": ["a", "b", "c", "d"], "task": ["t"] * 4, "n": [5] * 4,
         "higher_is_better": [True, True, False, True],
@@ -296,7 +296,7 @@ def test_convergence_frame_measures_the_gap_in_the_better_direction():
     (True, {"validation": [0.9]}, None),                                         # evaluated once: none
 ])
 def test_last_gain_is_the_selection_splits_last_evaluation_interval(higher, values, gain):
-    from harness.report.leaderboard import last_gain
+    from harness.report.frames import last_gain
     curve = [{"step": 10 * (i + 1), "split": split, "values": {"m": value, "loss": 0.0}}
              for split, series in values.items() for i, value in enumerate(series)][::-1]  # order of the steps, not the list
     found = last_gain({"curve": curve, "higher_is_better": higher}, "m", "test")
@@ -304,7 +304,7 @@ def test_last_gain_is_the_selection_splits_last_evaluation_interval(higher, valu
 
 
 def test_a_value_that_rounds_to_zero_prints_as_zero_never_minus_zero():
-    from harness.report.leaderboard import with_interval
+    from harness.report.markdown import with_interval
 
     assert with_interval(-0.0001, -0.024, 0.026, 3) == "0.000 [-0.024, 0.026]"  # head-only's normalised score
     assert with_interval(-0.0006, float("nan"), float("nan"), 3) == "-0.001"

@@ -129,8 +129,8 @@ def test_a_run_estimates_the_gradient_on_its_own_first_batches_and_counts_the_ti
     """Through the loop: initialise gets exactly grad_batches batches before step 1, the first of them
     the batch step 1 trains on (the run's own seeded order, not moved by the estimate); cost.init_seconds
     is reported and inside train_seconds."""
-    from harness.run import execute_run
-    from harness.train import StepRunner
+    from harness.engine.run import execute_run
+    from harness.engine.train import StepRunner
     from methods.lora_ga import LoraGA
 
     estimated, trained = [], []

@@ -1,8 +1,8 @@
-"""The protocol's sequential log-grid search (harness/lr_search.py): extended while the pick is on an
+"""The protocol's sequential log-grid search (harness/protocol/lr_search.py): extended while the pick is on an
 edge, refined once it is inside, always exactly `trials` points."""
 import pytest
 
-from harness.lr_search import FAILED, best_exponent, next_exponent, plan
+from harness.protocol.lr_search import FAILED, best_exponent, next_exponent, plan
 
 
 def run_search(curve, initial=(-1, 0, 1), trials=5):

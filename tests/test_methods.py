@@ -5,11 +5,11 @@ import torch
 from torch import nn
 from hydra import compose
 
-from harness.config_store import project_config
-from harness.preflight import group_options
+from harness.config.compose import project_config
+from harness.config.preflight import group_options
 from methods import METHODS, build_method
 from methods.inject import is_under
-from harness.run import trainable_checksum
+from harness.engine.run import trainable_checksum
 from tests.conftest import tiny_batch, tiny_bert, tiny_cnn, tiny_images
 from tests.training import LABELS, settings, train_steps
 

@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 import torch
 
-import harness.run
-from harness.adapter import load_adapter
-from harness.evaluate import predict
-from harness.files import sha256_file
-from harness.report.leaderboard import build_and_write
+import harness.engine.run
+from harness.store.adapter import load_adapter
+from harness.engine.evaluate import predict
+from harness.store.files import sha256_file
+from harness.report.board import build_and_write
 from harness.report.paper import paper_markdown
-from harness.records import RecordStore, identify, schema_problem
-from harness.run import execute_run, model_inputs, seed_everything
-from harness.schema import parse_settings
+from harness.store.records import RecordStore, identify, schema_problem
+from harness.engine.run import execute_run, model_inputs, seed_everything
+from harness.config.sections import parse_settings
 from methods import build_method
 from tasks import load_task
 
@@ -34,7 +34,7 @@ def finished(tmp_path_factory):
     """One real tiny run (kept adapter, evaluation every step), shared by the read-only tests."""
     from hydra import compose
 
-    from harness.config_store import project_config
+    from harness.config.compose import project_config
 
 
     base = tmp_path_factory.mktemp("finished")
@@ -130,14 +130,14 @@ def test_a_non_finite_score_is_a_failed_run_with_a_note(finished, tmp_path):
 
 
 def test_a_run_whose_score_is_nan_is_recorded_as_failed(make_config, monkeypatch):
-    real = harness.run.train
+    real = harness.engine.run.train
 
     def nan_scores(*args, **kwargs):
         outcome = real(*args, **kwargs)
         outcome.final["test"]["accuracy"] = float("nan")
         return outcome
 
-    monkeypatch.setattr(harness.run, "train", nan_scores)
+    monkeypatch.setattr(harness.engine.run, "train", nan_scores)
     record = execute_run(make_config())
     assert record["status"] == "failed"
     assert record["error"] == "test accuracy is nan at the final evaluation; a run without a finite score counts as failed"
@@ -194,7 +194,7 @@ def test_runs_csv_has_one_row_per_run_key_with_its_latest_state(make_config, mon
     execute_run(good)
     execute_run(good)  # skipped
     execute_run(bad)
-    monkeypatch.setattr(harness.run, "fine_tune", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(harness.engine.run, "fine_tune", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         execute_run(bad)  # redone, interrupted
     rows = list(csv.DictReader(open(Path(good.results_dir) / "runs.csv")))
@@ -277,7 +277,7 @@ def test_a_kept_adapter_on_a_fresh_model_gives_the_trained_outputs(finished):
 def test_regression_predictions_store_the_value_and_repeated_examples_get_distinct_ids():
     from types import SimpleNamespace
 
-    from harness.predictions import table
+    from harness.store.predictions import table
     from tasks.base import Split, TaskData
 
     split = Split([("a b",), ("c",), ("a b",)], [0.5, 1.0, 0.5])

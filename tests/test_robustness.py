@@ -12,15 +12,15 @@ import torch
 from hydra import compose
 from omegaconf import OmegaConf
 
-from harness.config_store import project_config
-from harness.cli import threads_for
-from harness.device import pick_device
+from harness.config.compose import project_config
+from harness.protocol.app import threads_for
+from harness.engine.device import pick_device
 from harness.errors import HarnessError
-from harness.report.leaderboard import build_and_write
-from harness.preflight import command_line_problems, group_options, unknown_choices
-from harness.progress import progress_line, summary
-from harness.records import RecordStore, identify, new_record
-from harness.run import execute_run
+from harness.report.board import build_and_write
+from harness.config.preflight import command_line_problems, group_options, unknown_choices
+from harness.protocol.progress import progress_line, summary
+from harness.store.records import RecordStore, identify, new_record
+from harness.engine.run import execute_run
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["model=tiny_bert", "task.limit_train=32", "task.limit_eval=16", "train.batch_size=8", "progress=false"]
@@ -75,7 +75,7 @@ BAD_RUNS = [
     (["task.source=/nonexistent"], "bbc_news: no topic folders under /nonexistent"),
     (["logger.mode=sometimes"], "logger.mode 'sometimes' unknown; allowed: auto, online, offline, disabled"),
     (["+model.kind=rnn"], "model.kind 'rnn' unknown; allowed: text, decoder, efficientnet_lite0, mlp_mnist"),
-    # caught on the command line, before anything runs (harness.preflight)
+    # caught on the command line, before anything runs (harness.config.preflight)
     (["foo=1"], "unknown config key 'foo' (in 'foo=1'); keys of the config: seed, results_dir, cache_dir,"),
     (["train.lrr=1"], "unknown config key 'train.lrr' (in 'train.lrr=1'); keys of train: epochs, max_steps, batch_size,"),
     (["hydra.foo=1"], "unknown config key 'hydra.foo' (in 'hydra.foo=1'); keys of hydra: run, sweep, launcher,"),
@@ -364,10 +364,10 @@ def test_sigint_and_sigterm_record_the_run_as_interrupted_with_one_line_and_a_re
 
 
 def test_a_failing_end_of_sweep_step_is_one_error_line_and_a_failed_exit(monkeypatch, tmp_path, capsys):
-    import harness.cli
-    import harness.report.leaderboard
-    from harness import progress
-    from harness.callbacks import LeaderboardCallback
+    import harness.protocol.app
+    import harness.report.board
+    from harness.protocol import progress
+    from harness.protocol.callbacks import LeaderboardCallback
 
     monkeypatch.setitem(progress.OUTCOME, "step_errors", 0)
     monkeypatch.setitem(progress.OUTCOME, "failed_runs", 0)
@@ -375,13 +375,13 @@ def test_a_failing_end_of_sweep_step_is_one_error_line_and_a_failed_exit(monkeyp
     def broken(*args, **kwargs):
         raise KeyError("report_split")
 
-    monkeypatch.setattr(harness.report.leaderboard, "build_and_write", broken)
+    monkeypatch.setattr(harness.report.board, "build_and_write", broken)
     config = OmegaConf.create({"results_dir": str(tmp_path), "sweep": None, "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
     LeaderboardCallback().on_multirun_end(config)
     assert capsys.readouterr().err.strip() == "error: the sweep's leaderboard failed: KeyError: 'report_split'"
     assert progress.OUTCOME["step_errors"] == 1
     monkeypatch.setattr(sys, "argv", ["harness"])
-    monkeypatch.setattr(harness.cli, "app", lambda: None)  # every run succeeded
+    monkeypatch.setattr(harness.protocol.app, "app", lambda: None)  # every run succeeded
     with pytest.raises(SystemExit) as exit_:
-        harness.cli.main()
+        harness.protocol.app.main()
     assert exit_.value.code == 1

@@ -1,12 +1,12 @@
-"""The role map (harness/roles.py): method YAMLs name roles, each model config maps them to its
+"""The role map (harness/config/roles.py): method YAMLs name roles, each model config maps them to its
 module names, and the composed config (and so the run key) holds the resolved patterns."""
 import pytest
 from omegaconf import OmegaConf
 
 from harness.errors import HarnessError
-from harness.preflight import group_options
-from harness.records import run_key
-from harness.roles import resolve_roles
+from harness.config.preflight import group_options
+from harness.store.records import run_key
+from harness.config.roles import resolve_roles
 from methods import build_method
 
 BERT_FFN_OUT = r"re:.*\.layer\.\d+\.output\.dense"
@@ -73,7 +73,7 @@ def test_lora_runs_on_the_cnn_without_target_overrides(make_config):
     from torch import nn
 
     from harness.models import load_model
-    from harness.schema import parse_settings
+    from harness.config.sections import parse_settings
 
     cfg = make_config("method=lora", "model=efficientnet_lite0", "task=digits", quick=False)
     model = load_model(parse_settings(cfg).model, 10)

@@ -7,11 +7,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import harness.run
+import harness.engine.run
 from harness.errors import HarnessError
-from harness.preflight import CONF_DIR
-from harness.records import RecordStore, resolved_config, run_key
-from harness.run import execute_run
+from harness.config.preflight import CONF_DIR
+from harness.store.records import RecordStore, resolved_config, run_key
+from harness.engine.run import execute_run
 
 
 def records_of(cfg) -> dict:
@@ -47,7 +47,7 @@ def test_success_record_has_every_field_of_the_schema(make_config):
 def test_resume_skips_a_finished_run_and_redoes_a_failed_one(make_config, monkeypatch):
     cfg = make_config()
     first = execute_run(cfg)
-    monkeypatch.setattr(harness.run, "fine_tune", lambda *a: pytest.fail("a finished run was redone"))
+    monkeypatch.setattr(harness.engine.run, "fine_tune", lambda *a: pytest.fail("a finished run was redone"))
     assert execute_run(cfg) == first
     monkeypatch.undo()
 
@@ -57,7 +57,7 @@ def test_resume_skips_a_finished_run_and_redoes_a_failed_one(make_config, monkey
     def retried(*args):
         raise HarnessError("retried")
 
-    monkeypatch.setattr(harness.run, "fine_tune", retried)
+    monkeypatch.setattr(harness.engine.run, "fine_tune", retried)
     assert execute_run(failing)["error"] == "retried"  # redone, not skipped
 
 
@@ -73,7 +73,7 @@ def test_a_failing_run_in_the_middle_of_a_sweep_is_recorded_and_the_sweep_goes_o
 
 
 def test_nan_loss_is_a_failed_run(make_config, monkeypatch):
-    real = harness.run.build_method
+    real = harness.engine.run.build_method
 
     def poisoned(model, node, head):
         method = real(model, node, head)
@@ -81,13 +81,13 @@ def test_nan_loss_is_a_failed_run(make_config, monkeypatch):
             model.classifier.weight.fill_(float("nan"))
         return method
 
-    monkeypatch.setattr(harness.run, "build_method", poisoned)
+    monkeypatch.setattr(harness.engine.run, "build_method", poisoned)
     record = execute_run(make_config())
     assert record["status"] == "failed" and record["error"].startswith("loss is nan at step 1")
 
 
 def test_bad_config_fails_before_loading_and_is_not_a_success(make_config, monkeypatch):
-    monkeypatch.setattr(harness.run, "load_task", lambda *a: pytest.fail("data loaded despite a bad config"))
+    monkeypatch.setattr(harness.engine.run, "load_task", lambda *a: pytest.fail("data loaded despite a bad config"))
     record = execute_run(make_config("method.r=0"))
     assert record["status"] == "failed" and record["error"] == "method.r must be a positive rank, got 0"
 

@@ -1,5 +1,5 @@
 """A run with its frozen backbone sharded over two CPU processes (fsdp=true: FSDP2 over gloo,
-harness/sharding.py) against one process with the same global accumulation: same run key, loss curve and
+harness/engine/sharding.py) against one process with the same global accumulation: same run key, loss curve and
 metrics within float tolerance, same trained weights; each rank holds half of every sharded frozen weight;
 the methods that need whole frozen weights are refused in one line."""
 import os
@@ -18,10 +18,10 @@ SHARDING_METHODS = {**METHOD, "dora_dynamic": ["method.dropout=0", "method.delta
 ENTRY = """
 import sys
 import torch.distributed as dist
-import harness.sharding
+import harness.engine.sharding
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
-original = harness.sharding.shard
+original = harness.engine.sharding.shard
 
 def say(line):  # one write of a short line: atomic on a pipe, so the ranks' lines never interleave (print writes twice)
     sys.stdout.write(line + "\\n")
@@ -36,8 +36,8 @@ def shard(method, device):
     units = [name or "model" for name, module in method.model.named_modules() if isinstance(module, FSDPModule)]
     say(f"rank {dist.get_rank()}: units {','.join(units)}")
 
-harness.sharding.shard = shard
-from harness.cli import main
+harness.engine.sharding.shard = shard
+from harness.protocol.app import main
 main()
 """
 

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from harness.errors import HarnessError
-from harness.schema import TaskConfig
+from harness.config.sections import TaskConfig
 from tasks import load_task
 from tasks import tokenize as tokenize_module
 from tasks.tokenize import encode_cached
@@ -115,7 +115,7 @@ def test_a_default_run_does_not_import_scikit_learn(tmp_path):
     code = ("import sys; sys.argv = ['harness', 'model=tiny_bert', 'task.limit_train=16', 'task.limit_eval=8', "
             f"'train.max_steps=1', 'progress=false', 'results_dir={tmp_path}', 'cache_dir={tmp_path / 'cache'}', "
             f"'hydra.run.dir={tmp_path / 'out'}']\n"
-            "from harness.cli import main\ntry:\n    main()\nfinally:\n"
+            "from harness.protocol.app import main\ntry:\n    main()\nfinally:\n"
             "    print(sorted(m for m in ('sklearn', 'matplotlib') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
                           timeout=300)

@@ -9,10 +9,10 @@ import torch
 import transformers
 
 from harness.errors import HarnessError
-from harness.loggers import NullLogger
-from harness.schedule import build_scheduler
-from harness.schema import TrainConfig
-from harness.train import batch_indices, plan_steps, train
+from harness.engine.loggers import NullLogger
+from harness.engine.schedule import build_scheduler
+from harness.config.sections import TrainConfig
+from harness.engine.train import batch_indices, plan_steps, train
 from methods.lora import LoRA, LoraConfig
 from tasks import metrics
 from tasks.base import Split, TaskData

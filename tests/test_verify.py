@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from harness.records import RecordStore
-from harness.run import execute_run
-from harness.verify import compare, main, provenance_here, sample_records
+from harness.store.records import RecordStore
+from harness.engine.run import execute_run
+from harness.protocol.verify import compare, main, provenance_here, sample_records
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A few optimizer steps of a method the way the loop drives it (harness/train.py), for method tests."""
+"""A few optimizer steps of a method the way the loop drives it (harness/engine/train.py), for method tests."""
 from typing import Callable, Optional
 
 import torch

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.config.paths import REFERENCE_DIR
 from harness.errors import HarnessError
-from harness.records import RecordStore, method_label
-from harness.report.leaderboard import runs_frame
+from harness.store.records import RecordStore, method_label
+from harness.report.frames import runs_frame
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
 SELECTION = {"stat": ("mean", "median"), "which": ("final", "best")}
 
 

@@ -27,13 +27,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.provenance import code_version
+from harness.store.provenance import code_version
 from harness.report import plots
 from harness.report.cells import REFERENCES
-from harness.report.leaderboard import (Board, assemble, convergence_frame, convergence_summary, convergence_table, flag_note, flags,
-                                        tuning_table, with_interval, write_csvs)
+from harness.report.board import Board, assemble, write_csvs
+from harness.report.convergence import convergence_frame, convergence_summary, convergence_table
+from harness.report.flags import flag_note, flags
+from harness.report.markdown import tuning_table, with_interval
 from harness.report.paper import REFERENCE_DIR, paper_view
-from harness.records import method_label
+from harness.store.records import method_label
 
 ASSETS = Path(__file__).parent / "site_assets"
 

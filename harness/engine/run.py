@@ -1,0 +1,320 @@
+"""One run from composed config to written record (design.md §2).
+
+`execute_run` keeps the record's life cycle: take the run key's lock (or leave the run to the process
+that holds it), skip if a success record exists, write `running`, fine-tune, write `success`,
+`failed` with the error, or `interrupted` (SIGINT/SIGTERM; re-raised). `fine_tune` is the work in
+between, in three stages: `set_up` (settings, data, model, method), `train` (harness/engine/train.py, which
+continues from the run's checkpoint if an earlier attempt left one: harness/engine/checkpoint.py) and
+`assemble` (the record's metrics, counts, predictions and cost).
+"""
+import hashlib
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from harness.engine import distributed
+from harness.engine.checkpoint import CheckpointConfig, Checkpointer
+from harness.engine.device import autocast_dtype, device_name, make_deterministic, pick_device
+from harness.errors import HarnessError, Interrupted, one_line
+from harness.store.files import ensure_writable
+from harness.engine.loggers import NullLogger, build_logger
+from harness.engine.memory import read_peak, reset_peak
+from harness.store.provenance import provenance, utc_now
+from harness.store.records import Identity, RecordStore, identify, new_record, reported_adapter_params, reported_score
+from harness.config.sections import LoggerConfig, RunSettings, parse_section, parse_settings
+from harness.engine.train import Outcome, train
+from methods import Method, build_method, parse_method_config
+from tasks import TaskData, load_task
+from tasks.pixels import PixelSplit
+from tasks.tokenize import encode_cached
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def model_inputs(task, run, cache_dir) -> tuple[dict, int, int]:
+    """Every split as the model's input (token ids, or pixels at the model's size), the number of
+    tokenization cache hits and the padding id."""
+    if task.is_image != run.model.is_image:
+        kinds = {True: "an image", False: "a text"}
+        raise HarnessError(f"task '{task.name}' is {kinds[task.is_image]} task but model '{run.model.name}' is "
+                           f"{kinds[run.model.is_image]} model; choose a model of the task's kind")
+    if task.is_generative and run.model.kind != "decoder":
+        raise HarnessError(f"task '{task.name}' is generative (the model writes its answer) but model '{run.model.name}' "
+                           f"is of kind '{run.model.kind}'; choose a decoder (model.kind: decoder, e.g. model=smollm2_135m)")
+    if task.is_image:
+        model = run.model
+        return {name: PixelSplit.from_split(split, model.image_size, model.channels, model.mean, model.std)
+                for name, split in task.splits.items()}, 0, 0
+    from harness.models import load_tokenizer, max_positions
+
+    tokenizer = load_tokenizer(run.model, cache_dir)
+    positions = max_positions(run.model, cache_dir)
+    if positions is not None and run.task.max_length > positions:
+        raise HarnessError(f"task.max_length={run.task.max_length} exceeds the {positions} positions of model "
+                           f"'{run.model.name}'; allowed: 2 to {positions}")
+    encoded, cache_hits = {}, 0
+    for name, split in task.splits.items():
+        encoded[name], hit = encode_cached(task.name, name, split, tokenizer, run.task.max_length,
+                                           task.is_regression, cache_dir, task.generation)
+        cache_hits += hit
+    return encoded, cache_hits, tokenizer.pad_token_id or 0
+
+
+def trainable_checksum(method) -> str:
+    """SHA-256 of the names and bytes of everything the method learned (`Method.state_tensors`: the
+    trained parameters, and masks, folded weights, trained BatchNorm statistics): equal checksums,
+    equal learned state."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(method.state_tensors().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class Setup:
+    """What a run trains: the validated settings, device and precision, the task's encoded splits, and
+    the model with its method applied."""
+
+    run: RunSettings
+    device: torch.device
+    dtype: torch.dtype | None
+    task: TaskData
+    encoded: dict
+    cache_hits: int
+    pad_id: int
+    model: torch.nn.Module
+    method: Method
+    wall_started: float
+
+
+def fine_tune(cfg: DictConfig, record: dict, logger, store: RecordStore) -> None:
+    """Train and evaluate in three stages (setup, training, record assembly); fills
+    record['params'|'metrics'|'cost'|'provenance'|'predictions'] (and 'adapter' with save_adapter=true),
+    the files they name written beside the record."""
+    setup = set_up(cfg, record)
+    reset_peak(setup.device)
+    outcome = run_training(cfg, setup, logger, store, record["run_key"], progress=bool(cfg.get("progress", True)))
+    assemble(record, setup, outcome, store, save_adapter=bool(cfg.get("save_adapter")))
+
+
+def run_training(cfg: DictConfig, setup: "Setup", logger, store: RecordStore, key: str, progress: bool) -> Outcome:
+    """The training stage, continuing from the run's checkpoint where an earlier attempt left one."""
+    checkpointer = Checkpointer(parse_section(CheckpointConfig, cfg.get("checkpoint"), "checkpoint"), store.beside(key, "checkpoint.pt"))
+    return train(setup.model, setup.method, setup.task, setup.encoded, setup.run, setup.device, setup.dtype, setup.pad_id,
+                 logger, progress=progress, checkpointer=checkpointer, run_key=key)
+
+
+def set_up(cfg: DictConfig, record: dict) -> Setup:
+    """Settings checked (every config error before any loading), device, data, model and method;
+    record['provenance'] and record['params'] (the counts at the start) filled."""
+    wall_started = time.perf_counter()
+    run = parse_settings(cfg)
+    parse_method_config(cfg.method)
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    if cfg.get("deterministic"):
+        make_deterministic()
+    processes = distributed.world()[1]
+    if run.train.grad_accum % processes:
+        raise HarnessError(f"train.grad_accum={run.train.grad_accum} must be a multiple of the run's {processes} processes (each "
+                           f"accumulates grad_accum / {processes} micro-batches); allowed: {processes}, {2 * processes}, ...")
+    device = distributed.set_up(pick_device(run.train.device, cfg.get("job_index")))
+    dtype = autocast_dtype(run.train.precision, device)
+    record["provenance"] = {**provenance(device_name(device)), "deterministic": bool(cfg.get("deterministic")), "processes": processes,
+                            **({"sharding": "fsdp"} if cfg.get("fsdp") else {})}
+
+    from harness.models import load_model  # transformers import: only when running
+
+    if cfg.get("cache_dir"):
+        ensure_writable(Path(cfg.cache_dir), "cache_dir")
+    task = load_task(run.task)
+    encoded, cache_hits, pad_id = model_inputs(task, run, cfg.get("cache_dir"))
+    seed_everything(run.seed)
+    model = load_model(run.model, task.num_labels, cfg.get("cache_dir"))
+    if task.is_generative and cfg.method.name == "head":
+        raise HarnessError(f"method 'head' trains a fresh task head, and generative task '{task.name}' has none (the model "
+                           f"writes its answer with its pretrained LM head); choose an adapter method or full")
+    method = build_method(model, cfg.method, [] if task.is_generative else run.model.head_modules)
+    if cfg.get("fsdp"):  # the frozen backbone sharded over the ranks (harness/engine/sharding.py)
+        from harness.engine.sharding import shard
+
+        shard(method, device)
+    else:
+        model.to(device)
+    record["params"] = method.param_counts()
+    return Setup(run, device, dtype, task, encoded, cache_hits, pad_id, model, method, wall_started)
+
+
+def assemble(record: dict, setup: Setup, outcome: Outcome, store: RecordStore, save_adapter: bool) -> None:
+    """The record's metrics, final counts, checksum, predictions file, kept adapter and cost; a run
+    without a finite reported score fails here."""
+    task, method = setup.task, setup.method
+    record["metrics"] = {
+        "primary": task.primary,
+        "higher_is_better": task.higher_is_better,
+        "report_split": task.report_split,
+        "curve": outcome.curve,
+        "final": outcome.final,
+        "best": outcome.best,
+        "best_step": outcome.best_step,
+    }
+    allocation = method.allocation()
+    if allocation is not None:  # methods that reallocate a rank budget during training
+        record["params"] = {**record["params"], "adapter_final": method.param_counts()["adapter"], "ranks_final": allocation}
+    record["params"]["trainable_sha256"] = trainable_checksum(method)
+    for which in ("final", "best"):
+        score = reported_score(record, which)
+        if not math.isfinite(score):
+            raise HarnessError(f"{task.report_split} {task.primary} is {score} at the {which} evaluation; "
+                               f"a run without a finite score counts as failed")
+    from harness.store.predictions import write_predictions
+
+    record["predictions"] = write_predictions(store.beside(record["run_key"], "predictions.parquet"), task, setup.encoded, outcome)
+    if save_adapter:
+        from harness.store.adapter import save_adapter as write_adapter
+
+        record["adapter"] = write_adapter(store.beside(record["run_key"], "adapter.safetensors"), method)
+    record["cost"] = {
+        "train_seconds": round(outcome.train_seconds, 3),
+        "eval_seconds": round(outcome.eval_seconds, 3),
+        "init_seconds": round(outcome.init_seconds, 3),
+        "wall_seconds": round(time.perf_counter() - setup.wall_started, 3),
+        "steps": outcome.steps,
+        "examples_per_second": round(outcome.examples / max(outcome.train_seconds, 1e-9), 2),
+        "seconds_per_step": round(outcome.train_seconds / max(outcome.steps, 1), 4),
+        "tokenize_cache_hits": setup.cache_hits,
+        **{k: round(v, 1) for k, v in read_peak(setup.device).items()},
+        **({"resumed_from_step": outcome.resumed_from_step} if outcome.resumed_from_step is not None else {}),
+    }
+
+
+def run_head(record: dict) -> str:
+    """Which run a record is, as the summary lines start."""
+    return f"{record['method']} | {record['task']} | {record['model']} | seed {record['seed']}"
+
+
+def summary_line(record: dict) -> str:
+    head = run_head(record)
+    if record["status"] != "success":
+        return f"{head} | {record['status'].upper()}: {record['error']}"
+    params, metrics, cost = record["params"], record["metrics"], record["cost"]
+    adapter = reported_adapter_params(params)
+    share = 100 * adapter / max(params["backbone"], 1)
+    return (f"{head} | adapter params {adapter:,} ({share:.2f}% of backbone) | "
+            f"{metrics['report_split']} {metrics['primary']} {100 * reported_score(record):.2f} | {cost['wall_seconds']:.1f} s")
+
+
+def execute_run(cfg: DictConfig) -> dict | None:
+    """Run one composed config unless it already succeeded (its record is returned) or another
+    process holds its lock (one line, and None: that process trains it)."""
+    from filelock import Timeout
+
+    run = identify(cfg)
+    store = RecordStore(run.cfg.results_dir)
+    if not distributed.is_main():
+        return follow(run, store)
+    store.ensure_writable()
+    lock = store.lock(run.key)
+    try:
+        lock.acquire()
+    except Timeout:
+        distributed.agree(False)
+        print(f"skip {run.key}: another process is training this run (it holds {lock.lock_file})", file=sys.stderr)
+        return None
+    try:
+        return execute_locked(run, store)
+    finally:
+        lock.release()
+
+
+def peer_failure(store: RecordStore, key: str) -> str | None:
+    """The error another rank of a data-parallel run wrote before it exited, if one did."""
+    failed = sorted(store.runs_dir.glob(f"{key}.rank*.error"))
+    return failed[0].read_text().strip() if failed else None
+
+
+def follow(run: Identity, store: RecordStore) -> None:
+    """A data-parallel run's rank > 0 (harness/engine/distributed.py): trains beside rank 0 when it runs the
+    run, writing nothing; a failure is written beside the record for rank 0, then raised."""
+    if not distributed.agree(None):
+        return None
+    try:
+        if run.problem is not None:
+            raise run.problem
+        run_training(run.cfg, set_up(run.cfg, new_record(run.config, run.key)), NullLogger(), store, run.key, progress=False)
+    except Exception as error:
+        store.beside(run.key, f"rank{distributed.world()[0]}.error").write_text(f"rank {distributed.world()[0]}: {one_line(error)}\n")
+        wait_for_main(store, run.key)  # rank 0 meets the same config error and records it, or records this one
+        raise
+    return None
+
+
+def wait_for_main(store: RecordStore, key: str, seconds: float = 30.0) -> None:
+    """Until rank 0's record of `key` is final (or `seconds` pass: rank 0 is then stuck in a collective,
+    and torchrun stops it when this rank exits)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        record = store.read(key)
+        if record is not None and record["status"] != "running":
+            return
+        time.sleep(0.2)
+
+
+def execute_locked(run: Identity, store: RecordStore) -> dict:
+    """The record's life cycle, with the run key's lock held."""
+    previous = store.read(run.key)
+    for problem in store.problems:
+        print(f"note: {problem}; the run is done again", file=sys.stderr)
+    if not distributed.agree(previous is None or previous["status"] != "success"):
+        print(f"skip {run.key}: already succeeded ({summary_line(previous)})", file=sys.stderr)
+        return previous
+    for stale in store.runs_dir.glob(f"{run.key}.rank*.error"):  # an earlier attempt's
+        stale.unlink()
+    record = new_record(run.config, run.key)
+    logger = NullLogger()  # until the logger's own config is checked
+    store.write(record)
+    try:
+        if run.problem is not None:
+            raise run.problem
+        logger = build_logger(parse_section(LoggerConfig, run.cfg.logger, "logger"), run.cfg.results_dir)
+        logger.start(record)
+        fine_tune(run.cfg, record, logger, store)
+        record["status"] = "success"
+    except (Interrupted, KeyboardInterrupt) as error:  # recorded, then re-raised: the process exits 130/143
+        record["status"], record["error"] = "interrupted", str(error) if isinstance(error, Interrupted) else "interrupted by SIGINT"
+        if (failure := peer_failure(store, run.key)) is not None:  # torchrun stopped this rank because another failed
+            record["status"], record["error"] = "failed", failure
+        error.run = f"{run_head(record)} ({run.key})"  # for the one line harness.protocol.app prints
+        raise
+    except Exception as error:
+        failure = peer_failure(store, run.key)
+        if failure is None and distributed.lost_peer(error):  # a rank was killed or pre-empted: resumable, like a kill
+            record["status"], record["error"] = "interrupted", f"another rank of this run stopped: {one_line(error)}"
+            return record
+        own = isinstance(error, HarnessError) or failure is None  # a config error is rank 0's own; a collective's is an echo
+        record["status"], record["error"] = "failed", one_line(error) if own else failure
+        if not isinstance(error, HarnessError):  # unexpected: keep the traceback for debugging
+            import traceback
+
+            record["traceback"] = traceback.format_exc()
+    finally:
+        if record["status"] in ("success", "failed"):  # an interrupted or killed run keeps its checkpoint
+            store.beside(run.key, "checkpoint.pt").unlink(missing_ok=True)
+        record["provenance"]["ended_at"] = utc_now()
+        store.write(record)
+        logger.finish(record)
+        if record["status"] != "interrupted":
+            print(summary_line(record), file=sys.stderr if record["status"] != "success" else sys.stdout, flush=True)
+    return record

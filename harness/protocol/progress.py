@@ -1,0 +1,118 @@
+"""Progress of a whole sweep, whatever launcher runs it (basic, joblib, submitit).
+
+At the start of a multirun the callback composes every run of the sweep (as Hydra's basic sweeper
+expands it, per-task tables applied), computes their run keys and writes them to
+`<sweep dir>/sweep_plan.json` with the start time and the keys that had already succeeded. After each
+run, the process that ran it reads the plan and the records and prints one line:
+
+    [sweep 7/20] 5 done, 1 skipped, 1 failed, 13 remaining; ETA 6m40s
+
+At the end the callback prints every failed or interrupted run with its error, runs that left no
+record, and runs that another launcher is training (it holds their lock; not a failure of this
+sweep), and marks the sweep as failed if any run failed or left no record, which makes
+`python -m harness` exit with status 1.
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+from hydra import compose
+from omegaconf import DictConfig
+
+from harness.store.records import RecordStore, identify
+
+PLAN_FILE = "sweep_plan.json"
+OUTCOME = {"failed_runs": 0, "step_errors": 0}  # set by the multirun's callback, read by harness.protocol.app.main
+
+
+def planned_keys(arguments: list[str]) -> list[str | None]:
+    """The run key of every run of the sweep (None where a run cannot be composed)."""
+    from harness.protocol.plan import expand
+
+    keys = []
+    for run in expand(arguments):
+        try:
+            keys.append(identify(compose("config", overrides=run)).key)
+        except Exception:
+            keys.append(None)
+    return keys
+
+
+def write_plan(config: DictConfig) -> None:
+    keys = planned_keys(list(config.hydra.overrides.task))
+    store = RecordStore(config.results_dir)
+    done = [k for k in keys if k and (r := store.read(k)) is not None and r["status"] == "success"]
+    sweep_dir = Path(config.hydra.sweep.dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / PLAN_FILE).write_text(json.dumps({"started": time.time(), "keys": keys, "done_before": done,
+                                                   "results_dir": str(config.results_dir)}))
+
+
+def statuses(plan: dict) -> dict[str, list[str]]:
+    store = RecordStore(plan["results_dir"])
+    groups = {"done": [], "skipped": [], "failed": [], "remaining": []}
+    before = set(plan["done_before"])
+    for key in plan["keys"]:
+        record = store.read(key) if key else None
+        status = record["status"] if record else None
+        if key in before:
+            groups["skipped"].append(key)
+        elif status == "success":
+            groups["done"].append(key)
+        elif status in ("failed", "interrupted"):
+            groups["failed"].append(key)
+        else:
+            groups["remaining"].append(key)
+    return groups
+
+
+def trained_elsewhere(store: RecordStore, keys: list[str]) -> list[str]:
+    """The keys among `keys` whose lock another process holds: another launcher is training them."""
+    return [key for key in keys if key and store.is_locked(key)]
+
+
+def duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def progress_line(plan: dict, now: float | None = None, groups: dict[str, list[str]] | None = None) -> str:
+    groups = groups or statuses(plan)
+    finished = len(groups["done"]) + len(groups["failed"])
+    total = len(plan["keys"])
+    line = (f"[sweep {total - len(groups['remaining'])}/{total}] {len(groups['done'])} done, "
+            f"{len(groups['skipped'])} skipped, {len(groups['failed'])} failed, {len(groups['remaining'])} remaining")
+    if finished and groups["remaining"]:
+        elapsed = (now or time.time()) - plan["started"]
+        line += f"; ETA {duration(elapsed / finished * len(groups['remaining']))}"
+    return line
+
+
+def report_progress(sweep_dir: str) -> None:
+    path = Path(sweep_dir) / PLAN_FILE
+    if path.is_file():
+        print(progress_line(json.loads(path.read_text())), file=sys.stderr, flush=True)
+
+
+def summary(sweep_dir: str) -> tuple[str, int]:
+    """The end-of-sweep summary and the number of runs that did not succeed."""
+    path = Path(sweep_dir) / PLAN_FILE
+    if not path.is_file():
+        return "", 0
+    plan = json.loads(path.read_text())
+    groups = statuses(plan)
+    store = RecordStore(plan["results_dir"])
+    lines = [progress_line(plan, groups=groups).replace("[sweep", "[sweep end", 1)]
+    for key in groups["failed"]:
+        record = store.read(key)
+        lines.append(f"  {record['status'].upper()} {record['method']} | {record['task']} | {record['model']} | seed {record['seed']} "
+                     f"({key}): {record['error']}")
+    elsewhere = trained_elsewhere(store, groups["remaining"])
+    for key in groups["remaining"]:
+        if key in elsewhere:
+            lines.append(f"  ELSEWHERE {key}: another process is training it (it holds the run's lock)")
+        else:
+            lines.append(f"  NO RECORD {key or '(run could not be composed)'}: see its error above")
+    return "\n".join(lines), len(groups["failed"]) + len(groups["remaining"]) - len(elsewhere)

@@ -1,0 +1,266 @@
+"""Run records (design.md §3): one JSON file per run in <results_dir>/runs/, the source of truth.
+
+The run key is a short hash of the resolved config without the keys that do not change a result
+(where results and caches go, logging, progress display, thread count, the sweep's name and caption, tags, the
+instructions of a tuning protocol and a run's place in it (`tuning`), the per-task table whose values are already in place,
+`deterministic` (GPU kernel choice; the flag is recorded), the job's index in a parallel sweep,
+whether the adapter is kept, step checkpoints and FSDP sharding). `identify` is the one config → run-key function: the run, the dry-run
+listing, sweep progress and the tuning protocol all call it.
+
+Every record is checked against `harness/store/record.schema.json` when written and when read: a reader
+lists an invalid record with its reason and skips it. A success whose reported score is not finite
+is read as a failed run, with a note. Records are written atomically (harness/store/files.py). One run key
+is trained by one process at a time: `RecordStore.lock` (a file lock that the OS releases when its
+process dies, so a dead launcher's lock is taken over).
+"""
+import copy
+import functools
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from harness.errors import HarnessError
+from harness.store.files import atomic_write_text, ensure_writable
+from harness.config.per_task import effective_config
+
+SCHEMA_VERSION = 1
+SCHEMA_FILE = Path(__file__).with_name("record.schema.json")
+NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "logger", "progress", "threads", "sweep", "tags", "hydra", "protocol", "tuning",
+                     "per_task", "deterministic", "job_index", "save_adapter", "checkpoint", "fsdp", "caption")
+LOCK_WAIT_SECONDS = 1.0  # a launcher waits this long for a run's lock before leaving the run to its holder
+
+
+def method_label(method: str, variant: str | None) -> str:
+    """A method's display label in tables and listings: its registry name, the variant in brackets."""
+    return f"{method}[{variant}]" if variant else method
+
+
+def reported_adapter_params(params: dict) -> int:
+    """The adapter count tables report: the kept count for methods that prune a rank budget
+    during training (`adapter_final`), else the trained count (`adapter`)."""
+    return params.get("adapter_final", params["adapter"])
+
+
+def reported_score(record: dict, which: str = "final") -> float:
+    """The primary metric on the report split at the final (or best) evaluation."""
+    metrics = record["metrics"]
+    return metrics[which][metrics["report_split"]][metrics["primary"]]
+
+
+def resolved_config(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+
+
+def semantic_config(config: dict) -> dict:
+    config = copy.deepcopy(config)
+    for key in NON_SEMANTIC_KEYS:
+        config.pop(key, None)
+    if isinstance(config.get("model"), dict):  # the role map only names targets; their resolved patterns are in method.targets
+        config["model"].pop("roles", None)
+    return config
+
+
+def run_key(config: dict) -> str:
+    """The key of a resolved config (a record's `config`, which `identify` prepared)."""
+    text = json.dumps(semantic_config(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Identity:
+    """A composed config as it runs: per-task entries applied, scalars given for lists made lists
+    (`cfg`), resolved (`config`), its run key, and the error a bad per-task table gives (the run is
+    then recorded as failed under the key of the config without it)."""
+
+    cfg: DictConfig
+    config: dict
+    key: str
+    problem: HarnessError | None
+
+
+def identify(cfg: DictConfig) -> Identity:
+    from harness.config.sections import scalars_as_lists  # imports torch: readers of records (leaderboard) need not
+
+    cfg, problem = effective_config(cfg)
+    cfg = scalars_as_lists(cfg)
+    config = resolved_config(cfg)
+    return Identity(cfg, config, run_key(config), problem)
+
+
+def text_or_none(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def new_record(config: dict, key: str) -> dict:
+    """A `running` record; its summary fields are typed as the schema says even where the config's
+    values are wrong (e.g. `seed=abc`: seed null, the value stays in `config`; the run then fails)."""
+    section = lambda name: config.get(name) if isinstance(config.get(name), dict) else {}  # noqa: E731
+    seed = config.get("seed")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_key": key,
+        "status": "running",
+        "error": None,
+        "method": text_or_none(section("method").get("name")),
+        "variant": text_or_none(section("method").get("variant")),
+        "task": text_or_none(section("task").get("name")),
+        "model": text_or_none(section("model").get("name")),
+        "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        "sweep": text_or_none(config.get("sweep")),
+        "tags": [str(tag) for tag in config.get("tags") or []],
+        "config": config,
+        "params": {},
+        "metrics": {},
+        "cost": {},
+        "provenance": {},
+    }
+
+
+class InvalidRecord(Exception):
+    """A record file that is not valid JSON or does not follow the record schema."""
+
+
+@functools.cache
+def validator():
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+
+
+def schema_problem(record: object) -> str | None:
+    """Why `record` does not follow the schema (the most relevant error, one line), or None."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(validator().iter_errors(record))
+    if error is None:
+        return None
+    where = ".".join(str(part) for part in error.absolute_path) or "record"
+    message = " ".join(error.message.split())
+    return f"{where}: {message[:200]}{'...' if len(message) > 200 else ''}"
+
+
+def checked(record: object, name: str) -> tuple[dict, str | None]:
+    """The record if it is valid, and a note when a success is read as a failure (non-finite
+    score); an invalid record raises InvalidRecord with the reason."""
+    problem = schema_problem(record)
+    if problem is None and record["status"] == "success":
+        metrics = record["metrics"]
+        for which in ("final", "best"):
+            try:
+                reported_score(record, which)
+            except (KeyError, TypeError):
+                problem = f"metrics.{which}: no {metrics['primary']} on the report split '{metrics['report_split']}'"
+                break
+    if problem is not None:
+        raise InvalidRecord(f"{name}: {problem}")
+    if record["status"] == "success":
+        scores = {which: reported_score(record, which) for which in ("final", "best")}
+        bad = {which: score for which, score in scores.items() if score is None or not math.isfinite(score)}
+        if bad:
+            metrics = record["metrics"]
+            text = ", ".join(f"{which} {metrics['report_split']} {metrics['primary']} = {score}" for which, score in bad.items())
+            record = {**record, "status": "failed", "error": f"non-finite score ({text})"}
+            return record, f"{name}: non-finite score ({text}); counted as a failed run"
+    return record, None
+
+
+def read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InvalidRecord(f"{path.name}: unreadable ({' '.join(str(error).split())})") from None
+
+
+class RecordStore:
+    def __init__(self, results_dir: str | os.PathLike):
+        self.runs_dir = Path(results_dir) / "runs"
+        self.problems: list[str] = []  # why records read through `read` were skipped or changed
+
+    def ensure_writable(self) -> None:
+        ensure_writable(self.runs_dir, "results_dir")
+
+    def path(self, key: str) -> Path:
+        return self.runs_dir / f"{key}.json"
+
+    def beside(self, key: str, suffix: str) -> Path:
+        """A file that belongs to the record of `key` (predictions, adapter, step log)."""
+        return self.runs_dir / f"{key}.{suffix}"
+
+    def files(self, key: str) -> list[Path]:
+        """The files of the record of `key`: the record and every file beside it, its lock aside."""
+        return [path for path in self.runs_dir.glob(f"{key}.*") if path.suffix != ".lock"]
+
+    def read(self, key: str) -> dict | None:
+        """The record of `key`, or None if there is none or it is invalid (then it is redone; the
+        reason is added to `problems`)."""
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            record, note = checked(read_json(path), path.name)
+        except InvalidRecord as error:
+            self.problems.append(str(error))
+            return None
+        if note:
+            self.problems.append(note)
+        return record
+
+    def write(self, record: dict) -> None:
+        problem = schema_problem(json.loads(json.dumps(record, default=str)))
+        if problem is not None:  # a bug in the writer: never leave a record that readers would skip
+            raise HarnessError(f"record {record.get('run_key')} does not follow {SCHEMA_FILE.name}: {problem}")
+        atomic_write_text(self.path(record["run_key"]), json.dumps(record, indent=1, default=str))
+
+    def lock(self, key: str):
+        """The lock of run `key` (a filelock.FileLock on <key>.lock; the OS drops it when its holder dies)."""
+        from filelock import FileLock
+
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        return FileLock(self.beside(key, "lock"), timeout=LOCK_WAIT_SECONDS)
+
+    def is_locked(self, key: str) -> bool:
+        """Whether a process holds the lock of run `key` now (training it)."""
+        from filelock import Timeout
+
+        lock = self.lock(key)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return True
+        lock.release()
+        return False
+
+    def load_all(self) -> tuple[list[dict], list[str]]:
+        """Every valid record, and one line per file that is invalid (listed, never counted) or
+        whose success was read as a failure."""
+        records, problems = [], []
+        for path in sorted(self.runs_dir.glob("*.json")):
+            try:
+                record, note = checked(read_json(path), path.name)
+            except InvalidRecord as error:
+                problems.append(str(error))
+                continue
+            records.append(record)
+            if note:
+                problems.append(note)
+        return drop_stale_duplicates(records, problems)
+
+
+def drop_stale_duplicates(records: list[dict], problems: list[str]) -> tuple[list[dict], list[str]]:
+    """A record whose key was made under an older key scheme (e.g. before a config key became
+    non-semantic) is the same run as the record under its config's current key: a resumed sweep
+    redid it there. Such a stale copy is reported and left out, so that the run counts once."""
+    keys = {record["run_key"] for record in records}
+    kept = []
+    for record in records:
+        current = run_key(record["config"])
+        if record["run_key"] != current and current in keys:
+            problems.append(f"{record['run_key']}.json: the same run as {current}.json (a key from an older key scheme); counted once")
+        else:
+            kept.append(record)
+    return kept, problems
