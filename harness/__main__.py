@@ -1,4 +1,4 @@
-from harness.protocol.app import main
 from harness.fast_exit import run_then_exit
+from harness.protocol.app import main
 
 run_then_exit(main)

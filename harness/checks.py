@@ -1,5 +1,6 @@
 """Argument checks shared by every wing: a condition or a one-line error, and a config section checked
 against its dataclass (unknown keys, wrong types) with the error naming the key and what is allowed."""
+
 from dataclasses import fields
 from typing import Any
 

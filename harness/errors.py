@@ -1,5 +1,6 @@
 """The exception types users see: a single line naming what is wrong and what is allowed, and the
 interruption of a run by a signal."""
+
 import signal
 
 

@@ -6,6 +6,7 @@ and closed — the process runs its exit handlers (logging's flush among them), 
 streams and ends with `os._exit`, keeping the exit status `sys.exit` would have given. Where other
 non-daemon threads are still alive (a launcher's pool, a logger's uploader) it exits the normal way, so that they
 are joined as usual; an uncaught exception also takes the normal way (its traceback is printed)."""
+
 import atexit
 import os
 import sys

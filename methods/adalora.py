@@ -23,13 +23,14 @@ an error. Params: r_init(d_in + d_out + 1) per matrix while training; the record
 Weight decay (`decay = "trainer"`): A, E and B decayed, biases and LayerNorm not (HF Trainer's rule in
 QingruZhang/AdaLoRA NLU/run_glue.py; its DeBERTaV3 scripts use 0 to 0.1 by task).
 """
+
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from harness.errors import HarnessError
 from harness.checks import require
+from harness.errors import HarnessError
 from methods.base import role_targets
 from methods.budget import BudgetConfig, BudgetMethod, TripletLinear, schedule_steps
 from methods.registry import register
@@ -49,7 +50,10 @@ class AdaLoraConfig(BudgetConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        require(0 < self.beta1 < 1 and 0 < self.beta2 < 1, f"method.beta1/beta2 must be in (0, 1), got {self.beta1}, {self.beta2}")
+        require(
+            0 < self.beta1 < 1 and 0 < self.beta2 < 1,
+            f"method.beta1/beta2 must be in (0, 1), got {self.beta1}, {self.beta2}",
+        )
         require(self.orth_reg >= 0, f"method.orth_reg must be >= 0, got {self.orth_reg}")
         require(self.delta_t >= 1, f"method.delta_t must be >= 1 step, got {self.delta_t}")
 
@@ -98,18 +102,28 @@ class AdaLoRA(BudgetMethod):
     def start(self, total_steps: int, optimizer=None) -> None:
         super().start(total_steps, optimizer)
         cfg = self.cfg
-        self.schedule = BudgetSchedule(self.initial_budget(), self.target_budget(), schedule_steps(cfg.t_init, total_steps, "t_init"),
-                                       schedule_steps(cfg.t_final, total_steps, "t_final"), total_steps, cfg.delta_t)
+        self.schedule = BudgetSchedule(
+            self.initial_budget(),
+            self.target_budget(),
+            schedule_steps(cfg.t_init, total_steps, "t_init"),
+            schedule_steps(cfg.t_final, total_steps, "t_final"),
+            total_steps,
+            cfg.delta_t,
+        )
         if self.schedule.t_init >= self.schedule.freeze_step():
-            raise HarnessError(f"adalora: no budgeting phase: t_init ({self.schedule.t_init} steps) must be < total steps − t_final "
-                               f"({total_steps} − {self.schedule.t_final} = {self.schedule.freeze_step()}); lower method.t_init/t_final or train longer")
+            raise HarnessError(
+                f"adalora: no budgeting phase: t_init ({self.schedule.t_init} steps) must be < total steps − t_final "
+                f"({total_steps} − {self.schedule.t_final} = {self.schedule.freeze_step()}); lower method.t_init/t_final or train longer"
+            )
         self.sensitivity: dict[tuple[str, str], torch.Tensor] = {}
         self.uncertainty: dict[tuple[str, str], torch.Tensor] = {}
 
     def checkpoint_state(self) -> dict:
         """The importance averages (sensitivity Ī and uncertainty Ū), keyed "<layer>|<factor>"."""
-        return {kind: {f"{name}|{factor}": value.clone() for (name, factor), value in getattr(self, kind).items()}
-                for kind in ("sensitivity", "uncertainty")}
+        return {
+            kind: {f"{name}|{factor}": value.clone() for (name, factor), value in getattr(self, kind).items()}
+            for kind in ("sensitivity", "uncertainty")
+        }
 
     def restore_checkpoint_state(self, state: dict) -> None:
         for kind in ("sensitivity", "uncertainty"):
@@ -121,7 +135,9 @@ class AdaLoRA(BudgetMethod):
         penalties = []
         for layer in self.layers.values():
             for gram in (layer.lora_A @ layer.lora_A.T, layer.lora_B.T @ layer.lora_B):
-                penalties.append(torch.linalg.matrix_norm(gram - torch.eye(len(gram), dtype=gram.dtype, device=gram.device)))
+                penalties.append(
+                    torch.linalg.matrix_norm(gram - torch.eye(len(gram), dtype=gram.dtype, device=gram.device))
+                )
         return self.cfg.orth_reg * torch.stack(penalties).mean()
 
     def update_importance(self) -> None:
@@ -133,14 +149,20 @@ class AdaLoRA(BudgetMethod):
                     key = (name, factor)
                     importance = (param * param.grad).abs() if param.grad is not None else torch.zeros_like(param)
                     sensitivity = beta1 * self.sensitivity.get(key, torch.zeros_like(param)) + (1 - beta1) * importance
-                    uncertainty = beta2 * self.uncertainty.get(key, torch.zeros_like(param)) + (1 - beta2) * (importance - sensitivity).abs()
+                    uncertainty = (
+                        beta2 * self.uncertainty.get(key, torch.zeros_like(param))
+                        + (1 - beta2) * (importance - sensitivity).abs()
+                    )
                     self.sensitivity[key], self.uncertainty[key] = sensitivity, uncertainty
 
     def triplet_scores(self) -> dict[str, torch.Tensor]:
         def score(name: str, factor: str) -> torch.Tensor:
             return self.sensitivity[(name, factor)] * self.uncertainty[(name, factor)]
 
-        return {name: score(name, "E") + (score(name, "A").mean(dim=1) + score(name, "B").mean(dim=0)) for name in self.layers}
+        return {
+            name: score(name, "E") + (score(name, "A").mean(dim=1) + score(name, "B").mean(dim=0))
+            for name in self.layers
+        }
 
     def mask_to_budget(self, budget: int) -> None:
         self.prune_lowest(self.triplet_scores(), self.initial_budget() - budget)

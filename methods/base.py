@@ -4,6 +4,7 @@ A method is constructed on a loaded model: it freezes the backbone, keeps the ta
 injects its modules (`apply`) and then answers the loop's questions: optimizer groups, extra loss,
 the step-end hook, merging, and parameter counts for the run record.
 """
+
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Literal, Optional
 
@@ -13,8 +14,9 @@ from torch import nn
 from harness.errors import HarnessError
 from methods.inject import bert_targets, inject, is_under, match_targets
 
-
-NORM_LAYERS = tuple(t for t in (nn.LayerNorm, nn.GroupNorm, getattr(nn, "RMSNorm", None), nn.modules.batchnorm._BatchNorm) if t)
+NORM_LAYERS = tuple(
+    t for t in (nn.LayerNorm, nn.GroupNorm, getattr(nn, "RMSNorm", None), nn.modules.batchnorm._BatchNorm) if t
+)
 
 
 def is_bias(name: str) -> bool:
@@ -66,7 +68,9 @@ class Method:
         modules = dict(model.named_modules())
         missing = [h for h in self.head_modules if h not in modules]
         if missing:
-            raise HarnessError(f"head modules {missing} not found in the model; top-level modules: {[n for n, _ in model.named_children()]}")
+            raise HarnessError(
+                f"head modules {missing} not found in the model; top-level modules: {[n for n, _ in model.named_children()]}"
+            )
         self.backbone_params = sum(p.numel() for n, p in model.named_parameters() if not is_under(n, self.head_modules))
         for name, param in model.named_parameters():
             param.requires_grad_(is_under(name, self.head_modules))
@@ -83,14 +87,18 @@ class Method:
         (measured: EfficientNet-Lite0 head-only on mnist5k, 35.7 % vs 87.9 % test accuracy)."""
         self.model.train()
         for module in self.model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in module.parameters(recurse=False)):
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters(recurse=False)
+            ):
                 module.eval()
 
     def named_head_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and is_under(n, self.head_modules)]
 
     def named_adapter_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and not is_under(n, self.head_modules)]
+        return [
+            (n, p) for n, p in self.model.named_parameters() if p.requires_grad and not is_under(n, self.head_modules)
+        ]
 
     def head_parameters(self) -> list[nn.Parameter]:
         return [p for _, p in self.named_head_parameters()]
@@ -102,9 +110,12 @@ class Method:
         """Names of the trainable parameters AdamW must not decay, by the method's `decay` policy."""
         if self.decay == "all":
             return set()
-        in_norm_layers = {f"{module_name}.{name}" if module_name else name
-                          for module_name, module in self.model.named_modules() if isinstance(module, NORM_LAYERS)
-                          for name, _ in module.named_parameters(recurse=False)}
+        in_norm_layers = {
+            f"{module_name}.{name}" if module_name else name
+            for module_name, module in self.model.named_modules()
+            if isinstance(module, NORM_LAYERS)
+            for name, _ in module.named_parameters(recurse=False)
+        }
         return {n for n, p in self.model.named_parameters() if p.requires_grad and (is_bias(n) or n in in_norm_layers)}
 
     def param_groups(self, train) -> list[dict]:
@@ -163,7 +174,9 @@ class Method:
         (they run in train mode); subclasses add theirs (masks, folded weights, redrawn factors)."""
         tensors = {}
         for name, module in self.model.named_modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and any(p.requires_grad for p in module.parameters(recurse=False)):
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and any(
+                p.requires_grad for p in module.parameters(recurse=False)
+            ):
                 tensors.update({f"{name}.{buffer}": value for buffer, value in module.named_buffers(recurse=False)})
         return tensors
 

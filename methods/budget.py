@@ -7,6 +7,7 @@ adapted matrices by zeroing the E_i of the lowest-scored ones (a kthvalue thresh
 component of every matrix). A pruned E_i is held at zero once the allocation is frozen.
 Parameter count of a kept component: d_in + d_out + 1 (a_i, b_i and E_i).
 """
+
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -15,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.errors import HarnessError
 from harness.checks import require
+from harness.errors import HarnessError
 from methods.base import LayerMethod
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 
@@ -31,14 +32,19 @@ class BudgetConfig(LowRankConfig):
         if self.r is None:
             self.r = math.ceil(1.5 * self.target_r)
         super().__post_init__()
-        require(self.target_r <= self.r, f"method.target_r ({self.target_r}) must be <= the initial rank method.r ({self.r})")
+        require(
+            self.target_r <= self.r,
+            f"method.target_r ({self.target_r}) must be <= the initial rank method.r ({self.r})",
+        )
 
 
 def schedule_steps(value: float, total_steps: int, key: str) -> int:
     """A point of a schedule given either in steps (a whole number >= 1) or as a fraction of the
     total steps (a value in [0, 1))."""
     if value < 0 or (value >= 1 and value != int(value)):
-        raise HarnessError(f"method.{key} must be a whole number of steps or a fraction in [0, 1) of the total steps, got {value}")
+        raise HarnessError(
+            f"method.{key} must be a whole number of steps or a fraction in [0, 1) of the total steps, got {value}"
+        )
     return int(value * total_steps) if value < 1 else int(value)
 
 

@@ -15,6 +15,7 @@ Weight decay (`decay = "trainer"`): A, B and the magnitude m decayed (toward 0, 
 NVlabs/DoRA commonsense_reasoning/finetune.py, whose scripts use weight_decay 0, and in its VL-BART
 trainer at 0.01), biases and LayerNorm not.
 """
+
 from dataclasses import dataclass
 
 import torch

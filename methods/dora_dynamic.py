@@ -25,13 +25,14 @@ Params: r0(d_in + d_out + 1) per matrix while training; the record's `adapter_fi
 Weight decay (`decay = "all"`): every trained tensor, the scalers c and the head's biases included,
 one AdamW group as the official code (Finetune_And_Benchmark.py; weight_decay 0.01).
 """
+
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from harness.errors import HarnessError
 from harness.checks import require
+from harness.errors import HarnessError
 from methods.base import role_targets
 from methods.budget import BudgetConfig, BudgetMethod, TripletLinear
 from methods.registry import register
@@ -53,8 +54,10 @@ class DoraDynamicConfig(BudgetConfig):
         super().__post_init__()
         require(0 <= self.beta < 1, f"method.beta must be in [0, 1), got {self.beta}")
         require(self.reg_weight >= 0, f"method.reg_weight must be >= 0, got {self.reg_weight}")
-        require(0 <= self.prune_start < self.prune_end <= 1,
-                f"method.prune_start/prune_end must satisfy 0 <= start < end <= 1 (fractions of the total steps), got {self.prune_start}, {self.prune_end}")
+        require(
+            0 <= self.prune_start < self.prune_end <= 1,
+            f"method.prune_start/prune_end must satisfy 0 <= start < end <= 1 (fractions of the total steps), got {self.prune_start}, {self.prune_end}",
+        )
         require(self.delta_t >= 1, f"method.delta_t must be >= 1 step, got {self.delta_t}")
 
 
@@ -87,13 +90,18 @@ class DoraDynamic(BudgetMethod):
         self.window_start = int(total_steps * self.cfg.prune_start)
         self.window = int(total_steps * self.cfg.prune_end) - self.window_start
         if self.window < 1:
-            raise HarnessError(f"dora_dynamic: the pruning window {self.cfg.prune_start}–{self.cfg.prune_end} of {total_steps} steps "
-                               "holds no step; train longer or widen method.prune_start/prune_end")
+            raise HarnessError(
+                f"dora_dynamic: the pruning window {self.cfg.prune_start}–{self.cfg.prune_end} of {total_steps} steps "
+                "holds no step; train longer or widen method.prune_start/prune_end"
+            )
         self.completed_steps = 0
         self.scores = {name: torch.zeros_like(layer.lora_E, requires_grad=False) for name, layer in self.layers.items()}
 
     def checkpoint_state(self) -> dict:
-        return {"completed_steps": self.completed_steps, "scores": {name: score.clone() for name, score in self.scores.items()}}
+        return {
+            "completed_steps": self.completed_steps,
+            "scores": {name: score.clone() for name, score in self.scores.items()},
+        }
 
     def restore_checkpoint_state(self, state: dict) -> None:
         self.completed_steps = state["completed_steps"]

@@ -5,6 +5,7 @@ Weight decay (`decay = "trainer"`): every weight, biases and normalisation layer
 BatchNorm) excepted, HF Trainer's rule as in the fine-tuning baselines of the LoRA paper's code.
 Saved state: every parameter, and the running statistics of the (trained) BatchNorm layers.
 """
+
 from methods.base import Method
 from methods.registry import register
 

@@ -2,6 +2,7 @@
 
 Trainable params: the task head only (adapter = 0). Weight decay: the head's weight, not its bias.
 """
+
 from methods.base import Method
 from methods.registry import register
 

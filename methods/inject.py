@@ -5,6 +5,7 @@ A pattern is a PEFT-style suffix (`query` matches `encoder.layer.0.attention.sel
 regex match, or `all-linear` for every module of the wanted types. Head modules are never targets.
 Each pattern must match at least one module: a typo is an error listing the model's module names.
 """
+
 import re
 from typing import Callable
 
@@ -16,8 +17,14 @@ from harness.errors import HarnessError
 
 # BERT-family module names by role (conf/model/<bert-like>.yaml's `roles`; method YAMLs name roles):
 # the config dataclasses' default targets, for methods built in code on a BERT (tests, notebooks).
-BERT_ROLES = {"q": "query", "k": "key", "v": "value", "o": "attention.output.dense", "ffn_in": "intermediate.dense",
-              "ffn_out": r"re:.*\.layer\.\d+\.output\.dense"}  # the FFN's down projection, not attention.output.dense
+BERT_ROLES = {
+    "q": "query",
+    "k": "key",
+    "v": "value",
+    "o": "attention.output.dense",
+    "ffn_in": "intermediate.dense",
+    "ffn_out": r"re:.*\.layer\.\d+\.output\.dense",
+}  # the FFN's down projection, not attention.output.dense
 
 
 def bert_targets(*roles: str) -> list[str]:
@@ -46,15 +53,22 @@ def name_shapes(names: list[str]) -> str:
     return ", ".join(dict.fromkeys(re.sub(r"\.\d+\.", ".<n>.", n) for n in names))
 
 
-def match_targets(model: nn.Module, patterns: list[str], exclude: list[str],
-                  types: tuple[type, ...] = (nn.Linear,), method: str = "method") -> list[str]:
+def match_targets(
+    model: nn.Module,
+    patterns: list[str],
+    exclude: list[str],
+    types: tuple[type, ...] = (nn.Linear,),
+    method: str = "method",
+) -> list[str]:
     if not patterns:
         raise HarnessError(f"{method}: method.targets is empty; give module-name patterns or 'all-linear'")
     candidates = candidate_modules(model, types, exclude)
     kinds = "/".join(t.__name__ for t in types)
     for pattern in patterns:
         if not any(pattern_matches(pattern, n) for n in candidates):
-            raise HarnessError(f"{method}: target pattern '{pattern}' matches no {kinds} module; the model has: {name_shapes(candidates)}")
+            raise HarnessError(
+                f"{method}: target pattern '{pattern}' matches no {kinds} module; the model has: {name_shapes(candidates)}"
+            )
     return [n for n in candidates if any(pattern_matches(p, n) for p in patterns)]
 
 

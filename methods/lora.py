@@ -15,6 +15,7 @@ work), B a 1×1 convolution r → C_out; ΔW[o, i, :, :] = s·Σ_j B[o, j] A[j, 
 Trainable params r·(C_in·k_h·k_w + C_out). Grouped (e.g. depthwise) convolutions are an error: their
 ΔW would be dense across groups and could not be merged.
 """
+
 import math
 from dataclasses import dataclass
 
@@ -86,9 +87,17 @@ class LoRA(LayerMethod):
     def make_layer(self, name: str, base: nn.Module) -> nn.Module:
         if isinstance(base, nn.Conv2d):
             if base.groups != 1:
-                raise HarnessError(f"{self.name}: '{name}' is a grouped convolution (groups={base.groups}); "
-                                   "LoRA adapts Linear and ungrouped Conv2d layers only")
-            check_rank(self.name, name, self.cfg.r, base.in_channels * base.kernel_size[0] * base.kernel_size[1], base.out_channels)
+                raise HarnessError(
+                    f"{self.name}: '{name}' is a grouped convolution (groups={base.groups}); "
+                    "LoRA adapts Linear and ungrouped Conv2d layers only"
+                )
+            check_rank(
+                self.name,
+                name,
+                self.cfg.r,
+                base.in_channels * base.kernel_size[0] * base.kernel_size[1],
+                base.out_channels,
+            )
             return LoRAConv2d(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout, self.cfg.rslora)
         check_rank(self.name, name, self.cfg.r, base.in_features, base.out_features)
         return self.layer_class(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout, self.cfg.rslora)

@@ -22,6 +22,7 @@ Saved state: A, B and the initial factors A0, B0 (buffers): loading them re-appl
 a freshly built model, so the round trip needs no data.
 Weight decay (`decay = "trainer"`): as LoRA (the reference trains through HF Trainer).
 """
+
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -31,7 +32,7 @@ from torch import nn
 
 from harness.checks import require
 from methods.base import LayerMethod, role_targets
-from methods.lora import LoRALinear, LoraConfig
+from methods.lora import LoraConfig, LoRALinear
 from methods.lowrank import check_rank
 from methods.registry import register
 
@@ -48,24 +49,34 @@ class LoraGAConfig(LoraConfig):
     grad_batches: int = 8
     direction: str = "ArB2r"
     stable_gamma: float = 16
-    style: str = "reference"  # reference: A0, B0 both scaled by d_out^(1/4)/√γ; peft: B0 also carries S[r:2r] (PEFT's lora_ga)
+    style: str = (
+        "reference"  # reference: A0, B0 both scaled by d_out^(1/4)/√γ; peft: B0 also carries S[r:2r] (PEFT's lora_ga)
+    )
 
     def __post_init__(self):
         super().__post_init__()
         require(self.grad_batches > 0, f"method.grad_batches must be > 0, got {self.grad_batches}")
-        require(self.direction in DIRECTIONS, f"method.direction must be one of {', '.join(DIRECTIONS)}, got '{self.direction}'")
+        require(
+            self.direction in DIRECTIONS,
+            f"method.direction must be one of {', '.join(DIRECTIONS)}, got '{self.direction}'",
+        )
         require(self.style in STYLES, f"method.style must be one of {', '.join(STYLES)}, got '{self.style}'")
         require(self.stable_gamma > 0, f"method.stable_gamma must be > 0, got {self.stable_gamma}")
 
 
 def split_pairs(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, r: int, direction: str):
     """(rows of Vᵀ for A, columns of U for B, their singular values) by the direction's rule."""
-    a_index, b_index = {"ArB2r": (range(0, r), range(r, 2 * r)), "A2rBr": (range(r, 2 * r), range(0, r)),
-                        "ArBr": (range(1, 2 * r, 2), range(0, 2 * r, 2))}[direction]
+    a_index, b_index = {
+        "ArB2r": (range(0, r), range(r, 2 * r)),
+        "A2rBr": (range(r, 2 * r), range(0, r)),
+        "ArBr": (range(1, 2 * r, 2), range(0, 2 * r, 2)),
+    }[direction]
     return vh[list(a_index)], u[:, list(b_index)], s[list(b_index)]
 
 
-def gradient_factors(grad: torch.Tensor, r: int, direction: str, style: str, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+def gradient_factors(
+    grad: torch.Tensor, r: int, direction: str, style: str, gamma: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A0 (r×d_in) and B0 (d_out×r) from the weight's gradient, in float64."""
     u, s, vh = torch.linalg.svd(grad.double(), full_matrices=False)
     a, b, s_b = split_pairs(u, s, vh, r, direction)
@@ -124,12 +135,20 @@ class LoraGA(LayerMethod):
                 weight.requires_grad_(False)
             self.model.eval()
         for layer, total in zip(self.layers.values(), sums):
-            a0, b0 = gradient_factors(total / count, self.cfg.r, self.cfg.direction, self.cfg.style, self.cfg.stable_gamma)
+            a0, b0 = gradient_factors(
+                total / count, self.cfg.r, self.cfg.direction, self.cfg.style, self.cfg.stable_gamma
+            )
             layer.start_from(a0.to(layer.lora_A.dtype), b0.to(layer.lora_B.dtype))
 
     def learned_tensors(self) -> dict[str, torch.Tensor]:
-        return {**super().learned_tensors(),
-                **{f"{name}.{buffer}": getattr(layer, buffer) for name, layer in self.layers.items() for buffer in ("init_A", "init_B")}}
+        return {
+            **super().learned_tensors(),
+            **{
+                f"{name}.{buffer}": getattr(layer, buffer)
+                for name, layer in self.layers.items()
+                for buffer in ("init_A", "init_B")
+            },
+        }
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """The trained factors, and W0 offset by the saved A0, B0 (the fresh model's own offset undone)."""

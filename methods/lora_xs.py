@@ -12,6 +12,7 @@ Weight decay (`decay = "all"`): every trained tensor, R and the whole head (bias
 reference's own torch AdamW over all of them (MohammadrezaBanaei/LoRA-XS main_glue.py; no
 weight_decay given, so torch's default 0.01).
 """
+
 from dataclasses import dataclass
 
 import torch

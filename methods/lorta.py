@@ -28,6 +28,7 @@ Weight decay (`decay = "trainer"`): the CP factors and the head's weight decayed
 not (ihounie/lorta nlu/glue/run_glue.py CustomTrainer.create_optimizer; its GLUE scripts decay the
 adapter at 0 and the classifier weight at 0.1, a separate value the harness does not have).
 """
+
 import math
 import re
 from dataclasses import dataclass
@@ -55,8 +56,17 @@ class LortaConfig(LowRankConfig):
 class LortaFactors(nn.Module):
     """The five CP factors shared by every adapted matrix."""
 
-    def __init__(self, d: int, heads: int, layers: int, matrices: int, r: int, narrow: int | None = None,
-                 width: int | None = None, **factory):
+    def __init__(
+        self,
+        d: int,
+        heads: int,
+        layers: int,
+        matrices: int,
+        r: int,
+        narrow: int | None = None,
+        width: int | None = None,
+        **factory,
+    ):
         """d: the targets' input size (H heads of d/H); width: A's rows, the outputs' size (default d); narrow:
         A_kv's rows, where the targets have a second, narrower output size."""
         super().__init__()
@@ -116,24 +126,32 @@ class Lorta(LayerMethod):
         names = match_targets(self.model, self.cfg.targets, self.head_modules, method=self.name)
         positions = {name: self.position(name) for name in names}
         if len(set(positions.values())) != len(positions):
-            raise HarnessError(f"lorta: several targets map to the same (layer, matrix): {sorted(names)}; give one pattern per matrix type")
+            raise HarnessError(
+                f"lorta: several targets map to the same (layer, matrix): {sorted(names)}; give one pattern per matrix type"
+            )
         first = self.model.get_submodule(names[0])
         d, heads = first.in_features, self.attention_heads()
         modules = {name: self.model.get_submodule(name) for name in names}
         for name, module in modules.items():
             if module.in_features != d or module.out_features > d:
-                raise HarnessError(f"lorta: every target must map the hidden size {d} to {d} (q, o) or fewer (grouped-query k, v); "
-                                   f"'{name}' is {module.out_features}×{module.in_features}")
+                raise HarnessError(
+                    f"lorta: every target must map the hidden size {d} to {d} (q, o) or fewer (grouped-query k, v); "
+                    f"'{name}' is {module.out_features}×{module.in_features}"
+                )
         widths = sorted({module.out_features for module in modules.values()}, reverse=True)
         if len(widths) > 2 or (len(widths) == 2 and widths[0] != d):
-            raise HarnessError(f"lorta: the targets narrower than {d} must share one output width (grouped-query k, v); "
-                               f"got {[width for width in widths if width < d]}")
+            raise HarnessError(
+                f"lorta: the targets narrower than {d} must share one output width (grouped-query k, v); "
+                f"got {[width for width in widths if width < d]}"
+            )
         width, *narrow = widths  # A: the widest outputs' (only k/v targeted: theirs); A_kv: the narrower ones
         if d % heads:
             raise HarnessError(f"lorta: hidden size {d} is not divisible by num_attention_heads={heads}")
         layer_ids = sorted({layer for layer, _ in positions.values()})
         factory = {"dtype": first.weight.dtype, "device": first.weight.device}
-        self.factors = LortaFactors(d, heads, len(layer_ids), len(self.cfg.targets), self.cfg.r, *narrow, width=width, **factory)
+        self.factors = LortaFactors(
+            d, heads, len(layer_ids), len(self.cfg.targets), self.cfg.r, *narrow, width=width, **factory
+        )
         self.model.add_module("lorta_factors", self.factors)
         scale, index = self.cfg.alpha / self.cfg.r, {layer: i for i, layer in enumerate(layer_ids)}
 
@@ -154,5 +172,7 @@ class Lorta(LayerMethod):
     def attention_heads(self) -> int:
         heads = getattr(getattr(self.model, "config", None), "num_attention_heads", None)
         if not heads:
-            raise HarnessError("lorta: the model config has no num_attention_heads; LoRTA splits the matrices by attention head")
+            raise HarnessError(
+                "lorta: the model config has no num_attention_heads; LoRTA splits the matrices by attention head"
+            )
         return int(heads)

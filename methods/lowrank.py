@@ -1,12 +1,13 @@
 """Pieces shared by the LoRA family: the rank/scale/dropout config, the rank check, and the
 wrapper that adds an update ΔW to a frozen layer (nn.Linear or nn.Conv2d: forward, merge)."""
+
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from harness.errors import HarnessError
 from harness.checks import require
+from harness.errors import HarnessError
 from methods.base import MethodConfig
 
 
@@ -29,7 +30,9 @@ def scaled(update: torch.Tensor, scaling: float) -> torch.Tensor:
 
 def check_rank(method: str, name: str, r: int, d_in: int, d_out: int) -> None:
     if r > min(d_in, d_out):
-        raise HarnessError(f"{method}: rank r={r} exceeds min(d_in, d_out)={min(d_in, d_out)} of layer '{name}' ({d_out}×{d_in})")
+        raise HarnessError(
+            f"{method}: rank r={r} exceeds min(d_in, d_out)={min(d_in, d_out)} of layer '{name}' ({d_out}×{d_in})"
+        )
 
 
 class AdditiveLayer(nn.Module):

@@ -12,14 +12,15 @@ Weight decay (`decay = "all"`): every trained tensor, head biases included, as t
 torch AdamW (ChasonShi/MELoRA run_glue_lora.py: no weight_decay given, torch's default 0.01; its
 script's --weight_decay 0.1 never reaches that optimizer).
 """
+
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from harness.errors import HarnessError
 from harness.checks import require
+from harness.errors import HarnessError
 from methods.base import LayerMethod, role_targets
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register
@@ -68,7 +69,9 @@ class Melora(LayerMethod):
     def make_layer(self, name: str, base: nn.Linear) -> MeloraLinear:
         n = self.cfg.n
         if base.in_features % n or base.out_features % n:
-            raise HarnessError(f"melora: layer '{name}' ({base.out_features}×{base.in_features}) is not divisible "
-                               f"into n={n} blocks; choose n dividing both d_in and d_out")
+            raise HarnessError(
+                f"melora: layer '{name}' ({base.out_features}×{base.in_features}) is not divisible "
+                f"into n={n} blocks; choose n dividing both d_in and d_out"
+            )
         check_rank(self.name, name, self.cfg.r, base.in_features // n, base.out_features // n)
         return MeloraLinear(base, self.cfg.r, n, self.cfg.alpha, self.cfg.dropout)

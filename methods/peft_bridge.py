@@ -17,6 +17,7 @@ Driven tuners are those whose layers act on their own: prompt-learning types (vi
 ADALORA (needs PEFT's step hook and loss; use `method=adalora`, equal to PEFT's), XLORA and POLY
 (need their own model wrapper or task ids) are refused with the list of the types that work.
 """
+
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -29,20 +30,29 @@ from methods.registry import register
 
 # Types that need more than injected layers: a step hook and extra loss (ADALORA), a wrapper model
 # (XLORA), task ids at forward time (POLY), a whole-model hook (ADAPTION_PROMPT).
-NOT_DRIVEN = {"ADALORA": "it prunes ranks in a step hook and adds a loss: use method=adalora (equal to PEFT's)",
-              "XLORA": "it needs PEFT's XLoraModel wrapper around the model",
-              "POLY": "it needs task ids at every forward",
-              "ADAPTION_PROMPT": "it rewrites Llama attention modules (prompt learning)"}
+NOT_DRIVEN = {
+    "ADALORA": "it prunes ranks in a step hook and adds a loss: use method=adalora (equal to PEFT's)",
+    "XLORA": "it needs PEFT's XLoraModel wrapper around the model",
+    "POLY": "it needs task ids at every forward",
+    "ADAPTION_PROMPT": "it rewrites Llama attention modules (prompt learning)",
+}
 # Keyword arguments the harness sets itself: targets from method.targets, the head kept out of PEFT.
-HARNESS_SET = {"target_modules": "method.targets", "modules_to_save": "the harness trains the task head itself",
-               "task_type": "the harness builds the model and its head", "peft_type": "method.peft_type",
-               "inference_mode": "the harness trains", "base_model_name_or_path": "the harness loads the model",
-               "revision": "the harness loads the model"}
+HARNESS_SET = {
+    "target_modules": "method.targets",
+    "modules_to_save": "the harness trains the task head itself",
+    "task_type": "the harness builds the model and its head",
+    "peft_type": "method.peft_type",
+    "inference_mode": "the harness trains",
+    "base_model_name_or_path": "the harness loads the model",
+    "revision": "the harness loads the model",
+}
 # LoRA initialisations that need a pass over data before injection; through the bridge PEFT would
 # silently fall back to its plain init, so they are refused.
-DATA_INITS = {"lora_ga": "use method=lora_ga (estimated on the run's own batches)",
-              "eva": "it needs PEFT's initialize_lora_eva_weights over a data loader",
-              "corda": "it needs PEFT's preprocess_corda over a data loader"}
+DATA_INITS = {
+    "lora_ga": "use method=lora_ga (estimated on the run's own batches)",
+    "eva": "it needs PEFT's initialize_lora_eva_weights over a data loader",
+    "corda": "it needs PEFT's preprocess_corda over a data loader",
+}
 # Keyword arguments that name modules: resolved like method.targets into full module names.
 MODULE_LIST_OPTIONS = ("feedforward_modules",)
 
@@ -69,7 +79,9 @@ def driven_types() -> list[str]:
     """PEFT types the bridge drives: layer tuners, not prompt learning, not NOT_DRIVEN."""
     from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 
-    return sorted(kind.value for kind in PEFT_TYPE_TO_TUNER_MAPPING if kind not in NOT_DRIVEN and not is_prompt_learning(kind))
+    return sorted(
+        kind.value for kind in PEFT_TYPE_TO_TUNER_MAPPING if kind not in NOT_DRIVEN and not is_prompt_learning(kind)
+    )
 
 
 def is_prompt_learning(kind: str) -> bool:
@@ -95,14 +107,22 @@ def config_class(cfg: "PeftBridgeConfig"):
 
     kind, where = cfg.peft_type.upper(), label(cfg)
     if kind not in PeftType.__members__:
-        raise HarnessError(f"{where}: unknown method.peft_type '{cfg.peft_type}'; PEFT {_peft_version()} has: {', '.join(driven_types())}")
+        raise HarnessError(
+            f"{where}: unknown method.peft_type '{cfg.peft_type}'; PEFT {_peft_version()} has: {', '.join(driven_types())}"
+        )
     if kind in NOT_DRIVEN:
-        raise HarnessError(f"{where}: PEFT type {kind} is not driven by the bridge ({NOT_DRIVEN[kind]}); it drives: {', '.join(driven_types())}")
+        raise HarnessError(
+            f"{where}: PEFT type {kind} is not driven by the bridge ({NOT_DRIVEN[kind]}); it drives: {', '.join(driven_types())}"
+        )
     if is_prompt_learning(kind):
-        raise HarnessError(f"{where}: PEFT type {kind} is prompt learning (virtual tokens, no adapted layers); "
-                           f"the bridge drives: {', '.join(driven_types())}")
+        raise HarnessError(
+            f"{where}: PEFT type {kind} is prompt learning (virtual tokens, no adapted layers); "
+            f"the bridge drives: {', '.join(driven_types())}"
+        )
     found = PEFT_TYPE_TO_CONFIG_MAPPING[kind]
-    accepted = [f.name for f in fields(found) if f.name not in HARNESS_SET and f.name not in ("peft_version", "auto_mapping")]
+    accepted = [
+        f.name for f in fields(found) if f.name not in HARNESS_SET and f.name not in ("peft_version", "auto_mapping")
+    ]
     for key in cfg.options:
         if key in HARNESS_SET:
             raise HarnessError(f"{where}: method.options.{key} is set by the harness ({HARNESS_SET[key]}); remove it")
@@ -110,7 +130,9 @@ def config_class(cfg: "PeftBridgeConfig"):
             raise HarnessError(f"{where}: {found.__name__} has no option '{key}'; it accepts: {', '.join(accepted)}")
     init = str(cfg.options.get("init_lora_weights", "")).lower()
     if init in DATA_INITS:
-        raise HarnessError(f"{where}: init_lora_weights={init} starts from data, which the bridge does not run ({DATA_INITS[init]})")
+        raise HarnessError(
+            f"{where}: init_lora_weights={init} starts from data, which the bridge does not run ({DATA_INITS[init]})"
+        )
     return found
 
 
@@ -144,14 +166,24 @@ class PeftBridge(Method):
         every_module = (nn.Module,)  # PEFT says which module types its tuner supports
         where = label(self.cfg)
         targets = match_targets(self.model, self.cfg.targets, self.head_modules, every_module, method=where)
-        module_options = {key: match_targets(self.model, list(self.cfg.options[key]), self.head_modules, every_module,
-                                             method=f"{where} options.{key}")
-                          for key in MODULE_LIST_OPTIONS if key in self.cfg.options}
+        module_options = {
+            key: match_targets(
+                self.model,
+                list(self.cfg.options[key]),
+                self.head_modules,
+                every_module,
+                method=f"{where} options.{key}",
+            )
+            for key in MODULE_LIST_OPTIONS
+            if key in self.cfg.options
+        }
         config = peft_config(self.cfg, targets, module_options)
         try:
             self.tuner = PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type](self.model, config, adapter_name="default")
         except (TypeError, ValueError, NotImplementedError) as error:
-            raise HarnessError(f"{where}: PEFT could not apply {type(config).__name__}: {str(error).strip().splitlines()[0]}") from None
+            raise HarnessError(
+                f"{where}: PEFT could not apply {type(config).__name__}: {str(error).strip().splitlines()[0]}"
+            ) from None
         for name, param in self.model.named_parameters():  # PEFT froze everything but its adapters
             if is_under(name, self.head_modules):
                 param.requires_grad_(True)
@@ -160,4 +192,6 @@ class PeftBridge(Method):
         try:
             self.tuner.merge_adapter()
         except (TypeError, ValueError, NotImplementedError, AttributeError) as error:
-            raise HarnessError(f"{label(self.cfg)}: PEFT cannot merge this tuner: {str(error).strip().splitlines()[0]}") from None
+            raise HarnessError(
+                f"{label(self.cfg)}: PEFT cannot merge this tuner: {str(error).strip().splitlines()[0]}"
+            ) from None

@@ -13,6 +13,7 @@ Weight decay: the gates are never decayed (they start at 1 and decay would pull 
 they scale, toward 0; there is no public reference code), nor are BatchNorm parameters and biases;
 the head's weight is (HF Trainer's rule).
 """
+
 from dataclasses import dataclass, field
 
 import torch
@@ -34,8 +35,11 @@ class GatedConv2d(nn.Module):
     def __init__(self, base: nn.Conv2d):
         super().__init__()
         self.base = base
-        self.gates = nn.Parameter(torch.ones(base.out_channels, base.in_channels // base.groups,
-                                             dtype=base.weight.dtype, device=base.weight.device))
+        self.gates = nn.Parameter(
+            torch.ones(
+                base.out_channels, base.in_channels // base.groups, dtype=base.weight.dtype, device=base.weight.device
+            )
+        )
         self.merged = False
 
     def gated_weight(self) -> torch.Tensor:

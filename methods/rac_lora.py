@@ -21,6 +21,7 @@ reference's AdamW over all trainable parameters (configure_optimizers; torch's d
 Saved state: besides the trained factor, each adapted layer's base weight (the folded links) and
 its frozen factor, so that a reload reproduces the function.
 """
+
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -28,8 +29,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from harness.errors import HarnessError
 from harness.checks import require
+from harness.errors import HarnessError
 from methods.base import role_targets
 from methods.lora import LoRA, LoraConfig, LoRALinear
 from methods.lowrank import check_rank
@@ -51,8 +52,10 @@ class RacLoraConfig(LoraConfig):
     def __post_init__(self):
         super().__post_init__()
         require(self.frozen in FROZEN, f"method.frozen must be one of {', '.join(FROZEN)}, got '{self.frozen}'")
-        require(self.gaussian in (None, "A", "B") and (self.gaussian is None or self.frozen == "none"),
-                f"method.gaussian (A, B or null) chooses the Gaussian factor of a chain with frozen: none, got '{self.gaussian}' with frozen: {self.frozen}")
+        require(
+            self.gaussian in (None, "A", "B") and (self.gaussian is None or self.frozen == "none"),
+            f"method.gaussian (A, B or null) chooses the Gaussian factor of a chain with frozen: none, got '{self.gaussian}' with frozen: {self.frozen}",
+        )
         require(self.links >= 1, f"method.links must be >= 1, got {self.links}")
         require(self.init_std > 0, f"method.init_std must be > 0, got {self.init_std}")
         require(not self.rslora, "method.rslora is not used by rac_lora (scale α/r)")
@@ -61,8 +64,17 @@ class RacLoraConfig(LoraConfig):
 class ChainLinear(LoRALinear):
     """A LoRA layer whose update can be folded into the base weight and restarted."""
 
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, frozen: str,
-                 gaussian: Optional[str], init_std: float, generator: torch.Generator):
+    def __init__(
+        self,
+        base: nn.Linear,
+        r: int,
+        alpha: float,
+        dropout: float,
+        frozen: str,
+        gaussian: Optional[str],
+        init_std: float,
+        generator: torch.Generator,
+    ):
         super().__init__(base, r, alpha, dropout, rslora=False)
         self.init_std, self.generator = init_std, generator
         self.random = frozen if frozen != "none" else gaussian  # the factor drawn at each link, or None

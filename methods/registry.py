@@ -1,8 +1,9 @@
 """Methods by name: `@register` on a Method subclass, `build_method` to apply one from config."""
+
 from torch import nn
 
-from harness.errors import HarnessError
 from harness.checks import parse_section
+from harness.errors import HarnessError
 from methods.base import Method
 
 METHODS: dict[str, type[Method]] = {}

@@ -11,6 +11,7 @@
 `forward(x)` applies the matrix to the last dimension of x (never building it; FFTs run in
 float32 for half-precision inputs); `dense()` builds it, for merging and for tests.
 """
+
 import math
 
 import torch
@@ -90,16 +91,22 @@ class Kronecker(nn.Module):
 STRUCTURES = ("circulant", "toeplitz", "kronecker")
 
 
-def build_structure(structure: str, d_in: int, d_out: int, r: int, circulant_std: float, where: str, **factory) -> nn.Module:
+def build_structure(
+    structure: str, d_in: int, d_out: int, r: int, circulant_std: float, where: str, **factory
+) -> nn.Module:
     """The structured d_out×d_in matrix; circulant and Toeplitz need a square layer, Kronecker
     needs r to divide both sizes (errors name the layer `where`)."""
     if structure in ("circulant", "toeplitz") and d_in != d_out:
-        raise HarnessError(f"surm: structure={structure} needs a square layer, but '{where}' is {d_out}×{d_in}; "
-                           "target square layers or use structure=kronecker")
+        raise HarnessError(
+            f"surm: structure={structure} needs a square layer, but '{where}' is {d_out}×{d_in}; "
+            "target square layers or use structure=kronecker"
+        )
     if structure == "circulant":
         return Circulant(d_in, circulant_std, **factory)
     if structure == "toeplitz":
         return ToeplitzProduct(d_in, **factory)
     if d_in % r or d_out % r:
-        raise HarnessError(f"surm: structure=kronecker needs method.r={r} to divide both sizes of '{where}' ({d_out}×{d_in})")
+        raise HarnessError(
+            f"surm: structure=kronecker needs method.r={r} to divide both sizes of '{where}' ({d_out}×{d_in})"
+        )
     return Kronecker(d_in, d_out, r, **factory)

@@ -25,13 +25,14 @@ Weight decay (`decay = "trainer"`): the structured factors (circulant and Toepli
 decayed, the adapter bias β and other biases and LayerNorm not: the reference's no_decay list
 ["bias", "LayerNorm.weight"] (src/scripts/run_bert_glue.py; weight_decay 0.25).
 """
+
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from harness.errors import HarnessError
 from harness.checks import require
+from harness.errors import HarnessError
 from methods.base import LayerMethod, MethodConfig
 from methods.inject import bert_targets, replace_module
 from methods.lowrank import AdditiveLayer
@@ -39,7 +40,10 @@ from methods.registry import register
 from methods.structured import STRUCTURES, build_structure
 
 PLACEMENTS = ("lora", "adapter")
-DEFAULT_TARGETS = {"lora": bert_targets("q", "v"), "adapter": bert_targets("o", "ffn_out")}  # on a BERT; conf/method/surm.yaml names roles
+DEFAULT_TARGETS = {
+    "lora": bert_targets("q", "v"),
+    "adapter": bert_targets("o", "ffn_out"),
+}  # on a BERT; conf/method/surm.yaml names roles
 ACTIVATIONS = {"gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "identity": nn.Identity}
 
 
@@ -55,9 +59,18 @@ class SurmConfig(MethodConfig):
     activation: str = "gelu"  # adapter placement only: gelu | tanh | silu | identity
 
     def __post_init__(self):
-        require(self.structure in STRUCTURES, f"method.structure must be one of {', '.join(STRUCTURES)}, got '{self.structure}'")
-        require(self.placement in PLACEMENTS, f"method.placement must be one of {', '.join(PLACEMENTS)}, got '{self.placement}'")
-        require(self.activation in ACTIVATIONS, f"method.activation must be one of {', '.join(ACTIVATIONS)} (act(0) = 0, act'(0) ≠ 0), got '{self.activation}'")
+        require(
+            self.structure in STRUCTURES,
+            f"method.structure must be one of {', '.join(STRUCTURES)}, got '{self.structure}'",
+        )
+        require(
+            self.placement in PLACEMENTS,
+            f"method.placement must be one of {', '.join(PLACEMENTS)}, got '{self.placement}'",
+        )
+        require(
+            self.activation in ACTIVATIONS,
+            f"method.activation must be one of {', '.join(ACTIVATIONS)} (act(0) = 0, act'(0) ≠ 0), got '{self.activation}'",
+        )
         require(self.r > 0, f"method.r must be a positive integer, got {self.r}")
         require(0 <= self.dropout < 1, f"method.dropout must be in [0, 1), got {self.dropout}")
         if not self.targets:
@@ -85,13 +98,22 @@ class SurmLinear(AdditiveLayer):
 class SurmAdapter(nn.Module):
     """placement=adapter: h = block_dropout(base(x)); h + act(M·dropout(h)) + β."""
 
-    def __init__(self, base: nn.Linear, block_dropout: nn.Module, structured: nn.Module, scale: float,
-                 dropout: float, activation: str):
+    def __init__(
+        self,
+        base: nn.Linear,
+        block_dropout: nn.Module,
+        structured: nn.Module,
+        scale: float,
+        dropout: float,
+        activation: str,
+    ):
         super().__init__()
         self.base, self.block_dropout, self.structured, self.scale = base, block_dropout, structured, scale
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.activation = ACTIVATIONS[activation]()
-        self.adapter_bias = nn.Parameter(torch.zeros(base.out_features, dtype=base.weight.dtype, device=base.weight.device))
+        self.adapter_bias = nn.Parameter(
+            torch.zeros(base.out_features, dtype=base.weight.dtype, device=base.weight.device)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.block_dropout(self.base(x))
@@ -110,11 +132,15 @@ class Surm(LayerMethod):
         cfg = self.cfg
         factory = {"dtype": base.weight.dtype, "device": base.weight.device}
         if cfg.placement == "lora":
-            structured = build_structure(cfg.structure, base.in_features, base.out_features, cfg.r, 1.0, name, **factory)
+            structured = build_structure(
+                cfg.structure, base.in_features, base.out_features, cfg.r, 1.0, name, **factory
+            )
             return SurmLinear(base, structured, structure_scale(cfg), cfg.dropout)
         d = base.out_features
         structured = build_structure(cfg.structure, d, d, cfg.r, 0.02, name, **factory)
-        return SurmAdapter(base, self.take_block_dropout(name), structured, structure_scale(cfg), cfg.dropout, cfg.activation)
+        return SurmAdapter(
+            base, self.take_block_dropout(name), structured, structure_scale(cfg), cfg.dropout, cfg.activation
+        )
 
     def take_block_dropout(self, name: str) -> nn.Module:
         """The dropout that follows `name` in its block (BERT/RoBERTa `<block>.dropout`), moved into
@@ -126,6 +152,8 @@ class Surm(LayerMethod):
         except AttributeError:
             return nn.Identity()
         if not isinstance(module, nn.Dropout):
-            raise HarnessError(f"surm: expected '{sibling}' after '{name}' to be a Dropout, found {type(module).__name__}")
+            raise HarnessError(
+                f"surm: expected '{sibling}' after '{name}' to be a Dropout, found {type(module).__name__}"
+            )
         replace_module(self.model, sibling, nn.Identity())
         return module

@@ -8,6 +8,7 @@
 
     python scripts/bench_structured.py [--tokens 1024] [--device cpu|cuda]
 """
+
 import argparse
 
 import torch

@@ -39,8 +39,16 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = Path(__file__).resolve().parent.parent
 
 # Column order of the per-file table; every mutmut status lands in exactly one column.
-OTHER_STATUSES = ["timeout", "suspicious", "segfault", "no tests", "skipped", "caught by type check",
-                  "not checked", "check was interrupted by user"]
+OTHER_STATUSES = [
+    "timeout",
+    "suspicious",
+    "segfault",
+    "no tests",
+    "skipped",
+    "caught by type check",
+    "not checked",
+    "check was interrupted by user",
+]
 
 LIMITS = """\
 What mutmut {version} does not mutate (so no test is measured against it):
@@ -106,11 +114,17 @@ def source_line(path: str, name: str, diff: str) -> int | None:
     source = (ROOT / path).read_text("utf-8").splitlines()
     for node in ast.walk(ast.parse("\n".join(source))):
         if isinstance(node, ast.ClassDef) and len(qualified) == 2 and node.name == qualified[0]:
-            nodes = [n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-                     and n.name == qualified[1]]
+            nodes = [
+                n
+                for n in node.body
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == qualified[1]
+            ]
         elif isinstance(node, ast.Module) and len(qualified) == 1:
-            nodes = [n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-                     and n.name == qualified[0]]
+            nodes = [
+                n
+                for n in node.body
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == qualified[0]
+            ]
         else:
             continue
         for func in nodes:
@@ -131,8 +145,7 @@ def mutant_diff(name: str, path: str) -> str:
 
 
 def changed_lines(diff: str) -> list[str]:
-    return [line for line in diff.splitlines()
-            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    return [line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
 
 
 def function_of(name: str) -> str:
@@ -172,8 +185,11 @@ def md_cell(text: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="results/quality/mutation.md")
-    parser.add_argument("--survivors", default="results/quality/survivors.txt",
-                        help="plain-text list of every mutant not killed, with its full diff")
+    parser.add_argument(
+        "--survivors",
+        default="results/quality/survivors.txt",
+        help="plain-text list of every mutant not killed, with its full diff",
+    )
     parser.add_argument("--equivalents", default="results/quality/equivalent_mutants.toml")
     parser.add_argument("--command", default="bash scripts/mutation.sh")
     parser.add_argument("--started", default=None, help="ISO time the run started")
@@ -191,8 +207,9 @@ def main() -> int:
     equivalents = load_equivalents(ROOT / args.equivalents)
     all_names = {name for by_name in results.values() for name in by_name}
     stale = sorted(set(equivalents) - all_names)
-    killed_but_declared = sorted(n for by_name in results.values() for n, s in by_name.items()
-                                 if s == "killed" and n in equivalents)
+    killed_but_declared = sorted(
+        n for by_name in results.values() for n, s in by_name.items() if s == "killed" and n in equivalents
+    )
 
     rows, totals = [], Counter()
     not_killed: list[tuple[str, str, str]] = []  # (file, name, status)
@@ -200,8 +217,13 @@ def main() -> int:
         statuses = results[path]
         count = Counter(statuses.values())
         equivalent = sum(1 for n, s in statuses.items() if n in equivalents and s != "killed")
-        row = Counter(mutants=len(statuses), killed=count["killed"], survived=count["survived"],
-                      equivalent=equivalent, **{s: count[s] for s in OTHER_STATUSES})
+        row = Counter(
+            mutants=len(statuses),
+            killed=count["killed"],
+            survived=count["survived"],
+            equivalent=equivalent,
+            **{s: count[s] for s in OTHER_STATUSES},
+        )
         row["test seconds (est.)"] = round(seconds.get(path, 0.0))
         rows.append((path, row))
         totals.update(row)
@@ -236,8 +258,9 @@ def main() -> int:
     ]
     for path, row in rows:
         lines.append("| " + " | ".join([f"`{path}`", *(str(row[h]) for h in head[1:-1]), rate(row)]) + " |")
-    lines.append("| " + " | ".join(["**total**", *(f"**{totals[h]}**" for h in head[1:-1]),
-                                      f"**{rate(totals)}**"]) + " |")
+    lines.append(
+        "| " + " | ".join(["**total**", *(f"**{totals[h]}**" for h in head[1:-1]), f"**{rate(totals)}**"]) + " |"
+    )
     lines.append("")
     if stale or killed_but_declared:
         lines += ["## Equivalents file needs attention", ""]
@@ -255,17 +278,22 @@ def main() -> int:
 
     # Survivors (and every other mutant that was not killed), one table per file.
     by_function = defaultdict(Counter)
-    for path, name, status in not_killed:
+    for path, name, _status in not_killed:
         if name not in equivalents:
             by_function[path][function_of(name)] += 1
     lines += ["## Not killed, per function (excluding declared equivalents)", ""]
     for path in sorted(by_function):
         funcs = ", ".join(f"`{f}` {n}" for f, n in by_function[path].most_common())
         lines.append(f"- `{path}`: {funcs}")
-    lines += ["", "## Surviving mutants", "",
-              f"Every mutant not killed, with the mutated lines (full diffs: `{args.survivors}`, or "
-              "`mutmut show NAME`). To declare one equivalent, add `\"NAME\" = \"reason\"` under "
-              f"`[equivalent]` in `{args.equivalents}` and rerun the report.", ""]
+    lines += [
+        "",
+        "## Surviving mutants",
+        "",
+        f"Every mutant not killed, with the mutated lines (full diffs: `{args.survivors}`, or "
+        '`mutmut show NAME`). To declare one equivalent, add `"NAME" = "reason"` under '
+        f"`[equivalent]` in `{args.equivalents}` and rerun the report.",
+        "",
+    ]
     blocks = []
     for path in sorted({p for p, _, _ in not_killed}):
         lines += [f"### `{path}`", "", "| mutant | status | change | equivalent: reason |", "|---|---|---|---|"]
@@ -273,27 +301,34 @@ def main() -> int:
             if p != path:
                 continue
             diff = mutant_diff(name, path)
-            change = "<br>".join(f"`{md_cell(line.strip()[:1] + ' ' + line[1:].strip())[:160]}`"
-                                 for line in changed_lines(diff)[:6])
+            change = "<br>".join(
+                f"`{md_cell(line.strip()[:1] + ' ' + line[1:].strip())[:160]}`" for line in changed_lines(diff)[:6]
+            )
             reason = md_cell(equivalents.get(name, ""))
             where = source_line(path, name, diff)
-            lines.append(f"| `{name.rpartition('.')[2]}` | {status} | {f'L{where} ' if where else ''}{change} | {reason} |")
+            lines.append(
+                f"| `{name.rpartition('.')[2]}` | {status} | {f'L{where} ' if where else ''}{change} | {reason} |"
+            )
             line = source_line(path, name, diff)
             tests = selection.get(name.rpartition("__mutmut_")[0], [])
             per_file = Counter(t.split("::")[0] for t in tests)
-            blocks.append("\n".join([
-                "=" * 100,
-                f"name: {name}",
-                f"file: {path}",
-                f"line: {line if line else '?'}",
-                f"function: {function_of(name)}",
-                f"status: {status}",
-                f"equivalent: {equivalents.get(name, '')}",
-                f"tests: {len(tests)} (" + ", ".join(f"{f} {n}" for f, n in sorted(per_file.items())) + ")",
-                "diff:",
-                diff,
-                "",
-            ]))
+            blocks.append(
+                "\n".join(
+                    [
+                        "=" * 100,
+                        f"name: {name}",
+                        f"file: {path}",
+                        f"line: {line if line else '?'}",
+                        f"function: {function_of(name)}",
+                        f"status: {status}",
+                        f"equivalent: {equivalents.get(name, '')}",
+                        f"tests: {len(tests)} (" + ", ".join(f"{f} {n}" for f, n in sorted(per_file.items())) + ")",
+                        "diff:",
+                        diff,
+                        "",
+                    ]
+                )
+            )
         lines.append("")
 
     output = ROOT / args.output
@@ -303,14 +338,18 @@ def main() -> int:
     survivors.parent.mkdir(parents=True, exist_ok=True)
     survivors.write_text(
         f"# mutants not killed: {len(not_killed)} ("
-        + ", ".join(f"{s} {totals[s]}" for s in ["survived", *others]) + f"); run started {started}\n"
+        + ", ".join(f"{s} {totals[s]}" for s in ["survived", *others])
+        + f"); run started {started}\n"
         "# one block per mutant: name, file, line (of the first removed line), function, status, equivalent\n"
         "# (reason if declared), tests (how many mutmut ran against it; all passed for a survivor, per file),\n"
-        "# then mutmut's unified diff of the function (what `mutmut show NAME` prints)\n"
-        + "".join(blocks), "utf-8")
-    print(f"wrote {output} and {survivors}: "
-          f"{totals['mutants']} mutants, {totals['killed']} killed, {totals['survived']} survived, "
-          f"kill rate {rate(totals)}")
+        "# then mutmut's unified diff of the function (what `mutmut show NAME` prints)\n" + "".join(blocks),
+        "utf-8",
+    )
+    print(
+        f"wrote {output} and {survivors}: "
+        f"{totals['mutants']} mutants, {totals['killed']} killed, {totals['survived']} survived, "
+        f"kill rate {rate(totals)}"
+    )
     return 0
 
 

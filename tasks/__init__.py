@@ -1,6 +1,7 @@
 """Task families: packaged text tasks (bbc_news, tweet_sentiment), GLUE from the hub, and image tasks
 (fashion_mnist, mnist5k, digits packaged; cifar10/cifar100 from the hub), and generative tasks for
 decoder LMs (tasks/generative.py: offline instruction tasks; gsm8k.py and commonsense.py from the hub)."""
+
 from functools import partial
 
 from harness.errors import HarnessError
@@ -32,7 +33,9 @@ def load_task(cfg) -> TaskData:
         raise HarnessError(f"unknown task '{cfg.name}'; available: {', '.join(sorted(TASK_LOADERS))}")
     task = TASK_LOADERS[cfg.name](cfg)
     task.splits = {
-        name: limit_split(split, cfg.limit_train if name == "train" else cfg.limit_eval, cfg.split_seed, task.stratified)
+        name: limit_split(
+            split, cfg.limit_train if name == "train" else cfg.limit_eval, cfg.split_seed, task.stratified
+        )
         for name, split in task.splits.items()
     }
     return require_nonempty(task)

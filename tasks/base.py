@@ -1,4 +1,5 @@
 """What every task family hands the harness: labelled text or image splits, a label space and its metrics."""
+
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -82,8 +83,13 @@ class TaskData:
         """An evaluation's metrics per split, with the report split's added where it is the mean of others."""
         if not self.average_of:
             return values
-        return {**values, self.report_split: {key: sum(values[split][key] for split in self.average_of) / len(self.average_of)
-                                              for key in values[self.average_of[0]]}}
+        return {
+            **values,
+            self.report_split: {
+                key: sum(values[split][key] for split in self.average_of) / len(self.average_of)
+                for key in values[self.average_of[0]]
+            },
+        }
 
     @property
     def is_generative(self) -> bool:

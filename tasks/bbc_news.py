@@ -3,6 +3,7 @@
 2,225 articles in five topics, one text file per article under `<source>/<topic>/*.txt`; the
 title line and body are one input text. Splits: tasks/splits.py (stratified 70/15/15, fixed seed).
 """
+
 from pathlib import Path
 
 from harness.assets import resolve_path

@@ -16,6 +16,7 @@ input, its indentation kept). What differs: the loss is on the answer only (LLM-
 train_on_inputs default puts it on the prompt too), the chat template frames the prompt when the
 tokenizer has one, and decoding is greedy (LLM-Adapters: 4 beams, max_new_tokens 32).
 """
+
 import re
 
 from harness.assets import resolve_path
@@ -24,17 +25,20 @@ from tasks.base import Generation, Split, TaskData
 from tasks.generative import exact_match
 
 DEFAULT_TRAIN_SOURCE = "zwhe99/commonsense_170k"
-DEFAULT_EVAL_SOURCE = ("https://raw.githubusercontent.com/AGI-Edgerunners/LLM-Adapters/"
-                       "816657208af4db747803f87ba40a4c71383fed7a/dataset")
+DEFAULT_EVAL_SOURCE = (
+    "https://raw.githubusercontent.com/AGI-Edgerunners/LLM-Adapters/816657208af4db747803f87ba40a4c71383fed7a/dataset"
+)
 VALID_SIZE = 120
 APPROXIMATE_TRAIN_SIZE = 170_000  # as its name says, for plans made offline
-TEMPLATE = ("Below is an instruction that describes a task. Write a response that appropriately completes the request. \n"
-            "\n"
-            "                ### Instruction:\n"
-            "                {text}\n"
-            "\n"
-            "                ### Response:\n"
-            "                ")
+TEMPLATE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request. \n"
+    "\n"
+    "                ### Instruction:\n"
+    "                {text}\n"
+    "\n"
+    "                ### Response:\n"
+    "                "
+)
 PATTERNS = {
     "boolq": r"true|false",
     "piqa": r"solution1|solution2",
@@ -74,12 +78,22 @@ def as_split(rows, what: str) -> Split:
 def load(cfg) -> TaskData:
     train = load_json(cfg.source or DEFAULT_TRAIN_SOURCE, "commonsense_170k")
     held_out = train.train_test_split(test_size=VALID_SIZE, shuffle=True, seed=42)
-    splits = {"train": as_split(held_out["train"], "commonsense_170k"), "validation": as_split(held_out["test"], "commonsense_170k")}
+    splits = {
+        "train": as_split(held_out["train"], "commonsense_170k"),
+        "validation": as_split(held_out["test"], "commonsense_170k"),
+    }
     root = cfg.eval_source or DEFAULT_EVAL_SOURCE
     if "://" not in root:
         root = resolve_path(root)
     for name in PATTERNS:
         splits[name] = as_split(load_json(f"{root}/{name}/test.json", f"test set {name}"), f"test set {name}")
-    return TaskData(name="commonsense", splits=splits, num_labels=0, metric_fn=exact_match, primary="exact_match",
-                    report_split="test", generation=Generation(TEMPLATE, cfg.max_new_tokens, answer, answer),
-                    average_of=tuple(PATTERNS))
+    return TaskData(
+        name="commonsense",
+        splits=splits,
+        num_labels=0,
+        metric_fn=exact_match,
+        primary="exact_match",
+        report_split="test",
+        generation=Generation(TEMPLATE, cfg.max_new_tokens, answer, answer),
+        average_of=tuple(PATTERNS),
+    )

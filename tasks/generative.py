@@ -12,6 +12,7 @@ classification tasks with the same splits and examples, asked as a question whos
 word. Hub recipes: tasks/gsm8k.py (MetaMathQA → GSM8K) and tasks/commonsense.py (commonsense-170k → the
 eight commonsense test sets).
 """
+
 import numpy as np
 
 from tasks import bbc_news, tweet_sentiment
@@ -19,7 +20,9 @@ from tasks.base import Generation, Split, TaskData
 
 
 def exact_match(predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:
-    return {"exact_match": float(np.mean(np.asarray(predictions, dtype=object) == np.asarray(references, dtype=object)))}
+    return {
+        "exact_match": float(np.mean(np.asarray(predictions, dtype=object) == np.asarray(references, dtype=object)))
+    }
 
 
 def label_word(text: str) -> str:
@@ -37,21 +40,41 @@ def instruction_task(name: str, classification: TaskData, question: str, max_new
     """`classification` (same splits, same examples) asked as `question`, answered by the label word."""
     words = classification.label_names
     template = question.format(choices=", ".join(words)) + "\n\n{text}\n\nAnswer with one word."
-    splits = {name: Split(split.texts, [words[label] for label in split.labels]) for name, split in classification.splits.items()}
-    return TaskData(name=name, splits=splits, num_labels=0, metric_fn=exact_match, primary="exact_match",
-                    report_split=classification.report_split, label_names=words,
-                    generation=Generation(template, max_new_tokens, by_text(label_word), by_text(label_word)))
+    splits = {
+        name: Split(split.texts, [words[label] for label in split.labels])
+        for name, split in classification.splits.items()
+    }
+    return TaskData(
+        name=name,
+        splits=splits,
+        num_labels=0,
+        metric_fn=exact_match,
+        primary="exact_match",
+        report_split=classification.report_split,
+        label_names=words,
+        generation=Generation(template, max_new_tokens, by_text(label_word), by_text(label_word)),
+    )
 
 
 def load_bbc_news_instruct(cfg) -> TaskData:
-    return instruction_task("bbc_news_instruct", bbc_news.load(cfg),
-                            "Which topic is this BBC news article about: {choices}?", cfg.max_new_tokens)
+    return instruction_task(
+        "bbc_news_instruct",
+        bbc_news.load(cfg),
+        "Which topic is this BBC news article about: {choices}?",
+        cfg.max_new_tokens,
+    )
 
 
 def load_tweet_sentiment_instruct(cfg) -> TaskData:
-    return instruction_task("tweet_sentiment_instruct", tweet_sentiment.load(cfg),
-                            "Is the sentiment of this tweet {choices}?", cfg.max_new_tokens)
+    return instruction_task(
+        "tweet_sentiment_instruct",
+        tweet_sentiment.load(cfg),
+        "Is the sentiment of this tweet {choices}?",
+        cfg.max_new_tokens,
+    )
 
 
-INSTRUCTION_TASKS = {"bbc_news_instruct": load_bbc_news_instruct, "tweet_sentiment_instruct": load_tweet_sentiment_instruct}
-
+INSTRUCTION_TASKS = {
+    "bbc_news_instruct": load_bbc_news_instruct,
+    "tweet_sentiment_instruct": load_tweet_sentiment_instruct,
+}

@@ -8,6 +8,7 @@ Metrics are GLUE's standard ones: CoLA Matthews correlation; STS-B (regression, 
 Pearson and Spearman; MRPC and QQP accuracy and F1; the others accuracy. The primary metric is the
 one the LoRA paper reports (CoLA MCC, STS-B Pearson, accuracy elsewhere).
 """
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,7 +36,11 @@ GLUE_TASKS = {
     "qqp": GlueSpec(("question1", "question2"), 2, metrics.accuracy_binary_f1, "accuracy", 363846),
     "stsb": GlueSpec(("sentence1", "sentence2"), 1, metrics.correlations, "pearson", 5749),
     "mnli": GlueSpec(
-        ("premise", "hypothesis"), 3, metrics.accuracy, "accuracy", 392702,
+        ("premise", "hypothesis"),
+        3,
+        metrics.accuracy,
+        "accuracy",
+        392702,
         (("validation", "validation_matched"), ("validation_mismatched", "validation_mismatched")),
     ),
     "qnli": GlueSpec(("question", "sentence"), 2, metrics.accuracy, "accuracy", 104743),
@@ -49,7 +54,9 @@ def load_split(source: str, task: str, split: str, spec: GlueSpec) -> Split:
     try:
         rows = datasets.load_dataset(source, task, split=split)
     except Exception as error:  # the hub is unreachable, or the files are missing
-        raise HarnessError(f"GLUE '{task}' split '{split}' could not be loaded from '{source}': {one_line(error)}")
+        raise HarnessError(
+            f"GLUE '{task}' split '{split}' could not be loaded from '{source}': {one_line(error)}"
+        ) from None
     missing = [f for f in (*spec.text_fields, "label") if f not in rows.column_names]
     if missing:
         raise HarnessError(f"GLUE '{task}' split '{split}' lacks columns {missing}; has {rows.column_names}")

@@ -15,6 +15,7 @@ framed by the tokenizer's chat template when it has one, decoding is greedy (PEF
 model's own generation defaults), and `max_length` (default 768, PEFT's max_seq_length) holds the
 prompt and `max_new_tokens` answer tokens (default 300, PEFT's).
 """
+
 from decimal import Decimal, DivisionByZero, InvalidOperation
 
 import numpy as np
@@ -69,7 +70,9 @@ def load_rows(source: str, config: str | None, split: str, fields: tuple[str, st
     try:
         rows = datasets.load_dataset(resolve_path(source), config, split=split)
     except Exception as error:  # the hub is unreachable, or the files are missing
-        raise HarnessError(f"gsm8k: '{source}' ({config or 'default'}, {split}) could not be loaded: {one_line(error)}") from None
+        raise HarnessError(
+            f"gsm8k: '{source}' ({config or 'default'}, {split}) could not be loaded: {one_line(error)}"
+        ) from None
     if missing := [f for f in fields if f not in rows.column_names]:
         raise HarnessError(f"gsm8k: '{source}' {split} lacks columns {missing}; has {rows.column_names}")
     return rows[fields[0]], rows[fields[1]]
@@ -83,11 +86,22 @@ def load(cfg) -> TaskData:
     questions, solutions = load_rows(eval_source, "main", "train", ("question", "answer"))
     indices = np.arange(len(questions))
     np.random.RandomState(0).shuffle(indices)  # PEFT: np.random.seed(0); np.random.shuffle(indices)
-    splits["validation"] = Split([(questions[i],) for i in indices[:VALID_SIZE]], [solutions[i] for i in indices[:VALID_SIZE]])
+    splits["validation"] = Split(
+        [(questions[i],) for i in indices[:VALID_SIZE]], [solutions[i] for i in indices[:VALID_SIZE]]
+    )
     questions, solutions = load_rows(eval_source, "main", "test", ("question", "answer"))
     splits["test"] = Split([(q,) for q in questions], list(solutions))
     for name in ("validation", "test"):
         if unparsed := [s for s in splits[name].labels if not answer(s)]:
-            raise HarnessError(f"gsm8k: {len(unparsed)} {name} answers have no '#### <answer>' line, e.g. {unparsed[0][:80]!r}")
-    return TaskData(name="gsm8k", splits=splits, num_labels=0, metric_fn=exact_match, primary="exact_match",
-                    report_split="test", generation=Generation(TEMPLATE, cfg.max_new_tokens, answer, answer))
+            raise HarnessError(
+                f"gsm8k: {len(unparsed)} {name} answers have no '#### <answer>' line, e.g. {unparsed[0][:80]!r}"
+            )
+    return TaskData(
+        name="gsm8k",
+        splits=splits,
+        num_labels=0,
+        metric_fn=exact_match,
+        primary="exact_match",
+        report_split="test",
+        generation=Generation(TEMPLATE, cfg.max_new_tokens, answer, answer),
+    )

@@ -11,6 +11,7 @@
   `uoft-cs/cifar100`, or a local copy in the hub layout); validation = a stratified 10 % of train.
 Images stay uint8 here; resizing and normalisation for a model happen per batch (tasks/pixels.py).
 """
+
 import gzip
 from pathlib import Path
 
@@ -23,7 +24,18 @@ from tasks.base import ImageSplit, TaskData
 from tasks.splits import stratified_classification, stratified_split
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_LABELS = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 DIGITS = [str(d) for d in range(10)]
 MNIST5K_TASKS = {"mnist5k": range(10), "mnist5k_lower": range(5), "mnist5k_upper": range(5, 10)}
 VALIDATION_SHARE = 0.1
@@ -34,8 +46,15 @@ HUB_IMAGE_SETS = {  # task: (default source, image column, label column)
 
 
 def image_task(name: str, splits: dict[str, ImageSplit], label_names: list[str]) -> TaskData:
-    return TaskData(name=name, splits=splits, num_labels=len(label_names), metric_fn=metrics.accuracy_macro_f1,
-                    primary="accuracy", report_split="test", label_names=label_names)
+    return TaskData(
+        name=name,
+        splits=splits,
+        num_labels=len(label_names),
+        metric_fn=metrics.accuracy_macro_f1,
+        primary="accuracy",
+        report_split="test",
+        label_names=label_names,
+    )
 
 
 def with_validation(train: ImageSplit, test: ImageSplit, seed: int) -> dict[str, ImageSplit]:
@@ -57,12 +76,16 @@ def read_idx(path: Path) -> np.ndarray:
 
 def load_fashion_mnist(cfg) -> TaskData:
     root = Path(resolve_path(cfg.source or FASHION_MNIST_DIR))
-    files = {split: (root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz")
-             for split, prefix in (("train", "train"), ("test", "t10k"))}
+    files = {
+        split: (root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz")
+        for split, prefix in (("train", "train"), ("test", "t10k"))
+    }
     missing = [str(p) for pair in files.values() for p in pair if not p.is_file()]
     if missing:
-        raise HarnessError(f"fashion_mnist: {missing[0]} not found; install the Debian package (apt-get install "
-                           "dataset-fashion-mnist) or set task.source to a folder with the four idx .gz files")
+        raise HarnessError(
+            f"fashion_mnist: {missing[0]} not found; install the Debian package (apt-get install "
+            "dataset-fashion-mnist) or set task.source to a folder with the four idx .gz files"
+        )
     train, test = (ImageSplit(read_idx(images), read_idx(labels).tolist()) for images, labels in files.values())
     return image_task("fashion_mnist", with_validation(train, test, cfg.split_seed), FASHION_LABELS)
 
@@ -99,8 +122,15 @@ def load_hub_images(name: str, cfg) -> TaskData:
         raise HarnessError(f"{name}: could not load '{source}' with datasets.load_dataset: {one_line(error)}") from None
     for split in ("train", "test"):
         if split not in data or {image_column, label_column} - set(data[split].column_names):
-            raise HarnessError(f"{name}: '{source}' needs train and test splits with columns '{image_column}' and '{label_column}'")
-    splits = {split: ImageSplit(np.stack([np.asarray(image.convert("RGB")) for image in data[split][image_column]]),
-                                list(data[split][label_column])) for split in ("train", "test")}
+            raise HarnessError(
+                f"{name}: '{source}' needs train and test splits with columns '{image_column}' and '{label_column}'"
+            )
+    splits = {
+        split: ImageSplit(
+            np.stack([np.asarray(image.convert("RGB")) for image in data[split][image_column]]),
+            list(data[split][label_column]),
+        )
+        for split in ("train", "test")
+    }
     label_names = data["train"].features[label_column].names
     return image_task(name, with_validation(splits["train"], splits["test"], cfg.split_seed), label_names)

@@ -5,6 +5,7 @@ metric's natural range (accuracy in [0, 1]); the leaderboard shows them ×100. A
 (every packaged task's metrics) are numpy, bit for bit scikit-learn's (tested), so that a run need
 not import scikit-learn; the GLUE metrics import it (and scipy) when they are used.
 """
+
 import numpy as np
 
 

@@ -2,6 +2,7 @@
 (scaled to [0, 1], grey replicated to the model's channels, resized bilinearly with antialiasing
 to the model's input size, normalised with the model's mean and std), so no resized copy of a
 dataset is ever stored."""
+
 from dataclasses import dataclass
 
 import torch
@@ -24,8 +25,14 @@ class PixelSplit:
         images = torch.from_numpy(split.images)
         images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
         shape = (1, -1, 1, 1)
-        return cls(images.contiguous(), torch.tensor(split.labels), size, channels,
-                   torch.tensor(mean, dtype=torch.float32).view(shape), torch.tensor(std, dtype=torch.float32).view(shape))
+        return cls(
+            images.contiguous(),
+            torch.tensor(split.labels),
+            size,
+            channels,
+            torch.tensor(mean, dtype=torch.float32).view(shape),
+            torch.tensor(std, dtype=torch.float32).view(shape),
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -38,5 +45,7 @@ class PixelSplit:
         if pixels.shape[1] != self.channels:
             pixels = pixels.mean(dim=1, keepdim=True).expand(-1, self.channels, -1, -1)
         if self.size is not None and tuple(pixels.shape[-2:]) != (self.size, self.size):
-            pixels = F.interpolate(pixels, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+            pixels = F.interpolate(
+                pixels, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+            )
         return {"pixel_values": (pixels - self.mean) / self.std, "labels": self.labels[indices]}

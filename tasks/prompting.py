@@ -11,6 +11,7 @@ training and generation see the same prompt; an answer longer than `max_new_toke
 stop token then dropped). The template is tokenized in the pieces around the text, once per split;
 the text's tokens are spliced in between, so the lengths are exact.
 """
+
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +37,9 @@ def prompt_pieces(tokenizer, template: str) -> tuple[list[int], list[int]]:
         raise HarnessError(f"a generative task's template needs a {{text}} field, got {template!r}")
     user = template.replace("{text}", TEXT_MARK)
     if tokenizer.chat_template:
-        rendered = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+        )
         start = []
     else:
         rendered, start = user, [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
@@ -92,9 +95,11 @@ def encode_prompts(split: Split, tokenizer, generation: Generation, max_length: 
     before, after = prompt_pieces(tokenizer, generation.template)
     budget = max_length - len(before) - len(after) - generation.max_new_tokens
     if budget < 1:
-        raise HarnessError(f"task.max_length={max_length} leaves no room for the text: the prompt's template takes "
-                           f"{len(before) + len(after)} tokens and the answer {generation.max_new_tokens} (task.max_new_tokens); "
-                           f"allowed: more than {len(before) + len(after) + generation.max_new_tokens}")
+        raise HarnessError(
+            f"task.max_length={max_length} leaves no room for the text: the prompt's template takes "
+            f"{len(before) + len(after)} tokens and the answer {generation.max_new_tokens} (task.max_new_tokens); "
+            f"allowed: more than {len(before) + len(after) + generation.max_new_tokens}"
+        )
     stop, space = stop_token_id(tokenizer), "" if tokenizer.chat_template else " "
     texts = tokenizer([text for text, *_ in split.texts], add_special_tokens=False)["input_ids"]
     answers = tokenizer([space + str(answer) for answer in split.labels], add_special_tokens=False)["input_ids"]
@@ -105,5 +110,9 @@ def encode_prompts(split: Split, tokenizer, generation: Generation, max_length: 
         ids.extend(prompt + answer)
         offsets.append(offsets[-1] + len(prompt) + len(answer))
         prompt_lengths.append(len(prompt))
-    return EncodedPrompts(torch.tensor(ids, dtype=torch.int32), torch.tensor(offsets, dtype=torch.long),
-                          torch.tensor(prompt_lengths, dtype=torch.long), tokenizer)
+    return EncodedPrompts(
+        torch.tensor(ids, dtype=torch.int32),
+        torch.tensor(offsets, dtype=torch.long),
+        torch.tensor(prompt_lengths, dtype=torch.long),
+        tokenizer,
+    )

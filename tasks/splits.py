@@ -5,6 +5,7 @@ depends on the run seed: every run of a task sees the same splits. `stratified_s
 scikit-learn's `train_test_split(..., stratify=labels, random_state=seed)` step for step (the same
 indices; tested against it), in numpy, so that a run need not import scikit-learn (~2 s).
 """
+
 import math
 
 import numpy as np
@@ -34,8 +35,9 @@ def approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.Rand
     return floored.astype(int)
 
 
-def stratified_split(labels: list, seed: int, train_size: float | int | None = None,
-                     test_size: float | None = None) -> tuple[list[int], list[int]]:
+def stratified_split(
+    labels: list, seed: int, train_size: float | int | None = None, test_size: float | None = None
+) -> tuple[list[int], list[int]]:
     """Positions 0..n-1 split into (train, test) with each label's share kept, as
     `sklearn.model_selection.train_test_split(range(n), train_size=..., test_size=..., stratify=labels,
     random_state=seed)` (give one of the two; a fraction, or for train_size an int: that many examples)."""
@@ -47,8 +49,10 @@ def stratified_split(labels: list, seed: int, train_size: float | int | None = N
     n_test = n - n_train
     classes, y_indices, class_counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
     if class_counts.min() < 2 or min(n_train, n_test) < len(classes):
-        raise ValueError(f"cannot stratify {n} examples of {len(classes)} labels (counts {class_counts.tolist()}) "
-                         f"into {n_train} and {n_test}")
+        raise ValueError(
+            f"cannot stratify {n} examples of {len(classes)} labels (counts {class_counts.tolist()}) "
+            f"into {n_train} and {n_test}"
+        )
     class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(class_counts)[:-1])
     rng = np.random.RandomState(seed)
     n_i = approximate_mode(class_counts, n_train, rng)
@@ -66,8 +70,11 @@ def stratified_splits(whole: Split | ImageSplit, seed: int) -> dict[str, Split |
     train, rest = stratified_split(labels, seed, train_size=TRAIN_FRACTION)
     validation_share = VALIDATION_FRACTION / (1 - TRAIN_FRACTION)
     validation, test = stratified_split([labels[i] for i in rest], seed, train_size=validation_share)
-    return {"train": whole.subset(train), "validation": whole.subset([rest[i] for i in validation]),
-            "test": whole.subset([rest[i] for i in test])}
+    return {
+        "train": whole.subset(train),
+        "validation": whole.subset([rest[i] for i in validation]),
+        "test": whole.subset([rest[i] for i in test]),
+    }
 
 
 def stratified_classification(name: str, whole: Split | ImageSplit, label_names: list[str], seed: int) -> TaskData:
@@ -99,4 +106,3 @@ def limit_split(split: Split | ImageSplit, limit: int | None, seed: int, stratif
             pass
     order = np.random.default_rng(seed).permutation(len(split))[:limit]
     return split.subset(sorted(order.tolist()))
-

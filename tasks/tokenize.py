@@ -4,6 +4,7 @@ A split is tokenized once per key (task, split, tokenizer, max length, preproces
 fingerprint of the split's texts and labels) and saved as flat tensors; any later run with the
 same key loads it instead of tokenizing. Batches are padded to their longest example.
 """
+
 import hashlib
 import json
 import os
@@ -52,9 +53,19 @@ def fingerprint(split: Split) -> str:
     return digest.hexdigest()
 
 
-def cache_key(task: str, split_name: str, split: Split, tokenizer, max_length: int, generation: Generation | None = None) -> str:
-    parts = [task, split_name, tokenizer.name_or_path, type(tokenizer).__name__, len(tokenizer),
-             max_length, PREPROCESS_VERSION, fingerprint(split)]
+def cache_key(
+    task: str, split_name: str, split: Split, tokenizer, max_length: int, generation: Generation | None = None
+) -> str:
+    parts = [
+        task,
+        split_name,
+        tokenizer.name_or_path,
+        type(tokenizer).__name__,
+        len(tokenizer),
+        max_length,
+        PREPROCESS_VERSION,
+        fingerprint(split),
+    ]
     if generation is not None:  # a generative split: its prompt and the chat template shape the ids too
         parts += [generation.template, generation.max_new_tokens, tokenizer.chat_template]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
@@ -78,11 +89,19 @@ def tokenize(split: Split, tokenizer, max_length: int, regression: bool) -> Enco
     )
 
 
-def encode_cached(task: str, split_name: str, split: Split, tokenizer, max_length: int,
-                  regression: bool, cache_dir: str | None,
-                  generation: Generation | None = None) -> tuple[EncodedSplit | EncodedPrompts, bool]:
+def encode_cached(
+    task: str,
+    split_name: str,
+    split: Split,
+    tokenizer,
+    max_length: int,
+    regression: bool,
+    cache_dir: str | None,
+    generation: Generation | None = None,
+) -> tuple[EncodedSplit | EncodedPrompts, bool]:
     """The encoded split (EncodedPrompts for a generative task: tasks/prompting.py) and whether it came
     from the cache (cache_dir None: no caching)."""
+
     def encode():
         if generation is not None:
             return encode_prompts(split, tokenizer, generation, max_length)
@@ -95,7 +114,9 @@ def encode_cached(task: str, split_name: str, split: Split, tokenizer, max_lengt
     if path.exists():
         try:
             state = torch.load(path, weights_only=True)
-            return (EncodedPrompts(**state, tokenizer=tokenizer) if generation is not None else EncodedSplit(**state)), True
+            return (
+                EncodedPrompts(**state, tokenizer=tokenizer) if generation is not None else EncodedSplit(**state)
+            ), True
         except Exception:  # a truncated cache file from a killed run: rebuild it
             path.unlink(missing_ok=True)
     encoded = encode()

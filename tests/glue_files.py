@@ -1,5 +1,6 @@
 """Small local copies of GLUE in the hub repository's own layout (nyu-mll/glue): one folder per
 task with <split>-00000-of-00001.parquet files and a README whose YAML header lists the configs."""
+
 from pathlib import Path
 
 import pandas as pd

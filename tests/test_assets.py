@@ -1,4 +1,5 @@
 """Packaged assets resolve inside installed packages; a missing one says how to install it."""
+
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,10 @@ def test_packaged_paths_resolve_without_importing_the_package():
 
 
 def test_missing_package_names_the_install_command():
-    with pytest.raises(HarnessError, match=r"packaged asset 'not_a_package_xyz' is not installed; install it with: pip install not_a_package_xyz"):
+    with pytest.raises(
+        HarnessError,
+        match=r"packaged asset 'not_a_package_xyz' is not installed; install it with: pip install not_a_package_xyz",
+    ):
         resolve_path("pkg://not_a_package_xyz/model")
 
 
@@ -25,8 +29,8 @@ def test_missing_file_inside_a_package_is_reported():
 
 
 def test_hub_model_that_cannot_be_reached_is_one_line():
-    from harness.models import load_model
     from harness.config.sections import ModelConfig
+    from harness.models import load_model
 
     with pytest.raises(HarnessError) as error:
         load_model(ModelConfig(name="roberta_base", path="FacebookAI/roberta-base"), num_labels=2)

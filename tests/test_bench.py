@@ -1,5 +1,6 @@
 """The benchmark runs every contender through the loop's step and writes its table (timings are
 reported, never asserted)."""
+
 import pytest
 
 from harness.bench.driver import main
@@ -15,16 +16,30 @@ def table_rows(text: str) -> dict[str, dict[str, str]]:
 
 
 def test_bench_compares_methods_limit_full_and_peft_on_equal_trainable_counts(tmp_path, capsys):
-    main([*TINY, "--methods", "full,lora,dora,adalora,lora_xs", "--warmup", "3", "--rounds", "1", "--out", str(tmp_path)])
+    main(
+        [*TINY, "--methods", "full,lora,dora,adalora,lora_xs", "--warmup", "3", "--rounds", "1", "--out", str(tmp_path)]
+    )
     text = capsys.readouterr().out
     rows = table_rows(text)
-    assert set(rows) == {"limit", "full", "lora", "dora", "adalora", "lora_xs", "peft_lora", "peft_dora", "peft_adalora"}
+    assert set(rows) == {
+        "limit",
+        "full",
+        "lora",
+        "dora",
+        "adalora",
+        "lora_xs",
+        "peft_lora",
+        "peft_dora",
+        "peft_adalora",
+    }
     for method in ("lora", "dora", "adalora"):  # PEFT built from the same config trains as many parameters
         ours, peft = rows[method], rows[f"peft_{method}"]
         assert ours["trainable params"] == peft["trainable params"] and ours["ours / PEFT"] != "—"
         assert float(ours["activations MB"]) > 0
     assert rows["limit"]["× limit"] == "1.000" and rows["full"]["× full"] == "1.000"
-    assert rows["limit"]["trainable params"] == f"{32 * 5 + 5:,}"  # the limit trains tiny_bert's head only: 32 -> 5 labels
+    assert (
+        rows["limit"]["trainable params"] == f"{32 * 5 + 5:,}"
+    )  # the limit trains tiny_bert's head only: 32 -> 5 labels
     assert "peak RSS MB" not in rows["lora"]  # one shared process: no per-method RSS
     (written,) = tmp_path.glob("cpu-tiny_bert-b2x8.md")
     assert written.read_text() + "\n" == text
@@ -33,25 +48,71 @@ def test_bench_compares_methods_limit_full_and_peft_on_equal_trainable_counts(tm
 def test_bench_on_a_decoder_resolves_its_roles_and_head(tmp_path, capsys):
     """A GQA Llama: the methods' targets come from its role map (q_proj, v_proj; v narrower), its head is
     `score`, and PEFT's LoRA and the bridge's configs train as many parameters as ours."""
-    main(["--model", "tiny_llama", "--steps", "1", "--batch", "2", "--length", "8", "--methods", "lora,peft/lora",
-          "--warmup", "3", "--rounds", "1", "--out", str(tmp_path)])
+    main(
+        [
+            "--model",
+            "tiny_llama",
+            "--steps",
+            "1",
+            "--batch",
+            "2",
+            "--length",
+            "8",
+            "--methods",
+            "lora,peft/lora",
+            "--warmup",
+            "3",
+            "--rounds",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     rows = table_rows(capsys.readouterr().out)
     lora = 2 * 8 * ((32 + 32) + (32 + 16))  # 2 layers × r·(d_in + d_out) for q (32→32) and v (32→16)
     head = 32 * 5  # score: 32 → 5 labels, no bias
     assert rows["limit"]["trainable params"] == f"{head:,}"
-    assert rows["lora"]["trainable params"] == rows["peft/lora"]["trainable params"] == rows["peft_lora"]["trainable params"] \
+    assert (
+        rows["lora"]["trainable params"]
+        == rows["peft/lora"]["trainable params"]
+        == rows["peft_lora"]["trainable params"]
         == f"{lora + head:,}"
+    )
 
 
 @pytest.mark.parametrize("isolate", [[], pytest.param(["--isolate"], marks=pytest.mark.slow)])
-def test_a_method_that_refuses_the_model_is_listed_under_the_table_and_the_others_are_measured(tmp_path, capsys, isolate):
+def test_a_method_that_refuses_the_model_is_listed_under_the_table_and_the_others_are_measured(
+    tmp_path, capsys, isolate
+):
     """SURM's circulant default targets q and v; on the GQA Llama v is 32 → 16, so SURM refuses it."""
-    main(["--model", "tiny_llama", "--steps", "1", "--batch", "2", "--length", "8", "--methods", "surm,lora", "--no-peft",
-          "--warmup", "1", "--rounds", "1", "--out", str(tmp_path), *isolate])
+    main(
+        [
+            "--model",
+            "tiny_llama",
+            "--steps",
+            "1",
+            "--batch",
+            "2",
+            "--length",
+            "8",
+            "--methods",
+            "surm,lora",
+            "--no-peft",
+            "--warmup",
+            "1",
+            "--rounds",
+            "1",
+            "--out",
+            str(tmp_path),
+            *isolate,
+        ]
+    )
     text = capsys.readouterr().out
     assert set(table_rows(text)) == {"limit", "lora"}
-    assert ("- `surm`: surm: structure=circulant needs a square layer, but 'model.layers.0.self_attn.v_proj' is 16×32; "
-            "target square layers or use structure=kronecker") in text.splitlines()
+    assert (
+        "- `surm`: surm: structure=circulant needs a square layer, but 'model.layers.0.self_attn.v_proj' is 16×32; "
+        "target square layers or use structure=kronecker"
+    ) in text.splitlines()
 
 
 @pytest.mark.slow

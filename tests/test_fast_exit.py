@@ -1,6 +1,7 @@
 """`python -m harness` ends with os._exit once its work is done (harness/fast_exit.py): the exit status,
 the streams, logging and exit handlers are kept; module teardown is skipped unless a non-daemon thread
 still runs."""
+
 import os
 import subprocess
 import sys
@@ -41,8 +42,14 @@ def run(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
     without_unbuffered = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
     program = tmp_path / "program.py"
     program.write_text(PROGRAM.format(body=textwrap.indent(textwrap.dedent(body), "    ")))
-    return subprocess.run([sys.executable, str(program), str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                          env={**without_unbuffered, "PYTHONPATH": str(ROOT)}, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(program), str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**without_unbuffered, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
 
 
 def test_a_finished_command_skips_teardown_but_keeps_output_logs_and_exit_handlers(tmp_path):
@@ -63,14 +70,17 @@ def test_the_exit_status_is_the_one_sys_exit_gives(tmp_path):
 
 
 def test_a_live_non_daemon_thread_is_joined_the_normal_way(tmp_path):
-    done = run(tmp_path, """
+    done = run(
+        tmp_path,
+        """
         def late():
             time.sleep(0.5)
             OUT.joinpath("thread").write_text("finished")
         threading.Thread(target=late).start()
         threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
         sys.exit(4)
-    """)
+    """,
+    )
     assert done.returncode == 4
     assert (tmp_path / "thread").read_text() == "finished"
     assert (tmp_path / "teardown").read_text() == "ran"

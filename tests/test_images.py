@@ -1,5 +1,6 @@
 """Image tasks, pixel batches, EfficientNet-Lite0, LoRA on convolutions (against PEFT) and model
 projection."""
+
 import copy
 import gzip
 from pathlib import Path
@@ -12,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.errors import HarnessError
 from harness.engine.run import execute_run
+from harness.errors import HarnessError
 from methods.lora import LoRA, LoraConfig
 from methods.projection import Projection, ProjectionConfig
 from tasks import load_task
@@ -28,11 +29,21 @@ HEAD = ["classifier"]
 def task_cfg(name, source=None, **extra):
     from omegaconf import OmegaConf
 
-    return OmegaConf.create({"name": name, "source": source, "max_length": 0, "limit_train": None,
-                             "limit_eval": None, "split_seed": 42, **extra})
+    return OmegaConf.create(
+        {
+            "name": name,
+            "source": source,
+            "max_length": 0,
+            "limit_train": None,
+            "limit_eval": None,
+            "split_seed": 42,
+            **extra,
+        }
+    )
 
 
 # -- LoRA on Conv2d -----------------------------------------------------------------------------------
+
 
 class ConvNet(nn.Module):
     def __init__(self):
@@ -71,7 +82,9 @@ def test_lora_on_conv2d_equals_peft():
 def test_lora_wraps_same_padding_conv_subclasses_and_rejects_grouped_convs():
     model = tiny_cnn()
     reference = model(**tiny_images()).logits
-    method = LoRA(model, LoraConfig(r=2, alpha=4, targets=["backbone.0", "backbone.6"]), HEAD)  # 3×3 stride-2 "same", 1×1
+    method = LoRA(
+        model, LoraConfig(r=2, alpha=4, targets=["backbone.0", "backbone.6"]), HEAD
+    )  # 3×3 stride-2 "same", 1×1
     assert method.param_counts()["adapter"] == 2 * (3 * 9 + 8) + 2 * (8 + 12)
     assert torch.allclose(model(**tiny_images()).logits, reference, atol=1e-6)
     with torch.no_grad():
@@ -86,6 +99,7 @@ def test_lora_wraps_same_padding_conv_subclasses_and_rejects_grouped_convs():
 
 
 # -- model projection ---------------------------------------------------------------------------------
+
 
 def test_projection_gates_each_filter_and_counts_channel_pairs():
     model = tiny_cnn()
@@ -103,6 +117,7 @@ def test_projection_gates_each_filter_and_counts_channel_pairs():
 
 # -- tasks and pixels ---------------------------------------------------------------------------------
 
+
 def write_idx(path: Path, array: np.ndarray) -> None:
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
     with gzip.open(path, "wb") as handle:
@@ -119,12 +134,16 @@ def test_fashion_mnist_reads_idx_files_and_keeps_the_official_test_set(tmp_path)
     assert sorted(task.splits["validation"].labels) == list(range(10))  # stratified
     assert task.is_image and task.num_labels == 10 and task.report_split == "test"
     assert task.splits["test"].images.shape == (30, 28, 28)
-    with pytest.raises(HarnessError, match="fashion_mnist: .*t10k-images-idx3-ubyte.gz not found; install the Debian package"):
+    with pytest.raises(
+        HarnessError, match="fashion_mnist: .*t10k-images-idx3-ubyte.gz not found; install the Debian package"
+    ):
         (tmp_path / "t10k-images-idx3-ubyte.gz").unlink()
         load_task(task_cfg("fashion_mnist", str(tmp_path)))
 
 
-@pytest.mark.parametrize("name, sizes, shape", [("mnist5k", (3500, 749, 751), (28, 28)), ("digits", (1257, 269, 271), (8, 8))])
+@pytest.mark.parametrize(
+    "name, sizes, shape", [("mnist5k", (3500, 749, 751), (28, 28)), ("digits", (1257, 269, 271), (8, 8))]
+)
 def test_packaged_image_tasks(name, sizes, shape):
     task = load_task(task_cfg(name))
     assert tuple(len(task.splits[s]) for s in ("train", "validation", "test")) == sizes
@@ -143,7 +162,9 @@ def test_hub_image_sets_load_a_local_copy_in_the_hub_layout(tmp_path):
     task = load_task(task_cfg("cifar10", str(tmp_path)))
     assert {k: len(v) for k, v in task.splits.items()} == {"train": 36, "validation": 4, "test": 10}
     assert task.label_names == ["cat", "dog"] and task.splits["train"].images.shape[1:] == (32, 32, 3)
-    with pytest.raises(HarnessError, match="cifar100: .*needs train and test splits with columns 'img' and 'fine_label'"):
+    with pytest.raises(
+        HarnessError, match="cifar100: .*needs train and test splits with columns 'img' and 'fine_label'"
+    ):
         load_task(task_cfg("cifar100", str(tmp_path)))
 
 
@@ -160,17 +181,29 @@ def test_pixel_batches_replicate_grey_resize_and_normalise():
 
 # -- through the harness ------------------------------------------------------------------------------
 
+
 def test_image_task_with_a_text_model_is_a_one_line_error(make_config):
     record = execute_run(make_config("task=digits"))
     assert record["status"] == "failed"
-    assert record["error"] == ("task 'digits' is an image task but model 'tiny_bert' is a text model; "
-                               "choose a model of the task's kind")
+    assert record["error"] == (
+        "task 'digits' is an image task but model 'tiny_bert' is a text model; choose a model of the task's kind"
+    )
 
 
 def test_lora_on_efficientnet_convolutions_end_to_end(make_config):
     targets = "method.targets=['re:.*_(expand|project)_conv',_conv_head]"
-    record = execute_run(make_config("task=digits", "model=efficientnet_lite0", "model.image_size=32", "method=lora",
-                                     "method.r=4", targets, "train.max_steps=2", "train.batch_size=4"))
+    record = execute_run(
+        make_config(
+            "task=digits",
+            "model=efficientnet_lite0",
+            "model.image_size=32",
+            "method=lora",
+            "method.r=4",
+            targets,
+            "train.max_steps=2",
+            "train.batch_size=4",
+        )
+    )
     assert record["status"] == "success", record.get("error")
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -188,7 +221,9 @@ def test_batchnorm_with_frozen_parameters_keeps_its_running_statistics(name, bn_
     from methods import build_method
 
     model = tiny_cnn()
-    method = build_method(model, OmegaConf.create({"name": name, "targets": ["backbone.6"]} if name == "lora" else {"name": name}), HEAD)
+    method = build_method(
+        model, OmegaConf.create({"name": name, "targets": ["backbone.6"]} if name == "lora" else {"name": name}), HEAD
+    )
     stats = model.backbone[1].running_mean.clone()
     method.train_mode()
     assert model.training and model.backbone[1].training == bn_training

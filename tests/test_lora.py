@@ -1,4 +1,5 @@
 """LoRA: exact parameter counts, errors, and equality with Hugging Face PEFT's LoraConfig."""
+
 import copy
 import math
 
@@ -19,8 +20,10 @@ def ours_and_peft(r=4, alpha=8.0, targets=("query", "value"), rslora=False):
     model = tiny_bert().double()
     reference = copy.deepcopy(model)
     ours = LoRA(model, LoraConfig(r=r, alpha=alpha, targets=list(targets), rslora=rslora), HEAD)
-    theirs = peft.get_peft_model(reference, peft.LoraConfig(
-        r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0, use_rslora=rslora))
+    theirs = peft.get_peft_model(
+        reference,
+        peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0, use_rslora=rslora),
+    )
     generator = torch.Generator().manual_seed(3)
     for name, layer in ours.layers.items():
         with torch.no_grad():
@@ -79,8 +82,9 @@ def test_scaling_alpha_over_r_and_rslora():
 
 def test_suffix_and_regex_targets():
     method = LoRA(tiny_bert(), LoraConfig(targets=["output.dense"], r=2), HEAD)
-    assert sorted(method.layers) == sorted(f"bert.encoder.layer.{i}.{m}" for i in range(2)
-                                           for m in ("attention.output.dense", "output.dense"))
+    assert sorted(method.layers) == sorted(
+        f"bert.encoder.layer.{i}.{m}" for i in range(2) for m in ("attention.output.dense", "output.dense")
+    )
     method = LoRA(tiny_bert(), LoraConfig(targets=[r"re:.*layer\.0\..*query"], r=2), HEAD)
     assert list(method.layers) == ["bert.encoder.layer.0.attention.self.query"]
     method = LoRA(tiny_bert(), LoraConfig(targets=["all-linear"], r=2), HEAD)
@@ -96,7 +100,10 @@ def test_unmatched_target_is_an_error_listing_module_names():
 
 
 def test_rank_above_layer_size_is_an_error_naming_the_layer():
-    with pytest.raises(HarnessError, match=r"rank r=33 exceeds min\(d_in, d_out\)=32 of layer 'bert.encoder.layer.0.attention.self.query'"):
+    with pytest.raises(
+        HarnessError,
+        match=r"rank r=33 exceeds min\(d_in, d_out\)=32 of layer 'bert.encoder.layer.0.attention.self.query'",
+    ):
         LoRA(tiny_bert(), LoraConfig(r=33), HEAD)
 
 
@@ -115,4 +122,3 @@ def test_param_groups_split_adapter_and_head_rates_and_decay():
     assert sum(p.numel() for g in adapter for p in g["params"]) == method.param_counts()["adapter"]
     assert sum(p.numel() for g in head for p in g["params"]) == method.param_counts()["head"]
     assert {g["weight_decay"] for g in head} == {0.1, 0.0}  # weight decayed, bias not
-

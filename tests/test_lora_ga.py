@@ -1,5 +1,6 @@
 """LoRA-GA (methods/lora_ga.py) against the paper's formula computed here and against PEFT's
 init_lora_weights="lora_ga" on the same batches."""
+
 import math
 
 import pytest
@@ -21,8 +22,19 @@ def loss_of(model):
 
 def applied(style="reference", direction="ArB2r", model=None, seed=5):
     model = tiny_bert(hidden_dropout_prob=0.1).double() if model is None else model
-    method = build_method(model, {"name": "lora_ga", "targets": TARGETS, "r": R, "alpha": ALPHA, "style": style,
-                                  "direction": direction, "grad_batches": len(BATCHES)}, HEAD)
+    method = build_method(
+        model,
+        {
+            "name": "lora_ga",
+            "targets": TARGETS,
+            "r": R,
+            "alpha": ALPHA,
+            "style": style,
+            "direction": direction,
+            "grad_batches": len(BATCHES),
+        },
+        HEAD,
+    )
     torch.manual_seed(seed)  # the dropout masks of the estimate (train mode, as the reference)
     method.initialise(loss_of(model), iter(BATCHES))
     return model, method
@@ -35,8 +47,11 @@ def mean_gradients() -> dict[str, torch.Tensor]:
     torch.manual_seed(5)
     for batch in BATCHES:
         model(**batch).loss.backward()
-    return {name: module.weight.grad / len(BATCHES) for name, module in model.named_modules()
-            if name.endswith(("query", "value", "intermediate.dense"))}
+    return {
+        name: module.weight.grad / len(BATCHES)
+        for name, module in model.named_modules()
+        if name.endswith(("query", "value", "intermediate.dense"))
+    }
 
 
 def aligned(ours: torch.Tensor, theirs: torch.Tensor, dim: int) -> torch.Tensor:
@@ -46,9 +61,14 @@ def aligned(ours: torch.Tensor, theirs: torch.Tensor, dim: int) -> torch.Tensor:
     return ours * signs
 
 
-@pytest.mark.parametrize("direction, a_rows, b_cols", [("ArB2r", range(0, R), range(R, 2 * R)),
-                                                       ("A2rBr", range(R, 2 * R), range(0, R)),
-                                                       ("ArBr", range(1, 2 * R, 2), range(0, 2 * R, 2))])
+@pytest.mark.parametrize(
+    "direction, a_rows, b_cols",
+    [
+        ("ArB2r", range(0, R), range(R, 2 * R)),
+        ("A2rBr", range(R, 2 * R), range(0, R)),
+        ("ArBr", range(1, 2 * R, 2), range(0, 2 * R, 2)),
+    ],
+)
 def test_init_is_the_paper_s_formula_and_leaves_the_outputs_unchanged(direction, a_rows, b_cols):
     reference = tiny_bert(hidden_dropout_prob=0.1).double().eval()(**tiny_batch()).logits
     model, method = applied(direction=direction)
@@ -77,8 +97,14 @@ def test_peft_style_equals_peft_lora_ga_on_the_same_batches():
 
     _, ours = applied(style="peft")
     peft_model = tiny_bert(hidden_dropout_prob=0.1).double()
-    config = LoraConfig(r=R, lora_alpha=ALPHA, use_rslora=True, target_modules=TARGETS, init_lora_weights="lora_ga",
-                        lora_ga_config=LoraGAConfig(direction="ArB2r", scale="stable", stable_gamma=int(GAMMA)))
+    config = LoraConfig(
+        r=R,
+        lora_alpha=ALPHA,
+        use_rslora=True,
+        target_modules=TARGETS,
+        init_lora_weights="lora_ga",
+        lora_ga_config=LoraGAConfig(direction="ArB2r", scale="stable", stable_gamma=int(GAMMA)),
+    )
 
     def train_step():
         torch.manual_seed(5)
@@ -95,10 +121,18 @@ def test_peft_style_equals_peft_lora_ga_on_the_same_batches():
         theirs = peft_model.get_submodule(name)
         a, b = theirs.lora_A["default"].weight.detach(), theirs.lora_B["default"].weight.detach()
         # relative to each factor's largest entry: PEFT's randomised float32 SVD is good to ~1e-5 of it
-        torch.testing.assert_close(aligned(layer.lora_A.detach(), a, dim=1), a, rtol=0, atol=1e-4 * a.abs().max().item())
-        torch.testing.assert_close(aligned(layer.lora_B.detach(), b, dim=0), b, rtol=0, atol=1e-4 * b.abs().max().item())
-        torch.testing.assert_close(layer.base.weight + layer.delta_weight(), theirs.get_base_layer().weight + theirs.get_delta_weight("default"),
-                                   rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            aligned(layer.lora_A.detach(), a, dim=1), a, rtol=0, atol=1e-4 * a.abs().max().item()
+        )
+        torch.testing.assert_close(
+            aligned(layer.lora_B.detach(), b, dim=0), b, rtol=0, atol=1e-4 * b.abs().max().item()
+        )
+        torch.testing.assert_close(
+            layer.base.weight + layer.delta_weight(),
+            theirs.get_base_layer().weight + theirs.get_delta_weight("default"),
+            rtol=0,
+            atol=1e-6,
+        )
 
 
 def test_saved_state_restores_the_trained_model_without_data():
@@ -148,19 +182,24 @@ def test_a_run_estimates_the_gradient_on_its_own_first_batches_and_counts_the_ti
 
     monkeypatch.setattr(LoraGA, "initialise", spy_initialise)
     monkeypatch.setattr(StepRunner, "__call__", spy_step)
-    record = execute_run(make_config("method=lora_ga", "method.grad_batches=3", "method.targets=[query,value]", "train.batch_size=4"))
+    record = execute_run(
+        make_config("method=lora_ga", "method.grad_batches=3", "method.targets=[query,value]", "train.batch_size=4")
+    )
     assert record["status"] == "success", record["error"]
     assert [len(ids) for ids in estimated] == [4, 4, 4]
     assert torch.equal(estimated[0], trained[0]) and torch.equal(estimated[1], trained[1])
     assert 0 < record["cost"]["init_seconds"] < record["cost"]["train_seconds"]
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"grad_batches": 0}, "method.grad_batches must be > 0, got 0"),
-    ({"direction": "BrAr"}, "method.direction must be one of ArB2r, A2rBr, ArBr, got 'BrAr'"),
-    ({"style": "paper"}, "method.style must be one of reference, peft, got 'paper'"),
-    ({"stable_gamma": 0.0}, "method.stable_gamma must be > 0, got 0.0"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"grad_batches": 0}, "method.grad_batches must be > 0, got 0"),
+        ({"direction": "BrAr"}, "method.direction must be one of ArB2r, A2rBr, ArBr, got 'BrAr'"),
+        ({"style": "paper"}, "method.style must be one of reference, peft, got 'paper'"),
+        ({"stable_gamma": 0.0}, "method.stable_gamma must be > 0, got 0.0"),
+    ],
+)
 def test_bad_settings_are_one_line_naming_the_key_and_what_is_allowed(override, message):
     from harness.errors import HarnessError
 
@@ -171,7 +210,9 @@ def test_bad_settings_are_one_line_naming_the_key_and_what_is_allowed(override, 
 
 def test_the_smallest_allowed_settings_are_accepted():
     """One gradient batch and a γ below 1 are valid (the bounds are > 0, not > 1)."""
-    method = build_method(tiny_bert(), {"name": "lora_ga", "targets": ["query"], "grad_batches": 1, "stable_gamma": 0.5}, HEAD)
+    method = build_method(
+        tiny_bert(), {"name": "lora_ga", "targets": ["query"], "grad_batches": 1, "stable_gamma": 0.5}, HEAD
+    )
     assert method.init_batches == 1 and method.cfg.stable_gamma == 0.5
 
 
@@ -180,7 +221,10 @@ def test_rank_and_layer_type_errors_name_the_layer():
 
     with pytest.raises(HarnessError) as caught:
         build_method(tiny_bert(), {"name": "lora_ga", "targets": ["query"], "r": 17}, HEAD)
-    assert str(caught.value) == "lora_ga: rank r=34 exceeds min(d_in, d_out)=32 of layer 'bert.encoder.layer.0.attention.self.query' (32×32)"
+    assert (
+        str(caught.value)
+        == "lora_ga: rank r=34 exceeds min(d_in, d_out)=32 of layer 'bert.encoder.layer.0.attention.self.query' (32×32)"
+    )
     model = torch.nn.Sequential()
     model.add_module("conv", torch.nn.Conv2d(3, 4, 1))
     model.add_module("classifier", torch.nn.Linear(4, 2))

@@ -1,5 +1,6 @@
 """LoRA-XS, MELoRA and DoRA: their paper's math, their errors, and equality with PEFT where PEFT
 has the method (DoRA) or an equivalent LoRA (LoRA-XS with R folded into B, MELoRA with n=1)."""
+
 import copy
 import math
 
@@ -19,7 +20,9 @@ HEAD = ["classifier"]
 
 
 def peft_lora(model, r, alpha, targets, **extra):
-    config = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=extra.pop("dropout", 0.0), **extra)
+    config = peft.LoraConfig(
+        r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=extra.pop("dropout", 0.0), **extra
+    )
     return peft.get_peft_model(copy.deepcopy(model), config)
 
 
@@ -28,6 +31,7 @@ def peft_layer(peft_model, name):
 
 
 # -- LoRA-XS ------------------------------------------------------------------------------------
+
 
 def test_lora_xs_factors_are_the_truncated_svd_with_singular_values_on_the_input_side():
     torch.manual_seed(0)
@@ -59,7 +63,11 @@ def test_lora_xs_trains_r_squared_parameters_and_keeps_factors_as_buffers():
     method = LoraXS(tiny_bert(), LoraXSConfig(r=4), HEAD)
     assert len(method.layers) == 2 * 4
     assert method.param_counts()["adapter"] == 2 * 4 * 4**2
-    grouped = {id(p) for g in method.param_groups(type("T", (), {"lr": 1, "head_lr": 1, "weight_decay": 0})) for p in g["params"]}
+    grouped = {
+        id(p)
+        for g in method.param_groups(type("T", (), {"lr": 1, "head_lr": 1, "weight_decay": 0}))
+        for p in g["params"]
+    }
     layer = next(iter(method.layers.values()))
     assert id(layer.lora_R) in grouped and not layer.lora_A.requires_grad
     assert "lora_A" in dict(layer.named_buffers()) and "lora_B" in dict(layer.named_buffers())
@@ -68,12 +76,18 @@ def test_lora_xs_trains_r_squared_parameters_and_keeps_factors_as_buffers():
 def test_lora_xs_svd_is_deterministic_and_rank_is_checked():
     first = LoraXS(tiny_bert(), LoraXSConfig(r=4), HEAD).layers
     second = LoraXS(tiny_bert(), LoraXSConfig(r=4), HEAD).layers
-    assert all(torch.equal(first[n].lora_A, second[n].lora_A) and torch.equal(first[n].lora_B, second[n].lora_B) for n in first)
-    with pytest.raises(HarnessError, match=r"lora_xs: rank r=33 exceeds min\(d_in, d_out\)=32 of layer 'bert.encoder.layer.0.attention.self.query'"):
+    assert all(
+        torch.equal(first[n].lora_A, second[n].lora_A) and torch.equal(first[n].lora_B, second[n].lora_B) for n in first
+    )
+    with pytest.raises(
+        HarnessError,
+        match=r"lora_xs: rank r=33 exceeds min\(d_in, d_out\)=32 of layer 'bert.encoder.layer.0.attention.self.query'",
+    ):
         LoraXS(tiny_bert(), LoraXSConfig(r=33), HEAD)
 
 
 # -- MELoRA -------------------------------------------------------------------------------------
+
 
 def test_melora_with_one_block_equals_peft_lora():
     model = tiny_bert().double()
@@ -114,13 +128,17 @@ def test_melora_init_parameter_count_and_divisibility():
     assert torch.count_nonzero(layer.lora_B) == 0
     method = Melora(tiny_bert(), MeloraConfig(r=2, n=4), HEAD)
     assert method.param_counts()["adapter"] == 2 * 2 * 2 * (32 + 32)  # r(d_in + d_out) per matrix
-    with pytest.raises(HarnessError, match=r"melora: layer 'bert.encoder.layer.0.attention.self.query' \(32×32\) is not divisible into n=3 blocks"):
+    with pytest.raises(
+        HarnessError,
+        match=r"melora: layer 'bert.encoder.layer.0.attention.self.query' \(32×32\) is not divisible into n=3 blocks",
+    ):
         Melora(tiny_bert(), MeloraConfig(n=3), HEAD)
     with pytest.raises(HarnessError, match=r"melora: rank r=9 exceeds min\(d_in, d_out\)=8"):
         Melora(tiny_bert(), MeloraConfig(r=9, n=4), HEAD)
 
 
 # -- DoRA ---------------------------------------------------------------------------------------
+
 
 def dora_pair(dropout=0.0, targets=("query", "value", "intermediate.dense")):
     model = tiny_bert().double()
@@ -154,7 +172,9 @@ def test_dora_outputs_gradients_and_merge_equal_peft():
         theirs_layer = peft_layer(theirs, name)
         assert torch.allclose(layer.lora_A.grad, theirs_layer.lora_A["default"].weight.grad, atol=1e-10)
         assert torch.allclose(layer.lora_B.grad, theirs_layer.lora_B["default"].weight.grad, atol=1e-10)
-        assert torch.allclose(layer.magnitude.grad, theirs_layer.lora_magnitude_vector["default"].weight.grad, atol=1e-10)
+        assert torch.allclose(
+            layer.magnitude.grad, theirs_layer.lora_magnitude_vector["default"].weight.grad, atol=1e-10
+        )
     ours.merge()
     merged = theirs.merge_and_unload()
     for name, layer in ours.layers.items():

@@ -1,5 +1,6 @@
 """The protocol's sequential log-grid search (harness/protocol/lr_search.py): extended while the pick is on an
 edge, refined once it is inside, always exactly `trials` points."""
+
 import pytest
 
 from harness.protocol.lr_search import FAILED, best_exponent, next_exponent, plan
@@ -39,7 +40,7 @@ def test_an_inner_optimum_is_refined_towards_the_better_neighbour():
 
 def test_every_search_has_exactly_the_trials_asked_for():
     for optimum in (-4, -0.7, 0, 0.2, 3.3, 9):
-        order, scores = run_search(lambda j: -(j - optimum) ** 2, trials=7)
+        order, scores = run_search(lambda j: -((j - optimum) ** 2), trials=7)
         assert len(order) == len(set(order)) == len(scores) == 7
 
 

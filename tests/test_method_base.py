@@ -1,6 +1,7 @@
 """The method interface's shared rules (methods/base.py, methods/registry.py, methods/lowrank.py):
 bias and normalisation-layer naming, BatchNorm handling, state loading errors, the registry's
 errors, the LoRA-family config checks and the additive wrapper."""
+
 import pytest
 import torch
 from torch import nn
@@ -18,22 +19,27 @@ HEAD = ["classifier"]
 
 # -- is_bias: HF Trainer's rule on the last part of the name ---------------------------------------------
 
-@pytest.mark.parametrize("name, expected", [
-    ("bias", True),                          # a top-level parameter (no dot)
-    ("classifier.bias", True),
-    ("encoder.layer.0.output.dense.bias", True),
-    ("x.lora_bias", True),                   # "bias" anywhere in the last part
-    ("bias_proj.weight", False),             # "bias" only in a module name
-    ("encoder.bias_net.weight", False),
-    ("encoder.bias net.weight", False),      # not split on whitespace
-    ("a.bias.b.weight", False),
-    ("weight", False),
-])
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("bias", True),  # a top-level parameter (no dot)
+        ("classifier.bias", True),
+        ("encoder.layer.0.output.dense.bias", True),
+        ("x.lora_bias", True),  # "bias" anywhere in the last part
+        ("bias_proj.weight", False),  # "bias" only in a module name
+        ("encoder.bias_net.weight", False),
+        ("encoder.bias net.weight", False),  # not split on whitespace
+        ("a.bias.b.weight", False),
+        ("weight", False),
+    ],
+)
 def test_is_bias_reads_only_the_last_dotted_part(name, expected):
     assert is_bias(name) is expected
 
 
 # -- head modules, target errors ---------------------------------------------------------------------------
+
 
 def test_missing_head_module_is_an_error_naming_the_top_level_modules():
     model = tiny_bert()
@@ -46,13 +52,18 @@ def test_missing_head_module_is_an_error_naming_the_top_level_modules():
 def test_unmatched_target_error_names_the_method():
     with pytest.raises(HarnessError) as error:
         LoRA(tiny_bert(), LoraConfig(targets=["nomatch"]), HEAD)
-    linear = "bert.encoder.layer.<n>.attention.self.query, bert.encoder.layer.<n>.attention.self.key, " \
-             "bert.encoder.layer.<n>.attention.self.value, bert.encoder.layer.<n>.attention.output.dense, " \
-             "bert.encoder.layer.<n>.intermediate.dense, bert.encoder.layer.<n>.output.dense, bert.pooler.dense"
-    assert str(error.value) == f"lora: target pattern 'nomatch' matches no Linear/Conv2d module; the model has: {linear}"
+    linear = (
+        "bert.encoder.layer.<n>.attention.self.query, bert.encoder.layer.<n>.attention.self.key, "
+        "bert.encoder.layer.<n>.attention.self.value, bert.encoder.layer.<n>.attention.output.dense, "
+        "bert.encoder.layer.<n>.intermediate.dense, bert.encoder.layer.<n>.output.dense, bert.pooler.dense"
+    )
+    assert (
+        str(error.value) == f"lora: target pattern 'nomatch' matches no Linear/Conv2d module; the model has: {linear}"
+    )
 
 
 # -- BatchNorm: train mode, learned tensors, weight decay -------------------------------------------------
+
 
 class NormWithChild(nn.BatchNorm1d):
     """A BatchNorm subclass that owns a child module: the rules read only the layer's own tensors."""
@@ -76,7 +87,7 @@ class ChildNet(nn.Module):
 def test_frozen_norm_with_a_trained_child_stays_in_eval_and_saves_no_statistics():
     model = ChildNet()
     method = Method(model, MethodConfig(), HEAD)
-    model.norm.extra.weight.requires_grad_(True)      # the child trains, the norm's own tensors do not
+    model.norm.extra.weight.requires_grad_(True)  # the child trains, the norm's own tensors do not
     method.train_mode()
     assert not model.norm.training and model.classifier.training
     assert set(method.learned_tensors()) == set()
@@ -98,8 +109,9 @@ def test_frozen_batchnorm_statistics_are_not_learned_tensors():
     method = Projection(tiny_cnn(), ProjectionConfig(), HEAD)
     assert method.learned_tensors() == {}
     trained = Projection(tiny_cnn(), ProjectionConfig(train_bn=True), HEAD)
-    assert set(trained.learned_tensors()) == {f"backbone.{i}.{b}" for i in (1, 4)
-                                              for b in ("running_mean", "running_var", "num_batches_tracked")}
+    assert set(trained.learned_tensors()) == {
+        f"backbone.{i}.{b}" for i in (1, 4) for b in ("running_mean", "running_var", "num_batches_tracked")
+    }
 
 
 def test_a_root_norm_layer_parameters_are_not_decayed():
@@ -111,6 +123,7 @@ def test_a_root_norm_layer_parameters_are_not_decayed():
 
 
 # -- loading state -------------------------------------------------------------------------------------------
+
 
 def test_load_state_errors_list_the_first_five_names():
     method = LoRA(tiny_bert(), LoraConfig(targets=["query", "value"]), HEAD)
@@ -165,15 +178,19 @@ def test_register_adds_the_class_under_its_name():
 
 # -- LowRankConfig checks ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("settings, message", [
-    ({"r": 0}, "method.r must be a positive rank, got 0"),
-    ({"r": -1}, "method.r must be a positive rank, got -1"),
-    ({"alpha": 0.0}, "method.alpha must be > 0, got 0.0"),
-    ({"alpha": -2.0}, "method.alpha must be > 0, got -2.0"),
-    ({"dropout": 1.0}, "method.dropout must be in [0, 1), got 1.0"),
-    ({"dropout": 1.5}, "method.dropout must be in [0, 1), got 1.5"),
-    ({"dropout": -0.1}, "method.dropout must be in [0, 1), got -0.1"),
-])
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"r": 0}, "method.r must be a positive rank, got 0"),
+        ({"r": -1}, "method.r must be a positive rank, got -1"),
+        ({"alpha": 0.0}, "method.alpha must be > 0, got 0.0"),
+        ({"alpha": -2.0}, "method.alpha must be > 0, got -2.0"),
+        ({"dropout": 1.0}, "method.dropout must be in [0, 1), got 1.0"),
+        ({"dropout": 1.5}, "method.dropout must be in [0, 1), got 1.5"),
+        ({"dropout": -0.1}, "method.dropout must be in [0, 1), got -0.1"),
+    ],
+)
 def test_low_rank_config_bounds(settings, message):
     with pytest.raises(HarnessError) as error:
         LowRankConfig(**settings)
@@ -188,9 +205,10 @@ def test_low_rank_config_accepts_the_bounds_inside():
 
 # -- scaled and the additive wrapper -------------------------------------------------------------------
 
+
 def test_scaled_skips_the_pass_when_scaling_is_one():
     update = torch.arange(6, dtype=torch.int64).reshape(2, 3)
-    assert scaled(update, 1) is update                 # no pass, not even a copy (nor a dtype change)
+    assert scaled(update, 1) is update  # no pass, not even a copy (nor a dtype change)
     assert scaled(update, 1.0) is update
     doubled = scaled(update.double(), 2.0)
     assert torch.equal(doubled, torch.tensor([[0.0, 2.0, 4.0], [6.0, 8.0, 10.0]], dtype=torch.float64))
@@ -206,6 +224,7 @@ def test_zero_dropout_adds_no_dropout_module_as_in_peft():
 
 
 # -- projection gates follow the base weight's dtype and device -----------------------------------------------
+
 
 def test_projection_gates_in_float64_and_on_meta():
     model = tiny_cnn().double()

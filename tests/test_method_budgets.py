@@ -2,6 +2,7 @@
 their exact one-line messages, schedule keys named in errors, the orthogonality and equilibrium
 regularizers at weight 1 computed in the test, the importance EMA of dynamic DoRA against shares
 computed from the dense per-component updates, and its pruning window boundaries."""
+
 import pytest
 import torch
 
@@ -15,12 +16,19 @@ TARGETS = ["query", "value", "intermediate.dense"]
 
 
 def adalora(model=None, **values) -> AdaLoRA:
-    return AdaLoRA(model if model is not None else tiny_bert(), AdaLoraConfig(**{"targets": TARGETS, "r": 3, "target_r": 2, **values}), HEAD)
+    return AdaLoRA(
+        model if model is not None else tiny_bert(),
+        AdaLoraConfig(**{"targets": TARGETS, "r": 3, "target_r": 2, **values}),
+        HEAD,
+    )
 
 
 def dora(model=None, **values) -> DoraDynamic:
-    return DoraDynamic(model if model is not None else tiny_bert(),
-                       DoraDynamicConfig(**{"targets": TARGETS, "target_r": 2, "dropout": 0.0, **values}), HEAD)
+    return DoraDynamic(
+        model if model is not None else tiny_bert(),
+        DoraDynamicConfig(**{"targets": TARGETS, "target_r": 2, "dropout": 0.0, **values}),
+        HEAD,
+    )
 
 
 def message(values: dict, config) -> str:
@@ -31,10 +39,13 @@ def message(values: dict, config) -> str:
 
 # -- AdaLoRA config ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("beta1, beta2", [(0.0, 0.5), (1.0, 0.5), (0.5, 0.0), (0.5, 1.0), (0.5, 1.5), (0.5, -0.1)])
 def test_adalora_betas_outside_the_open_unit_interval_are_errors(beta1, beta2):
-    assert message({"beta1": beta1, "beta2": beta2}, AdaLoraConfig) == \
-        f"method.beta1/beta2 must be in (0, 1), got {beta1}, {beta2}"
+    assert (
+        message({"beta1": beta1, "beta2": beta2}, AdaLoraConfig)
+        == f"method.beta1/beta2 must be in (0, 1), got {beta1}, {beta2}"
+    )
 
 
 def test_adalora_orth_reg_bound():
@@ -47,13 +58,20 @@ def test_adalora_bad_schedule_point_names_its_key(key):
     method = adalora(**{key: 2.5})
     with pytest.raises(HarnessError) as error:
         method.start(20)
-    assert str(error.value) == f"method.{key} must be a whole number of steps or a fraction in [0, 1) of the total steps, got 2.5"
+    assert (
+        str(error.value)
+        == f"method.{key} must be a whole number of steps or a fraction in [0, 1) of the total steps, got 2.5"
+    )
 
 
 def test_adalora_start_keeps_the_loops_total_and_optimizer():
     method = adalora()
-    optimizer = torch.optim.SGD(method.trainable_parameters() if hasattr(method, "trainable_parameters")
-                                else [p for p in method.model.parameters() if p.requires_grad], lr=0.1)
+    optimizer = torch.optim.SGD(
+        method.trainable_parameters()
+        if hasattr(method, "trainable_parameters")
+        else [p for p in method.model.parameters() if p.requires_grad],
+        lr=0.1,
+    )
     method.start(20, optimizer)
     assert method.total_steps == 20 and method.optimizer is optimizer
 
@@ -122,6 +140,7 @@ def test_adalora_freeze_at_the_first_step_scores_on_that_steps_gradients():
 
 # -- dynamic DoRA config -----------------------------------------------------------------------
 
+
 def test_dora_dynamic_beta_bounds():
     assert DoraDynamicConfig(target_r=2, beta=0.0).beta == 0.0
     for beta in (1.0, 1.5, -0.1):
@@ -139,7 +158,8 @@ def test_dora_dynamic_window_bounds():
     for start, end in [(0.3, 0.3), (0.5, 0.4), (-0.1, 0.5), (0.2, 1.5), (0.2, 1.01)]:
         assert message({"target_r": 2, "prune_start": start, "prune_end": end}, DoraDynamicConfig) == (
             "method.prune_start/prune_end must satisfy 0 <= start < end <= 1 (fractions of the total steps), "
-            f"got {start}, {end}")
+            f"got {start}, {end}"
+        )
 
 
 def test_dora_dynamic_delta_t_bound():
@@ -148,6 +168,7 @@ def test_dora_dynamic_delta_t_bound():
 
 
 # -- dynamic DoRA schedule and scores -------------------------------------------------------------
+
 
 def test_dora_dynamic_start_keeps_the_loops_total_and_optimizer():
     method = dora()
@@ -249,11 +270,14 @@ def test_dora_dynamic_prunes_only_at_window_steps_multiple_of_delta_t():
 
 # -- shared budget machinery (methods/budget.py) ---------------------------------------------------
 
+
 def test_budget_rank_error_names_the_method_and_the_layer():
     with pytest.raises(HarnessError) as error:
         adalora(r=40, target_r=2)
-    assert str(error.value) == \
-        "adalora: rank r=40 exceeds min(d_in, d_out)=32 of layer 'bert.encoder.layer.0.attention.self.query' (32×32)"
+    assert (
+        str(error.value)
+        == "adalora: rank r=40 exceeds min(d_in, d_out)=32 of layer 'bert.encoder.layer.0.attention.self.query' (32×32)"
+    )
 
 
 def test_budget_pruning_nothing_revives_every_component():
@@ -270,8 +294,9 @@ def test_budget_trainable_count_is_the_kept_adapter_plus_the_head():
     d = {"query": (32, 32), "value": (32, 32), "intermediate.dense": (32, 48)}
     scores = {name: torch.tensor([0.0, 1.0, 2.0]) for name in method.layers}
     method.prune_lowest(scores, len(method.layers))  # drop component 0 everywhere: 2 kept per matrix
-    adapter = sum(2 * (d_in + d_out + 1) for name in method.layers
-                  for key, (d_in, d_out) in d.items() if name.endswith(key))
+    adapter = sum(
+        2 * (d_in + d_out + 1) for name in method.layers for key, (d_in, d_out) in d.items() if name.endswith(key)
+    )
     head = sum(p.numel() for p in method.model.classifier.parameters())
     counts = method.param_counts()
     assert counts["adapter"] == adapter and counts["trainable"] == adapter + head

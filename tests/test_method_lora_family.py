@@ -1,6 +1,7 @@
 """LoRA, DoRA, LoRA-XS, MELoRA and target matching: init bounds, rank checks on convolutions,
 rsLoRA scaling, DoRA's forward against its formula, config bounds and error messages (each message
 asserted whole), dtype/device of the factors."""
+
 import math
 
 import pytest
@@ -36,6 +37,7 @@ def kaiming_sqrt5_bound(fan_in: int) -> float:
 
 # -- init: A ~ U(±1/√fan_in) ----------------------------------------------------------------------------------
 
+
 def test_lora_linear_init_bound_is_one_over_sqrt_fan_in():
     torch.manual_seed(0)
     method = LoRA(tiny_bert(), LoraConfig(r=8, targets=["query"]), HEAD)
@@ -64,6 +66,7 @@ def test_melora_init_bound_is_per_block_fan_in():
 
 # -- LoRA on convolutions: rank check, grouped convolutions, rsLoRA ---------------------------------------------
 
+
 def test_conv_rank_check_uses_c_in_times_kernel_area():
     # d_in = C_in·k_h·k_w = 2·2·3 = 12 < C_out = 20
     LoRA(ConvNet(2, 20, kernel_size=(2, 3)), LoraConfig(r=12, targets=["conv"]), HEAD)
@@ -75,14 +78,18 @@ def test_conv_rank_check_uses_c_in_times_kernel_area():
 def test_linear_rank_check_message():
     with pytest.raises(HarnessError) as error:
         LoRA(tiny_bert(), LoraConfig(r=33, targets=["query"]), HEAD)
-    assert str(error.value) == "lora: rank r=33 exceeds min(d_in, d_out)=32 of layer 'bert.encoder.layer.0.attention.self.query' (32×32)"
+    assert (
+        str(error.value)
+        == "lora: rank r=33 exceeds min(d_in, d_out)=32 of layer 'bert.encoder.layer.0.attention.self.query' (32×32)"
+    )
 
 
 def test_grouped_conv_is_an_error():
     with pytest.raises(HarnessError) as error:
         LoRA(ConvNet(4, 6, groups=2), LoraConfig(r=2, targets=["conv"]), HEAD)
-    assert str(error.value) == ("lora: 'conv' is a grouped convolution (groups=2); "
-                                "LoRA adapts Linear and ungrouped Conv2d layers only")
+    assert str(error.value) == (
+        "lora: 'conv' is a grouped convolution (groups=2); LoRA adapts Linear and ungrouped Conv2d layers only"
+    )
 
 
 def test_rslora_on_conv_scales_by_alpha_over_sqrt_r():
@@ -99,6 +106,7 @@ def test_rslora_on_conv_scales_by_alpha_over_sqrt_r():
 
 
 # -- DoRA forward against W' = m · (W0 + sBA) / ‖W0 + sBA‖ (per output row) ----------------------------------------
+
 
 @pytest.mark.parametrize("rslora", [False, True])
 def test_dora_forward_with_bias_matches_formula(rslora):
@@ -120,6 +128,7 @@ def test_dora_forward_with_bias_matches_formula(rslora):
 
 # -- target matching -------------------------------------------------------------------------------------------
 
+
 def test_empty_targets_default_method_name():
     with pytest.raises(HarnessError) as error:
         match_targets(tiny_bert(), [], HEAD)
@@ -134,6 +143,7 @@ def test_name_shapes_folds_layer_indices():
 
 
 # -- LoRA-XS and MELoRA configs and layers --------------------------------------------------------------------
+
 
 def test_lora_xs_init_std_bounds():
     assert LoraXSConfig(init_std=0.0).init_std == 0.0
@@ -161,19 +171,26 @@ def test_melora_rank_check_on_blocks():
     Melora(tiny_bert(), MeloraConfig(r=16, n=2, targets=["query"]), HEAD)
     with pytest.raises(HarnessError) as error:
         Melora(tiny_bert(), MeloraConfig(r=17, n=2, targets=["query"]), HEAD)
-    assert str(error.value) == "melora: rank r=17 exceeds min(d_in, d_out)=16 of layer 'bert.encoder.layer.0.attention.self.query' (16×16)"
+    assert (
+        str(error.value)
+        == "melora: rank r=17 exceeds min(d_in, d_out)=16 of layer 'bert.encoder.layer.0.attention.self.query' (16×16)"
+    )
 
 
-@pytest.mark.parametrize("n, layer, shape", [
-    (3, "bert.encoder.layer.0.intermediate.dense", "48×32"),   # d_out divisible, d_in not
-    (3, "bert.encoder.layer.0.output.dense", "32×48"),         # d_in divisible, d_out not
-])
+@pytest.mark.parametrize(
+    "n, layer, shape",
+    [
+        (3, "bert.encoder.layer.0.intermediate.dense", "48×32"),  # d_out divisible, d_in not
+        (3, "bert.encoder.layer.0.output.dense", "32×48"),  # d_in divisible, d_out not
+    ],
+)
 def test_melora_blocks_must_divide_both_sides(n, layer, shape):
     target = layer.split("layer.0.")[1]
     with pytest.raises(HarnessError) as error:
         Melora(tiny_bert(), MeloraConfig(r=2, n=n, targets=[f"layer.0.{target}"]), HEAD)
-    assert str(error.value) == (f"melora: layer '{layer}' ({shape}) is not divisible into n={n} blocks; "
-                                "choose n dividing both d_in and d_out")
+    assert str(error.value) == (
+        f"melora: layer '{layer}' ({shape}) is not divisible into n={n} blocks; choose n dividing both d_in and d_out"
+    )
 
 
 class NoBiasNet(nn.Module):

@@ -1,6 +1,7 @@
 """LoRTA (mutation-testing follow-up, issue 16 item 3): factor dtypes and A's kaiming bound, and
 the errors (exact one-line messages) for models without attention heads or with a hidden size the
 heads do not divide, and for unmatched targets."""
+
 import math
 from types import SimpleNamespace
 
@@ -65,10 +66,16 @@ def test_lorta_targets_of_two_narrower_widths_are_one_line():
     model.layer = torch.nn.ModuleList([Attention()])
     with pytest.raises(HarnessError) as caught:
         Lorta(model, LortaConfig(r=2, targets=["q", "k", "v"]), [])
-    assert str(caught.value) == "lorta: the targets narrower than 8 must share one output width (grouped-query k, v); got [4, 2]"
+    assert (
+        str(caught.value)
+        == "lorta: the targets narrower than 8 must share one output width (grouped-query k, v); got [4, 2]"
+    )
     with pytest.raises(HarnessError) as caught:
         Lorta(model, LortaConfig(r=2, targets=["k", "v"]), [])
-    assert str(caught.value) == "lorta: the targets narrower than 8 must share one output width (grouped-query k, v); got [4, 2]"
+    assert (
+        str(caught.value)
+        == "lorta: the targets narrower than 8 must share one output width (grouped-query k, v); got [4, 2]"
+    )
 
 
 def test_lorta_needs_attention_heads():
@@ -79,10 +86,13 @@ def test_lorta_needs_attention_heads():
 
 def test_lorta_heads_must_divide_the_hidden_size():
     model = Plain(config=SimpleNamespace(num_attention_heads=3))
-    assert error(lambda: Lorta(model, LortaConfig(targets=["query"]), HEAD)) == \
-        "lorta: hidden size 8 is not divisible by num_attention_heads=3"
+    assert (
+        error(lambda: Lorta(model, LortaConfig(targets=["query"]), HEAD))
+        == "lorta: hidden size 8 is not divisible by num_attention_heads=3"
+    )
 
 
 def test_lorta_unmatched_target_names_the_method():
     assert error(lambda: Lorta(tiny_bert(), LortaConfig(targets=["nothing_here"]), HEAD)).startswith(
-        "lorta: target pattern 'nothing_here' matches no Linear module; the model has: ")
+        "lorta: target pattern 'nothing_here' matches no Linear module; the model has: "
+    )

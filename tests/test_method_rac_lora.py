@@ -2,6 +2,7 @@
 messages, LoRA's kaiming bound 1/√d_in for Chain of LoRA links, the frozen factor's std and
 precision, the seeded generator being independent of the global RNG, link boundaries computed in
 the test, and the optimizer reset on an empty state."""
+
 import math
 
 import pytest
@@ -31,8 +32,10 @@ def message(**values) -> str:
 def test_gaussian_factor_choices_with_frozen_none():
     for gaussian in ("A", "B", None):
         assert RacLoraConfig(frozen="none", gaussian=gaussian).gaussian == gaussian
-    assert message(frozen="none", gaussian="a") == \
-        "method.gaussian (A, B or null) chooses the Gaussian factor of a chain with frozen: none, got 'a' with frozen: none"
+    assert (
+        message(frozen="none", gaussian="a")
+        == "method.gaussian (A, B or null) chooses the Gaussian factor of a chain with frozen: none, got 'a' with frozen: none"
+    )
 
 
 def test_links_init_std_and_rslora_bounds():
@@ -46,8 +49,10 @@ def test_links_init_std_and_rslora_bounds():
 def test_rank_error_names_the_method_and_the_layer():
     with pytest.raises(HarnessError) as error:
         chain(r=40, targets=["query"])
-    assert str(error.value) == \
-        "rac_lora: rank r=40 exceeds min(d_in, d_out)=32 of layer 'bert.encoder.layer.0.attention.self.query' (32×32)"
+    assert (
+        str(error.value)
+        == "rac_lora: rank r=40 exceeds min(d_in, d_out)=32 of layer 'bert.encoder.layer.0.attention.self.query' (32×32)"
+    )
 
 
 def test_start_keeps_the_total_steps():

@@ -8,6 +8,7 @@ FFN 48, 2 layers, 4 heads; query/key/value/attention-output 32×32, intermediate
 32×48) or a tiny CNN, with non-square targets wherever the method allows them, so that swapped
 factors or dimensions cannot pass.
 """
+
 import math
 
 import pytest
@@ -22,8 +23,14 @@ from tests.training import train_steps
 HEAD = ["classifier"]
 FFN_OUT = r"re:.*\.layer\.\d+\.output\.dense"
 LAYER = "bert.encoder.layer.{}."
-NAMES = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
-         "attention.output.dense": "attention.output.dense", "intermediate.dense": "intermediate.dense", FFN_OUT: "output.dense"}
+NAMES = {
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "attention.output.dense": "attention.output.dense",
+    "intermediate.dense": "intermediate.dense",
+    FFN_OUT: "output.dense",
+}
 
 
 def build(name: str, model_fn=tiny_bert, seed: int = 0, **values):
@@ -37,8 +44,11 @@ def build(name: str, model_fn=tiny_bert, seed: int = 0, **values):
 
 def trained(name: str, steps: int = 4, total=None, model_fn=tiny_bert, before_step_end=None, **values):
     original, model, method = build(name, model_fn=model_fn, **values)
-    batch = (lambda step: {"pixel_values": tiny_images(seed=step)["pixel_values"].double()}) if model_fn is tiny_cnn \
+    batch = (
+        (lambda step: {"pixel_values": tiny_images(seed=step)["pixel_values"].double()})
+        if model_fn is tiny_cnn
         else (lambda step: tiny_batch(seed=step))
+    )
     train_steps(method, batch, steps, total=total, before_step_end=before_step_end)
     return original, model, method
 
@@ -66,11 +76,15 @@ def check_linear_layers(original, model, method, reference) -> None:
         expected[name] = reference(name, w0, wrapper)
         assert torch.allclose(effective_weight(wrapper, w0.shape[1]), expected[name], atol=1e-10), name
     updated = [name for name in expected if not torch.allclose(expected[name], original.get_submodule(name).weight)]
-    assert len(updated) >= len(expected) // 2, f"only {updated} were updated by training; the check would be nearly empty"
+    assert len(updated) >= len(expected) // 2, (
+        f"only {updated} were updated by training; the check would be nearly empty"
+    )
     method.merge()
     for name, wrapper in method.layers.items():
         assert torch.allclose(wrapper.base.weight, expected[name], atol=1e-10), f"{name}: merged weight"
-        assert torch.allclose(effective_weight(wrapper, wrapper.base.weight.shape[1]), expected[name], atol=1e-10), f"{name}: merged output"
+        assert torch.allclose(effective_weight(wrapper, wrapper.base.weight.shape[1]), expected[name], atol=1e-10), (
+            f"{name}: merged output"
+        )
 
 
 LORA_TARGETS = ["query", "intermediate.dense", FFN_OUT]
@@ -126,7 +140,9 @@ def test_melora_is_the_block_diagonal_of_the_mini_loras():
         rows, cols = w0.shape[0] // n, w0.shape[1] // n
         delta = torch.zeros_like(w0)
         for i in range(n):
-            delta[i * rows:(i + 1) * rows, i * cols:(i + 1) * cols] = (alpha / r) * layer.lora_B[i] @ layer.lora_A[i]
+            delta[i * rows : (i + 1) * rows, i * cols : (i + 1) * cols] = (
+                (alpha / r) * layer.lora_B[i] @ layer.lora_A[i]
+            )
         return w0 + delta
 
     check_linear_layers(original, model, method, reference)
@@ -146,8 +162,18 @@ def test_dora_is_the_magnitude_times_the_row_normalised_direction():
 
 def test_adalora_is_b_diag_e_a_over_the_initial_rank_with_pruned_triplets_zero():
     r, target_r, alpha = 3, 2, 6.0
-    original, model, method = trained("adalora", steps=12, total=12, r=r, target_r=target_r, alpha=alpha, t_init=2,
-                                      t_final=3, delta_t=2, targets=LORA_TARGETS)
+    original, model, method = trained(
+        "adalora",
+        steps=12,
+        total=12,
+        r=r,
+        target_r=target_r,
+        alpha=alpha,
+        t_init=2,
+        t_final=3,
+        delta_t=2,
+        targets=LORA_TARGETS,
+    )
     kept = {name: layer.kept.clone() for name, layer in method.layers.items()}
     assert sum(int(mask.sum()) for mask in kept.values()) == target_r * 6  # the final budget b_T
     for name, layer in method.layers.items():
@@ -161,14 +187,27 @@ def test_adalora_is_b_diag_e_a_over_the_initial_rank_with_pruned_triplets_zero()
 
 def test_dora_dynamic_is_b_diag_c_a_over_r0_with_pruned_components_zero():
     r, target_r, alpha = 3, 1, 6.0
-    original, model, method = trained("dora_dynamic", steps=10, total=10, r=r, target_r=target_r, alpha=alpha,
-                                      dropout=0.0, delta_t=1, targets=LORA_TARGETS)
+    original, model, method = trained(
+        "dora_dynamic",
+        steps=10,
+        total=10,
+        r=r,
+        target_r=target_r,
+        alpha=alpha,
+        dropout=0.0,
+        delta_t=1,
+        targets=LORA_TARGETS,
+    )
     assert sum(int(layer.kept.sum()) for layer in method.layers.values()) == target_r * 6
     for name, layer in method.layers.items():
         assert torch.all(layer.lora_E[~layer.kept] == 0), name
 
-    check_linear_layers(original, model, method,
-                        lambda name, w0, layer: w0 + (alpha / r) * layer.lora_B @ torch.diag(layer.lora_E) @ layer.lora_A)
+    check_linear_layers(
+        original,
+        model,
+        method,
+        lambda name, w0, layer: w0 + (alpha / r) * layer.lora_B @ torch.diag(layer.lora_E) @ layer.lora_A,
+    )
 
 
 def circulant(column: torch.Tensor) -> torch.Tensor:
@@ -189,7 +228,7 @@ def kronecker(B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     out = torch.zeros(B.shape[0] * a, B.shape[1] * b, dtype=A.dtype)
     for p in range(B.shape[0]):
         for q in range(B.shape[1]):
-            out[p * a:(p + 1) * a, q * b:(q + 1) * b] = B[p, q] * A
+            out[p * a : (p + 1) * a, q * b : (q + 1) * b] = B[p, q] * A
     return out
 
 
@@ -197,8 +236,9 @@ def kronecker(B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
 def test_surm_lora_placement_is_w0_plus_the_structured_matrix(structure):
     alpha, r = 1.5, 4
     targets = ["query", "value"] if structure != "kronecker" else LORA_TARGETS
-    original, model, method = trained("surm", structure=structure, placement="lora", alpha=alpha, r=r,
-                                      dropout=0.0, targets=targets)
+    original, model, method = trained(
+        "surm", structure=structure, placement="lora", alpha=alpha, r=r, dropout=0.0, targets=targets
+    )
 
     def reference(name, w0, layer):
         s = layer.structured
@@ -214,8 +254,9 @@ def test_surm_lora_placement_is_w0_plus_the_structured_matrix(structure):
 @pytest.mark.parametrize("structure, activation", [("circulant", "gelu"), ("toeplitz", "tanh"), ("kronecker", "silu")])
 def test_surm_adapter_is_h_plus_act_of_m_h_plus_beta(structure, activation):
     alpha, r = 1.5, 4
-    original, model, method = trained("surm", structure=structure, placement="adapter", alpha=alpha, r=r,
-                                      dropout=0.0, activation=activation)
+    original, model, method = trained(
+        "surm", structure=structure, placement="adapter", alpha=alpha, r=r, dropout=0.0, activation=activation
+    )
     act = {"gelu": F.gelu, "tanh": torch.tanh, "silu": F.silu}[activation]
     x = torch.randn(5, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     assert sorted(method.layers) == sorted(adapted_names(["attention.output.dense", FFN_OUT]))
@@ -228,7 +269,7 @@ def test_surm_adapter_is_h_plus_act_of_m_h_plus_beta(structure, activation):
             matrix = alpha * symmetric_toeplitz(s.toeplitz_b) @ symmetric_toeplitz(s.toeplitz_a)
         else:
             matrix = (alpha / r) * kronecker(s.kron_B, s.kron_A)
-        inputs = x[:, :base.in_features]
+        inputs = x[:, : base.in_features]
         with torch.no_grad():
             h = inputs @ base.weight.T + base.bias
             expected = h + act(h @ matrix.T) + wrapper.adapter_bias
@@ -251,7 +292,7 @@ def test_lorta_is_the_cp_tensor_slice_of_each_layer_and_matrix():
         delta = torch.zeros_like(w0)
         for h in range(heads):
             weights = factors.C_h[h] * factors.C_l[layer_index] * factors.C_m[matrix]  # λ_h
-            delta[:, h * head_size:(h + 1) * head_size] = factors.A @ torch.diag(weights) @ factors.B
+            delta[:, h * head_size : (h + 1) * head_size] = factors.A @ torch.diag(weights) @ factors.B
         return w0 + (alpha / r) * delta
 
     check_linear_layers(original, model, method, reference)
@@ -268,12 +309,14 @@ def test_rac_lora_is_w0_plus_the_sum_of_every_links_update(frozen, gaussian):
             for name, layer in method.layers.items():
                 folded[name] = folded.get(name, 0) + (alpha / r) * (layer.lora_B @ layer.lora_A).detach()
 
-    original, model, method = build("rac_lora", r=r, alpha=alpha, links=links, frozen=frozen, gaussian=gaussian,
-                                    targets=LORA_TARGETS)
+    original, model, method = build(
+        "rac_lora", r=r, alpha=alpha, links=links, frozen=frozen, gaussian=gaussian, targets=LORA_TARGETS
+    )
     train_steps(method, lambda step: tiny_batch(seed=step), total, before_step_end=record_link)
     assert len(folded) == 6 and all(torch.count_nonzero(value) for value in folded.values())
-    check_linear_layers(original, model, method,
-                        lambda name, w0, layer: w0 + folded[name] + (alpha / r) * layer.lora_B @ layer.lora_A)
+    check_linear_layers(
+        original, model, method, lambda name, w0, layer: w0 + folded[name] + (alpha / r) * layer.lora_B @ layer.lora_A
+    )
 
 
 @pytest.mark.parametrize("train_bn", [False, True])
@@ -306,7 +349,11 @@ def test_projection_gates_every_filter_by_its_channel_pair(train_bn):
 COUNTS = [
     ("lora", {"r": 4, "targets": ["query", "value"]}, 2 * 2 * 4 * (32 + 32)),
     ("lora", {"r": 2, "targets": ["intermediate.dense"]}, 2 * 2 * (32 + 48)),
-    ("lora", {"r": 3, "targets": ["all-linear"]}, 2 * (4 * 3 * (32 + 32) + 2 * 3 * (32 + 48)) + 3 * (32 + 32)),  # + pooler
+    (
+        "lora",
+        {"r": 3, "targets": ["all-linear"]},
+        2 * (4 * 3 * (32 + 32) + 2 * 3 * (32 + 48)) + 3 * (32 + 32),
+    ),  # + pooler
     ("lora", {"r": 2, "targets": ["backbone.0", "backbone.6"], "model": "cnn"}, 2 * (3 * 3 * 3 + 8) + 2 * (8 + 12)),
     ("lora_xs", {"r": 4, "targets": ["query", "value"]}, 2 * 2 * 4**2),
     ("lora_xs", {"r": 8, "targets": ["intermediate.dense", "output.dense"]}, 2 * 3 * 8**2),  # output.dense: 2 per layer
@@ -337,9 +384,17 @@ COUNTS = [
     ("projection", {"model": "cnn"}, 8 * 3 + 8 * 1 + 12 * 8),
     ("projection", {"train_bn": True, "model": "cnn"}, 8 * 3 + 8 * 1 + 12 * 8 + 2 * (8 + 8)),
     ("projection", {"targets": ["backbone.6"], "model": "cnn"}, 12 * 8),
-    ("full", {}, 100 * 32 + 64 * 32 + 2 * 32 + 2 * 32  # embeddings (word, position, type) + LayerNorm
-     + 2 * (4 * (32 * 32 + 32) + 2 * 32 + (48 * 32 + 48) + (32 * 48 + 32) + 2 * 32)  # layers
-     + 32 * 32 + 32),  # pooler
+    (
+        "full",
+        {},
+        100 * 32
+        + 64 * 32
+        + 2 * 32
+        + 2 * 32  # embeddings (word, position, type) + LayerNorm
+        + 2 * (4 * (32 * 32 + 32) + 2 * 32 + (48 * 32 + 48) + (32 * 48 + 32) + 2 * 32)  # layers
+        + 32 * 32
+        + 32,
+    ),  # pooler
     ("full", {"model": "cnn"}, 3 * 8 * 9 + 2 * 8 + 8 * 9 + 2 * 8 + 8 * 12 + 12),
     ("head", {}, 0),
     ("head", {"model": "cnn"}, 0),

@@ -2,6 +2,7 @@
 scales (circulant std, Toeplitz std 0.02, Kronecker's kaiming bound 1/√(d_in/r)), dtypes of every
 factor, shape errors and config bounds with their exact one-line messages, the adapter's dropout,
 and the block dropout taken from the parent module (or the model's own `dropout` at top level)."""
+
 import math
 
 import pytest
@@ -28,6 +29,7 @@ def error(call) -> str:
 
 # -- structured matrices --------------------------------------------------------------------------
 
+
 def test_circulant_first_factor_is_gaussian_with_the_given_std_and_the_second_zero():
     torch.manual_seed(0)
     circulant = Circulant(4096, 0.02)
@@ -52,8 +54,14 @@ def test_kronecker_first_factor_has_loras_kaiming_bound():
     assert torch.count_nonzero(kron.kron_B) == 0
 
 
-@pytest.mark.parametrize("module", [lambda: Circulant(8, 0.1, dtype=torch.float64), lambda: ToeplitzProduct(8, dtype=torch.float64),
-                                    lambda: Kronecker(8, 4, 2, dtype=torch.float64)])
+@pytest.mark.parametrize(
+    "module",
+    [
+        lambda: Circulant(8, 0.1, dtype=torch.float64),
+        lambda: ToeplitzProduct(8, dtype=torch.float64),
+        lambda: Kronecker(8, 4, 2, dtype=torch.float64),
+    ],
+)
 def test_every_structured_factor_takes_the_factory_dtype(module):
     assert all(p.dtype == torch.float64 for p in module().parameters())
 
@@ -70,16 +78,19 @@ def test_circulant_product_of_a_bfloat16_column_runs_its_fft_in_float32():
 
 def test_toeplitz_needs_a_square_layer():
     assert error(lambda: build_structure("toeplitz", 32, 48, 2, 1.0, "layer.x")) == (
-        "surm: structure=toeplitz needs a square layer, but 'layer.x' is 48×32; target square layers or use structure=kronecker")
+        "surm: structure=toeplitz needs a square layer, but 'layer.x' is 48×32; target square layers or use structure=kronecker"
+    )
 
 
 @pytest.mark.parametrize("d_in, d_out", [(6, 4), (4, 6), (5, 7)])
 def test_kronecker_rank_must_divide_both_sizes(d_in, d_out):
     assert error(lambda: build_structure("kronecker", d_in, d_out, 3 if (d_in, d_out) != (5, 7) else 2, 1.0, "m")) == (
-        f"surm: structure=kronecker needs method.r={3 if (d_in, d_out) != (5, 7) else 2} to divide both sizes of 'm' ({d_out}×{d_in})")
+        f"surm: structure=kronecker needs method.r={3 if (d_in, d_out) != (5, 7) else 2} to divide both sizes of 'm' ({d_out}×{d_in})"
+    )
 
 
 # -- SURM config and layers -------------------------------------------------------------------------
+
 
 def test_surm_rank_and_dropout_bounds():
     assert SurmConfig(r=1).r == 1
@@ -99,15 +110,19 @@ def test_surm_lora_placement_circulant_std_is_one():
 @pytest.mark.parametrize("structure, attribute", [("circulant", "c_A"), ("toeplitz", "toeplitz_a")])
 def test_surm_adapter_placement_first_factor_std_is_0_02(structure, attribute):
     torch.manual_seed(0)
-    method = surm(tiny_bert(hidden_size=1024, num_attention_heads=4, intermediate_size=8, num_hidden_layers=1),
-                  structure=structure, placement="adapter")
+    method = surm(
+        tiny_bert(hidden_size=1024, num_attention_heads=4, intermediate_size=8, num_hidden_layers=1),
+        structure=structure,
+        placement="adapter",
+    )
     values = torch.cat([getattr(layer.structured, attribute).detach() for layer in method.layers.values()])
     assert values.std().item() == pytest.approx(0.02, rel=0.05)
 
 
 def test_surm_adapter_kronecker_error_names_the_layer():
     assert error(lambda: surm(structure="kronecker", placement="adapter", r=3)) == (
-        "surm: structure=kronecker needs method.r=3 to divide both sizes of 'bert.encoder.layer.0.attention.output.dense' (32×32)")
+        "surm: structure=kronecker needs method.r=3 to divide both sizes of 'bert.encoder.layer.0.attention.output.dense' (32×32)"
+    )
 
 
 def test_surm_adapter_bias_takes_the_models_dtype():
@@ -154,9 +169,12 @@ def test_surm_adapter_at_top_level_takes_the_models_dropout():
 
 def test_surm_adapter_block_dropout_that_is_not_a_dropout_is_an_error():
     model = TopLevel(nn.ReLU())
-    assert error(lambda: Surm(model, SurmConfig(placement="adapter", targets=["fc"]), HEAD)) == \
-        "surm: expected 'dropout' after 'fc' to be a Dropout, found ReLU"
+    assert (
+        error(lambda: Surm(model, SurmConfig(placement="adapter", targets=["fc"]), HEAD))
+        == "surm: expected 'dropout' after 'fc' to be a Dropout, found ReLU"
+    )
     bert = tiny_bert()
     bert.bert.encoder.layer[0].output.dropout = nn.Tanh()
     assert error(lambda: surm(bert, placement="adapter")) == (
-        "surm: expected 'bert.encoder.layer.0.output.dropout' after 'bert.encoder.layer.0.output.dense' to be a Dropout, found Tanh")
+        "surm: expected 'bert.encoder.layer.0.output.dropout' after 'bert.encoder.layer.0.output.dense' to be a Dropout, found Tanh"
+    )

@@ -4,6 +4,7 @@ The tables below are written from the reference code, not from the harness: for 
 tensor (by the last part of its name) whether AdamW decays it. "trainer" methods follow HF Trainer's
 rule (biases and normalisation layers exempt); "all" methods decay every trained tensor.
 """
+
 import pytest
 import torch
 
@@ -24,22 +25,47 @@ DECAYED = {  # (method, config values) → {parameter name suffix: decayed?}
     ("dora_dynamic", ()): {"lora_A": True, "lora_E": True, "lora_B": True, **HEAD_ALL},
     ("rac_lora", ()): {"lora_B": True, **HEAD_ALL},
     ("surm", ()): {"c_A": True, "c_B": True, **HEAD_TRAINER},
-    ("surm", (("structure", "toeplitz"), ("placement", "adapter"))): {"toeplitz_a": True, "toeplitz_b": True, "adapter_bias": False, **HEAD_TRAINER},
+    ("surm", (("structure", "toeplitz"), ("placement", "adapter"))): {
+        "toeplitz_a": True,
+        "toeplitz_b": True,
+        "adapter_bias": False,
+        **HEAD_TRAINER,
+    },
     ("lorta", ()): {"A": True, "B": True, "C_h": True, "C_l": True, "C_m": True, **HEAD_TRAINER},
     ("head", ()): HEAD_TRAINER,
     ("projection", ()): {"gates": False, **HEAD_TRAINER},
-    ("projection", (("train_bn", True),)): {"gates": False, "weight": False, "bias": False, **HEAD_TRAINER},  # BatchNorm
+    ("projection", (("train_bn", True),)): {
+        "gates": False,
+        "weight": False,
+        "bias": False,
+        **HEAD_TRAINER,
+    },  # BatchNorm
     # the PEFT bridge: HF Trainer's rule, as PEFT's own training scripts (Trainer) apply it
-    ("peft", (("peft_type", "VERA"), ("targets", ("query", "value")))): {"vera_lambda_b.default": True, "vera_lambda_d.default": True, **HEAD_TRAINER},
-    ("peft", (("peft_type", "LORA"), ("targets", ("query", "value")))): {"lora_A.default.weight": True, "lora_B.default.weight": True, **HEAD_TRAINER},
+    ("peft", (("peft_type", "VERA"), ("targets", ("query", "value")))): {
+        "vera_lambda_b.default": True,
+        "vera_lambda_d.default": True,
+        **HEAD_TRAINER,
+    },
+    ("peft", (("peft_type", "LORA"), ("targets", ("query", "value")))): {
+        "lora_A.default.weight": True,
+        "lora_B.default.weight": True,
+        **HEAD_TRAINER,
+    },
 }
-FULL_BERT_UNDECAYED = ("bias", "LayerNorm.weight")  # every other tensor of the backbone is a weight matrix or an embedding
+FULL_BERT_UNDECAYED = (
+    "bias",
+    "LayerNorm.weight",
+)  # every other tensor of the backbone is a weight matrix or an embedding
 
 
 def grouped(method, weight_decay=0.25) -> dict[str, float]:
     """Parameter name → the weight decay its optimizer group applies."""
     ids = {id(p): n for n, p in method.model.named_parameters()}
-    return {ids[id(p)]: group["weight_decay"] for group in method.param_groups(settings(weight_decay=weight_decay)) for p in group["params"]}
+    return {
+        ids[id(p)]: group["weight_decay"]
+        for group in method.param_groups(settings(weight_decay=weight_decay))
+        for p in group["params"]
+    }
 
 
 def built(name: str, values: dict):
@@ -52,12 +78,18 @@ def test_every_method_has_a_policy_in_this_table():
     assert {name for name, _ in DECAYED} | {"full"} == set(METHODS)
 
 
-@pytest.mark.parametrize("name, values", sorted(DECAYED), ids=[f"{n}{'-' + '-'.join(str(v) for _, v in c) if c else ''}" for n, c in sorted(DECAYED)])
+@pytest.mark.parametrize(
+    "name, values",
+    sorted(DECAYED),
+    ids=[f"{n}{'-' + '-'.join(str(v) for _, v in c) if c else ''}" for n, c in sorted(DECAYED)],
+)
 def test_param_groups_decay_what_the_reference_decays(name, values):
     method = built(name, dict(values))
     decays = grouped(method)
     expected = DECAYED[(name, values)]
-    assert set(decays) == {n for n, p in method.model.named_parameters() if p.requires_grad}  # every trainable tensor once
+    assert set(decays) == {
+        n for n, p in method.model.named_parameters() if p.requires_grad
+    }  # every trainable tensor once
     for param_name, value in decays.items():
         suffix = max((s for s in expected if param_name == s or param_name.endswith("." + s)), key=len)
         assert value == (0.25 if expected[suffix] else 0.0), f"{name}: {param_name} decay {value}"
@@ -86,4 +118,6 @@ def test_projection_gates_stay_at_one_under_weight_decay(train_bn):
         optimizer.step()
     for layer in method.layers.values():
         assert torch.equal(layer.gates, torch.ones_like(layer.gates))
-    assert method.model.classifier.weight.abs().max() < 0.1 * built("projection", {}).model.classifier.weight.abs().max()  # decay does act
+    assert (
+        method.model.classifier.weight.abs().max() < 0.1 * built("projection", {}).model.classifier.weight.abs().max()
+    )  # decay does act

@@ -1,15 +1,16 @@
 """Invariants every registered method keeps (design.md §7), parametrized over the registry so
 methods added later are checked too. Each method runs with its own conf/method YAML defaults."""
+
 import pytest
 import torch
-from torch import nn
 from hydra import compose
+from torch import nn
 
 from harness.config.compose import project_config
 from harness.config.preflight import group_options
+from harness.engine.run import trainable_checksum
 from methods import METHODS, build_method
 from methods.inject import is_under
-from harness.engine.run import trainable_checksum
 from tests.conftest import tiny_batch, tiny_bert, tiny_cnn, tiny_images
 from tests.training import LABELS, settings, train_steps
 
@@ -34,7 +35,10 @@ def batch_for(name: str, seed: int = 1) -> dict:
 
 
 # Bridged configs sized for MiniLM (hidden 384) whose blocks must divide the tiny model's 32 and 48
-TINY_MODEL_OVERRIDES = {"peft/c3a": ["method.options.block_size=16"], "peft/vblora": ["method.options.vector_length=16"]}
+TINY_MODEL_OVERRIDES = {
+    "peft/c3a": ["method.options.block_size=16"],
+    "peft/vblora": ["method.options.vector_length=16"],
+}
 
 
 def method_node(name: str):
@@ -95,8 +99,14 @@ def trained(name: str, steps: int = 8, seed: int = 0):
 
 def added_parameters(method) -> dict[str, torch.nn.Parameter]:
     """Trainable tensors the method added to the model (not the backbone's own, not the head)."""
-    return {n: p for n, p in method.model.named_parameters()
-            if p.requires_grad and ".base." not in n and not is_under(n, HEAD) and n.rsplit(".", 1)[-1] not in ("weight", "bias")}
+    return {
+        n: p
+        for n, p in method.model.named_parameters()
+        if p.requires_grad
+        and ".base." not in n
+        and not is_under(n, HEAD)
+        and n.rsplit(".", 1)[-1] not in ("weight", "bias")
+    }
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -152,10 +162,13 @@ def test_merge_after_training_gives_the_same_outputs_from_the_base_weights_alone
 ROUND_TRIPS = [(name, {}) for name in CONFIGS] + [("projection", {"train_bn": True}), ("full", {"model": "cnn"})]
 
 
-@pytest.mark.parametrize("name, extra", ROUND_TRIPS, ids=[f"{n}{'-' + '-'.join(map(str, e.values())) if e else ''}" for n, e in ROUND_TRIPS])
+@pytest.mark.parametrize(
+    "name, extra", ROUND_TRIPS, ids=[f"{n}{'-' + '-'.join(map(str, e.values())) if e else ''}" for n, e in ROUND_TRIPS]
+)
 def test_saved_state_after_training_restores_the_outputs_in_a_fresh_model(name, extra):
     """Saved after folding (RAC-LoRA), pruning (AdaLoRA, dynamic DoRA) and BatchNorm statistics
     updates (trained BatchNorm layers); loaded into a model built with other random draws."""
+
     def build(seed):
         extra_values = {k: v for k, v in extra.items() if k != "model"}
         model = tiny_cnn() if extra.get("model") == "cnn" or for_images(name) else tiny_bert()
@@ -165,8 +178,11 @@ def test_saved_state_after_training_restores_the_outputs_in_a_fresh_model(name, 
         return model, build_method(model, node, HEAD)
 
     model, method = build(100)
-    batch = (lambda step: tiny_images(seed=step)) if isinstance(model.classifier, nn.Linear) and hasattr(model, "backbone") \
+    batch = (
+        (lambda step: tiny_images(seed=step))
+        if isinstance(model.classifier, nn.Linear) and hasattr(model, "backbone")
         else (lambda step: tiny_batch(seed=step))
+    )
     perturb_trainable(model)
     train_steps(method, batch, 8)
     expected, checksum = model(**batch(0)).logits, trainable_checksum(method)

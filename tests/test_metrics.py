@@ -1,4 +1,5 @@
 """GLUE and packaged-task metrics on small inputs whose values were worked out by hand."""
+
 import math
 
 import numpy as np
@@ -44,16 +45,19 @@ def test_macro_f1_three_classes():
     assert metrics.accuracy_macro_f1(preds, labels)["macro_f1"] == pytest.approx(7 / 9)
 
 
-@pytest.mark.parametrize("task,primary,keys", [
-    ("cola", "matthews_correlation", {"matthews_correlation", "accuracy"}),
-    ("sst2", "accuracy", {"accuracy"}),
-    ("mrpc", "accuracy", {"accuracy", "f1"}),
-    ("qqp", "accuracy", {"accuracy", "f1"}),
-    ("stsb", "pearson", {"pearson", "spearman", "corr_mean"}),
-    ("mnli", "accuracy", {"accuracy"}),
-    ("qnli", "accuracy", {"accuracy"}),
-    ("rte", "accuracy", {"accuracy"}),
-])
+@pytest.mark.parametrize(
+    "task,primary,keys",
+    [
+        ("cola", "matthews_correlation", {"matthews_correlation", "accuracy"}),
+        ("sst2", "accuracy", {"accuracy"}),
+        ("mrpc", "accuracy", {"accuracy", "f1"}),
+        ("qqp", "accuracy", {"accuracy", "f1"}),
+        ("stsb", "pearson", {"pearson", "spearman", "corr_mean"}),
+        ("mnli", "accuracy", {"accuracy"}),
+        ("qnli", "accuracy", {"accuracy"}),
+        ("rte", "accuracy", {"accuracy"}),
+    ],
+)
 def test_each_glue_task_has_its_standard_metrics(task, primary, keys):
     spec = GLUE_TASKS[task]
     preds = np.array([0.0, 1.0, 1.0, 0.0]) if spec.num_labels != 1 else np.array([0.1, 2.0, 3.5, 4.9])
@@ -70,6 +74,8 @@ def test_accuracy_and_macro_f1_are_bit_for_bit_scikit_learns(seed):
     rng = np.random.default_rng(seed)
     classes = int(rng.integers(2, 12))
     labels = rng.integers(0, classes, int(rng.integers(5, 400)))
-    preds = np.where(rng.random(len(labels)) < 0.6, labels, rng.integers(0, classes + 2, len(labels)))  # also unseen labels
+    preds = np.where(
+        rng.random(len(labels)) < 0.6, labels, rng.integers(0, classes + 2, len(labels))
+    )  # also unseen labels
     assert metrics.accuracy(preds, labels)["accuracy"] == float(accuracy_score(labels, preds))
     assert metrics.macro_f1(preds, labels) == float(f1_score(labels, preds, average="macro"))

@@ -2,6 +2,7 @@
 own methods where the math coincides (LoRA = PEFT's LoRA; LoRA-XS's subspace holds TinyLoRA's update;
 SURM's circulant = PEFT's C3A with one block). The generic invariants (identity at init, every
 trainable tensor used and stepped, merge, save/load) run over the bridge configs in test_methods.py."""
+
 import pytest
 import torch
 
@@ -24,27 +25,58 @@ def delta(layer) -> torch.Tensor:
     return layer.get_delta_weight("default")
 
 
-@pytest.mark.parametrize("node, message", [
-    ({"peft_type": "NOPE"}, "peft/nope: unknown method.peft_type 'NOPE'; PEFT 0."),
-    ({"peft_type": "PROMPT_TUNING"}, "PEFT type PROMPT_TUNING is prompt learning (virtual tokens, no adapted layers); the bridge drives: "),
-    ({"peft_type": "ADALORA"}, "PEFT type ADALORA is not driven by the bridge (it prunes ranks in a step hook and adds a loss: use method=adalora"),
-    ({"peft_type": "VERA", "options": {"rank": 4}}, "peft/vera: VeraConfig has no option 'rank'; it accepts: r, projection_prng_key,"),
-    ({"peft_type": "LORA", "options": {"modules_to_save": ["classifier"]}},
-     "peft/lora: method.options.modules_to_save is set by the harness (the harness trains the task head itself); remove it"),
-    ({"peft_type": "LORA", "options": {"target_modules": ["query"]}}, "method.options.target_modules is set by the harness (method.targets)"),
-    ({"peft_type": "C3A", "options": {"block_size": 7}}, "peft/c3a: PEFT could not apply C3AConfig: The block size should be a factor of the input size."),
-    ({"peft_type": "LORA", "options": {"init_lora_weights": "nonsense"}},
-     "peft/lora: PEFT could not apply LoraConfig: Unknown initialization init_lora_weights='nonsense'"),
-    ({"peft_type": "BOFT", "options": {"boft_block_size": 0, "boft_block_num": 0}},
-     "peft/boft: BOFTConfig: Either `boft_block_size` or `boft_block_num` must be non-zero."),
-    ({"peft_type": "VERA", "targets": ["quer"]}, "peft/vera: target pattern 'quer' matches no Module module; the model has: "),
-    ({"peft_type": "IA3", "targets": ["key"], "options": {"feedforward_modules": ["nope"]}},
-     "peft/ia3 options.feedforward_modules: target pattern 'nope' matches no Module module"),
-    ({"peft_type": "LORA", "start": "somewhere"}, "method.start must be one of exact, near, away, got 'somewhere'"),
-    ({"peft_type": "LORA", "options": {"init_lora_weights": "lora_ga"}},
-     "peft/lora: init_lora_weights=lora_ga starts from data, which the bridge does not run (use method=lora_ga"),
-    ({"peft_type": "LORA", "options": {"init_lora_weights": "eva"}}, "init_lora_weights=eva starts from data"),
-])
+@pytest.mark.parametrize(
+    "node, message",
+    [
+        ({"peft_type": "NOPE"}, "peft/nope: unknown method.peft_type 'NOPE'; PEFT 0."),
+        (
+            {"peft_type": "PROMPT_TUNING"},
+            "PEFT type PROMPT_TUNING is prompt learning (virtual tokens, no adapted layers); the bridge drives: ",
+        ),
+        (
+            {"peft_type": "ADALORA"},
+            "PEFT type ADALORA is not driven by the bridge (it prunes ranks in a step hook and adds a loss: use method=adalora",
+        ),
+        (
+            {"peft_type": "VERA", "options": {"rank": 4}},
+            "peft/vera: VeraConfig has no option 'rank'; it accepts: r, projection_prng_key,",
+        ),
+        (
+            {"peft_type": "LORA", "options": {"modules_to_save": ["classifier"]}},
+            "peft/lora: method.options.modules_to_save is set by the harness (the harness trains the task head itself); remove it",
+        ),
+        (
+            {"peft_type": "LORA", "options": {"target_modules": ["query"]}},
+            "method.options.target_modules is set by the harness (method.targets)",
+        ),
+        (
+            {"peft_type": "C3A", "options": {"block_size": 7}},
+            "peft/c3a: PEFT could not apply C3AConfig: The block size should be a factor of the input size.",
+        ),
+        (
+            {"peft_type": "LORA", "options": {"init_lora_weights": "nonsense"}},
+            "peft/lora: PEFT could not apply LoraConfig: Unknown initialization init_lora_weights='nonsense'",
+        ),
+        (
+            {"peft_type": "BOFT", "options": {"boft_block_size": 0, "boft_block_num": 0}},
+            "peft/boft: BOFTConfig: Either `boft_block_size` or `boft_block_num` must be non-zero.",
+        ),
+        (
+            {"peft_type": "VERA", "targets": ["quer"]},
+            "peft/vera: target pattern 'quer' matches no Module module; the model has: ",
+        ),
+        (
+            {"peft_type": "IA3", "targets": ["key"], "options": {"feedforward_modules": ["nope"]}},
+            "peft/ia3 options.feedforward_modules: target pattern 'nope' matches no Module module",
+        ),
+        ({"peft_type": "LORA", "start": "somewhere"}, "method.start must be one of exact, near, away, got 'somewhere'"),
+        (
+            {"peft_type": "LORA", "options": {"init_lora_weights": "lora_ga"}},
+            "peft/lora: init_lora_weights=lora_ga starts from data, which the bridge does not run (use method=lora_ga",
+        ),
+        ({"peft_type": "LORA", "options": {"init_lora_weights": "eva"}}, "init_lora_weights=eva starts from data"),
+    ],
+)
 def test_bad_configs_fail_with_one_line_naming_what_is_allowed(node, message):
     node = {"targets": ["query", "value"], **node}
     with pytest.raises(HarnessError) as error:
@@ -52,7 +84,9 @@ def test_bad_configs_fail_with_one_line_naming_what_is_allowed(node, message):
     assert message in str(error.value) and "\n" not in str(error.value)
     if "drives: " in str(error.value) or "unknown method.peft_type" in message:
         listed = str(error.value).rsplit(": ", 1)[-1].split(", ")  # the driven types, one per comma
-        assert {"LORA", "LOHA", "VERA", "OFT"} <= set(listed) and "PROMPT_TUNING" not in listed and "ADALORA" not in listed
+        assert (
+            {"LORA", "LOHA", "VERA", "OFT"} <= set(listed) and "PROMPT_TUNING" not in listed and "ADALORA" not in listed
+        )
 
 
 def test_without_peft_installed_the_bridge_says_what_to_install(monkeypatch):
@@ -64,11 +98,16 @@ def test_without_peft_installed_the_bridge_says_what_to_install(monkeypatch):
     assert str(error.value) == "peft/vera: the PEFT bridge needs Hugging Face PEFT: pip install 'peft>=0.21'"
 
 
-@pytest.mark.parametrize("targets, adapted", [
-    (["key"], ["bert.encoder.layer.0.attention.self.key", "bert.encoder.layer.1.attention.self.key"]),
-    (["layer.1.attention.self.query", "layer.0.output.dense"],
-     ["bert.encoder.layer.0.output.dense", "bert.encoder.layer.1.attention.self.query"]),
-])
+@pytest.mark.parametrize(
+    "targets, adapted",
+    [
+        (["key"], ["bert.encoder.layer.0.attention.self.key", "bert.encoder.layer.1.attention.self.key"]),
+        (
+            ["layer.1.attention.self.query", "layer.0.output.dense"],
+            ["bert.encoder.layer.0.output.dense", "bert.encoder.layer.1.attention.self.query"],
+        ),
+    ],
+)
 def test_peft_adapts_exactly_the_modules_method_targets_match(targets, adapted):
     """PEFT gets the harness's resolved targets, not its own per-architecture default (query, value for BERT)."""
     from peft.tuners.tuners_utils import BaseTunerLayer
@@ -98,7 +137,9 @@ def test_the_head_is_the_harness_s_and_the_adapter_is_what_peft_added():
     assert counts["adapter"] == matrices * (4 + hidden)
     assert counts["head"] == hidden * 3 + 3 and all(p.requires_grad for p in model.classifier.parameters())
     assert not any("modules_to_save" in n or "original_module" in n for n, _ in model.named_parameters())
-    assert counts["backbone"] == sum(p.numel() for n, p in tiny_bert().named_parameters() if not n.startswith("classifier."))
+    assert counts["backbone"] == sum(
+        p.numel() for n, p in tiny_bert().named_parameters() if not n.startswith("classifier.")
+    )
 
 
 def test_peft_lora_through_the_bridge_trains_exactly_like_the_harness_lora():
@@ -121,8 +162,12 @@ def test_peft_lora_through_the_bridge_trains_exactly_like_the_harness_lora():
     for method in (ours, theirs):
         method.merge()
     for name in ours.layers:
-        torch.testing.assert_close(peft_model.get_submodule(name).get_base_layer().weight,
-                                   ours_model.get_submodule(name).base.weight, rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            peft_model.get_submodule(name).get_base_layer().weight,
+            ours_model.get_submodule(name).base.weight,
+            rtol=0,
+            atol=1e-12,
+        )
 
 
 def test_tinylora_updates_lie_in_the_lora_xs_subspace():
@@ -159,8 +204,11 @@ def test_surm_circulant_equals_c3a_with_one_block():
     peft_model = tiny_bert()
     _, theirs = bridged("C3A", {"block_size": d}, model=peft_model)
     ours_model = tiny_bert()
-    ours = build_method(ours_model, {"name": "surm", "structure": "circulant", "placement": "lora",
-                                     "targets": ["query", "value"], "alpha": alpha}, HEAD)
+    ours = build_method(
+        ours_model,
+        {"name": "surm", "structure": "circulant", "placement": "lora", "targets": ["query", "value"], "alpha": alpha},
+        HEAD,
+    )
     assert theirs.param_counts()["adapter"] * 2 == ours.param_counts()["adapter"]  # d vs 2d per matrix
     with torch.no_grad():
         for name, layer in ours.layers.items():
@@ -180,7 +228,10 @@ def test_pissa_moves_w0_so_the_model_starts_where_it_was_and_round_trips():
     reference = tiny_bert()(**tiny_batch()).logits
     model, method = bridged("LORA", {"r": 4, "lora_alpha": 4, "init_lora_weights": "pissa"})
     torch.testing.assert_close(model(**tiny_batch()).logits, reference, rtol=0, atol=1e-5)
-    query, original = model.bert.encoder.layer[0].attention.self.query, tiny_bert().bert.encoder.layer[0].attention.self.query.weight
+    query, original = (
+        model.bert.encoder.layer[0].attention.self.query,
+        tiny_bert().bert.encoder.layer[0].attention.self.query.weight,
+    )
     singular = torch.linalg.svdvals(original.detach().double())[:4]
     # B = U_r √S_r and A = √S_r V_rᵀ: column / row norms √S_r, whatever the singular vectors' signs
     torch.testing.assert_close(query.lora_B["default"].weight.double().norm(dim=0), singular.sqrt(), rtol=1e-5, atol=0)

@@ -1,5 +1,6 @@
 """The leaderboard's figures: readable PNGs with a panel per (model, task) or model, whose curves are the
 statistics computed here by brute force (enumeration, counting), not by the code under test."""
+
 import itertools
 
 import matplotlib.image
@@ -30,8 +31,12 @@ def figures(monkeypatch):
 
 def normalised_runs() -> pd.DataFrame:
     rows = []
-    for method, task, values in [("head", "a", [0.0, 0.1, -0.1]), ("head", "b", [0.0, 0.05]),
-                                 ("lora", "a", [0.5, 0.9, 0.7]), ("lora", "b", [0.2, 1.1])]:
+    for method, task, values in [
+        ("head", "a", [0.0, 0.1, -0.1]),
+        ("head", "b", [0.0, 0.05]),
+        ("lora", "a", [0.5, 0.9, 0.7]),
+        ("lora", "b", [0.2, 1.1]),
+    ]:
         rows += [{"model": "m", "method": method, "task": task, "normalised": value} for value in values]
     return pd.DataFrame(rows)
 
@@ -54,11 +59,25 @@ def test_profile_curves_are_the_fraction_of_runs_above_each_threshold_averaged_o
 
 
 def test_tuning_curves_are_the_expected_best_of_k_trials_by_enumeration(tmp_path, figures):
-    tuned = pd.DataFrame([
-        {"model": "m", "method": "lora", "task": "a", "search scores": [70.0, 90.0, 80.0], "higher_is_better": True},
-        {"model": "m", "method": "full", "task": "a", "search scores": [60.0, 85.0, 65.0], "higher_is_better": True},
-        {"model": "m", "method": "lora", "task": "b", "search scores": [0.3, 0.1, 0.2], "higher_is_better": False},
-    ])
+    tuned = pd.DataFrame(
+        [
+            {
+                "model": "m",
+                "method": "lora",
+                "task": "a",
+                "search scores": [70.0, 90.0, 80.0],
+                "higher_is_better": True,
+            },
+            {
+                "model": "m",
+                "method": "full",
+                "task": "a",
+                "search scores": [60.0, 85.0, 65.0],
+                "higher_is_better": True,
+            },
+            {"model": "m", "method": "lora", "task": "b", "search scores": [0.3, 0.1, 0.2], "higher_is_better": False},
+        ]
+    )
     plots.plot_tuning(tuned, tmp_path / "tuning.png")
     assert matplotlib.image.imread(tmp_path / "tuning.png").shape[:2] == (4 * DPI_PIXELS, 2 * 5 * DPI_PIXELS)
     first, second = figures[0].axes
@@ -74,18 +93,60 @@ def test_tuning_curves_are_the_expected_best_of_k_trials_by_enumeration(tmp_path
 
 
 def test_pareto_panel_per_model_with_interval_bars_and_the_frontier(tmp_path, figures):
-    aggregates = pd.DataFrame([
-        {"model": "m", "method": "head", "tasks": 2, "adapter_params": 0, "higher_is_better": True,
-         "mean": 0.0, "mean_low": -0.1, "mean_high": 0.1},
-        {"model": "m", "method": "lora", "tasks": 2, "adapter_params": 70_000, "higher_is_better": True,
-         "mean": 0.8, "mean_low": 0.6, "mean_high": 0.95},
-        {"model": "m", "method": "dora", "tasks": 2, "adapter_params": 600_000, "higher_is_better": True,
-         "mean": 0.7, "mean_low": np.nan, "mean_high": np.nan},
-        {"model": "m", "method": "full", "tasks": 2, "adapter_params": 22_000_000, "higher_is_better": True,
-         "mean": 1.0, "mean_low": 0.9, "mean_high": 1.1},
-        {"model": "n", "method": "head", "tasks": 1, "adapter_params": 0, "higher_is_better": True,
-         "mean": 0.0, "mean_low": 0.0, "mean_high": 0.0},
-    ])
+    aggregates = pd.DataFrame(
+        [
+            {
+                "model": "m",
+                "method": "head",
+                "tasks": 2,
+                "adapter_params": 0,
+                "higher_is_better": True,
+                "mean": 0.0,
+                "mean_low": -0.1,
+                "mean_high": 0.1,
+            },
+            {
+                "model": "m",
+                "method": "lora",
+                "tasks": 2,
+                "adapter_params": 70_000,
+                "higher_is_better": True,
+                "mean": 0.8,
+                "mean_low": 0.6,
+                "mean_high": 0.95,
+            },
+            {
+                "model": "m",
+                "method": "dora",
+                "tasks": 2,
+                "adapter_params": 600_000,
+                "higher_is_better": True,
+                "mean": 0.7,
+                "mean_low": np.nan,
+                "mean_high": np.nan,
+            },
+            {
+                "model": "m",
+                "method": "full",
+                "tasks": 2,
+                "adapter_params": 22_000_000,
+                "higher_is_better": True,
+                "mean": 1.0,
+                "mean_low": 0.9,
+                "mean_high": 1.1,
+            },
+            {
+                "model": "n",
+                "method": "head",
+                "tasks": 1,
+                "adapter_params": 0,
+                "higher_is_better": True,
+                "mean": 0.0,
+                "mean_low": 0.0,
+                "mean_high": 0.0,
+            },
+        ]
+    )
     plots.plot_pareto(aggregates, tmp_path / "pareto.png")
     height, width = matplotlib.image.imread(tmp_path / "pareto.png").shape[:2]
     assert width == 2 * 5 * DPI_PIXELS and height > 4 * DPI_PIXELS  # taller than a plain panel: room for the legend
@@ -104,18 +165,48 @@ def test_pareto_panel_per_model_with_interval_bars_and_the_frontier(tmp_path, fi
 def test_cost_panels_name_each_method_by_colour_and_marker_in_a_legend_below_the_axis(tmp_path, figures):
     """Methods with similar counts sit on top of each other: labels beside the points would overlap, so each
     method has its own colour and marker, named in a legend that lies below the axis and inside the figure."""
-    methods = ["adalora", "dora", "dora_dynamic", "full", "head", "lora", "lora_xs", "lorta", "melora", "rac_lora", "surm"]
-    summary = pd.DataFrame([{"model": "m", "task": "t", "method": method, "metric": "accuracy", "split": "test",
-                             "adapter_params": 80_000 + i, "higher_is_better": True, "score": 90.0 + i / 10,
-                             "low": 89.0, "high": 92.0} for i, method in enumerate(methods)])
+    methods = [
+        "adalora",
+        "dora",
+        "dora_dynamic",
+        "full",
+        "head",
+        "lora",
+        "lora_xs",
+        "lorta",
+        "melora",
+        "rac_lora",
+        "surm",
+    ]
+    summary = pd.DataFrame(
+        [
+            {
+                "model": "m",
+                "task": "t",
+                "method": method,
+                "metric": "accuracy",
+                "split": "test",
+                "adapter_params": 80_000 + i,
+                "higher_is_better": True,
+                "score": 90.0 + i / 10,
+                "low": 89.0,
+                "high": 92.0,
+            }
+            for i, method in enumerate(methods)
+        ]
+    )
     plots.plot_tasks(summary, tmp_path / "tasks.png")
     figure = figures[0]
     (axis,) = figure.axes
     assert not axis.texts  # no labels beside the points
-    styles = {container.get_label(): (container.lines[0].get_marker(), container.lines[0].get_color())
-              for container in axis.containers}
+    styles = {
+        container.get_label(): (container.lines[0].get_marker(), container.lines[0].get_color())
+        for container in axis.containers
+    }
     assert sorted(styles) == methods
-    assert len({marker for marker, _ in styles.values()}) == len({color for _, color in styles.values()}) == len(methods)
+    assert (
+        len({marker for marker, _ in styles.values()}) == len({color for _, color in styles.values()}) == len(methods)
+    )
     legend = axis.get_legend()
     assert [text.get_text() for text in legend.get_texts()] == ["full fine-tuning", "Pareto frontier", *methods]
     renderer = figure.canvas.get_renderer()

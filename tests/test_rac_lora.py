@@ -1,4 +1,5 @@
 """RAC-LoRA chains: folding at link boundaries, fresh frozen factors, seeds, counts, optimizer state."""
+
 import pytest
 import torch
 
@@ -88,5 +89,7 @@ def test_chain_of_lora_with_a_gaussian_factor():
     assert torch.count_nonzero(layer.lora_A) == 0 and layer.lora_B.std().item() == pytest.approx(1.0, rel=0.3)
     assert layer.lora_A.requires_grad and layer.lora_B.requires_grad
     assert method.param_counts()["adapter"] == 4 * 2 * (32 + 32)
-    with pytest.raises(HarnessError, match="method.gaussian .* chooses the Gaussian factor of a chain with frozen: none"):
+    with pytest.raises(
+        HarnessError, match="method.gaussian .* chooses the Gaussian factor of a chain with frozen: none"
+    ):
         RacLoraConfig(frozen="A", gaussian="B")

@@ -1,5 +1,6 @@
 """The record store: schema checks on write and read, invalid records listed and skipped by every
 reader, non-finite scores, the run lock, runs.csv, file modes, predictions and kept adapters."""
+
 import csv
 import json
 import os
@@ -15,14 +16,14 @@ import pytest
 import torch
 
 import harness.engine.run
-from harness.store.adapter import load_adapter
+from harness.config.sections import parse_settings
 from harness.engine.evaluate import predict
-from harness.store.files import sha256_file
+from harness.engine.run import execute_run, model_inputs, seed_everything
 from harness.report.board import build_and_write
 from harness.report.paper import paper_markdown
+from harness.store.adapter import load_adapter
+from harness.store.files import sha256_file
 from harness.store.records import RecordStore, identify, schema_problem
-from harness.engine.run import execute_run, model_inputs, seed_everything
-from harness.config.sections import parse_settings
 from methods import build_method
 from tasks import load_task
 
@@ -36,12 +37,24 @@ def finished(tmp_path_factory):
 
     from harness.config.compose import project_config
 
-
     base = tmp_path_factory.mktemp("finished")
     with project_config():
-        cfg = compose("config", overrides=[f"results_dir={base / 'results'}", f"cache_dir={base / 'cache'}", "model=tiny_bert",
-                                           "task.limit_train=32", "task.limit_eval=16", "train.batch_size=8", "train.max_steps=3",
-                                           "train.eval_every=1", "train.lr=0.05", "progress=false", "save_adapter=true"])
+        cfg = compose(
+            "config",
+            overrides=[
+                f"results_dir={base / 'results'}",
+                f"cache_dir={base / 'cache'}",
+                "model=tiny_bert",
+                "task.limit_train=32",
+                "task.limit_eval=16",
+                "train.batch_size=8",
+                "train.max_steps=3",
+                "train.eval_every=1",
+                "train.lr=0.05",
+                "progress=false",
+                "save_adapter=true",
+            ],
+        )
     record = execute_run(cfg)
     assert record["status"] == "success", record["error"]
     return cfg, record
@@ -49,6 +62,7 @@ def finished(tmp_path_factory):
 
 def invalid_variants(good: dict) -> dict[str, tuple[dict, str]]:
     """Malformed records as clusters produce them, and the start of the reason a reader gives."""
+
     def changed(**parts):
         record = json.loads(json.dumps(good))
         for path, value in parts.items():
@@ -98,8 +112,10 @@ def test_every_malformed_record_is_listed_with_its_reason_and_skipped_by_every_r
     assert "(n=1)" in board and all(f"- {name}.json: " in board for name in variants)
     reference = tmp_path / "reference"
     reference.mkdir()
-    (reference / "t.csv").write_text("paper,table,model,method,variant,params,task,metric,split,value,stat,which,protocol,source\n"
-                                     "P,T,tiny_bert,lora,,,bbc_news,accuracy,,50.0,mean,final,,p. 1\n")
+    (reference / "t.csv").write_text(
+        "paper,table,model,method,variant,params,task,metric,split,value,stat,which,protocol,source\n"
+        "P,T,tiny_bert,lora,,,bbc_news,accuracy,,50.0,mean,final,,p. 1\n"
+    )
     paper = paper_markdown("t", str(tmp_path / "results"), reference)
     assert all(f"- {name}.json: " in paper for name in variants)
 
@@ -109,8 +125,22 @@ def test_the_leaderboard_command_lists_a_malformed_record_and_exits_0(finished, 
     runs = tmp_path / "runs"
     runs.mkdir()
     (runs / "broken.json").write_text(json.dumps(good | {"config": None}))
-    done = subprocess.run([sys.executable, "-m", "harness.leaderboard", "--results-dir", str(tmp_path), "--out",
-                           str(tmp_path / "board"), "--no-plot"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.leaderboard",
+            "--results-dir",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "board"),
+            "--no-plot",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0 and "Traceback" not in done.stderr
     assert done.stderr.strip() == "warning: record broken.json: config: None is not of type 'object'"
     assert "No successful runs yet." in done.stdout
@@ -125,7 +155,9 @@ def test_a_non_finite_score_is_a_failed_run_with_a_note(finished, tmp_path):
     store.path(good["run_key"]).write_text(json.dumps(nan))
     read = store.read(good["run_key"])
     assert read["status"] == "failed" and read["error"] == "non-finite score (final test accuracy = nan)"
-    assert store.problems == [f"{good['run_key']}.json: non-finite score (final test accuracy = nan); counted as a failed run"]
+    assert store.problems == [
+        f"{good['run_key']}.json: non-finite score (final test accuracy = nan); counted as a failed run"
+    ]
     assert "No successful runs yet." in build_and_write(str(tmp_path), out_dir=str(tmp_path / "board"), with_plot=False)
 
 
@@ -140,12 +172,16 @@ def test_a_run_whose_score_is_nan_is_recorded_as_failed(make_config, monkeypatch
     monkeypatch.setattr(harness.engine.run, "train", nan_scores)
     record = execute_run(make_config())
     assert record["status"] == "failed"
-    assert record["error"] == "test accuracy is nan at the final evaluation; a run without a finite score counts as failed"
+    assert (
+        record["error"] == "test accuracy is nan at the final evaluation; a run without a finite score counts as failed"
+    )
 
 
 def test_writing_an_invalid_record_is_refused(tmp_path, finished):
     _, good = finished
-    with pytest.raises(Exception, match="does not follow record.schema.json: params.head: 'x' is not of type 'integer'"):
+    with pytest.raises(
+        Exception, match="does not follow record.schema.json: params.head: 'x' is not of type 'integer'"
+    ):
         RecordStore(tmp_path).write(good | {"params": good["params"] | {"head": "x"}})
     assert not list((tmp_path / "runs").glob("*.json"))
 
@@ -162,9 +198,17 @@ def test_committed_records_follow_the_schema():
 
 def hold_lock(path: Path) -> subprocess.Popen:
     """Another process that takes the lock at `path` and keeps it until killed."""
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock; "
-                               "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(600)",
-                               str(path)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from filelock import FileLock; "
+            "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(600)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     return holder
 
@@ -178,8 +222,9 @@ def test_a_run_locked_by_another_process_is_left_to_it_and_a_dead_holders_lock_i
         started = time.perf_counter()
         assert execute_run(cfg) is None
         assert time.perf_counter() - started < 10
-        assert capsys.readouterr().err.strip() == (f"skip {key}: another process is training this run "
-                                                  f"(it holds {store.beside(key, 'lock')})")
+        assert capsys.readouterr().err.strip() == (
+            f"skip {key}: another process is training this run (it holds {store.beside(key, 'lock')})"
+        )
         assert not store.path(key).exists()
         assert store.is_locked(key)
     finally:
@@ -198,7 +243,10 @@ def test_runs_csv_has_one_row_per_run_key_with_its_latest_state(make_config, mon
     with pytest.raises(KeyboardInterrupt):
         execute_run(bad)  # redone, interrupted
     rows = list(csv.DictReader(open(Path(good.results_dir) / "runs.csv")))
-    assert [(r["run_key"], r["status"]) for r in rows] == [(identify(good).key, "success"), (identify(bad).key, "interrupted")]
+    assert [(r["run_key"], r["status"]) for r in rows] == [
+        (identify(good).key, "success"),
+        (identify(bad).key, "interrupted"),
+    ]
     assert rows[1]["error"] == "interrupted by SIGINT"
 
 
@@ -206,11 +254,19 @@ def test_records_and_logs_are_created_with_the_process_umask(make_config):
     previous = os.umask(0o022)
     try:
         record = execute_run(make_config("save_adapter=true"))
-        modes = {path.name: path.stat().st_mode & 0o777 for path in (Path(make_config().results_dir)).rglob("*")
-                 if path.is_file() and not path.name.endswith(".lock")}
+        modes = {
+            path.name: path.stat().st_mode & 0o777
+            for path in (Path(make_config().results_dir)).rglob("*")
+            if path.is_file() and not path.name.endswith(".lock")
+        }
         assert modes and set(modes.values()) == {0o644}, modes
-        assert {f"{record['run_key']}.json", f"{record['run_key']}.steps.csv", f"{record['run_key']}.predictions.parquet",
-                f"{record['run_key']}.adapter.safetensors", "runs.csv"} <= set(modes)
+        assert {
+            f"{record['run_key']}.json",
+            f"{record['run_key']}.steps.csv",
+            f"{record['run_key']}.predictions.parquet",
+            f"{record['run_key']}.adapter.safetensors",
+            "runs.csv",
+        } <= set(modes)
         os.umask(0o002)
         record = execute_run(make_config("seed=1"))
         assert RecordStore(make_config().results_dir).path(record["run_key"]).stat().st_mode & 0o777 == 0o664
@@ -237,7 +293,10 @@ def test_predictions_are_stored_checksummed_and_reproduce_the_recorded_metrics(f
     assert list(frame.columns) == ["split", "step", "example_id", "label", "prediction", "logits"]
     metrics = record["metrics"]
     steps = {metrics["best_step"], 3}
-    assert sorted(frame["step"].unique()) == sorted(steps) and entry["steps"] == {"final": 3, "best": metrics["best_step"]}
+    assert sorted(frame["step"].unique()) == sorted(steps) and entry["steps"] == {
+        "final": 3,
+        "best": metrics["best_step"],
+    }
     assert len(frame) == len(steps) * 2 * 16  # validation and test, 16 examples each, per evaluation
     task = load_task(parse_settings(cfg).task)
     for (split, step), part in frame.groupby(["split", "step"]):
@@ -251,7 +310,10 @@ def test_predictions_are_stored_checksummed_and_reproduce_the_recorded_metrics(f
 def test_example_ids_are_the_same_whatever_the_limit(make_config):
     small, large = (execute_run(make_config(f"task.limit_eval={n}")) for n in (8, 16))
     runs = RecordStore(make_config().results_dir).runs_dir
-    ids = [set(pd.read_parquet(runs / r["predictions"]["file"]).query("split == 'test'")["example_id"]) for r in (small, large)]
+    ids = [
+        set(pd.read_parquet(runs / r["predictions"]["file"]).query("split == 'test'")["example_id"])
+        for r in (small, large)
+    ]
     assert len(ids[0]) == 8 and len(ids[1]) == 16 and ids[0] <= ids[1]
 
 

@@ -1,4 +1,5 @@
 """Sweeps that survive bad input, crashes and concurrency; determinism; launchers; sweep progress."""
+
 import json
 import os
 import signal
@@ -13,14 +14,14 @@ from hydra import compose
 from omegaconf import OmegaConf
 
 from harness.config.compose import project_config
-from harness.protocol.app import threads_for
-from harness.engine.device import pick_device
-from harness.errors import HarnessError
-from harness.report.board import build_and_write
 from harness.config.preflight import command_line_problems, group_options, unknown_choices
-from harness.protocol.progress import progress_line, summary
-from harness.store.records import RecordStore, identify, new_record
+from harness.engine.device import pick_device
 from harness.engine.run import execute_run
+from harness.errors import HarnessError
+from harness.protocol.app import threads_for
+from harness.protocol.progress import progress_line, summary
+from harness.report.board import build_and_write
+from harness.store.records import RecordStore, identify, new_record
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["model=tiny_bert", "task.limit_train=32", "task.limit_eval=16", "train.batch_size=8", "progress=false"]
@@ -32,14 +33,28 @@ BAD_RUNS = [
     (["method.r=-3"], "method.r must be a positive rank, got -3"),
     (["method.r=abc"], "method.r: Value 'abc' of type 'str' could not be converted to Integer"),
     (["method.alpha=abc"], "method.alpha: Value 'abc' of type 'str' could not be converted to Float"),
-    (["method.r=1000"], "lora: rank r=1000 exceeds min(d_in, d_out)=32 of layer 'bert.encoder.layer.0.attention.self.query'"),
+    (
+        ["method.r=1000"],
+        "lora: rank r=1000 exceeds min(d_in, d_out)=32 of layer 'bert.encoder.layer.0.attention.self.query'",
+    ),
     (["method.targets=[valeu]"], "lora: target pattern 'valeu' matches no Linear/Conv2d module; the model has: "),
     (["method.dropout=1.5"], "method.dropout must be in [0, 1), got 1.5"),
-    (["method=adalora", "method.t_init=1", "method.t_final=2"],
-     "adalora: no budgeting phase: t_init (1 steps) must be < total steps − t_final (2 − 2 = 0)"),
-    (["method=melora", "method.n=5"], "melora: layer 'bert.encoder.layer.0.attention.self.query' (32×32) is not divisible into n=5 blocks"),
-    (["method=surm", "method.structure=hexagonal"], "method.structure must be one of circulant, toeplitz, kronecker, got 'hexagonal'"),
-    (["method=surm", "method.targets=[intermediate.dense]"], "surm: structure=circulant needs a square layer, but 'bert.encoder.layer.0.intermediate.dense' is 64×32"),
+    (
+        ["method=adalora", "method.t_init=1", "method.t_final=2"],
+        "adalora: no budgeting phase: t_init (1 steps) must be < total steps − t_final (2 − 2 = 0)",
+    ),
+    (
+        ["method=melora", "method.n=5"],
+        "melora: layer 'bert.encoder.layer.0.attention.self.query' (32×32) is not divisible into n=5 blocks",
+    ),
+    (
+        ["method=surm", "method.structure=hexagonal"],
+        "method.structure must be one of circulant, toeplitz, kronecker, got 'hexagonal'",
+    ),
+    (
+        ["method=surm", "method.targets=[intermediate.dense]"],
+        "surm: structure=circulant needs a square layer, but 'bert.encoder.layer.0.intermediate.dense' is 64×32",
+    ),
     (["train.lr=-1"], "train.lr and train.head_lr must be > 0, got -1.0, 0.005"),
     (["train.batch_size=0"], "train.batch_size must be > 0, got 0"),
     (["train.schedule=cosinus"], "train.schedule 'cosinus' unknown; allowed: linear, cosine, constant"),
@@ -50,22 +65,45 @@ BAD_RUNS = [
     (["threads=0"], "threads must be a number > 0 or null, got 0"),
     (["task.limit_train=0"], "task.limit_train must be a positive number of examples or null, got 0"),
     (["task.max_length=1"], "task.max_length must be > 1, got 1"),
-    (["task=digits"], "task 'digits' is an image task but model 'tiny_bert' is a text model; choose a model of the task's kind"),
-    (["model.path=pkg://no_such_package/model"], "packaged asset 'no_such_package' is not installed; install it with: pip install no_such_package"),
-    (["model.path=/nonexistent/model"], "local path '/nonexistent/model' does not exist; give an existing folder, a hub id"),
-    (["task=rte", "task.source=/nonexistent/glue"], "GLUE 'rte' split 'train' could not be loaded from '/nonexistent/glue'"),
+    (
+        ["task=digits"],
+        "task 'digits' is an image task but model 'tiny_bert' is a text model; choose a model of the task's kind",
+    ),
+    (
+        ["model.path=pkg://no_such_package/model"],
+        "packaged asset 'no_such_package' is not installed; install it with: pip install no_such_package",
+    ),
+    (
+        ["model.path=/nonexistent/model"],
+        "local path '/nonexistent/model' does not exist; give an existing folder, a hub id",
+    ),
+    (
+        ["task=rte", "task.source=/nonexistent/glue"],
+        "GLUE 'rte' split 'train' could not be loaded from '/nonexistent/glue'",
+    ),
     (["train.lr=1e30", "train.max_steps=4"], "loss is nan at step 2; lower train.lr or check the data"),
-    (["train.device=cuda"] if not torch.cuda.is_available() else ["train.precision=fp8"],
-     "train.device=cuda but no CUDA device is visible" if not torch.cuda.is_available() else "train.precision 'fp8'"),
-    (["+per_task={bbc_newz:{train:{lr:1}}}"], "per_task entry 'bbc_newz' names no task (or method/task); tasks: bbc_news,"),
-    (["task.max_length=100000"], "task.max_length=100000 exceeds the 512 positions of model 'tiny_bert'; allowed: 2 to 512"),
+    (
+        ["train.device=cuda"] if not torch.cuda.is_available() else ["train.precision=fp8"],
+        "train.device=cuda but no CUDA device is visible" if not torch.cuda.is_available() else "train.precision 'fp8'",
+    ),
+    (
+        ["+per_task={bbc_newz:{train:{lr:1}}}"],
+        "per_task entry 'bbc_newz' names no task (or method/task); tasks: bbc_news,",
+    ),
+    (
+        ["task.max_length=100000"],
+        "task.max_length=100000 exceeds the 512 positions of model 'tiny_bert'; allowed: 2 to 512",
+    ),
     (["train=5"], "train must be a section of keys (epochs, max_steps, batch_size,"),
     (["seed="], "seed must be an integer, got ''"),
     (["seed=1.5"], "seed must be an integer, got 1.5"),
     (["seed=true"], "seed must be an integer, got True"),
     (["threads=abc"], "threads must be a number > 0 or null, got 'abc'"),
     (["tags=[[a]]"], "tags must be a list of labels (tags=[a,b], or tags=a for one), got [['a']]"),
-    (["cache_dir=/proc/no_cache"], "cache_dir: folder '/proc/no_cache' is not writable (No such file or directory); set cache_dir to a writable folder"),
+    (
+        ["cache_dir=/proc/no_cache"],
+        "cache_dir: folder '/proc/no_cache' is not writable (No such file or directory); set cache_dir to a writable folder",
+    ),
     (["train.epochs=0"], "train.epochs must be > 0, got 0.0"),
     (["train.eval_every=0"], "train.eval_every must be > 0 or null, got 0"),
     (["train.max_grad_norm=-1"], "train.max_grad_norm must be > 0 or null, got -1.0"),
@@ -77,22 +115,38 @@ BAD_RUNS = [
     (["+model.kind=rnn"], "model.kind 'rnn' unknown; allowed: text, decoder, efficientnet_lite0, mlp_mnist"),
     # caught on the command line, before anything runs (harness.config.preflight)
     (["foo=1"], "unknown config key 'foo' (in 'foo=1'); keys of the config: seed, results_dir, cache_dir,"),
-    (["train.lrr=1"], "unknown config key 'train.lrr' (in 'train.lrr=1'); keys of train: epochs, max_steps, batch_size,"),
+    (
+        ["train.lrr=1"],
+        "unknown config key 'train.lrr' (in 'train.lrr=1'); keys of train: epochs, max_steps, batch_size,",
+    ),
     (["hydra.foo=1"], "unknown config key 'hydra.foo' (in 'hydra.foo=1'); keys of hydra: run, sweep, launcher,"),
     (["+train.lr=1"], "config key 'train.lr' already exists (in '+train.lr=1'); write train.lr=1 to change it"),
     (["~foo"], "config key 'foo' does not exist (in '~foo'); nothing to delete"),
     (["train={a:1}"], "unknown config key 'train.a' (in 'train={a:1}'); keys of train: epochs,"),
-    (["tags={a:1}"], "cannot set 'tags={a:1}': Cannot merge DictConfig with ListConfig (tags holds a list; write tags=[...])"),
+    (
+        ["tags={a:1}"],
+        "cannot set 'tags={a:1}': Cannot merge DictConfig with ListConfig (tags holds a list; write tags=[...])",
+    ),
     (["method.r=[1"], "cannot parse override 'method.r=[1': no viable alternative at input '[1'; write key=value"),
     (["seed"], "cannot parse override 'seed': missing EQUAL at '<EOF>'; write key=value"),
     (["method.r=1=2"], "cannot parse override 'method.r=1=2': mismatched input '=' expecting <EOF>; write key=value"),
-    (["method=lora", "method.name=dora"],
-     "method.name=dora contradicts method=lora (whose name is 'lora'); choose the method with method=dora instead"),
-    (["task.name=tweet_sentiment"],
-     "task.name=tweet_sentiment contradicts task=bbc_news (whose name is 'bbc_news'); choose the task with task=tweet_sentiment instead"),
-    (["task.max_length=64,128"], "'task.max_length=64,128' lists several values but this is not a multirun; add -m to run "
-                                 "one run per value, or write task.max_length=[...] for a list"),
-    (["method=lora,full"], "'method=lora,full' lists several values but this is not a multirun; add -m to run one run per value"),
+    (
+        ["method=lora", "method.name=dora"],
+        "method.name=dora contradicts method=lora (whose name is 'lora'); choose the method with method=dora instead",
+    ),
+    (
+        ["task.name=tweet_sentiment"],
+        "task.name=tweet_sentiment contradicts task=bbc_news (whose name is 'bbc_news'); choose the task with task=tweet_sentiment instead",
+    ),
+    (
+        ["task.max_length=64,128"],
+        "'task.max_length=64,128' lists several values but this is not a multirun; add -m to run "
+        "one run per value, or write task.max_length=[...] for a list",
+    ),
+    (
+        ["method=lora,full"],
+        "'method=lora,full' lists several values but this is not a multirun; add -m to run one run per value",
+    ),
     (["method.r=${oops}"], "method.r: Interpolation key 'oops' not found"),
     (["method=dorra"], "unknown method 'dorra'; available: adalora, adalora_glue/adalora-0.3M,"),
     (["task=bbc"], "unknown task 'bbc'; available: bbc_news, bbc_news_instruct, cifar10,"),
@@ -108,8 +162,16 @@ def test_bad_input_is_one_line_and_never_a_success(tmp_path, overrides, message)
         error, expected = problems[0], []
     else:
         with project_config():
-            cfg = compose("config", overrides=[f"results_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}", *TINY,
-                                               "train.max_steps=2", *overrides])
+            cfg = compose(
+                "config",
+                overrides=[
+                    f"results_dir={tmp_path}",
+                    f"cache_dir={tmp_path / 'cache'}",
+                    *TINY,
+                    "train.max_steps=2",
+                    *overrides,
+                ],
+            )
         error, expected = execute_run(cfg)["error"], ["failed"]
     assert error.startswith(message) and "\n" not in error, error
     stored, invalid = RecordStore(tmp_path).load_all()
@@ -120,17 +182,23 @@ def test_the_catalogue_is_large():
     assert len(BAD_RUNS) >= 40
 
 
-@pytest.mark.parametrize("overrides,stored", [
-    (["tags=smoke"], {"tags": ["smoke"]}),
-    (["method.targets=query"], {"config": {"method": {"targets": ["query"]}}}),
-    (["model.head_modules=classifier"], {"config": {"model": {"head_modules": ["classifier"]}}}),
-])
+@pytest.mark.parametrize(
+    "overrides,stored",
+    [
+        (["tags=smoke"], {"tags": ["smoke"]}),
+        (["method.targets=query"], {"config": {"method": {"targets": ["query"]}}}),
+        (["model.head_modules=classifier"], {"config": {"model": {"head_modules": ["classifier"]}}}),
+    ],
+)
 def test_a_scalar_where_a_list_is_expected_is_a_one_element_list(make_config, overrides, stored):
     record = execute_run(make_config(*overrides))
     assert record["status"] == "success"
     for key, value in stored.items():
-        assert record[key] == value if key == "tags" else all(
-            record["config"][section][k] == v for section, part in value.items() for k, v in part.items())
+        assert (
+            record[key] == value
+            if key == "tags"
+            else all(record["config"][section][k] == v for section, part in value.items() for k, v in part.items())
+        )
     listed = [o.replace("=", "=[", 1) + "]" for o in overrides]
     assert record["run_key"] == identify(make_config(*listed)).key  # the same run as the list
 
@@ -141,7 +209,8 @@ def test_unknown_group_choices_are_one_line_before_anything_runs():
         f"unknown method 'dorra'; available: {', '.join(options['method'])}",
         f"unknown task 'bbc'; available: {', '.join(options['task'])}",
         f"unknown model 'gpt5'; available: {', '.join(options['model'])}",
-        "unknown logger 'tensorboard'; available: csv, none, wandb"]
+        "unknown logger 'tensorboard'; available: csv, none, wandb",
+    ]
 
 
 def test_unwritable_or_corrupt_results_are_reported_never_counted(tmp_path):
@@ -156,22 +225,54 @@ def test_unwritable_or_corrupt_results_are_reported_never_counted(tmp_path):
     (runs / "truncated.json").write_text('{"schema_version": 1, "run_key": "trunc')
     (runs / "empty.json").write_text("")
     (runs / "no_fields.json").write_text('{"status": "success"}')
-    (runs / "bad_status.json").write_text(json.dumps({f: {} for f in ("schema_version", "run_key", "method", "task", "model",
-                                                                        "seed", "config", "params", "metrics", "cost")} | {"status": "done"}))
+    (runs / "bad_status.json").write_text(
+        json.dumps(
+            {
+                f: {}
+                for f in (
+                    "schema_version",
+                    "run_key",
+                    "method",
+                    "task",
+                    "model",
+                    "seed",
+                    "config",
+                    "params",
+                    "metrics",
+                    "cost",
+                )
+            }
+            | {"status": "done"}
+        )
+    )
     text = build_and_write(str(tmp_path / "results"), with_plot=False)
     assert "No successful runs yet." in text
     skipped = text.split("## Skipped record files")[1]
-    assert all(name in skipped for name in ("truncated.json: unreadable", "empty.json: unreadable",
-                                            "no_fields.json: record: 'schema_version' is a required property",
-                                            "bad_status.json: record: 'error' is a required property"))
+    assert all(
+        name in skipped
+        for name in (
+            "truncated.json: unreadable",
+            "empty.json: unreadable",
+            "no_fields.json: record: 'schema_version' is a required property",
+            "bad_status.json: record: 'error' is a required property",
+        )
+    )
 
 
 def run_twice(tmp_path, *overrides):
     records = []
     for attempt in range(2):
         with project_config():
-            cfg = compose("config", overrides=[f"results_dir={tmp_path / str(attempt)}", f"cache_dir={tmp_path / 'cache'}",
-                                               *TINY, "train.max_steps=6", *overrides])
+            cfg = compose(
+                "config",
+                overrides=[
+                    f"results_dir={tmp_path / str(attempt)}",
+                    f"cache_dir={tmp_path / 'cache'}",
+                    *TINY,
+                    "train.max_steps=6",
+                    *overrides,
+                ],
+            )
         records.append(execute_run(cfg))
     return records
 
@@ -180,11 +281,25 @@ def run_twice(tmp_path, *overrides):
 def test_same_config_and_seed_give_identical_metrics_and_weights(tmp_path, method):
     first, second = run_twice(tmp_path, f"method={method}", "method.dropout=0.1" if method != "full" else "seed=0")
     assert first["status"] == second["status"] == "success"
-    assert first["metrics"]["final"] == second["metrics"]["final"] and first["metrics"]["curve"] == second["metrics"]["curve"]
+    assert (
+        first["metrics"]["final"] == second["metrics"]["final"]
+        and first["metrics"]["curve"] == second["metrics"]["curve"]
+    )
     assert first["params"]["trainable_sha256"] == second["params"]["trainable_sha256"]
     with project_config():
-        other = execute_run(compose("config", overrides=[f"results_dir={tmp_path / 'other'}", f"cache_dir={tmp_path / 'cache'}",
-                                                         *TINY, "train.max_steps=6", f"method={method}", "seed=1"]))
+        other = execute_run(
+            compose(
+                "config",
+                overrides=[
+                    f"results_dir={tmp_path / 'other'}",
+                    f"cache_dir={tmp_path / 'cache'}",
+                    *TINY,
+                    "train.max_steps=6",
+                    f"method={method}",
+                    "seed=1",
+                ],
+            )
+        )
     assert other["params"]["trainable_sha256"] != first["params"]["trainable_sha256"]  # the checksum sees the weights
 
 
@@ -211,7 +326,9 @@ def test_parallel_jobs_share_the_cores_and_take_the_gpus_in_turn(monkeypatch):
 
 def test_launcher_presets_compose():
     with project_config():
-        slurm = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+        slurm = compose(
+            "config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True
+        )
         parallel = compose("config", overrides=["hydra/launcher=parallel"], return_hydra_config=True)
     launcher = slurm.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
@@ -224,12 +341,26 @@ def test_progress_counts_done_skipped_failed_remaining_with_an_eta(tmp_path):
     a, b, c, d, e = (f"{n:012x}" for n in range(10, 15))
     scores = {"test": {"accuracy": 0.5}}
     for key, status in ((a, "success"), (b, "success"), (c, "failed"), (d, "running")):
-        store.write(new_record({"method": {"name": "lora"}, "task": {"name": "bbc_news"}, "model": {"name": "minilm"}, "seed": 0}, key) | {
-            "status": status, "error": "boom" if status == "failed" else None,
-            "params": {"adapter": 1, "head": 1, "trainable": 2, "total": 3, "backbone": 2},
-            "cost": {"train_seconds": 1.0, "eval_seconds": 1.0, "wall_seconds": 2.0, "steps": 4},
-            "metrics": {"primary": "accuracy", "higher_is_better": True, "report_split": "test", "curve": [],
-                        "final": scores, "best": scores, "best_step": 4}})
+        store.write(
+            new_record(
+                {"method": {"name": "lora"}, "task": {"name": "bbc_news"}, "model": {"name": "minilm"}, "seed": 0}, key
+            )
+            | {
+                "status": status,
+                "error": "boom" if status == "failed" else None,
+                "params": {"adapter": 1, "head": 1, "trainable": 2, "total": 3, "backbone": 2},
+                "cost": {"train_seconds": 1.0, "eval_seconds": 1.0, "wall_seconds": 2.0, "steps": 4},
+                "metrics": {
+                    "primary": "accuracy",
+                    "higher_is_better": True,
+                    "report_split": "test",
+                    "curve": [],
+                    "final": scores,
+                    "best": scores,
+                    "best_step": 4,
+                },
+            }
+        )
     plan = {"started": 1000.0, "keys": [a, b, c, d, e], "done_before": [a], "results_dir": str(tmp_path)}
     # 2 runs finished in 60 s, 2 remaining: ETA 60 s
     assert progress_line(plan, now=1060.0) == "[sweep 3/5] 1 done, 1 skipped, 1 failed, 2 remaining; ETA 1m00s"
@@ -237,15 +368,33 @@ def test_progress_counts_done_skipped_failed_remaining_with_an_eta(tmp_path):
     (tmp_path / "sweep" / "sweep_plan.json").write_text(json.dumps(plan))
     text, failed = summary(str(tmp_path / "sweep"))
     assert failed == 3
-    assert text.splitlines()[1:] == [f"  FAILED lora | bbc_news | minilm | seed 0 ({c}): boom",
-                                     f"  NO RECORD {d}: see its error above", f"  NO RECORD {e}: see its error above"]
+    assert text.splitlines()[1:] == [
+        f"  FAILED lora | bbc_news | minilm | seed 0 ({c}): boom",
+        f"  NO RECORD {d}: see its error above",
+        f"  NO RECORD {e}: see its error above",
+    ]
 
 
 def harness(tmp_path, *args, results="results", **kwargs) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PEFT_HARNESS_CACHE": str(tmp_path / "cache")}
-    return subprocess.Popen([sys.executable, "-m", "harness", "-m", *args, f"results_dir={tmp_path / results}",
-                             f"hydra.sweep.dir={tmp_path / 'multirun' / results}"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "-m",
+            *args,
+            f"results_dir={tmp_path / results}",
+            f"hydra.sweep.dir={tmp_path / 'multirun' / results}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 SWEEP = ["method=head,lora,lora_xs", "seed=0,1", *TINY, "train.max_steps=40"]
@@ -307,7 +456,9 @@ def test_a_sweep_killed_mid_run_resumes_to_the_uninterrupted_leaderboard(tmp_pat
 @pytest.mark.slow
 def test_two_joblib_jobs_and_a_second_launcher_writing_at_once_give_the_sequential_leaderboard(tmp_path, uninterrupted):
     parallel = harness(tmp_path, *SWEEP, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2")
-    other = harness(tmp_path, *SWEEP, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "seed=1,0")  # same runs, other order
+    other = harness(
+        tmp_path, *SWEEP, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "seed=1,0"
+    )  # same runs, other order
     assert parallel.wait(timeout=900) == 0 and other.wait(timeout=900) == 0
     records = records_in(tmp_path / "results")
     assert set(records) == set(records_in(uninterrupted)) and len(records) == 6
@@ -320,8 +471,14 @@ def test_two_joblib_jobs_and_a_second_launcher_writing_at_once_give_the_sequenti
 
 @pytest.mark.slow
 def test_submitit_local_executor_runs_a_real_multirun_and_a_failure_exits_1(tmp_path):
-    done = harness(tmp_path, "hydra/launcher=submitit_local", "method=head,lora", *TINY, "train.max_steps=2",
-                   "method.targets=[valeu]")
+    done = harness(
+        tmp_path,
+        "hydra/launcher=submitit_local",
+        "method=head,lora",
+        *TINY,
+        "train.max_steps=2",
+        "method.targets=[valeu]",
+    )
     out, err = done.communicate(timeout=900)
     assert done.returncode == 1  # lora's targets match nothing: the sweep finishes, lists it, exits 1
     assert "[sweep end 2/2] 1 done, 0 skipped, 1 failed, 0 remaining" in err
@@ -334,9 +491,23 @@ def test_submitit_local_executor_runs_a_real_multirun_and_a_failure_exits_1(tmp_
 def run_until_evaluated(tmp_path, results: Path) -> tuple[subprocess.Popen, Path]:
     """A long tiny run in a process of its own, returned once its first evaluation is in steps.csv."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PEFT_HARNESS_CACHE": str(tmp_path / "cache")}
-    process = subprocess.Popen([sys.executable, "-m", "harness", *TINY, "train.max_steps=100000", "train.eval_every=2",
-                                f"results_dir={results}", f"hydra.run.dir={tmp_path / 'outputs'}"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            *TINY,
+            "train.max_steps=100000",
+            "train.eval_every=2",
+            f"results_dir={results}",
+            f"hydra.run.dir={tmp_path / 'outputs'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline:
         steps = list((results / "runs").glob("*.steps.csv"))
@@ -356,8 +527,10 @@ def test_sigint_and_sigterm_record_the_run_as_interrupted_with_one_line_and_a_re
         process.send_signal(signum)
         out, err = process.communicate(timeout=120)
         assert process.returncode == code
-        assert err.strip().splitlines() == [f"interrupted by {name}: run lora | bbc_news | tiny_bert | seed 0 ({key}) recorded as "
-                                            f"interrupted; the same command redoes it; exit status {code}"]
+        assert err.strip().splitlines() == [
+            f"interrupted by {name}: run lora | bbc_news | tiny_bert | seed 0 ({key}) recorded as "
+            f"interrupted; the same command redoes it; exit status {code}"
+        ]
         record = json.loads((results / "runs" / f"{key}.json").read_text())
         assert (record["status"], record["error"]) == ("interrupted", f"interrupted by {name}")
         assert "skip" not in out  # the second round (SIGTERM) redid the interrupted run
@@ -376,7 +549,9 @@ def test_a_failing_end_of_sweep_step_is_one_error_line_and_a_failed_exit(monkeyp
         raise KeyError("report_split")
 
     monkeypatch.setattr(harness.report.board, "build_and_write", broken)
-    config = OmegaConf.create({"results_dir": str(tmp_path), "sweep": None, "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
+    config = OmegaConf.create(
+        {"results_dir": str(tmp_path), "sweep": None, "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}}
+    )
     LeaderboardCallback().on_multirun_end(config)
     assert capsys.readouterr().err.strip() == "error: the sweep's leaderboard failed: KeyError: 'report_split'"
     assert progress.OUTCOME["step_errors"] == 1

@@ -1,12 +1,13 @@
 """The role map (harness/config/roles.py): method YAMLs name roles, each model config maps them to its
 module names, and the composed config (and so the run key) holds the resolved patterns."""
+
 import pytest
 from omegaconf import OmegaConf
 
-from harness.errors import HarnessError
 from harness.config.preflight import group_options
-from harness.store.records import run_key
 from harness.config.roles import resolve_roles
+from harness.errors import HarnessError
+from harness.store.records import run_key
 from methods import build_method
 
 BERT_FFN_OUT = r"re:.*\.layer\.\d+\.output\.dense"
@@ -16,17 +17,28 @@ def targets(make_config, *overrides):
     return OmegaConf.to_container(make_config(*overrides, quick=False).method, resolve=True)["targets"]
 
 
-@pytest.mark.parametrize("model, method, expected", [
-    ("minilm", "lora", ["query", "value"]),
-    ("minilm", "dora", ["query", "key", "value", "intermediate.dense", BERT_FFN_OUT]),
-    ("minilm", "adalora", ["query", "key", "value", "attention.output.dense", "intermediate.dense", BERT_FFN_OUT]),
-    ("minilm", "lorta", ["query", "key", "value", "attention.output.dense"]),
-    ("minilm", "lora_xs", ["query", "value", "attention.output.dense", BERT_FFN_OUT]),
-    ("deberta_v3_base", "lora", ["query_proj", "value_proj"]),
-    ("roberta_base", "dora_dynamic", ["query", "key", "value", "attention.output.dense", "intermediate.dense", BERT_FFN_OUT]),
-    ("efficientnet_lite0", "lora", ["re:.*_(expand|project)_conv", "_conv_head"]),  # no attention: the model's default role
-    ("mlp_mnist", "rac_lora", ["l1", "l2", "l3"]),
-])
+@pytest.mark.parametrize(
+    "model, method, expected",
+    [
+        ("minilm", "lora", ["query", "value"]),
+        ("minilm", "dora", ["query", "key", "value", "intermediate.dense", BERT_FFN_OUT]),
+        ("minilm", "adalora", ["query", "key", "value", "attention.output.dense", "intermediate.dense", BERT_FFN_OUT]),
+        ("minilm", "lorta", ["query", "key", "value", "attention.output.dense"]),
+        ("minilm", "lora_xs", ["query", "value", "attention.output.dense", BERT_FFN_OUT]),
+        ("deberta_v3_base", "lora", ["query_proj", "value_proj"]),
+        (
+            "roberta_base",
+            "dora_dynamic",
+            ["query", "key", "value", "attention.output.dense", "intermediate.dense", BERT_FFN_OUT],
+        ),
+        (
+            "efficientnet_lite0",
+            "lora",
+            ["re:.*_(expand|project)_conv", "_conv_head"],
+        ),  # no attention: the model's default role
+        ("mlp_mnist", "rac_lora", ["l1", "l2", "l3"]),
+    ],
+)
 def test_method_targets_resolve_to_the_model_s_modules(make_config, model, method, expected):
     assert targets(make_config, f"method={method}", f"model={model}") == expected
 
@@ -51,7 +63,9 @@ def test_the_role_map_stays_out_of_the_run_key(make_config):
     patterns, and the map itself is not part of what was trained."""
     by_role = OmegaConf.to_container(make_config("method=lora"), resolve=True)
     typed = OmegaConf.to_container(make_config("method=lora", "method.targets=[query,value]"), resolve=True)
-    renamed = OmegaConf.to_container(make_config("method=lora", "method.targets=[query,value]", "model.roles.q=other"), resolve=True)
+    renamed = OmegaConf.to_container(
+        make_config("method=lora", "method.targets=[query,value]", "model.roles.q=other"), resolve=True
+    )
     assert by_role["method"]["targets"] == typed["method"]["targets"] == ["query", "value"]
     assert run_key(by_role) == run_key(typed) == run_key(renamed)
 
@@ -61,8 +75,10 @@ def test_a_missing_role_is_one_line_naming_the_model_s_roles():
     assert resolve_roles("q", "v", _root_=root) == ["wq", "wv"]
     with pytest.raises(HarnessError) as error:
         resolve_roles("q", "k", _root_=root)
-    assert str(error.value) == ("model 'm' has no role k (method targets ${roles:q,k}); its roles: q, v; give method.targets "
-                                "as module-name patterns")
+    assert str(error.value) == (
+        "model 'm' has no role k (method targets ${roles:q,k}); its roles: q, v; give method.targets "
+        "as module-name patterns"
+    )
     fallback = OmegaConf.create({"model": {"name": "cnn", "roles": {"default": ["conv1", "conv2"]}}})
     assert resolve_roles("q", "v", _root_=fallback) == ["conv1", "conv2"]
 
@@ -72,8 +88,8 @@ def test_lora_runs_on_the_cnn_without_target_overrides(make_config):
     model's 32 1×1 convolutions: r·(C_in + C_out) each (a 1×1 kernel)."""
     from torch import nn
 
-    from harness.models import load_model
     from harness.config.sections import parse_settings
+    from harness.models import load_model
 
     cfg = make_config("method=lora", "model=efficientnet_lite0", "task=digits", quick=False)
     model = load_model(parse_settings(cfg).model, 10)
@@ -81,6 +97,7 @@ def test_lora_runs_on_the_cnn_without_target_overrides(make_config):
     assert len(method.layers) == 32
     assert all(layer.base.kernel_size == (1, 1) for layer in method.layers.values())
     r = cfg.method.r
-    assert method.param_counts()["adapter"] == sum(r * (layer.base.in_channels + layer.base.out_channels)
-                                                   for layer in method.layers.values())
+    assert method.param_counts()["adapter"] == sum(
+        r * (layer.base.in_channels + layer.base.out_channels) for layer in method.layers.values()
+    )
     assert all(isinstance(layer.base, nn.Conv2d) and layer.base.groups == 1 for layer in method.layers.values())

@@ -1,5 +1,6 @@
 """One run's record life cycle: the record's fields, resume, failures that do not stop a sweep,
 corrupt records, the run key, and the loggers' views."""
+
 import csv
 import json
 
@@ -8,10 +9,10 @@ import torch
 from omegaconf import OmegaConf
 
 import harness.engine.run
-from harness.errors import HarnessError
 from harness.config.preflight import CONF_DIR
-from harness.store.records import RecordStore, resolved_config, run_key
 from harness.engine.run import execute_run
+from harness.errors import HarnessError
+from harness.store.records import RecordStore, resolved_config, run_key
 
 
 def records_of(cfg) -> dict:
@@ -26,8 +27,16 @@ def test_success_record_has_every_field_of_the_schema(make_config):
     assert record["status"] == "success" and record["error"] is None
     stored = json.loads(RecordStore(cfg.results_dir).path(record["run_key"]).read_text())
     assert stored == json.loads(json.dumps(record, default=str))
-    assert (stored["method"], stored["task"], stored["model"], stored["seed"], stored["tags"]) == ("lora", "bbc_news", "tiny_bert", 3, ["smoke"])
-    assert stored["config"]["train"]["lr"] == OmegaConf.load(CONF_DIR / "method" / "lora.yaml").lr  # the method's default, resolved
+    assert (stored["method"], stored["task"], stored["model"], stored["seed"], stored["tags"]) == (
+        "lora",
+        "bbc_news",
+        "tiny_bert",
+        3,
+        ["smoke"],
+    )
+    assert (
+        stored["config"]["train"]["lr"] == OmegaConf.load(CONF_DIR / "method" / "lora.yaml").lr
+    )  # the method's default, resolved
     params = stored["params"]
     assert params["adapter"] == 2 * 2 * 8 * (32 + 32)  # 2 layers × {query, value} × r(d_in + d_out)
     assert params["trainable"] == params["adapter"] + params["head"] and params["head"] == 32 * 5 + 5
@@ -37,7 +46,14 @@ def test_success_record_has_every_field_of_the_schema(make_config):
     assert {p["split"] for p in metrics["curve"]} == {"train", "validation", "test"}
     cost = stored["cost"]
     assert cost["steps"] == 2 and cost["train_seconds"] > 0 and cost["peak_memory_mb"] > 0
-    assert set(cost) >= {"train_seconds", "eval_seconds", "wall_seconds", "steps", "examples_per_second", "peak_memory_mb"}
+    assert set(cost) >= {
+        "train_seconds",
+        "eval_seconds",
+        "wall_seconds",
+        "steps",
+        "examples_per_second",
+        "peak_memory_mb",
+    }
     prov = stored["provenance"]
     assert prov["versions"]["torch"] == torch.__version__ and prov["device"] == "cpu"
     assert prov["started_at"] <= prov["ended_at"] and "git_sha" in prov and "git_dirty" in prov
@@ -62,7 +78,11 @@ def test_resume_skips_a_finished_run_and_redoes_a_failed_one(make_config, monkey
 
 
 def test_a_failing_run_in_the_middle_of_a_sweep_is_recorded_and_the_sweep_goes_on(make_config):
-    configs = [make_config("method=head"), make_config("method=lora", "method.targets=[valeu]"), make_config("method=lora")]
+    configs = [
+        make_config("method=head"),
+        make_config("method=lora", "method.targets=[valeu]"),
+        make_config("method=lora"),
+    ]
     statuses = [execute_run(cfg)["status"] for cfg in configs]
     assert statuses == ["success", "failed", "success"]
     stored = records_of(configs[0])
@@ -136,7 +156,9 @@ def test_wandb_logger_offline_writes_one_wandb_run_per_harness_run(make_config, 
     wandb_dir = tmp_path / "wandb_logs"
     wandb_dir.mkdir()
     for seed in (0, 1):
-        record = execute_run(make_config("logger=wandb", "logger.mode=offline", f"logger.dir={wandb_dir}", f"seed={seed}"))
+        record = execute_run(
+            make_config("logger=wandb", "logger.mode=offline", f"logger.dir={wandb_dir}", f"seed={seed}")
+        )
         assert record["status"] == "success", record["error"]
     runs = sorted((wandb_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 2

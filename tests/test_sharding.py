@@ -2,6 +2,7 @@
 harness/engine/sharding.py) against one process with the same global accumulation: same run key, loss curve and
 metrics within float tolerance, same trained weights; each rank holds half of every sharded frozen weight;
 the methods that need whole frozen weights are refused in one line."""
+
 import os
 import re
 import textwrap
@@ -10,8 +11,16 @@ import pytest
 
 from tests.test_distributed import BASE, METHOD, curve, launch, only_record
 
-SHARDING_METHODS = {**METHOD, "dora_dynamic": ["method.dropout=0", "method.delta_t=1"], "lorta": [],
-                    "melora": [], "head": [], "surm": [], "lora_xs": [], "peft/lora": []}
+SHARDING_METHODS = {
+    **METHOD,
+    "dora_dynamic": ["method.dropout=0", "method.delta_t=1"],
+    "lorta": [],
+    "melora": [],
+    "head": [],
+    "surm": [],
+    "lora_xs": [],
+    "peft/lora": [],
+}
 
 # Prints, on every rank after the run's set-up, the elements of frozen parameters this rank holds against
 # the model's total: the proof that the backbone is sharded, not replicated.
@@ -57,7 +66,9 @@ def sharded_as_one_process(tmp_path, method: str, extra: tuple = ()) -> tuple[di
     for _, local, total in held:
         assert int(total) / 2 <= int(local) < int(total) * 0.51  # half of each frozen weight (rounded up per tensor)
     blocks = BLOCKS["tiny_llama" if "model=tiny_llama" in extra else "tiny_bert"]
-    assert re.findall(r"rank \d: units (\S+)", two.stdout) == [f"model,{blocks}.0,{blocks}.1"] * 2  # one unit per block, one for the rest
+    assert (
+        re.findall(r"rank \d: units (\S+)", two.stdout) == [f"model,{blocks}.0,{blocks}.1"] * 2
+    )  # one unit per block, one for the rest
     sharded, single = only_record(tmp_path / "two"), only_record(tmp_path / "one")
     assert sharded["provenance"]["processes"] == 2 and sharded["provenance"]["sharding"] == "fsdp"
     assert sharded["run_key"] == single["run_key"] and sharded["cost"]["steps"] == single["cost"]["steps"]
@@ -73,7 +84,9 @@ def test_a_sharded_backbone_trains_lora_as_one_process(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["dora", "adalora", "dora_dynamic", "lorta", "melora", "head", "surm", "lora_xs", "peft/lora"])
+@pytest.mark.parametrize(
+    "method", ["dora", "adalora", "dora_dynamic", "lorta", "melora", "head", "surm", "lora_xs", "peft/lora"]
+)
 def test_a_sharded_backbone_trains_each_method_as_one_process(tmp_path, method):
     sharded_as_one_process(tmp_path, method)
 
@@ -88,14 +101,28 @@ def test_a_sharded_decoder_generates_its_answers_as_one_process(tmp_path):
     assert sharded["metrics"]["final"] == single["metrics"]["final"]
 
 
-@pytest.mark.parametrize("method, why", [
-    ("full", "fsdp=true shards the frozen weights, and method 'full' trains every weight; run it with fsdp=false (data-parallel)"),
-    ("rac_lora", "method 'rac_lora' changes frozen weights during training (folds into W0), which fsdp=true keeps sharded; "
-                 "run it with fsdp=false"),
-    ("lora_ga", "method 'lora_ga' initialises from the gradients of every frozen weight, which fsdp=true keeps sharded; run it with fsdp=false"),
-])
+@pytest.mark.parametrize(
+    "method, why",
+    [
+        (
+            "full",
+            "fsdp=true shards the frozen weights, and method 'full' trains every weight; run it with fsdp=false (data-parallel)",
+        ),
+        (
+            "rac_lora",
+            "method 'rac_lora' changes frozen weights during training (folds into W0), which fsdp=true keeps sharded; "
+            "run it with fsdp=false",
+        ),
+        (
+            "lora_ga",
+            "method 'lora_ga' initialises from the gradients of every frozen weight, which fsdp=true keeps sharded; run it with fsdp=false",
+        ),
+    ],
+)
 def test_methods_that_need_whole_frozen_weights_are_refused_in_one_line(tmp_path, method, why):
-    done = launch(tmp_path, [*BASE, f"method={method}", "train.grad_accum=2", "fsdp=true", f"results_dir={tmp_path / 'r'}"], 2)
+    done = launch(
+        tmp_path, [*BASE, f"method={method}", "train.grad_accum=2", "fsdp=true", f"results_dir={tmp_path / 'r'}"], 2
+    )
     record = only_record(tmp_path / "r")
     assert done.returncode != 0 and record["status"] == "failed" and record["error"] == why
 
@@ -104,5 +131,7 @@ def test_sharding_one_process_is_refused_in_one_line(tmp_path):
     done = launch(tmp_path, [*BASE, "method=lora", "fsdp=true", f"results_dir={tmp_path / 'r'}"], 1)
     record = only_record(tmp_path / "r")
     assert done.returncode != 0 and record["status"] == "failed"
-    assert record["error"] == ("fsdp=true shards the frozen weights over the processes of a torchrun run "
-                               "(torchrun --nproc_per_node N -m harness ... fsdp=true); this run has one process")
+    assert record["error"] == (
+        "fsdp=true shards the frozen weights over the processes of a torchrun run "
+        "(torchrun --nproc_per_node N -m harness ... fsdp=true); this run has one process"
+    )

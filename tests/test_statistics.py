@@ -1,11 +1,20 @@
 """The statistics of harness/report/statistics.py, checked against scipy on fixed data and by
 simulation (interval coverage, power) at the official sizes: 5 seeds, 335 test items (bbc_news)."""
+
 import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from harness.report.statistics import (aggregate, estimate, expected_max, expected_max_std, holm, iqm, performance_profile,
-                                      prob_better)
+from harness.report.statistics import (
+    aggregate,
+    estimate,
+    expected_max,
+    expected_max_std,
+    holm,
+    iqm,
+    performance_profile,
+    prob_better,
+)
 
 SEEDS, ITEMS, TABLES = 5, 335, 400
 
@@ -39,11 +48,24 @@ def test_one_seed_uses_the_items_and_agrees_with_scipys_bootstrap_and_permutatio
     a, b = correct_answers(rng, difficulty, 1, 0.0, shift=0.4), correct_answers(rng, difficulty, 1, 0.0)
     ours = estimate(per_item=a - b)
     assert ours.n == 1 and ours.items == ITEMS
-    boot = stats.bootstrap((a[0], b[0]), lambda x, y, axis=-1: (x - y).mean(axis=axis), paired=True, vectorized=True,
-                           n_resamples=20000, method="percentile", random_state=np.random.default_rng(1)).confidence_interval
+    boot = stats.bootstrap(
+        (a[0], b[0]),
+        lambda x, y, axis=-1: (x - y).mean(axis=axis),
+        paired=True,
+        vectorized=True,
+        n_resamples=20000,
+        method="percentile",
+        random_state=np.random.default_rng(1),
+    ).confidence_interval
     assert ours.low == pytest.approx(boot.low, abs=0.004) and ours.high == pytest.approx(boot.high, abs=0.004)
-    permutation = stats.permutation_test((a[0], b[0]), lambda x, y, axis=-1: (x - y).mean(axis=axis), vectorized=True,
-                                         permutation_type="samples", n_resamples=20000, random_state=np.random.default_rng(2))
+    permutation = stats.permutation_test(
+        (a[0], b[0]),
+        lambda x, y, axis=-1: (x - y).mean(axis=axis),
+        vectorized=True,
+        permutation_type="samples",
+        n_resamples=20000,
+        random_state=np.random.default_rng(2),
+    )
     assert ours.p_value == pytest.approx(permutation.pvalue, abs=0.01)
 
 
@@ -61,8 +83,10 @@ def null_tables(seed_sd, seeds=SEEDS, rng_seed=0, interaction_sd=0.0):
     for _ in range(TABLES):
         difficulty = rng.normal(2.0, 1.5, ITEMS)
         interaction = rng.normal(0, interaction_sd, ITEMS)
-        yield (correct_answers(rng, difficulty, seeds, seed_sd, interaction=interaction),
-               correct_answers(rng, difficulty, seeds, seed_sd, interaction=-interaction))
+        yield (
+            correct_answers(rng, difficulty, seeds, seed_sd, interaction=interaction),
+            correct_answers(rng, difficulty, seeds, seed_sd, interaction=-interaction),
+        )
 
 
 @pytest.mark.parametrize("seed_sd", [0.05, 0.3, 1.0])  # per-seed accuracy SD ≈ 0.8, 4 and 13 pp
@@ -72,7 +96,9 @@ def test_interval_of_a_null_difference_covers_zero_95_percent_of_the_time(seed_s
 
 
 def test_interval_covers_zero_when_methods_differ_by_item_but_not_on_average():
-    covered = sum(e.low <= 0 <= e.high for e in (estimate(per_item=a - b) for a, b in null_tables(0.05, interaction_sd=0.5)))
+    covered = sum(
+        e.low <= 0 <= e.high for e in (estimate(per_item=a - b) for a, b in null_tables(0.05, interaction_sd=0.5))
+    )
     assert 0.93 <= covered / TABLES <= 0.97
 
 
@@ -97,7 +123,10 @@ def power_for_two_points(seed_sd, items, rng_seed=4):
     rng, detected = np.random.default_rng(rng_seed), 0
     for _ in range(TABLES):
         difficulty = rng.normal(2.0, 1.5, items)
-        better, reference = correct_answers(rng, difficulty, SEEDS, seed_sd, shift), correct_answers(rng, difficulty, SEEDS, seed_sd)
+        better, reference = (
+            correct_answers(rng, difficulty, SEEDS, seed_sd, shift),
+            correct_answers(rng, difficulty, SEEDS, seed_sd),
+        )
         detected += estimate(per_item=better - reference).low > 0
     return detected / TABLES
 

@@ -1,5 +1,6 @@
 """SURM's structured matrices (fast products equal the dense matrices), its two placements, and
 LoRTA's shared CP tensor (rank-1 case equals PEFT LoRA, products equal the dense updates, counts)."""
+
 import pytest
 import scipy.linalg
 import torch
@@ -28,6 +29,7 @@ def randomized(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 # -- the structured matrices -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("d", [1, 2, 5, 8, 17, 64])
 def test_circulant_and_toeplitz_products_equal_their_dense_matrices(d):
     x = torch.randn(2, 3, d, **F64)
@@ -41,7 +43,9 @@ def test_circulant_and_toeplitz_products_equal_their_dense_matrices(d):
     dense = torch.from_numpy(scipy.linalg.toeplitz(b) @ scipy.linalg.toeplitz(a))
     assert torch.allclose(toeplitz.dense(), dense)
     assert torch.allclose(toeplitz(x), x @ dense.T, atol=1e-10)
-    assert torch.allclose(symmetric_toeplitz_product(toeplitz.toeplitz_a, x), x @ torch.from_numpy(scipy.linalg.toeplitz(a)), atol=1e-10)
+    assert torch.allclose(
+        symmetric_toeplitz_product(toeplitz.toeplitz_a, x), x @ torch.from_numpy(scipy.linalg.toeplitz(a)), atol=1e-10
+    )
 
 
 @pytest.mark.parametrize("d_in, d_out, r", [(8, 8, 2), (12, 8, 4), (6, 15, 3), (16, 4, 1), (9, 9, 9)])
@@ -63,6 +67,7 @@ def test_half_precision_inputs_use_float32_ffts():
 
 
 # -- SURM ---------------------------------------------------------------------------------------------
+
 
 def surm(**values) -> Surm:
     return Surm(tiny_bert(), SurmConfig(**{"dropout": 0.0, **values}), HEAD)
@@ -86,33 +91,54 @@ def test_surm_kronecker_adapts_rectangular_layers():
     assert method.param_counts()["adapter"] == 2 * (32 + 48)
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"structure": "circulant", "targets": ["intermediate.dense"]}, r"structure=circulant needs a square layer, but 'bert.encoder.layer.0.intermediate.dense' is 48×32"),
-    ({"structure": "kronecker", "r": 5}, r"method.r=5 to divide both sizes of 'bert.encoder.layer.0.attention.self.query' \(32×32\)"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            {"structure": "circulant", "targets": ["intermediate.dense"]},
+            r"structure=circulant needs a square layer, but 'bert.encoder.layer.0.intermediate.dense' is 48×32",
+        ),
+        (
+            {"structure": "kronecker", "r": 5},
+            r"method.r=5 to divide both sizes of 'bert.encoder.layer.0.attention.self.query' \(32×32\)",
+        ),
+    ],
+)
 def test_surm_shape_errors_name_the_layer(values, message):
     with pytest.raises(HarnessError, match=message):
         surm(**values)
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"structure": "dense"}, "method.structure must be one of circulant, toeplitz, kronecker, got 'dense'"),
-    ({"placement": "prefix"}, "method.placement must be one of lora, adapter"),
-    ({"activation": "sigmoid"}, r"method.activation must be one of gelu, tanh, silu, identity"),
-    ({"activation": "relu"}, r"method.activation must be one of gelu, tanh, silu, identity \(act\(0\) = 0, act'\(0\) ≠ 0\)"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"structure": "dense"}, "method.structure must be one of circulant, toeplitz, kronecker, got 'dense'"),
+        ({"placement": "prefix"}, "method.placement must be one of lora, adapter"),
+        ({"activation": "sigmoid"}, r"method.activation must be one of gelu, tanh, silu, identity"),
+        (
+            {"activation": "relu"},
+            r"method.activation must be one of gelu, tanh, silu, identity \(act\(0\) = 0, act'\(0\) ≠ 0\)",
+        ),
+    ],
+)
 def test_surm_bad_config_is_one_line(values, message):
     with pytest.raises(HarnessError, match=message):
         SurmConfig(**values)
 
 
-@pytest.mark.parametrize("structure, per_adapter", [("circulant", 3 * 32), ("toeplitz", 3 * 32), ("kronecker", 32 + 32 + 32)])
+@pytest.mark.parametrize(
+    "structure, per_adapter", [("circulant", 3 * 32), ("toeplitz", 3 * 32), ("kronecker", 32 + 32 + 32)]
+)
 def test_surm_adapter_sits_after_the_block_dropout_and_is_the_identity_at_init(structure, per_adapter):
     reference = tiny_bert()(**tiny_batch()).logits
     method = surm(structure=structure, placement="adapter", r=2, dropout=0.15)
     model = method.model
-    assert sorted(method.layers) == ["bert.encoder.layer.0.attention.output.dense", "bert.encoder.layer.0.output.dense",
-                                     "bert.encoder.layer.1.attention.output.dense", "bert.encoder.layer.1.output.dense"]
+    assert sorted(method.layers) == [
+        "bert.encoder.layer.0.attention.output.dense",
+        "bert.encoder.layer.0.output.dense",
+        "bert.encoder.layer.1.attention.output.dense",
+        "bert.encoder.layer.1.output.dense",
+    ]
     assert method.param_counts()["adapter"] == 4 * per_adapter
     assert isinstance(model.bert.encoder.layer[0].attention.output.dropout, torch.nn.Identity)
     assert isinstance(method.layers["bert.encoder.layer.0.output.dense"].block_dropout, torch.nn.Dropout)
@@ -121,7 +147,11 @@ def test_surm_adapter_sits_after_the_block_dropout_and_is_the_identity_at_init(s
     adapter = method.layers["bert.encoder.layer.1.output.dense"]
     x = torch.randn(2, 5, 48)
     hidden = adapter.base(x)
-    expected = hidden + torch.nn.functional.gelu(adapter.scale * (hidden @ adapter.structured.dense().T)) + adapter.adapter_bias
+    expected = (
+        hidden
+        + torch.nn.functional.gelu(adapter.scale * (hidden @ adapter.structured.dense().T))
+        + adapter.adapter_bias
+    )
     assert torch.allclose(adapter(x), expected, atol=1e-5)  # eval mode: dropouts off
     before = model(**tiny_batch()).logits
     method.merge()  # not mergeable: a no-op
@@ -129,6 +159,7 @@ def test_surm_adapter_sits_after_the_block_dropout_and_is_the_identity_at_init(s
 
 
 # -- LoRTA --------------------------------------------------------------------------------------------
+
 
 def test_lorta_rank_one_single_layer_single_head_is_rank_one_lora():
     model = tiny_bert(num_hidden_layers=1, num_attention_heads=1).double()
@@ -139,7 +170,9 @@ def test_lorta_rank_one_single_layer_single_head_is_rank_one_lora():
     theirs = peft_lora(tiny_bert(num_hidden_layers=1, num_attention_heads=1).double(), 1, 3.0, ["query"])
     with torch.no_grad():
         peft_layer(theirs, "bert.encoder.layer.0.attention.self.query").lora_A["default"].weight.copy_(factors.B)
-        peft_layer(theirs, "bert.encoder.layer.0.attention.self.query").lora_B["default"].weight.copy_(factors.A * weight)
+        peft_layer(theirs, "bert.encoder.layer.0.attention.self.query").lora_B["default"].weight.copy_(
+            factors.A * weight
+        )
     assert torch.allclose(model(**tiny_batch()).logits, theirs(**tiny_batch()).logits, atol=1e-12)
 
 
@@ -166,13 +199,19 @@ def test_lorta_parameter_count_for_minilm(r):
     assert len(method.layers) == 6 * 4
 
 
-@pytest.mark.parametrize("targets, message", [
-    (["intermediate.dense"], r"every target must map the hidden size 32 to 32 \(q, o\) or fewer \(grouped-query k, v\); "
-                             r"'bert.encoder.layer.0.intermediate.dense' is 48×32"),
-    (["re:.*\\.attention\\..*"], r"several targets map to the same \(layer, matrix\)"),
-    (["pooler.dense"], r"cannot find a layer index \('…layer.<n>.…'\) in target module 'bert.pooler.dense'"),
-    (["classifier"], "matches no Linear module"),
-])
+@pytest.mark.parametrize(
+    "targets, message",
+    [
+        (
+            ["intermediate.dense"],
+            r"every target must map the hidden size 32 to 32 \(q, o\) or fewer \(grouped-query k, v\); "
+            r"'bert.encoder.layer.0.intermediate.dense' is 48×32",
+        ),
+        (["re:.*\\.attention\\..*"], r"several targets map to the same \(layer, matrix\)"),
+        (["pooler.dense"], r"cannot find a layer index \('…layer.<n>.…'\) in target module 'bert.pooler.dense'"),
+        (["classifier"], "matches no Linear module"),
+    ],
+)
 def test_lorta_unmappable_targets_are_errors(targets, message):
     with pytest.raises(HarnessError, match=message):
         Lorta(tiny_bert(), LortaConfig(targets=targets), HEAD)

@@ -1,11 +1,12 @@
 """Task loading: packaged splits (sizes, stratification, determinism), GLUE from local files in the
 hub's layout, limits, and the tokenization cache."""
+
 from collections import Counter
 
 import pytest
 
-from harness.errors import HarnessError
 from harness.config.sections import TaskConfig
+from harness.errors import HarnessError
 from tasks import load_task
 from tasks import tokenize as tokenize_module
 from tasks.tokenize import encode_cached
@@ -40,7 +41,10 @@ def test_limits_take_a_fixed_subset():
 
 
 def test_unknown_task_and_missing_source_are_clear_errors(tmp_path):
-    with pytest.raises(HarnessError, match="unknown task 'glu'; available: bbc_news, bbc_news_instruct, cifar10, cifar100, cola, commonsense"):
+    with pytest.raises(
+        HarnessError,
+        match="unknown task 'glu'; available: bbc_news, bbc_news_instruct, cifar10, cifar100, cola, commonsense",
+    ):
         load_task(TaskConfig(name="glu"))
     with pytest.raises(HarnessError, match="bbc_news: no topic folders under"):
         load_task(TaskConfig(name="bbc_news", source=str(tmp_path)))
@@ -99,8 +103,11 @@ def test_stratified_split_gives_scikit_learns_indices(seed, sizes):
     from tasks.splits import stratified_split
 
     rng = np.random.default_rng(seed)
-    for labels in (rng.integers(0, 5, 2225).tolist(), [str(v) for v in rng.choice(["a", "b", "c"], 301, p=[0.6, 0.3, 0.1])],
-                   rng.integers(0, 10, 97).tolist()):
+    for labels in (
+        rng.integers(0, 5, 2225).tolist(),
+        [str(v) for v in rng.choice(["a", "b", "c"], 301, p=[0.6, 0.3, 0.1])],
+        rng.integers(0, 10, 97).tolist(),
+    ):
         expected = train_test_split(list(range(len(labels))), stratify=labels, random_state=seed, **sizes)
         assert [list(part) for part in stratified_split(labels, seed, **sizes)] == [list(part) for part in expected]
 
@@ -112,13 +119,20 @@ def test_a_default_run_does_not_import_scikit_learn(tmp_path):
     import sys
     from pathlib import Path
 
-    code = ("import sys; sys.argv = ['harness', 'model=tiny_bert', 'task.limit_train=16', 'task.limit_eval=8', "
-            f"'train.max_steps=1', 'progress=false', 'results_dir={tmp_path}', 'cache_dir={tmp_path / 'cache'}', "
-            f"'hydra.run.dir={tmp_path / 'out'}']\n"
-            "from harness.protocol.app import main\ntry:\n    main()\nfinally:\n"
-            "    print(sorted(m for m in ('sklearn', 'matplotlib') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
-                          timeout=300)
+    code = (
+        "import sys; sys.argv = ['harness', 'model=tiny_bert', 'task.limit_train=16', 'task.limit_eval=8', "
+        f"'train.max_steps=1', 'progress=false', 'results_dir={tmp_path}', 'cache_dir={tmp_path / 'cache'}', "
+        f"'hydra.run.dir={tmp_path / 'out'}']\n"
+        "from harness.protocol.app import main\ntry:\n    main()\nfinally:\n"
+        "    print(sorted(m for m in ('sklearn', 'matplotlib') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr[-2000:]
 
 
@@ -137,7 +151,9 @@ def test_a_limited_training_set_is_a_fixed_stratified_subset():
     assert len(set(subset.texts)) == 200 and subset.texts == sorted(subset.texts, key=lambda t: int(t[0].split()[1]))
     regression = limit_split(Split(split.texts, [float(i) for i in range(1000)]), 200, 42, stratify=False)
     assert len(regression) == 200
-    assert len(limit_split(Split(split.texts[:335], labels[:335]), 50, 42, stratify=True)) == 50  # 50/335·335 < 50 in floats
+    assert (
+        len(limit_split(Split(split.texts[:335], labels[:335]), 50, 42, stratify=True)) == 50
+    )  # 50/335·335 < 50 in floats
     tiny = limit_split(split, 2, 42, stratify=True)  # fewer examples than classes: a seeded random subset
     assert len(tiny) == 2
     assert limit_split(split, None, 42, stratify=True) is split

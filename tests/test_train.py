@@ -1,4 +1,5 @@
 """The training loop: step plan, schedules, hook order, gradient accumulation, NaN handling."""
+
 import math
 from itertools import islice
 from types import SimpleNamespace
@@ -8,11 +9,11 @@ import pytest
 import torch
 import transformers
 
-from harness.errors import HarnessError
+from harness.config.sections import TrainConfig
 from harness.engine.loggers import NullLogger
 from harness.engine.schedule import build_scheduler
-from harness.config.sections import TrainConfig
 from harness.engine.train import batch_indices, plan_steps, train
+from harness.errors import HarnessError
 from methods.lora import LoRA, LoraConfig
 from tasks import metrics
 from tasks.base import Split, TaskData
@@ -45,8 +46,12 @@ def synthetic(n: int = 24) -> tuple[TaskData, dict]:
 
 
 def settings(**train) -> SimpleNamespace:
-    return SimpleNamespace(train=TrainConfig(**{"max_steps": 2, "batch_size": 8, "max_grad_norm": None, "lr": 5e-4,
-                                                "head_lr": 5e-4, **train}), seed=0)
+    return SimpleNamespace(
+        train=TrainConfig(
+            **{"max_steps": 2, "batch_size": 8, "max_grad_norm": None, "lr": 5e-4, "head_lr": 5e-4, **train}
+        ),
+        seed=0,
+    )
 
 
 def run_loop(method, logger=None, every: int = 1, **train_cfg):
@@ -80,7 +85,9 @@ def test_batch_order_depends_only_on_seed_and_covers_each_epoch():
     assert sorted(sum(first[:3], [])) == list(range(10)) and sorted(sum(first[3:], [])) == list(range(10))
 
 
-@pytest.mark.parametrize("kind,name", [("linear", "linear"), ("cosine", "cosine"), ("constant", "constant_with_warmup")])
+@pytest.mark.parametrize(
+    "kind,name", [("linear", "linear"), ("cosine", "cosine"), ("constant", "constant_with_warmup")]
+)
 def test_schedules_equal_transformers(kind, name):
     ours_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     theirs_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
@@ -111,8 +118,14 @@ class Recording(LoRA):
 def test_hooks_run_in_order_with_gradients_present():
     method = Recording(tiny_bert(), LoraConfig(r=2), ["classifier"])
     outcome = run_loop(method, max_steps=2, grad_accum=2)
-    assert method.events == ["extra_loss", "extra_loss", "step_end 1 grads=True",
-                             "extra_loss", "extra_loss", "step_end 2 grads=True"]
+    assert method.events == [
+        "extra_loss",
+        "extra_loss",
+        "step_end 1 grads=True",
+        "extra_loss",
+        "extra_loss",
+        "step_end 2 grads=True",
+    ]
     assert outcome.steps == 2 and outcome.examples == 32
     assert all(p.grad is None for p in method.adapter_parameters())  # zero_grad after the hook
 
@@ -165,7 +178,9 @@ def test_losses_read_every_n_steps_log_exactly_what_reading_every_step_logs():
     for every in (1, 4):
         logger = ListLogger()
         method = LoRA(tiny_bert(), LoraConfig(r=2), ["classifier"])
-        outcomes.append(run_loop(method, logger=logger, every=every, max_steps=7, eval_every=3, grad_accum=2, batch_size=4))
+        outcomes.append(
+            run_loop(method, logger=logger, every=every, max_steps=7, eval_every=3, grad_accum=2, batch_size=4)
+        )
         logs.append(logger.logged)
     assert logs[0] == logs[1] and len([entry for entry in logs[0] if "train/loss" in entry[2]]) == 7
     assert outcomes[0].curve == outcomes[1].curve

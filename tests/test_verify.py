@@ -1,13 +1,14 @@
 """`python -m harness.verify`: committed records re-run from their own config reproduce, a record that no
 longer does (a changed metric, checksum or key) fails with exit status 1, and `--regenerate` replaces it
 by its rerun."""
+
 import json
 
 import pytest
 
-from harness.store.records import RecordStore
 from harness.engine.run import execute_run
 from harness.protocol.verify import compare, main, provenance_here, sample_records
+from harness.store.records import RecordStore
 
 
 @pytest.fixture
@@ -23,8 +24,13 @@ def test_records_made_by_this_code_reproduce_exactly(collection, capsys):
     out = capsys.readouterr().out
     assert out.count("ok  ") == 2 and "FAIL" not in out
     assert out.count("trained-weights checksum: matches") == 2
-    assert json.loads(out.strip().splitlines()[-1]) == {"collection": str(collection), "verified": 2, "failed": 0,
-                                                        "regenerated": 0, "tolerance": 0.0}
+    assert json.loads(out.strip().splitlines()[-1]) == {
+        "collection": str(collection),
+        "verified": 2,
+        "failed": 0,
+        "regenerated": 0,
+        "tolerance": 0.0,
+    }
 
 
 def test_a_record_that_no_longer_reproduces_fails(collection, capsys):
@@ -83,19 +89,33 @@ def test_records_are_chosen_by_key_or_field_and_bad_choices_are_one_line(collect
 
 
 def test_checksums_are_compared_only_on_the_same_libraries_device_and_cpu_and_the_key_must_match():
-    here = {"versions": {"torch": "2.13.0", "transformers": "5.0"}, "device": "cpu", "cpu": {"name": "x", "capability": "AVX2"}}
-    old = {"run_key": "a", "status": "success", "metrics": {"primary": "accuracy", "final": {"test": {"accuracy": 0.5}}},
-           "params": {"trainable_sha256": "x"}, "provenance": here}
+    here = {
+        "versions": {"torch": "2.13.0", "transformers": "5.0"},
+        "device": "cpu",
+        "cpu": {"name": "x", "capability": "AVX2"},
+    }
+    old = {
+        "run_key": "a",
+        "status": "success",
+        "metrics": {"primary": "accuracy", "final": {"test": {"accuracy": 0.5}}},
+        "params": {"trainable_sha256": "x"},
+        "provenance": here,
+    }
     new = {**old, "params": {"trainable_sha256": "y"}}
     ok, lines = compare(old, new, 0.0)
     assert not ok and lines[-1] == "trained-weights checksum: DIFFERS"
-    elsewhere = [({**here, "versions": {"torch": "1.0", "transformers": "4.0"}},
-                  "recorded with torch 1.0, transformers 4.0"),
-                 ({**here, "device": "NVIDIA H200"}, "recorded on NVIDIA H200, rerun on cpu"),
-                 ({**here, "cpu": {"name": "y", "capability": "AVX512"}},
-                  "recorded on a CPU with AVX512 kernels, rerun on one with AVX2"),
-                 ({key: value for key, value in here.items() if key != "cpu"},
-                  "the record does not name its CPU: made before records did")]
+    elsewhere = [
+        ({**here, "versions": {"torch": "1.0", "transformers": "4.0"}}, "recorded with torch 1.0, transformers 4.0"),
+        ({**here, "device": "NVIDIA H200"}, "recorded on NVIDIA H200, rerun on cpu"),
+        (
+            {**here, "cpu": {"name": "y", "capability": "AVX512"}},
+            "recorded on a CPU with AVX512 kernels, rerun on one with AVX2",
+        ),
+        (
+            {key: value for key, value in here.items() if key != "cpu"},
+            "the record does not name its CPU: made before records did",
+        ),
+    ]
     for provenance, why in elsewhere:
         ok, lines = compare({**old, "provenance": provenance}, new, 0.0)
         assert ok and lines[-1] == f"trained-weights checksum: not comparable ({why})"
@@ -108,16 +128,30 @@ def test_checksums_are_compared_only_on_the_same_libraries_device_and_cpu_and_th
 def test_a_sample_is_drawn_among_the_records_this_machine_must_reproduce_bit_for_bit():
     here = provenance_here({})
     other = {**here, "cpu": {"name": "elsewhere", "capability": "NOT" + here["cpu"]["capability"]}}
-    records = [{"run_key": f"k{i}", "status": "success", "cost": {"wall_seconds": 1.0},
-                "provenance": here if i in (2, 5) else other} for i in range(8)]
+    records = [
+        {
+            "run_key": f"k{i}",
+            "status": "success",
+            "cost": {"wall_seconds": 1.0},
+            "provenance": here if i in (2, 5) else other,
+        }
+        for i in range(8)
+    ]
     assert {r["run_key"] for r in sample_records(records, 5, seed=0, max_seconds=None)} == {"k2", "k5"}
     made_elsewhere_only = [r for r in records if r["provenance"] is other]
     assert len(sample_records(made_elsewhere_only, 5, seed=0, max_seconds=None)) == 5  # none exact: drawn among all
 
 
 def test_the_sample_is_seeded_successful_and_within_the_time_limit():
-    records = [{"run_key": f"k{i}", "status": "success" if i != 3 else "failed", "cost": {"wall_seconds": 10.0 * i},
-                "provenance": {}} for i in range(10)]
+    records = [
+        {
+            "run_key": f"k{i}",
+            "status": "success" if i != 3 else "failed",
+            "cost": {"wall_seconds": 10.0 * i},
+            "provenance": {},
+        }
+        for i in range(10)
+    ]
     first = sample_records(records, 4, seed=1, max_seconds=None)
     assert first == sample_records(list(reversed(records)), 4, seed=1, max_seconds=None)
     assert len(first) == 4 and all(r["status"] == "success" for r in first)

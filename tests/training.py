@@ -1,4 +1,5 @@
 """A few optimizer steps of a method the way the loop drives it (harness/engine/train.py), for method tests."""
+
 from typing import Callable, Optional
 
 import torch
@@ -11,9 +12,16 @@ def settings(lr: float = 1e-2, head_lr: Optional[float] = None, weight_decay: fl
     return type("Train", (), {"lr": lr, "head_lr": lr if head_lr is None else head_lr, "weight_decay": weight_decay})
 
 
-def train_steps(method, batch: Callable[[int], dict], steps: int, total: Optional[int] = None, lr: float = 1e-2,
-                before_step_end: Optional[Callable[[int], None]] = None,
-                optimizer: Optional[torch.optim.Optimizer] = None, labels: torch.Tensor = LABELS) -> torch.optim.Optimizer:
+def train_steps(
+    method,
+    batch: Callable[[int], dict],
+    steps: int,
+    total: Optional[int] = None,
+    lr: float = 1e-2,
+    before_step_end: Optional[Callable[[int], None]] = None,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    labels: torch.Tensor = LABELS,
+) -> torch.optim.Optimizer:
     """`steps` AdamW steps (of a run of `total` steps) on `batch(step)`: train mode, task loss + the
     method's extra loss, backward, optimizer.step(), `before_step_end(step)` (gradients and the
     step's update in place), method.on_step_end(step), zero_grad(); the model is left in eval mode."""

@@ -19,6 +19,7 @@ that slow drifts of the machine hit all of them alike. The table is printed and 
 spent outside training steps and evaluation, with a cold and a warm tokenization cache (medians of
 repeated runs; `overhead`).
 """
+
 import argparse
 import copy
 import ctypes
@@ -43,13 +44,13 @@ from hydra import compose
 from torch import nn
 
 from harness.config.compose import project_config
-from harness.engine.device import autocast_dtype, device_name, pick_device
-from harness.errors import HarnessError, one_line
-from harness.engine.memory import current_mb, read_peak, reset_peak
 from harness.config.preflight import group_options
-from harness.engine.schedule import build_optimizer
 from harness.config.sections import TrainConfig
+from harness.engine.device import autocast_dtype, device_name, pick_device
+from harness.engine.memory import current_mb, read_peak, reset_peak
+from harness.engine.schedule import build_optimizer
 from harness.engine.train import StepRunner
+from harness.errors import HarnessError, one_line
 from methods import build_method
 from methods.base import Method, MethodConfig
 
@@ -63,7 +64,9 @@ class FrozenBackbone(Method):
     name = "limit"
 
     def apply(self) -> None:
-        self.model.get_input_embeddings().register_forward_hook(lambda module, args, output: output.requires_grad_(True))
+        self.model.get_input_embeddings().register_forward_hook(
+            lambda module, args, output: output.requires_grad_(True)
+        )
 
 
 def text_model(name: str) -> nn.Module:
@@ -73,20 +76,30 @@ def text_model(name: str) -> nn.Module:
         from transformers import RobertaConfig, RobertaForSequenceClassification
 
         torch.manual_seed(0)
-        config = RobertaConfig(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                               intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, num_labels=5)
+        config = RobertaConfig(
+            vocab_size=50265,
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            max_position_embeddings=514,
+            type_vocab_size=1,
+            num_labels=5,
+        )
         return RobertaForSequenceClassification(config)
-    from harness.models import load_model
     from harness.config.sections import ModelConfig, parse_section
+    from harness.models import load_model
 
     return load_model(parse_section(ModelConfig, compose("config", overrides=[f"model={name}"]).model, "model"), 5)
 
 
 def random_batch(vocab: int, batch: int, length: int) -> dict:
     generator = torch.Generator().manual_seed(0)
-    return {"input_ids": torch.randint(5, vocab, (batch, length), generator=generator),
-            "attention_mask": torch.ones(batch, length, dtype=torch.long),
-            "labels": torch.randint(0, 5, (batch,), generator=generator)}
+    return {
+        "input_ids": torch.randint(5, vocab, (batch, length), generator=generator),
+        "attention_mask": torch.ones(batch, length, dtype=torch.long),
+        "labels": torch.randint(0, 5, (batch,), generator=generator),
+    }
 
 
 def peft_regex(patterns: list[str]) -> str:
@@ -102,13 +115,26 @@ class PeftMethod(Method):
         from peft import AdaLoraConfig, LoraConfig, get_peft_model
 
         self.name = f"peft_{cfg.name}"
-        common = dict(target_modules=peft_regex(list(cfg.targets)), lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      modules_to_save=head)
+        common = dict(
+            target_modules=peft_regex(list(cfg.targets)),
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            modules_to_save=head,
+        )
         if cfg.name == "adalora":
             steps = lambda value: int(value * total_steps) if value < 1 else int(value)
-            config = AdaLoraConfig(init_r=cfg.r or math.ceil(1.5 * cfg.target_r), target_r=cfg.target_r,
-                                   tinit=steps(cfg.t_init), tfinal=steps(cfg.t_final), deltaT=cfg.delta_t, beta1=cfg.beta1,
-                                   beta2=cfg.beta2, orth_reg_weight=cfg.orth_reg, total_step=total_steps, **common)
+            config = AdaLoraConfig(
+                init_r=cfg.r or math.ceil(1.5 * cfg.target_r),
+                target_r=cfg.target_r,
+                tinit=steps(cfg.t_init),
+                tfinal=steps(cfg.t_final),
+                deltaT=cfg.delta_t,
+                beta1=cfg.beta1,
+                beta2=cfg.beta2,
+                orth_reg_weight=cfg.orth_reg,
+                total_step=total_steps,
+                **common,
+            )
         else:
             config = LoraConfig(r=cfg.r, use_dora=cfg.name == "dora", **common)
         self.peft_model = get_peft_model(model, config)
@@ -150,15 +176,31 @@ def saved_activations_mb(contender: "Contender", batch: dict) -> float:
 
 
 def optimizer_state_mb(optimizer: torch.optim.Optimizer) -> float:
-    return sum(t.numel() * t.element_size() for state in optimizer.state.values() for t in state.values()
-               if torch.is_tensor(t)) / 2**20
+    return (
+        sum(
+            t.numel() * t.element_size()
+            for state in optimizer.state.values()
+            for t in state.values()
+            if torch.is_tensor(t)
+        )
+        / 2**20
+    )
 
 
 class Contender:
     """One method on its own copy of the model, ready to step."""
 
-    def __init__(self, label: str, model: nn.Module, method: Method, batch: dict, device, dtype, total_steps: int,
-                 absolute_peak: bool = False):
+    def __init__(
+        self,
+        label: str,
+        model: nn.Module,
+        method: Method,
+        batch: dict,
+        device,
+        dtype,
+        total_steps: int,
+        absolute_peak: bool = False,
+    ):
         self.label, self.model, self.method = label, model.to(device), method
         self.batch, self.device, self.absolute_peak = batch, device, absolute_peak
         train = TrainConfig(lr=1e-4, head_lr=1e-4, schedule="constant", warmup_ratio=0.0)
@@ -212,8 +254,16 @@ def head_of(model_name: str) -> list[str]:
     return list(composed("head", model_name).model.head_modules)
 
 
-def build_contender(model: nn.Module, label: str, batch: dict, device, dtype, total_steps: int,
-                    absolute_peak: bool = False, model_name: str = "minilm") -> Contender:
+def build_contender(
+    model: nn.Module,
+    label: str,
+    batch: dict,
+    device,
+    dtype,
+    total_steps: int,
+    absolute_peak: bool = False,
+    model_name: str = "minilm",
+) -> Contender:
     """`label`'s method applied to `model` (changed in place)."""
     head = head_of(model_name)
     if label == "limit":
@@ -244,8 +294,16 @@ def contender_process(connection, settings: dict, label: str) -> None:
             device = pick_device(settings["device"])
             model = text_model(settings["model"])
             batch = random_batch(model.config.vocab_size, settings["batch"], settings["length"])
-            contender = build_contender(model, label, batch, device, autocast_dtype(settings["precision"], device),
-                                        settings["total"], absolute_peak=True, model_name=settings["model"])
+            contender = build_contender(
+                model,
+                label,
+                batch,
+                device,
+                autocast_dtype(settings["precision"], device),
+                settings["total"],
+                absolute_peak=True,
+                model_name=settings["model"],
+            )
             release_heap()
             connection.send(("ready", contender.trainable))
             while True:
@@ -280,8 +338,10 @@ class IsolatedContender:
             kind, *payload = self.connection.recv()
         except EOFError:
             self.process.join()
-            raise RuntimeError(f"{self.label}: its benchmark process died (exit code {self.process.exitcode}; "
-                               "out of memory? run fewer --methods at once)") from None
+            raise RuntimeError(
+                f"{self.label}: its benchmark process died (exit code {self.process.exitcode}; "
+                "out of memory? run fewer --methods at once)"
+            ) from None
         if kind == "refused":
             self.process.join()
             raise Refused(payload[0])
@@ -308,8 +368,18 @@ def method_config(name: str, model_name: str):
 
 
 def machine(device: torch.device) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
     text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
     return f"{device_name(device)}; {text}" if device.type == "cuda" else text
 
@@ -317,9 +387,9 @@ def machine(device: torch.device) -> str:
 PEAK_NOTES = {
     None: "(Peak RSS is not reported here: all contenders share one process; `--isolate` reports it.)",
     "peak memory MB": "Peak memory: max allocated on the GPU during the method's steps (own process: everything it "
-                      "holds; shared process: above the memory in use before them).",
+    "holds; shared process: above the memory in use before them).",
     "peak RSS MB": "Peak RSS: the method's own process at its highest during its steps (Python, torch, the model, "
-                   "gradients, optimizer state and the step's working memory).",
+    "gradients, optimizer state and the step's working memory).",
 }
 
 
@@ -330,14 +400,19 @@ def table(contenders: list, peak: str | None) -> list[dict]:
     rows = []
     for c in contenders:
         peft = f"peft_{c.label}"
-        rows.append({
-            "method": c.label, "trainable params": f"{c.trainable:,}", "s/step": f"{median[c.label]:.4f}",
-            "× limit": f"{median[c.label] / median['limit']:.3f}",
-            "× full": f"{median[c.label] / median['full']:.3f}" if "full" in median else "—",
-            "ours / PEFT": f"{median[c.label] / median[peft]:.3f}" if peft in by_label else "—",
-            "activations MB": f"{c.activations_mb:,.1f}",
-            **({peak: f"{c.peak_mb:,.0f}"} if peak else {}), "optimizer state MB": f"{c.optimizer_mb:.2f}",
-        })
+        rows.append(
+            {
+                "method": c.label,
+                "trainable params": f"{c.trainable:,}",
+                "s/step": f"{median[c.label]:.4f}",
+                "× limit": f"{median[c.label] / median['limit']:.3f}",
+                "× full": f"{median[c.label] / median['full']:.3f}" if "full" in median else "—",
+                "ours / PEFT": f"{median[c.label] / median[peft]:.3f}" if peft in by_label else "—",
+                "activations MB": f"{c.activations_mb:,.1f}",
+                **({peak: f"{c.peak_mb:,.0f}"} if peak else {}),
+                "optimizer state MB": f"{c.optimizer_mb:.2f}",
+            }
+        )
     return rows
 
 
@@ -345,8 +420,12 @@ def timed_default_run(results: Path, cache: Path, *overrides: str) -> tuple[floa
     """Runs `python -m harness` (the default run, plus `overrides`) in a fresh process: its wall time and record's cost."""
     env = {**os.environ, "PEFT_HARNESS_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "harness", f"results_dir={results}", "progress=false", "logger=csv", *overrides],
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "harness", f"results_dir={results}", "progress=false", "logger=csv", *overrides],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     wall = time.perf_counter() - started
     (record,) = [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")]
     return wall, record["cost"]
@@ -367,52 +446,83 @@ def overhead(scratch: Path, repeats: int = 5) -> list[str]:
             outside[cache].append(wall - cost["train_seconds"] - cost["eval_seconds"])
     wall, cost = timed_default_run(scratch / "whole", scratch / "cache")
     steps = cost["train_seconds"] + cost["eval_seconds"]
-    lines = [f"- default run (`python -m harness`: lora, bbc_news, 1 epoch = {cost['steps']} steps): training steps "
-             f"{cost['train_seconds']:.1f} s, evaluation {cost['eval_seconds']:.1f} s (process wall {wall:.1f} s)"]
+    lines = [
+        f"- default run (`python -m harness`: lora, bbc_news, 1 epoch = {cost['steps']} steps): training steps "
+        f"{cost['train_seconds']:.1f} s, evaluation {cost['eval_seconds']:.1f} s (process wall {wall:.1f} s)"
+    ]
     for cache, seconds in outside.items():
         middle = statistics.median(seconds)
-        lines.append(f"- outside steps and evaluation, {cache} tokenization cache: median {middle:.1f} s (range "
-                     f"{min(seconds):.1f}–{max(seconds):.1f} s over {repeats} runs) = **{100 * middle / (steps + middle):.1f} %** "
-                     f"of the default run")
+        lines.append(
+            f"- outside steps and evaluation, {cache} tokenization cache: median {middle:.1f} s (range "
+            f"{min(seconds):.1f}–{max(seconds):.1f} s over {repeats} runs) = **{100 * middle / (steps + middle):.1f} %** "
+            f"of the default run"
+        )
     return lines
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="minilm", help="a text or decoder model config (minilm, smollm2_135m, ...) or roberta_base_random")
+    parser.add_argument(
+        "--model",
+        default="minilm",
+        help="a text or decoder model config (minilm, smollm2_135m, ...) or roberta_base_random",
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per method per round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method first")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--methods", default="all", help="comma-separated (e.g. lora,peft/vera), or all (the text methods and the PEFT bridge's configs)")
+    parser.add_argument(
+        "--methods",
+        default="all",
+        help="comma-separated (e.g. lora,peft/vera), or all (the text methods and the PEFT bridge's configs)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", help="auto | fp32 | bf16")
     parser.add_argument("--no-peft", action="store_true")
-    parser.add_argument("--isolate", action="store_true",
-                        help="each method in a process of its own (spawned), still interleaved by round: "
-                             "per-method peak memory (RSS on CPU), no memory shared or left over between methods")
-    parser.add_argument("--overhead", action="store_true", help="also time a default run's overhead (~5 min on 2 cores)")
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="each method in a process of its own (spawned), still interleaved by round: "
+        "per-method peak memory (RSS on CPU), no memory shared or left over between methods",
+    )
+    parser.add_argument(
+        "--overhead", action="store_true", help="also time a default run's overhead (~5 min on 2 cores)"
+    )
     parser.add_argument("--out", default="results/bench")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     dtype = autocast_dtype(args.precision, device)
     with project_config():
-        options = group_options()["method"]  # ours (top level, convolution-only projection aside), then PEFT's tuners through the bridge
-        available = [m for m in options if "/" not in m and m != "projection"] + [m for m in options if m.startswith("peft/")]
+        options = group_options()[
+            "method"
+        ]  # ours (top level, convolution-only projection aside), then PEFT's tuners through the bridge
+        available = [m for m in options if "/" not in m and m != "projection"] + [
+            m for m in options if m.startswith("peft/")
+        ]
         methods = available if args.methods == "all" else args.methods.split(",")
         total = args.warmup + args.rounds * args.steps
         labels = contender_labels(methods, not args.no_peft)
-        settings = {"model": args.model, "batch": args.batch, "length": args.length, "device": args.device,
-                    "precision": args.precision, "total": total, "threads": torch.get_num_threads()}
+        settings = {
+            "model": args.model,
+            "batch": args.batch,
+            "length": args.length,
+            "device": args.device,
+            "precision": args.precision,
+            "total": total,
+            "threads": torch.get_num_threads(),
+        }
         if not args.isolate:
             base = text_model(args.model)
             batch = random_batch(base.config.vocab_size, args.batch, args.length)
         contenders, refused = [], []
         for label in labels:  # built one after the other, so that only one model is being built at a time
             try:
-                contenders.append(IsolatedContender(label, settings) if args.isolate else
-                                  build_contender(copy.deepcopy(base), label, batch, device, dtype, total, model_name=args.model))
+                contenders.append(
+                    IsolatedContender(label, settings)
+                    if args.isolate
+                    else build_contender(copy.deepcopy(base), label, batch, device, dtype, total, model_name=args.model)
+                )
             except (Refused, HarnessError) as error:  # the method does not apply to this model: said under the table
                 refused.append(f"- `{label}`: {error}")
         for contender in contenders:
@@ -423,23 +533,36 @@ def main(argv: list[str] | None = None) -> None:
                 contender.run(args.steps, timed=True)
         for contender in contenders:
             contender.finish()
-    peak = ("peak RSS MB" if device.type == "cpu" else "peak memory MB") if args.isolate else \
-        ("peak memory MB" if device.type == "cuda" else None)
+    peak = (
+        ("peak RSS MB" if device.type == "cpu" else "peak memory MB")
+        if args.isolate
+        else ("peak memory MB" if device.type == "cuda" else None)
+    )
     rows = table(contenders, peak)
     import pandas as pd
 
     precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[dtype]
-    lines = [f"# Training-step benchmark: {args.model}, batch {args.batch} × {args.length} tokens, {precision}", "",
-             f"Machine: {machine(device)}. Command: `python -m harness.bench {' '.join(argv if argv is not None else sys.argv[1:])}`.",
-             f"Median of {args.rounds} rounds × {args.steps} timed steps per method (after {args.warmup} warm-up steps), "
-             + ("each method in a process of its own" if args.isolate else "all methods in one process")
-             + ", interleaved by round (shuffled order per round). `limit` = frozen backbone (no adapter; head trained; "
-             "backward through every layer to the input embeddings). Activations: the tensors autograd saves for "
-             "the backward of one training forward (each storage once). Optimizer state: AdamW's moments. "
-             + PEAK_NOTES[peak],
-             "", pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), ""]
+    lines = [
+        f"# Training-step benchmark: {args.model}, batch {args.batch} × {args.length} tokens, {precision}",
+        "",
+        f"Machine: {machine(device)}. Command: `python -m harness.bench {' '.join(argv if argv is not None else sys.argv[1:])}`.",
+        f"Median of {args.rounds} rounds × {args.steps} timed steps per method (after {args.warmup} warm-up steps), "
+        + ("each method in a process of its own" if args.isolate else "all methods in one process")
+        + ", interleaved by round (shuffled order per round). `limit` = frozen backbone (no adapter; head trained; "
+        "backward through every layer to the input embeddings). Activations: the tensors autograd saves for "
+        "the backward of one training forward (each storage once). Optimizer state: AdamW's moments. "
+        + PEAK_NOTES[peak],
+        "",
+        pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True),
+        "",
+    ]
     if refused:
-        lines += ["Not measured: the method refuses this model with its default config (its one-line error).", "", *refused, ""]
+        lines += [
+            "Not measured: the method refuses this model with its default config (its one-line error).",
+            "",
+            *refused,
+            "",
+        ]
     if args.overhead:
         with tempfile.TemporaryDirectory() as scratch:
             lines += ["## Harness overhead", "", *overhead(Path(scratch)), ""]
@@ -449,4 +572,3 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", (device_name(device) if device.type == "cuda" else "cpu").lower()).strip("-")
     (out / f"{slug}-{args.model}-b{args.batch}x{args.length}.md").write_text(text)
-

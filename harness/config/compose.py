@@ -16,6 +16,7 @@ only the YAMLs. The nodes are plain containers, not typed ones: a wrong value is
 run starts, recorded as a failed run, not a composition error that stops a sweep. Hydra's launchers
 (joblib, submitit) carry the ConfigStore into their workers.
 """
+
 import functools
 from dataclasses import MISSING, Field, fields
 

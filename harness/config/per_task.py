@@ -12,6 +12,7 @@ The entries are applied before the run key is computed, so records hold the valu
 `per_task` itself is not part of the run key. Entries win over command-line values of the same keys
 (override `per_task.mnli.train.lr=...` to change one).
 """
+
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
@@ -28,8 +29,10 @@ def entries_for(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
     for name in table:
         method, _, task = name.rpartition("/")
         if task not in TASK_LOADERS or (method and method not in METHODS):
-            raise HarnessError(f"per_task entry '{name}' names no task (or method/task); tasks: "
-                               f"{', '.join(sorted(TASK_LOADERS))}; methods: {', '.join(sorted(METHODS))}")
+            raise HarnessError(
+                f"per_task entry '{name}' names no task (or method/task); tasks: "
+                f"{', '.join(sorted(TASK_LOADERS))}; methods: {', '.join(sorted(METHODS))}"
+            )
     task, method = cfg.task.name, cfg.method.name
     return [(name, table[name]) for name in (task, f"{method}/{task}") if name in table]
 

@@ -3,12 +3,13 @@ the key, the value and what is allowed (not Hydra's error wall): unknown config-
 overrides that do not parse, unknown keys, keys added twice or deleted though absent, a sweep
 without -m, interpolations that do not resolve, and a `method.name` (`task.name`) that
 contradicts the chosen config of its group."""
+
 import re
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from harness.config.paths import CONF_DIR
 
+from harness.config.paths import CONF_DIR
 
 
 def group_options(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
@@ -16,7 +17,8 @@ def group_options(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
     holds launcher presets (hydra/launcher=parallel|slurm): Hydra's own groups, not ours."""
     return {
         group.name: sorted(p.relative_to(group).with_suffix("").as_posix() for p in group.rglob("*.yaml"))
-        for group in sorted(conf_dir.iterdir()) if group.is_dir() and group.name != "hydra"
+        for group in sorted(conf_dir.iterdir())
+        if group.is_dir() and group.name != "hydra"
     }
 
 
@@ -47,8 +49,21 @@ def unknown_choices(arguments: list[str], conf_dir: Path = CONF_DIR) -> list[str
 
 
 NAMED_GROUPS = ("method", "task")  # groups whose `name` chooses what is built (a model's name is only its label)
-FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                    "--config-dir", "-cd", "--info", "--experimental-rerun", "--steps-per-second")
+FLAGS_WITH_VALUE = (
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--info",
+    "--experimental-rerun",
+    "--steps-per-second",
+)
 
 
 def overrides_of(arguments: list[str]) -> list[str]:
@@ -70,9 +85,18 @@ def parse_problem(argument: str) -> str | None:
     try:
         OverridesParser.create().parse_overrides([argument])
     except OverrideParseException as error:
-        reason = next((line for line in str(error).splitlines() if line.strip() and not line.startswith(("Error parsing", "See "))), "")
-        return (f"cannot parse override '{argument}': {' '.join(reason.split())}; write key=value "
-                "(quote a value with spaces or special characters: key='a b')")
+        reason = next(
+            (
+                line
+                for line in str(error).splitlines()
+                if line.strip() and not line.startswith(("Error parsing", "See "))
+            ),
+            "",
+        )
+        return (
+            f"cannot parse override '{argument}': {' '.join(reason.split())}; write key=value "
+            "(quote a value with spaces or special characters: key='a b')"
+        )
     return None
 
 
@@ -98,7 +122,11 @@ def composition_problem(error: Exception, overrides: list[str], base) -> str:
     if text.startswith("Error merging override"):
         argument = text.removeprefix("Error merging override").strip()
         key = argument.lstrip("+").split("=", 1)[0]
-        holds = "a list; write " + key + "=[...]" if OmegaConf.is_list(OmegaConf.select(base, key)) else "a section; set its keys"
+        holds = (
+            "a list; write " + key + "=[...]"
+            if OmegaConf.is_list(OmegaConf.select(base, key))
+            else "a section; set its keys"
+        )
         return f"cannot set '{argument}': {str(error.__cause__).splitlines()[0]} ({key} holds {holds})"
     if text.startswith("Could not override"):
         section, keys = keys_at(base, key)
@@ -131,20 +159,26 @@ def first_values(overrides: list[str]) -> list[str]:
 def compose_problems(arguments: list[str]) -> list[str]:
     """What composing the command line's config (each sweep at its first value) reports, one line each."""
     from hydra import compose
-
-    from harness.config.compose import project_config
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
+
+    from harness.config.compose import project_config
 
     overrides = overrides_of(arguments)
     problems = [p for p in map(parse_problem, overrides) if p]
     if problems:
         return problems
-    sweeps = [o for o, p in zip(overrides, OverridesParser.create().parse_overrides(overrides)) if p.is_sweep_override()]
+    sweeps = [
+        o for o, p in zip(overrides, OverridesParser.create().parse_overrides(overrides)) if p.is_sweep_override()
+    ]
     with project_config():
         try:
             cfg = compose("config", overrides=first_values(overrides), return_hydra_config=True)
-            if sweeps and not any(a in ("-m", "--multirun") for a in arguments) and str(cfg.hydra.mode) != "RunMode.MULTIRUN":
+            if (
+                sweeps
+                and not any(a in ("-m", "--multirun") for a in arguments)
+                and str(cfg.hydra.mode) != "RunMode.MULTIRUN"
+            ):
                 compose("config", overrides=overrides)  # Hydra's error: a sweep outside a multirun
         except Exception as error:
             return [composition_problem(error, overrides, compose("config", return_hydra_config=True))]
@@ -161,10 +195,14 @@ def compose_problems(arguments: list[str]) -> list[str]:
             named = [o for o in overrides if o.lstrip("+").startswith(f"{group}.name=")]
             if named:
                 chosen = cfg.hydra.runtime.choices.get(group)
-                own = compose("config", overrides=[o for o in first_values(overrides) if o not in named])[group].get("name")
+                own = compose("config", overrides=[o for o in first_values(overrides) if o not in named])[group].get(
+                    "name"
+                )
                 if cfg[group].get("name") != own:
-                    return [f"{group}.name={cfg[group].name} contradicts {group}={chosen} (whose name is '{own}'); "
-                            f"choose the {group} with {group}={cfg[group].name} instead"]
+                    return [
+                        f"{group}.name={cfg[group].name} contradicts {group}={chosen} (whose name is '{own}'); "
+                        f"choose the {group} with {group}={cfg[group].name} instead"
+                    ]
     return []
 
 

@@ -7,6 +7,7 @@ convolutions), so `method=<any> model=<any>` works wherever the method can apply
 record holds the resolved module patterns. A method YAML or the command line can still give
 patterns directly (`method.targets=[query]`).
 """
+
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from harness.errors import HarnessError
@@ -27,8 +28,10 @@ def resolve_roles(*wanted: str, _root_: DictConfig) -> list[str]:
         found = ["default"]
     missing = [role for role in wanted if role not in roles]
     if found != ["default"] and missing:
-        raise HarnessError(f"model '{model.get('name')}' has no role {', '.join(missing)} (method targets ${{roles:{','.join(wanted)}}}); "
-                           f"its roles: {', '.join(roles) or 'none'}; give method.targets as module-name patterns")
+        raise HarnessError(
+            f"model '{model.get('name')}' has no role {', '.join(missing)} (method targets ${{roles:{','.join(wanted)}}}); "
+            f"its roles: {', '.join(roles) or 'none'}; give method.targets as module-name patterns"
+        )
     return list(dict.fromkeys(pattern for role in found for pattern in patterns_of(roles, role)))
 
 

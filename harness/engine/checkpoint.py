@@ -14,6 +14,7 @@ key loads it after the method's set-up (a data-dependent initialisation such as 
 is deterministic) and continues; the file is removed when the run ends (success or failure), kept when
 it is interrupted or killed.
 """
+
 import os
 import random
 import time
@@ -23,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.errors import HarnessError
 from harness.config.sections import written_defaults
+from harness.errors import HarnessError
 
 CHECKPOINT = written_defaults("checkpoint")
 
@@ -38,7 +39,9 @@ class CheckpointConfig:
 
     def __post_init__(self):
         if self.every_steps is not None and self.every_steps < 1:
-            raise HarnessError(f"checkpoint.every_steps must be a positive number of steps or null, got {self.every_steps}")
+            raise HarnessError(
+                f"checkpoint.every_steps must be a positive number of steps or null, got {self.every_steps}"
+            )
         if self.every_minutes is not None and self.every_minutes <= 0:
             raise HarnessError(f"checkpoint.every_minutes must be > 0 or null, got {self.every_minutes}")
 
@@ -49,8 +52,11 @@ class CheckpointConfig:
 
 def rng_state() -> dict:
     kind, keys, position, has_gauss, gauss = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.copy()), position, has_gauss, gauss),
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.copy()), position, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -68,12 +74,17 @@ def set_rng_state(state: dict) -> None:
 def portable(outputs: dict) -> dict:
     """A split -> outputs map with numpy arrays as tensors (logits) or lists (generated texts), so the
     file loads with torch.load(weights_only=True)."""
-    return {split: values.tolist() if values.dtype == object else torch.from_numpy(np.ascontiguousarray(values))
-            for split, values in outputs.items()}
+    return {
+        split: values.tolist() if values.dtype == object else torch.from_numpy(np.ascontiguousarray(values))
+        for split, values in outputs.items()
+    }
 
 
 def from_portable(outputs: dict) -> dict:
-    return {split: np.array(values, dtype=object) if isinstance(values, list) else values.numpy() for split, values in outputs.items()}
+    return {
+        split: np.array(values, dtype=object) if isinstance(values, list) else values.numpy()
+        for split, values in outputs.items()
+    }
 
 
 class Checkpointer:
@@ -88,7 +99,10 @@ class Checkpointer:
             return False
         if self.config.every_steps is not None and step % self.config.every_steps == 0:
             return True
-        return self.config.every_minutes is not None and time.monotonic() - self.last_saved >= 60 * self.config.every_minutes
+        return (
+            self.config.every_minutes is not None
+            and time.monotonic() - self.last_saved >= 60 * self.config.every_minutes
+        )
 
     def save(self, state: dict) -> None:
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")

@@ -1,4 +1,5 @@
 """Device choice and mixed precision: CUDA, then MPS, then CPU; bf16 autocast on GPUs that have it."""
+
 import os
 
 import torch
@@ -11,7 +12,12 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def pick_device(requested: str, job_index: int | None = None) -> torch.device:
     """`auto`: CUDA, then MPS, then CPU. With several visible GPUs, the runs of a parallel sweep
     (job number `job_index`) take them in turn: GPU job_index mod count."""
-    if requested in ("auto", "cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 1 and job_index is not None:
+    if (
+        requested in ("auto", "cuda")
+        and torch.cuda.is_available()
+        and torch.cuda.device_count() > 1
+        and job_index is not None
+    ):
         return torch.device("cuda", job_index % torch.cuda.device_count())
     if requested == "auto":
         if torch.cuda.is_available():

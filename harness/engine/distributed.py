@@ -15,6 +15,7 @@ and rank 0 records the run as failed with that error. A rank that vanishes witho
 pre-empted) leaves the run `interrupted` with its checkpoint: the next launch continues from it. The
 run key is the one-process run's (same config, same run); the record's provenance says `processes`.
 """
+
 import os
 from datetime import timedelta
 
@@ -93,7 +94,10 @@ LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "Broken pi
 
 def lost_peer(error: Exception) -> bool:
     """Whether `error` is a collective failing because another rank vanished (killed, pre-empted)."""
-    return is_distributed() and (isinstance(error, dist.DistError) or (isinstance(error, RuntimeError) and any(m in str(error) for m in LOST_PEER)))
+    return is_distributed() and (
+        isinstance(error, dist.DistError)
+        or (isinstance(error, RuntimeError) and any(m in str(error) for m in LOST_PEER))
+    )
 
 
 def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:

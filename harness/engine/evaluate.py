@@ -1,6 +1,7 @@
 """Evaluation of one split: batched inference in the split's evaluation order (text: shortest
 examples first), then the task's metrics. Splits are EncodedSplit (text) or PixelSplit (images);
 generative splits (EncodedPrompts) are evaluated by generation instead (harness/engine/generate.py)."""
+
 import numpy as np
 import torch
 
@@ -8,8 +9,9 @@ from harness.store.predictions import predictions
 
 
 @torch.no_grad()
-def predict(model, encoded, batch_size: int, pad_id: int, device: torch.device,
-            dtype: torch.dtype | None) -> np.ndarray:
+def predict(
+    model, encoded, batch_size: int, pad_id: int, device: torch.device, dtype: torch.dtype | None
+) -> np.ndarray:
     """The model's outputs in the split's order: N×classes logits, or N×1 for a regression head."""
     model.eval()
     order = encoded.eval_order()
@@ -27,8 +29,16 @@ def predict(model, encoded, batch_size: int, pad_id: int, device: torch.device,
     return outputs.numpy()
 
 
-def evaluate(model, encoded: dict, task, split: str, batch_size: int, pad_id: int, device: torch.device,
-             dtype: torch.dtype | None) -> tuple[dict[str, float], np.ndarray]:
+def evaluate(
+    model,
+    encoded: dict,
+    task,
+    split: str,
+    batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> tuple[dict[str, float], np.ndarray]:
     """The task's metrics on `split` and the model's outputs: see `predict`, or for a generative task
     the generated texts (harness/engine/generate.py)."""
     if task.is_generative:

@@ -7,6 +7,7 @@
   tags from the config; the resolved config as W&B config; offline when no API key is configured.
 - none: nothing.
 """
+
 import csv
 import netrc
 import os
@@ -16,9 +17,25 @@ from harness.errors import HarnessError
 from harness.store.files import atomic_write
 from harness.store.records import reported_adapter_params
 
-RUNS_CSV_COLUMNS = ("run_key", "status", "method", "variant", "task", "model", "seed", "sweep",
-                    "adapter_params", "trainable_params", "primary", "report_split", "final", "best",
-                    "train_seconds", "wall_seconds", "error")
+RUNS_CSV_COLUMNS = (
+    "run_key",
+    "status",
+    "method",
+    "variant",
+    "task",
+    "model",
+    "seed",
+    "sweep",
+    "adapter_params",
+    "trainable_params",
+    "primary",
+    "report_split",
+    "final",
+    "best",
+    "train_seconds",
+    "wall_seconds",
+    "error",
+)
 
 
 class NullLogger:
@@ -68,12 +85,23 @@ def summary_row(record: dict) -> dict:
         return ((metrics.get(kind) or {}).get(split) or {}).get(primary)
 
     return {
-        "run_key": record["run_key"], "status": record["status"], "method": record["method"],
-        "variant": record.get("variant"), "task": record["task"], "model": record["model"],
-        "seed": record["seed"], "sweep": record.get("sweep"), "adapter_params": reported_adapter_params(params) if params else None,
-        "trainable_params": params.get("trainable"), "primary": primary, "report_split": split,
-        "final": score("final"), "best": score("best"), "train_seconds": cost.get("train_seconds"),
-        "wall_seconds": cost.get("wall_seconds"), "error": record.get("error"),
+        "run_key": record["run_key"],
+        "status": record["status"],
+        "method": record["method"],
+        "variant": record.get("variant"),
+        "task": record["task"],
+        "model": record["model"],
+        "seed": record["seed"],
+        "sweep": record.get("sweep"),
+        "adapter_params": reported_adapter_params(params) if params else None,
+        "trainable_params": params.get("trainable"),
+        "primary": primary,
+        "report_split": split,
+        "final": score("final"),
+        "best": score("best"),
+        "train_seconds": cost.get("train_seconds"),
+        "wall_seconds": cost.get("wall_seconds"),
+        "error": record.get("error"),
     }
 
 
@@ -85,7 +113,9 @@ class CsvLogger(NullLogger):
     def start(self, record: dict) -> None:
         path = self.results_dir / "runs" / f"{record['run_key']}.steps.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.earlier = path.read_text().splitlines()[1:] if path.exists() else []  # an earlier attempt's rows, for `resume`
+        self.earlier = (
+            path.read_text().splitlines()[1:] if path.exists() else []
+        )  # an earlier attempt's rows, for `resume`
         self.handle = open(path, "w", newline="")
         self.writer = csv.writer(self.handle)
         self.writer.writerow(("step", "epoch", "metric", "value"))
@@ -134,10 +164,15 @@ class WandbLogger(NullLogger):
     def start(self, record: dict) -> None:
         s = self.settings
         self.run = self.wandb.init(
-            project=s.project, entity=s.entity, group=s.group or record.get("sweep"),
+            project=s.project,
+            entity=s.entity,
+            group=s.group or record.get("sweep"),
             tags=[t for t in [record["method"], record["task"], record["model"], *record.get("tags", [])] if t],
             name=f"{record['method']}-{record['task']}-{record['model']}-s{record['seed']}",
-            config=record["config"], mode=self.mode(), dir=s.dir, reinit="finish_previous",
+            config=record["config"],
+            mode=self.mode(),
+            dir=s.dir,
+            reinit="finish_previous",
         )
         self.run.config.update({"run_key": record["run_key"]})
 

@@ -3,6 +3,7 @@
 On Linux the RSS peak (VmHWM) is reset per run by writing 5 to /proc/self/clear_refs, so runs of a
 sweep that share a process each get their own peak; elsewhere the process-lifetime maximum is used.
 """
+
 import os
 import resource
 import sys

@@ -7,6 +7,7 @@ between, in three stages: `set_up` (settings, data, model, method), `train` (har
 continues from the run's checkpoint if an earlier attempt left one: harness/engine/checkpoint.py) and
 `assemble` (the record's metrics, counts, predictions and cost).
 """
+
 import hashlib
 import math
 import random
@@ -19,17 +20,17 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from harness.config.sections import LoggerConfig, RunSettings, parse_section, parse_settings
 from harness.engine import distributed
 from harness.engine.checkpoint import CheckpointConfig, Checkpointer
 from harness.engine.device import autocast_dtype, device_name, make_deterministic, pick_device
-from harness.errors import HarnessError, Interrupted, one_line
-from harness.store.files import ensure_writable
 from harness.engine.loggers import NullLogger, build_logger
 from harness.engine.memory import read_peak, reset_peak
+from harness.engine.train import Outcome, train
+from harness.errors import HarnessError, Interrupted, one_line
+from harness.store.files import ensure_writable
 from harness.store.provenance import provenance, utc_now
 from harness.store.records import Identity, RecordStore, identify, new_record, reported_adapter_params, reported_score
-from harness.config.sections import LoggerConfig, RunSettings, parse_section, parse_settings
-from harness.engine.train import Outcome, train
 from methods import Method, build_method, parse_method_config
 from tasks import TaskData, load_task
 from tasks.pixels import PixelSplit
@@ -47,26 +48,39 @@ def model_inputs(task, run, cache_dir) -> tuple[dict, int, int]:
     tokenization cache hits and the padding id."""
     if task.is_image != run.model.is_image:
         kinds = {True: "an image", False: "a text"}
-        raise HarnessError(f"task '{task.name}' is {kinds[task.is_image]} task but model '{run.model.name}' is "
-                           f"{kinds[run.model.is_image]} model; choose a model of the task's kind")
+        raise HarnessError(
+            f"task '{task.name}' is {kinds[task.is_image]} task but model '{run.model.name}' is "
+            f"{kinds[run.model.is_image]} model; choose a model of the task's kind"
+        )
     if task.is_generative and run.model.kind != "decoder":
-        raise HarnessError(f"task '{task.name}' is generative (the model writes its answer) but model '{run.model.name}' "
-                           f"is of kind '{run.model.kind}'; choose a decoder (model.kind: decoder, e.g. model=smollm2_135m)")
+        raise HarnessError(
+            f"task '{task.name}' is generative (the model writes its answer) but model '{run.model.name}' "
+            f"is of kind '{run.model.kind}'; choose a decoder (model.kind: decoder, e.g. model=smollm2_135m)"
+        )
     if task.is_image:
         model = run.model
-        return {name: PixelSplit.from_split(split, model.image_size, model.channels, model.mean, model.std)
-                for name, split in task.splits.items()}, 0, 0
+        return (
+            {
+                name: PixelSplit.from_split(split, model.image_size, model.channels, model.mean, model.std)
+                for name, split in task.splits.items()
+            },
+            0,
+            0,
+        )
     from harness.models import load_tokenizer, max_positions
 
     tokenizer = load_tokenizer(run.model, cache_dir)
     positions = max_positions(run.model, cache_dir)
     if positions is not None and run.task.max_length > positions:
-        raise HarnessError(f"task.max_length={run.task.max_length} exceeds the {positions} positions of model "
-                           f"'{run.model.name}'; allowed: 2 to {positions}")
+        raise HarnessError(
+            f"task.max_length={run.task.max_length} exceeds the {positions} positions of model "
+            f"'{run.model.name}'; allowed: 2 to {positions}"
+        )
     encoded, cache_hits = {}, 0
     for name, split in task.splits.items():
-        encoded[name], hit = encode_cached(task.name, name, split, tokenizer, run.task.max_length,
-                                           task.is_regression, cache_dir, task.generation)
+        encoded[name], hit = encode_cached(
+            task.name, name, split, tokenizer, run.task.max_length, task.is_regression, cache_dir, task.generation
+        )
         cache_hits += hit
     return encoded, cache_hits, tokenizer.pad_token_id or 0
 
@@ -111,9 +125,23 @@ def fine_tune(cfg: DictConfig, record: dict, logger, store: RecordStore) -> None
 
 def run_training(cfg: DictConfig, setup: "Setup", logger, store: RecordStore, key: str, progress: bool) -> Outcome:
     """The training stage, continuing from the run's checkpoint where an earlier attempt left one."""
-    checkpointer = Checkpointer(parse_section(CheckpointConfig, cfg.get("checkpoint"), "checkpoint"), store.beside(key, "checkpoint.pt"))
-    return train(setup.model, setup.method, setup.task, setup.encoded, setup.run, setup.device, setup.dtype, setup.pad_id,
-                 logger, progress=progress, checkpointer=checkpointer, run_key=key)
+    checkpointer = Checkpointer(
+        parse_section(CheckpointConfig, cfg.get("checkpoint"), "checkpoint"), store.beside(key, "checkpoint.pt")
+    )
+    return train(
+        setup.model,
+        setup.method,
+        setup.task,
+        setup.encoded,
+        setup.run,
+        setup.device,
+        setup.dtype,
+        setup.pad_id,
+        logger,
+        progress=progress,
+        checkpointer=checkpointer,
+        run_key=key,
+    )
 
 
 def set_up(cfg: DictConfig, record: dict) -> Setup:
@@ -128,12 +156,18 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
         make_deterministic()
     processes = distributed.world()[1]
     if run.train.grad_accum % processes:
-        raise HarnessError(f"train.grad_accum={run.train.grad_accum} must be a multiple of the run's {processes} processes (each "
-                           f"accumulates grad_accum / {processes} micro-batches); allowed: {processes}, {2 * processes}, ...")
+        raise HarnessError(
+            f"train.grad_accum={run.train.grad_accum} must be a multiple of the run's {processes} processes (each "
+            f"accumulates grad_accum / {processes} micro-batches); allowed: {processes}, {2 * processes}, ..."
+        )
     device = distributed.set_up(pick_device(run.train.device, cfg.get("job_index")))
     dtype = autocast_dtype(run.train.precision, device)
-    record["provenance"] = {**provenance(device_name(device)), "deterministic": bool(cfg.get("deterministic")), "processes": processes,
-                            **({"sharding": "fsdp"} if cfg.get("fsdp") else {})}
+    record["provenance"] = {
+        **provenance(device_name(device)),
+        "deterministic": bool(cfg.get("deterministic")),
+        "processes": processes,
+        **({"sharding": "fsdp"} if cfg.get("fsdp") else {}),
+    }
 
     from harness.models import load_model  # transformers import: only when running
 
@@ -144,8 +178,10 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
     seed_everything(run.seed)
     model = load_model(run.model, task.num_labels, cfg.get("cache_dir"))
     if task.is_generative and cfg.method.name == "head":
-        raise HarnessError(f"method 'head' trains a fresh task head, and generative task '{task.name}' has none (the model "
-                           f"writes its answer with its pretrained LM head); choose an adapter method or full")
+        raise HarnessError(
+            f"method 'head' trains a fresh task head, and generative task '{task.name}' has none (the model "
+            f"writes its answer with its pretrained LM head); choose an adapter method or full"
+        )
     method = build_method(model, cfg.method, [] if task.is_generative else run.model.head_modules)
     if cfg.get("fsdp"):  # the frozen backbone sharded over the ranks (harness/engine/sharding.py)
         from harness.engine.sharding import shard
@@ -172,16 +208,24 @@ def assemble(record: dict, setup: Setup, outcome: Outcome, store: RecordStore, s
     }
     allocation = method.allocation()
     if allocation is not None:  # methods that reallocate a rank budget during training
-        record["params"] = {**record["params"], "adapter_final": method.param_counts()["adapter"], "ranks_final": allocation}
+        record["params"] = {
+            **record["params"],
+            "adapter_final": method.param_counts()["adapter"],
+            "ranks_final": allocation,
+        }
     record["params"]["trainable_sha256"] = trainable_checksum(method)
     for which in ("final", "best"):
         score = reported_score(record, which)
         if not math.isfinite(score):
-            raise HarnessError(f"{task.report_split} {task.primary} is {score} at the {which} evaluation; "
-                               f"a run without a finite score counts as failed")
+            raise HarnessError(
+                f"{task.report_split} {task.primary} is {score} at the {which} evaluation; "
+                f"a run without a finite score counts as failed"
+            )
     from harness.store.predictions import write_predictions
 
-    record["predictions"] = write_predictions(store.beside(record["run_key"], "predictions.parquet"), task, setup.encoded, outcome)
+    record["predictions"] = write_predictions(
+        store.beside(record["run_key"], "predictions.parquet"), task, setup.encoded, outcome
+    )
     if save_adapter:
         from harness.store.adapter import save_adapter as write_adapter
 
@@ -212,8 +256,10 @@ def summary_line(record: dict) -> str:
     params, metrics, cost = record["params"], record["metrics"], record["cost"]
     adapter = reported_adapter_params(params)
     share = 100 * adapter / max(params["backbone"], 1)
-    return (f"{head} | adapter params {adapter:,} ({share:.2f}% of backbone) | "
-            f"{metrics['report_split']} {metrics['primary']} {100 * reported_score(record):.2f} | {cost['wall_seconds']:.1f} s")
+    return (
+        f"{head} | adapter params {adapter:,} ({share:.2f}% of backbone) | "
+        f"{metrics['report_split']} {metrics['primary']} {100 * reported_score(record):.2f} | {cost['wall_seconds']:.1f} s"
+    )
 
 
 def execute_run(cfg: DictConfig) -> dict | None:
@@ -253,9 +299,13 @@ def follow(run: Identity, store: RecordStore) -> None:
     try:
         if run.problem is not None:
             raise run.problem
-        run_training(run.cfg, set_up(run.cfg, new_record(run.config, run.key)), NullLogger(), store, run.key, progress=False)
+        run_training(
+            run.cfg, set_up(run.cfg, new_record(run.config, run.key)), NullLogger(), store, run.key, progress=False
+        )
     except Exception as error:
-        store.beside(run.key, f"rank{distributed.world()[0]}.error").write_text(f"rank {distributed.world()[0]}: {one_line(error)}\n")
+        store.beside(run.key, f"rank{distributed.world()[0]}.error").write_text(
+            f"rank {distributed.world()[0]}: {one_line(error)}\n"
+        )
         wait_for_main(store, run.key)  # rank 0 meets the same config error and records it, or records this one
         raise
     return None
@@ -293,7 +343,10 @@ def execute_locked(run: Identity, store: RecordStore) -> dict:
         fine_tune(run.cfg, record, logger, store)
         record["status"] = "success"
     except (Interrupted, KeyboardInterrupt) as error:  # recorded, then re-raised: the process exits 130/143
-        record["status"], record["error"] = "interrupted", str(error) if isinstance(error, Interrupted) else "interrupted by SIGINT"
+        record["status"], record["error"] = (
+            "interrupted",
+            str(error) if isinstance(error, Interrupted) else "interrupted by SIGINT",
+        )
         if (failure := peer_failure(store, run.key)) is not None:  # torchrun stopped this rank because another failed
             record["status"], record["error"] = "failed", failure
         error.run = f"{run_head(record)} ({run.key})"  # for the one line harness.protocol.app prints
@@ -303,7 +356,9 @@ def execute_locked(run: Identity, store: RecordStore) -> dict:
         if failure is None and distributed.lost_peer(error):  # a rank was killed or pre-empted: resumable, like a kill
             record["status"], record["error"] = "interrupted", f"another rank of this run stopped: {one_line(error)}"
             return record
-        own = isinstance(error, HarnessError) or failure is None  # a config error is rank 0's own; a collective's is an echo
+        own = (
+            isinstance(error, HarnessError) or failure is None
+        )  # a config error is rank 0's own; a collective's is an echo
         record["status"], record["error"] = "failed", one_line(error) if own else failure
         if not isinstance(error, HarnessError):  # unexpected: keep the traceback for debugging
             import traceback

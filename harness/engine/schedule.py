@@ -5,12 +5,12 @@ The same formulas as transformers' get_{linear,cosine,constant}_schedule_with_wa
 against them); written on torch's LambdaLR because importing transformers.optimization pulls in
 its Trainer utilities (and peft, when installed): seconds of start-up for every run.
 """
+
 import math
 
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
-
 
 
 def lr_factor(kind: str, step: int, warmup: int, total: int) -> float:

@@ -19,6 +19,7 @@ every weight (full: nothing frozen to shard; use DDP, `fsdp=false`); methods tha
 during training (RAC-LoRA folds each link into W0); methods that initialise from the gradients of the
 frozen weights (LoRA-GA: each rank would need every whole weight and its gradient at once).
 """
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -31,15 +32,19 @@ from methods.base import Method
 def refusal(method: Method) -> str | None:
     """Why `method` cannot train with its frozen backbone sharded, or None."""
     if distributed.world()[1] < 2:
-        return ("fsdp=true shards the frozen weights over the processes of a torchrun run "
-                "(torchrun --nproc_per_node N -m harness ... fsdp=true); this run has one process")
+        return (
+            "fsdp=true shards the frozen weights over the processes of a torchrun run "
+            "(torchrun --nproc_per_node N -m harness ... fsdp=true); this run has one process"
+        )
     if all(p.requires_grad for p in method.model.parameters()):
         return f"fsdp=true shards the frozen weights, and method '{method.name}' trains every weight; run it with fsdp=false (data-parallel)"
     if method.rewrites_adapted_layers:
         return f"method '{method.name}' changes frozen weights during training (folds into W0), which fsdp=true keeps sharded; run it with fsdp=false"
     if method.init_batches:
-        return (f"method '{method.name}' initialises from the gradients of every frozen weight, which fsdp=true keeps sharded; "
-                f"run it with fsdp=false")
+        return (
+            f"method '{method.name}' initialises from the gradients of every frozen weight, which fsdp=true keeps sharded; "
+            f"run it with fsdp=false"
+        )
     return None
 
 
@@ -96,5 +101,5 @@ def average_gradients(params: list[torch.Tensor]) -> None:
         flat /= distributed.world()[1]
         offset = 0
         for grad in grads:
-            grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
             offset += grad.numel()

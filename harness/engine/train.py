@@ -16,6 +16,7 @@ with the best primary metric on the validation split; the model's outputs at the
 evaluation are kept (the run's predictions). The logger flushes at every evaluation. A non-finite
 loss stops the run with an error naming its step.
 """
+
 import math
 import time
 from contextlib import nullcontext
@@ -27,9 +28,9 @@ from tqdm.auto import tqdm
 
 from harness.engine import distributed, sharding
 from harness.engine.checkpoint import Checkpointer, from_portable, portable, rng_state, set_rng_state
-from harness.errors import HarnessError
 from harness.engine.evaluate import evaluate
 from harness.engine.schedule import build_optimizer
+from harness.errors import HarnessError
 from methods.base import Method
 
 SELECT_SPLIT = "validation"
@@ -48,8 +49,9 @@ class Plan:
 def plan_steps(train, n_train: int) -> Plan:
     steps_per_epoch = max(1, math.ceil(n_train / (train.batch_size * train.grad_accum)))
     total = train.max_steps or max(1, math.ceil(train.epochs * steps_per_epoch))
-    return Plan(total, steps_per_epoch, train.eval_every or min(steps_per_epoch, total),
-                int(round(train.warmup_ratio * total)))
+    return Plan(
+        total, steps_per_epoch, train.eval_every or min(steps_per_epoch, total), int(round(train.warmup_ratio * total))
+    )
 
 
 def batch_indices(n: int, batch_size: int, seed: int) -> Iterator[tuple[float, list[int]]]:
@@ -94,15 +96,27 @@ class StepRunner:
     the device (reading it is a device sync: the loop does so only when it logs; the step's loss is their mean). The training loop and the
     benchmark (harness/bench/driver.py) both step through it."""
 
-    def __init__(self, model, method, optimizer, scheduler, device: torch.device, dtype: torch.dtype | None,
-                 max_grad_norm: float | None):
+    def __init__(
+        self,
+        model,
+        method,
+        optimizer,
+        scheduler,
+        device: torch.device,
+        dtype: torch.dtype | None,
+        max_grad_norm: float | None,
+    ):
         self.model, self.method, self.optimizer, self.scheduler = model, method, optimizer, scheduler
         self.device, self.dtype, self.max_grad_norm = device, dtype, max_grad_norm
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         self.trainable = [p for group in optimizer.param_groups for p in group["params"]]
         self.forward = model
-        self.sharded = sharding.is_sharded(model)  # its trained tensors' gradients averaged here (harness/engine/sharding.py)
-        if distributed.is_distributed() and not self.sharded:  # gradients averaged by DDP (harness/engine/distributed.py)
+        self.sharded = sharding.is_sharded(
+            model
+        )  # its trained tensors' gradients averaged here (harness/engine/sharding.py)
+        if (
+            distributed.is_distributed() and not self.sharded
+        ):  # gradients averaged by DDP (harness/engine/distributed.py)
             from torch.nn.parallel import DistributedDataParallel
 
             self.forward = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
@@ -113,7 +127,11 @@ class StepRunner:
         losses = []
         for number, batch in enumerate(micro_batches, 1):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            synced = self.forward.no_sync() if self.forward is not self.model and number < len(micro_batches) else nullcontext()
+            synced = (
+                self.forward.no_sync()
+                if self.forward is not self.model and number < len(micro_batches)
+                else nullcontext()
+            )
             with synced:  # a data-parallel run averages the gradients once, after the last micro-batch
                 with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
                     loss = self.forward(**batch).loss
@@ -139,13 +157,37 @@ class StepRunner:
 
 def checkpoint_state(step: int, outcome: Outcome, method, step_once: StepRunner, train_seconds: float) -> dict:
     """What a run continues from after `step` (harness/engine/checkpoint.py)."""
-    saved = {field: getattr(outcome, field) for field in ("curve", "final", "best", "best_step", "steps", "examples",
-                                                          "eval_seconds", "init_seconds", "best_score", "loss_sum", "loss_count")}
-    return {"step": step, "outcome": {**saved, "train_seconds": train_seconds, "final_outputs": portable(outcome.final_outputs),
-                                      "best_outputs": portable(outcome.best_outputs)},
-            "method": method.trainable_state_dict(), "method_state": method.checkpoint_state(),
-            "optimizer": step_once.optimizer.state_dict(), "scheduler": step_once.scheduler.state_dict(),
-            "scaler": step_once.scaler.state_dict(), "rng": rng_state()}
+    saved = {
+        field: getattr(outcome, field)
+        for field in (
+            "curve",
+            "final",
+            "best",
+            "best_step",
+            "steps",
+            "examples",
+            "eval_seconds",
+            "init_seconds",
+            "best_score",
+            "loss_sum",
+            "loss_count",
+        )
+    }
+    return {
+        "step": step,
+        "outcome": {
+            **saved,
+            "train_seconds": train_seconds,
+            "final_outputs": portable(outcome.final_outputs),
+            "best_outputs": portable(outcome.best_outputs),
+        },
+        "method": method.trainable_state_dict(),
+        "method_state": method.checkpoint_state(),
+        "optimizer": step_once.optimizer.state_dict(),
+        "scheduler": step_once.scheduler.state_dict(),
+        "scaler": step_once.scaler.state_dict(),
+        "rng": rng_state(),
+    }
 
 
 def restore(saved: dict, outcome: Outcome, method, step_once: StepRunner) -> None:
@@ -160,8 +202,20 @@ def restore(saved: dict, outcome: Outcome, method, step_once: StepRunner) -> Non
     set_rng_state(saved["rng"])
 
 
-def train(model, method, task, encoded: dict, run, device: torch.device, dtype: torch.dtype | None,
-          pad_id: int, logger, progress: bool, checkpointer: Checkpointer | None = None, run_key: str = "") -> Outcome:
+def train(
+    model,
+    method,
+    task,
+    encoded: dict,
+    run,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    pad_id: int,
+    logger,
+    progress: bool,
+    checkpointer: Checkpointer | None = None,
+    run_key: str = "",
+) -> Outcome:
     """`run` holds the validated settings (run.train, run.seed); `encoded` the encoded splits;
     `checkpointer` saves and restores the run's state (harness/engine/checkpoint.py)."""
     cfg = run.train
@@ -175,13 +229,22 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
 
     def run_evaluation(step: int, epoch: float) -> None:
         started = time.perf_counter()
-        evaluated = {split: evaluate(model, encoded, task, split, cfg.eval_batch_size, pad_id, device, dtype)
-                     for split in task.eval_splits}
+        evaluated = {
+            split: evaluate(model, encoded, task, split, cfg.eval_batch_size, pad_id, device, dtype)
+            for split in task.eval_splits
+        }
         values = task.with_report({split: split_values for split, (split_values, _) in evaluated.items()})
         outputs = {split: split_outputs for split, (_, split_outputs) in evaluated.items()}
         outcome.eval_seconds += time.perf_counter() - started
         if outcome.loss_count:
-            outcome.curve.append({"step": step, "epoch": epoch, "split": "train", "values": {"loss": outcome.loss_sum / outcome.loss_count}})
+            outcome.curve.append(
+                {
+                    "step": step,
+                    "epoch": epoch,
+                    "split": "train",
+                    "values": {"loss": outcome.loss_sum / outcome.loss_count},
+                }
+            )
             outcome.loss_sum, outcome.loss_count = 0.0, 0
         for split, split_values in values.items():
             outcome.curve.append({"step": step, "epoch": epoch, "split": split, "values": split_values})
@@ -194,6 +257,7 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
 
     started = time.perf_counter()
     if method.init_batches:
+
         def loss_of(batch: dict) -> torch.Tensor:
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 return model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()}).loss
@@ -215,13 +279,21 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
     def train_seconds() -> float:
         return spent + time.perf_counter() - started - (outcome.eval_seconds - eval_before)
 
-    bar = tqdm(total=plan.total_steps, initial=first_step - 1, desc=f"{method.name}/{task.name}", disable=not progress, leave=False)
+    bar = tqdm(
+        total=plan.total_steps,
+        initial=first_step - 1,
+        desc=f"{method.name}/{task.name}",
+        disable=not progress,
+        leave=False,
+    )
     unlogged = []  # (step, epoch, lr, loss on the device) since the last read
 
     def read_losses() -> None:
         """One device sync for the steps since the last: check and log their losses."""
         read = torch.stack([losses for *_, losses in unlogged]).tolist()
-        values = [sum(loss / len(losses) for loss in losses) for losses in read]  # in float64, micro-batch by micro-batch
+        values = [
+            sum(loss / len(losses) for loss in losses) for losses in read
+        ]  # in float64, micro-batch by micro-batch
         for (step, epoch, lr, _), value in zip(unlogged, values):
             if not math.isfinite(value):
                 raise HarnessError(f"loss is {value} at step {step}; lower train.lr or check the data")
@@ -235,20 +307,26 @@ def train(model, method, task, encoded: dict, run, device: torch.device, dtype: 
         epoch = micro[-1][0]
         lr = scheduler.get_last_lr()[0]  # the rate this step uses (the scheduler moves on inside the step)
         mine = distributed.my_share(micro)
-        unlogged.append((step, epoch, lr, step_once(step, [encoded["train"].batch(indices, pad_id) for _, indices in mine])))
+        unlogged.append(
+            (step, epoch, lr, step_once(step, [encoded["train"].batch(indices, pad_id) for _, indices in mine]))
+        )
         outcome.examples += sum(len(indices) for _, indices in micro)
         outcome.steps = step
         evaluate_now = step % plan.eval_every == 0 or step == plan.total_steps
         if evaluate_now or step % log_every == 0:
             read_losses()
         bar.update()
-        if evaluate_now and (rank == 0 or step_once.sharded):  # rank 0 only, unless every forward needs every rank's shards
+        if evaluate_now and (
+            rank == 0 or step_once.sharded
+        ):  # rank 0 only, unless every forward needs every rank's shards
             run_evaluation(step, epoch)
         if rank == 0 and checkpointer is not None and checkpointer.due(step, plan.total_steps):
             if unlogged:
                 read_losses()
             logger.flush()
-            checkpointer.save({"run_key": run_key, **checkpoint_state(step, outcome, method, step_once, train_seconds())})
+            checkpointer.save(
+                {"run_key": run_key, **checkpoint_state(step, outcome, method, step_once, train_seconds())}
+            )
     bar.close()
     outcome.train_seconds = train_seconds()
     return outcome

@@ -11,6 +11,7 @@ random model from `model.overrides` alone (tests: a tiny Llama with grouped-quer
 Models without a padding token pad with their end-of-sequence token (the classifier finds each row's last
 real token by the padding id).
 """
+
 import hashlib
 import os
 import shutil
@@ -46,7 +47,9 @@ def dequantised_folder(gguf: Path, cache_dir: str | None) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except (OSError, ValueError, ImportError) as error:
         raise HarnessError(f"GGUF file '{gguf}' could not be read (pip install gguf): {one_line(error)}") from None
-    config = loaded.config  # transformers marks a GGUF-loaded model unsaveable: its de-quantised weights go into a plain one
+    config = (
+        loaded.config
+    )  # transformers marks a GGUF-loaded model unsaveable: its de-quantised weights go into a plain one
     config.__dict__.pop("quantization_config", None)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
@@ -74,7 +77,9 @@ def load_tokenizer(cfg, cache_dir: str | None = None):
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, revision=cfg.revision)
     except (OSError, ValueError) as error:
-        raise HarnessError(f"model '{cfg.name}': tokenizer could not be loaded from '{where}': {one_line(error)}") from None
+        raise HarnessError(
+            f"model '{cfg.name}': tokenizer could not be loaded from '{where}': {one_line(error)}"
+        ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -83,7 +88,7 @@ def load_tokenizer(cfg, cache_dir: str | None = None):
 def max_positions(cfg, cache_dir: str | None = None) -> int | None:
     """The longest input the decoder's position encoding was configured for (max_position_embeddings)."""
     if cfg.random_init and cfg.path.startswith(CONFIG_PREFIX):
-        config = AutoConfig.for_model(cfg.path[len(CONFIG_PREFIX):], **cfg.overrides)
+        config = AutoConfig.for_model(cfg.path[len(CONFIG_PREFIX) :], **cfg.overrides)
     else:
         config = AutoConfig.from_pretrained(source(cfg, cache_dir), revision=cfg.revision)
     return getattr(config, "max_position_embeddings", None)
@@ -94,11 +99,12 @@ def load(cfg, auto_class, cache_dir: str | None = None, **options):
     padding id set from the tokenizer."""
     try:
         if cfg.random_init and cfg.path.startswith(CONFIG_PREFIX):
-            config = AutoConfig.for_model(cfg.path[len(CONFIG_PREFIX):], **options, **cfg.overrides)
+            config = AutoConfig.for_model(cfg.path[len(CONFIG_PREFIX) :], **options, **cfg.overrides)
             model = auto_class.from_config(config)
         else:
-            model = auto_class.from_pretrained(source(cfg, cache_dir), revision=cfg.revision, dtype=torch.float32,
-                                               **options, **cfg.overrides)
+            model = auto_class.from_pretrained(
+                source(cfg, cache_dir), revision=cfg.revision, dtype=torch.float32, **options, **cfg.overrides
+            )
     except (OSError, ValueError) as error:
         raise HarnessError(f"model '{cfg.name}' could not be loaded from '{cfg.path}': {one_line(error)}") from None
     if model.config.pad_token_id is None:

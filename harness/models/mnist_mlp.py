@@ -9,6 +9,7 @@ early on validation loss with patience 10 within at most 50 epochs), seed 0 in a
 pre-trained weights are the same for every run and the run's own random state is untouched. It takes
 about a second on a CPU, so it runs at every load instead of being cached.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,13 +42,19 @@ def pretrained_mlp(cfg, num_labels: int) -> MnistMLP:
     from tasks.pixels import PixelSplit
 
     if num_labels != 5:
-        raise HarnessError(f"model '{cfg.name}' has a 5-way output layer (reused, as in the reference); the task has {num_labels} labels")
+        raise HarnessError(
+            f"model '{cfg.name}' has a 5-way output layer (reused, as in the reference); the task has {num_labels} labels"
+        )
     with torch.random.fork_rng():
         torch.manual_seed(PRETRAIN["seed"])
         model = MnistMLP()
         if cfg.random_init:
             return model
-        task = load_task(OmegaConf.create({"name": cfg.path, "source": None, "limit_train": None, "limit_eval": None, "split_seed": 42}))
+        task = load_task(
+            OmegaConf.create(
+                {"name": cfg.path, "source": None, "limit_train": None, "limit_eval": None, "split_seed": 42}
+            )
+        )
         train = PixelSplit.from_split(task.splits["train"], cfg.image_size, cfg.channels, cfg.mean, cfg.std)
         optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN["lr"], weight_decay=PRETRAIN["weight_decay"])
         model.train()

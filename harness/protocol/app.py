@@ -4,6 +4,7 @@ Exit status: 0 when every run succeeded (or was already done, or is being traine
 launcher), 1 when a run failed or a step at the end of a sweep failed (a multirun finishes all its
 runs first and lists the failures), 2 for a bad command line (unknown config choice or key, bad
 override), 130 / 143 when SIGINT / SIGTERM interrupted a run (recorded as `interrupted`)."""
+
 import os
 import sys
 
@@ -12,11 +13,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from harness.engine import distributed
-from harness.protocol import progress
 from harness.config.compose import register_defaults
-from harness.errors import Interrupted, handle_interrupts, one_line
 from harness.config.preflight import CONF_DIR, command_line_problems
+from harness.engine import distributed
+from harness.errors import Interrupted, handle_interrupts, one_line
+from harness.protocol import progress
 
 
 def threads_for(launcher: DictConfig, cores: int) -> int | None:
@@ -72,8 +73,11 @@ def main() -> None:
         code = interruption.exit_code if isinstance(interruption, Interrupted) else 130
         run = getattr(interruption, "run", None)
         what = f"run {run} recorded as interrupted; the same command redoes it" if run else "no run was in progress"
-        print(f"{one_line(interruption) if isinstance(interruption, Interrupted) else 'interrupted by SIGINT'}: {what}; "
-              f"exit status {code}", file=sys.stderr)
+        print(
+            f"{one_line(interruption) if isinstance(interruption, Interrupted) else 'interrupted by SIGINT'}: {what}; "
+            f"exit status {code}",
+            file=sys.stderr,
+        )
         sys.exit(code)
     if progress.OUTCOME["failed_runs"] or progress.OUTCOME["step_errors"]:
         sys.exit(1)

@@ -5,13 +5,14 @@ The leaderboard goes to the multirun's own folder (hydra.sweep.dir), so scratch 
 overwrite the official leaderboard (written only by `python -m harness.tune sweep=official`). A step
 of the callback that fails is one `error:` line and makes the sweep exit 1 (Hydra itself would only
 warn)."""
+
 import sys
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from harness.protocol import progress
 from harness.errors import one_line
+from harness.protocol import progress
 
 
 def attempt(step: str, action) -> None:
@@ -30,8 +31,17 @@ class LeaderboardCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from harness.report.board import build_and_write
 
-        attempt("the sweep's leaderboard", lambda: print(build_and_write(
-            config.results_dir, sweep=config.get("sweep"), out_dir=config.hydra.sweep.dir, sweep_caption=config.get("caption"))))
+        attempt(
+            "the sweep's leaderboard",
+            lambda: print(
+                build_and_write(
+                    config.results_dir,
+                    sweep=config.get("sweep"),
+                    out_dir=config.hydra.sweep.dir,
+                    sweep_caption=config.get("caption"),
+                )
+            ),
+        )
         attempt("the sweep's summary", lambda: self.summarize(config))
 
     @staticmethod

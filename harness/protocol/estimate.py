@@ -12,13 +12,13 @@ task)'s other cells, and cells without even that are counted as unknown. The est
 wall-clock time with the launcher the protocol runs with; two launchers halve neither the work nor
 this figure (run `--dry-run` again while they run to see the time left).
 """
+
 import statistics
 
-from harness.protocol.plan import train_size
-from harness.store.records import method_label
 from harness.config.sections import TaskConfig, TrainConfig, parse_section
 from harness.engine.train import plan_steps
-
+from harness.protocol.plan import train_size
+from harness.store.records import method_label
 
 LAUNCH_SECONDS = 8.0  # a run's process before its record's clock starts: interpreter, imports, Hydra's multirun
 
@@ -28,7 +28,9 @@ def rates(record: dict) -> tuple[float, float, float] | None:
     cost = record.get("cost")
     if record["status"] != "success" or not cost or not cost.get("steps"):
         return None
-    evaluations = max(1, len({point["step"] for point in record["metrics"]["curve"]}))  # a point per split per evaluation
+    evaluations = max(
+        1, len({point["step"] for point in record["metrics"]["curve"]})
+    )  # a point per split per evaluation
     outside = cost["wall_seconds"] - cost["train_seconds"] - cost["eval_seconds"] + LAUNCH_SECONDS
     return cost["train_seconds"] / cost["steps"], cost["eval_seconds"] / evaluations, outside
 
@@ -60,9 +62,15 @@ def estimate(cells, protocol, outcomes, store) -> str:
         runs_left = searches_left + seeds_left
         planned += protocol.search.trials + seeds
         search_length = run_length(outcomes.composer(cell.run(protocol, 0, protocol.search_seed)), sizes)
-        lengths = [search_length, run_length(outcomes.composer(cell.run(protocol, 0, protocol.search_seed, "seeds")), sizes)
-                   if cell.seeds_stage else search_length]  # composed once where the stages are the same runs
-        known = measured.get((cell.suite.model, cell.method, cell.task)) or by_model_task.get((cell.suite.model, cell.task))
+        lengths = [
+            search_length,
+            run_length(outcomes.composer(cell.run(protocol, 0, protocol.search_seed, "seeds")), sizes)
+            if cell.seeds_stage
+            else search_length,
+        ]  # composed once where the stages are the same runs
+        known = measured.get((cell.suite.model, cell.method, cell.task)) or by_model_task.get(
+            (cell.suite.model, cell.task)
+        )
         if known:
             per_step, per_eval, outside = (statistics.median(column) for column in zip(*known))
             per_run = [steps * per_step + evaluations * per_eval + outside for steps, evaluations in lengths]
@@ -74,13 +82,22 @@ def estimate(cells, protocol, outcomes, store) -> str:
             unknown += runs_left
             time_text = "time unknown (no finished run of this model and task yet)"
         total_runs += runs_left
-        length = " / ".join(dict.fromkeys(f"{steps} steps and {evaluations} evaluations" for steps, evaluations in lengths))
-        lines.append(f"  {cell.suite.model} {cell.method} {cell.task} ({cell.axis}): {len(scores)}/{protocol.search.trials} "
-                     f"searched, {runs_left} runs left of {length}{' (search / seeds stage)' if ' / ' in length else ''}: "
-                     f"{time_text}")
-    stages = " or ".join(dict.fromkeys(cell.stage_text(protocol) for cell in cells)) or f"{len(protocol.seeds) - 1} more seeds"
-    head = (f"protocol: {len(cells)} (model, method, task) cells × ({protocol.search.trials} search trials on seed "
-            f"{protocol.search_seed} + {stages}) = {planned} runs; "
-            f"{total_runs} left, estimated {total_seconds / 3600:,.1f} h of run time (about {total_seconds / 7200:,.1f} h "
-            f"wall-clock with two launchers)" + (f" plus {unknown} runs of unknown time" if unknown else ""))
+        length = " / ".join(
+            dict.fromkeys(f"{steps} steps and {evaluations} evaluations" for steps, evaluations in lengths)
+        )
+        lines.append(
+            f"  {cell.suite.model} {cell.method} {cell.task} ({cell.axis}): {len(scores)}/{protocol.search.trials} "
+            f"searched, {runs_left} runs left of {length}{' (search / seeds stage)' if ' / ' in length else ''}: "
+            f"{time_text}"
+        )
+    stages = (
+        " or ".join(dict.fromkeys(cell.stage_text(protocol) for cell in cells))
+        or f"{len(protocol.seeds) - 1} more seeds"
+    )
+    head = (
+        f"protocol: {len(cells)} (model, method, task) cells × ({protocol.search.trials} search trials on seed "
+        f"{protocol.search_seed} + {stages}) = {planned} runs; "
+        f"{total_runs} left, estimated {total_seconds / 3600:,.1f} h of run time (about {total_seconds / 7200:,.1f} h "
+        f"wall-clock with two launchers)" + (f" plus {unknown} runs of unknown time" if unknown else "")
+    )
     return "\n".join([head, *lines])

@@ -11,9 +11,13 @@ Every method gets the same number of trials, so the tuning budget is equal and v
 still on the edge after the last trial is flagged by the leaderboard ("widen the grid"). Failed runs
 count as searched and never win. Ties go to the smaller exponent (the first in grid order).
 """
+
 from collections.abc import Mapping, Sequence
 
-from harness.report.selection import FAILED, best_exponent
+from harness.report.selection import FAILED, best_exponent  # the selection rule, which the leaderboard applies too
+
+__all__ = ["FAILED", "best_exponent", "next_exponent", "plan"]
+
 
 def next_exponent(scores: Mapping[float, float]) -> float:
     """The next point of a search whose points so far scored `scores` (higher is better; FAILED for a

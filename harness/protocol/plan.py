@@ -7,18 +7,19 @@ applied), and lists its run key, whether a success record already exists, and it
 recipes' approximate sizes where their data is not here, marked ~), with the
 total and the device-hours it takes at S steps per second. Works offline; runs nothing.
 """
+
 import argparse
 
 from hydra import compose
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
 from harness.config.compose import project_config
-from harness.errors import HarnessError, one_line
-from harness.store.records import RecordStore, identify, method_label
 from harness.config.sections import TaskConfig, TrainConfig, parse_section
 from harness.engine.train import plan_steps
+from harness.errors import HarnessError, one_line
+from harness.store.records import RecordStore, identify, method_label
 
 
 def expand(arguments: list[str]) -> list[list[str]]:
@@ -48,15 +49,23 @@ def train_size(task_cfg, sizes: dict) -> tuple[int | None, bool]:
                 sizes[key] = len(load_task(task_cfg).splits["train"]), False
             except Exception:
                 about = APPROXIMATE_TRAIN_SIZES.get(task_cfg.name)
-                sizes[key] = (None, False) if about is None else (min(about, task_cfg.limit_train or about), task_cfg.limit_train is None or task_cfg.limit_train > about)
+                sizes[key] = (
+                    (None, False)
+                    if about is None
+                    else (
+                        min(about, task_cfg.limit_train or about),
+                        task_cfg.limit_train is None or task_cfg.limit_train > about,
+                    )
+                )
     return sizes[key]
 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness ... --dry-run", description=__doc__.split("\n")[0])
     parser.add_argument("--dry-run", action="store_true")
-    parser.add_argument("--steps-per-second", type=float, default=5.0,
-                        help="training speed for the device-hours estimate (default 5)")
+    parser.add_argument(
+        "--steps-per-second", type=float, default=5.0, help="training speed for the device-hours estimate (default 5)"
+    )
     args, overrides = parser.parse_known_args(argv)
     overrides = [o for o in overrides if o not in ("-m", "--multirun")]
     with project_config():
@@ -68,7 +77,10 @@ def main(argv: list[str]) -> None:
                 if identity.problem is not None:
                     raise identity.problem
                 cfg, key = identity.cfg, identity.key
-                train, task = parse_section(TrainConfig, cfg.train, "train"), parse_section(TaskConfig, cfg.task, "task")
+                train, task = (
+                    parse_section(TrainConfig, cfg.train, "train"),
+                    parse_section(TaskConfig, cfg.task, "task"),
+                )
             except HarnessError as error:
                 print(f"#{number}: {' '.join(run)}: error: {one_line(error)}")
                 continue
@@ -84,11 +96,15 @@ def main(argv: list[str]) -> None:
                 unknown += steps is None
                 rough += approximate
             label = method_label(cfg.method.name, cfg.method.get("variant"))
-            print(f"#{number}: {key} {status:7} {label} {cfg.task.name} {cfg.model.name} seed {cfg.seed} "
-                  f"lr {train.lr:g} batch {train.batch_size} epochs {train.epochs:g} steps "
-                  f"{'?' if steps is None else ('~' if approximate else '') + str(steps)}")
+            print(
+                f"#{number}: {key} {status:7} {label} {cfg.task.name} {cfg.model.name} seed {cfg.seed} "
+                f"lr {train.lr:g} batch {train.batch_size} epochs {train.epochs:g} steps "
+                f"{'?' if steps is None else ('~' if approximate else '') + str(steps)}"
+            )
     hours = todo_steps / args.steps_per_second / 3600
-    print(f"{total} runs, {todo} to do: {todo_steps:,} optimizer steps = {hours:,.1f} device-hours at "
-          f"{args.steps_per_second:g} steps/s (training only, evaluation not counted)"
-          + (f"; {unknown} runs of unknown length" if unknown else "")
-          + (f"; {rough} runs (~) from a hub dataset's approximate size, not loadable here" if rough else ""))
+    print(
+        f"{total} runs, {todo} to do: {todo_steps:,} optimizer steps = {hours:,.1f} device-hours at "
+        f"{args.steps_per_second:g} steps/s (training only, evaluation not counted)"
+        + (f"; {unknown} runs of unknown length" if unknown else "")
+        + (f"; {rough} runs (~) from a hub dataset's approximate size, not loadable here" if rough else "")
+    )

@@ -12,6 +12,7 @@ record, and runs that another launcher is training (it holds their lock; not a f
 sweep), and marks the sweep as failed if any run failed or left no record, which makes
 `python -m harness` exit with status 1.
 """
+
 import json
 import sys
 import time
@@ -45,8 +46,9 @@ def write_plan(config: DictConfig) -> None:
     done = [k for k in keys if k and (r := store.read(k)) is not None and r["status"] == "success"]
     sweep_dir = Path(config.hydra.sweep.dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / PLAN_FILE).write_text(json.dumps({"started": time.time(), "keys": keys, "done_before": done,
-                                                   "results_dir": str(config.results_dir)}))
+    (sweep_dir / PLAN_FILE).write_text(
+        json.dumps({"started": time.time(), "keys": keys, "done_before": done, "results_dir": str(config.results_dir)})
+    )
 
 
 def statuses(plan: dict) -> dict[str, list[str]]:
@@ -82,8 +84,10 @@ def progress_line(plan: dict, now: float | None = None, groups: dict[str, list[s
     groups = groups or statuses(plan)
     finished = len(groups["done"]) + len(groups["failed"])
     total = len(plan["keys"])
-    line = (f"[sweep {total - len(groups['remaining'])}/{total}] {len(groups['done'])} done, "
-            f"{len(groups['skipped'])} skipped, {len(groups['failed'])} failed, {len(groups['remaining'])} remaining")
+    line = (
+        f"[sweep {total - len(groups['remaining'])}/{total}] {len(groups['done'])} done, "
+        f"{len(groups['skipped'])} skipped, {len(groups['failed'])} failed, {len(groups['remaining'])} remaining"
+    )
     if finished and groups["remaining"]:
         elapsed = (now or time.time()) - plan["started"]
         line += f"; ETA {duration(elapsed / finished * len(groups['remaining']))}"
@@ -107,8 +111,10 @@ def summary(sweep_dir: str) -> tuple[str, int]:
     lines = [progress_line(plan, groups=groups).replace("[sweep", "[sweep end", 1)]
     for key in groups["failed"]:
         record = store.read(key)
-        lines.append(f"  {record['status'].upper()} {record['method']} | {record['task']} | {record['model']} | seed {record['seed']} "
-                     f"({key}): {record['error']}")
+        lines.append(
+            f"  {record['status'].upper()} {record['method']} | {record['task']} | {record['model']} | seed {record['seed']} "
+            f"({key}): {record['error']}"
+        )
     elsewhere = trained_elsewhere(store, groups["remaining"])
     for key in groups["remaining"]:
         if key in elsewhere:

@@ -28,6 +28,7 @@ Records of a cell that are no longer among its runs (after regenerated records s
 way: a search point off its path, seeds at a former pick; seeds run at the search's budget before the
 seeds stage got overrides of its own) are listed; `--prune` removes them.
 """
+
 import argparse
 import math
 import re
@@ -42,14 +43,14 @@ from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config.compose import project_config
-from harness.errors import HarnessError
 from harness.config.preflight import CONF_DIR, group_options, unknown_choices
-from harness.store.records import RecordStore, identify
+from harness.errors import HarnessError
 from harness.protocol import lr_search
-from harness.report.board import build_and_write
-from harness.report.site import build_site
-from harness.report.selection import selection_score, tuning_of
 from harness.protocol.estimate import estimate
+from harness.report.board import build_and_write
+from harness.report.selection import selection_score, tuning_of
+from harness.report.site import build_site
+from harness.store.records import RecordStore, identify
 
 
 @dataclass
@@ -103,15 +104,26 @@ class Cell:
     def base_overrides(self) -> list[str]:
         """model, method, task, then the suite's overrides; the pinned centre only where no override of the
         suite sets the same key (one value per key: Hydra keeps the last, a multirun needs one)."""
-        given = [*self.suite.overrides, *self.suite.task_overrides.get(self.task, []), *self.suite.method_overrides.get(self.method, [])]
+        given = [
+            *self.suite.overrides,
+            *self.suite.task_overrides.get(self.task, []),
+            *self.suite.method_overrides.get(self.method, []),
+        ]
         set_keys = {override.split("=", 1)[0] for override in given}
         pins = [pin for pin in self.pins if pin.split("=", 1)[0] not in set_keys]
-        return [f"model={self.suite.model}", f"method={self.method}", f"task={self.task}", *self.suite.overrides,
-                *self.suite.task_overrides.get(self.task, []), *pins, *self.suite.method_overrides.get(self.method, [])]
+        return [
+            f"model={self.suite.model}",
+            f"method={self.method}",
+            f"task={self.task}",
+            *self.suite.overrides,
+            *self.suite.task_overrides.get(self.task, []),
+            *pins,
+            *self.suite.method_overrides.get(self.method, []),
+        ]
 
     def values(self, exponent: float, step: float) -> tuple[float, float]:
         """The (lr, head lr) of search point `exponent`."""
-        factor = step ** exponent
+        factor = step**exponent
         lr = rounded(self.lr * factor) if self.axis in ("lr", "tied") else self.lr
         head_lr = rounded(self.head_lr * factor) if self.axis in ("head_lr", "tied") else self.head_lr
         return lr, head_lr
@@ -136,10 +148,18 @@ class Cell:
         lr, head_lr = self.values(exponent, protocol.search.step)
         own = self.seeds_stage if stage == "seeds" else []
         replaced = {override.split("=", 1)[0] for override in own}
-        tuning = (f"+tuning={{split:{protocol.select_split},search_seed:{protocol.search_seed},"
-                  f"trials:{protocol.search.trials},exponent:{exponent:g}{',stage:seeds' if own else ''}}}")
-        return [*(o for o in self.base_overrides() if o.split("=", 1)[0] not in replaced), *own, f"seed={seed}",
-                f"train.lr={lr:g}", f"train.head_lr={head_lr:g}", tuning]
+        tuning = (
+            f"+tuning={{split:{protocol.select_split},search_seed:{protocol.search_seed},"
+            f"trials:{protocol.search.trials},exponent:{exponent:g}{',stage:seeds' if own else ''}}}"
+        )
+        return [
+            *(o for o in self.base_overrides() if o.split("=", 1)[0] not in replaced),
+            *own,
+            f"seed={seed}",
+            f"train.lr={lr:g}",
+            f"train.head_lr={head_lr:g}",
+            tuning,
+        ]
 
 
 def rounded(value: float) -> float:
@@ -158,30 +178,57 @@ def expand_methods(names, exclude) -> list[str]:
 def parse_protocol(cfg: DictConfig) -> Protocol:
     if cfg.get("protocol") is None:
         sweeps = ", ".join(group_options()["sweep"])
-        raise HarnessError(f"the config has no `protocol` section; choose a sweep that defines one (sweep=...; sweeps: {sweeps})")
+        raise HarnessError(
+            f"the config has no `protocol` section; choose a sweep that defines one (sweep=...; sweeps: {sweeps})"
+        )
     node = OmegaConf.to_container(cfg.protocol, resolve=True)
-    suites = [Suite(model=s["model"], tasks=list(s["tasks"]), methods=expand_methods(s.get("methods", "all"), s.get("exclude", [])),
-                    overrides=list(s.get("overrides", [])), method_overrides=dict(s.get("method_overrides", {})),
-                    task_overrides=dict(s.get("task_overrides", {})), seeds_overrides=dict(s.get("seeds_overrides") or {}))
-              for s in node["suites"]]
+    suites = [
+        Suite(
+            model=s["model"],
+            tasks=list(s["tasks"]),
+            methods=expand_methods(s.get("methods", "all"), s.get("exclude", [])),
+            overrides=list(s.get("overrides", [])),
+            method_overrides=dict(s.get("method_overrides", {})),
+            task_overrides=dict(s.get("task_overrides", {})),
+            seeds_overrides=dict(s.get("seeds_overrides") or {}),
+        )
+        for s in node["suites"]
+    ]
     search = node["search"]
-    protocol = Protocol(node["search_seed"], list(node["seeds"]),
-                        Search(list(search["initial"]), int(search["trials"]), float(search["step"])),
-                        node.get("select_split", "validation"), node.get("leaderboard", cfg.results_dir), suites,
-                        dict(node.get("axes") or {}), dict(node.get("centres") or {}), dict(node.get("flag_notes") or {}))
+    protocol = Protocol(
+        node["search_seed"],
+        list(node["seeds"]),
+        Search(list(search["initial"]), int(search["trials"]), float(search["step"])),
+        node.get("select_split", "validation"),
+        node.get("leaderboard", cfg.results_dir),
+        suites,
+        dict(node.get("axes") or {}),
+        dict(node.get("centres") or {}),
+        dict(node.get("flag_notes") or {}),
+    )
     expand_methods(list(protocol.axes), [])
     models = group_options()["model"]  # a note on a model the suites leave out (a narrowed protocol) goes unused
-    bad_notes = sorted(model for model, note in protocol.flag_notes.items() if model not in models or not isinstance(note, str))
+    bad_notes = sorted(
+        model for model, note in protocol.flag_notes.items() if model not in models or not isinstance(note, str)
+    )
     if bad_notes:
-        raise HarnessError(f"protocol.flag_notes: {', '.join(map(str, bad_notes))}: not a text under a model's name; "
-                           f"models: {', '.join(models)}")
+        raise HarnessError(
+            f"protocol.flag_notes: {', '.join(map(str, bad_notes))}: not a text under a model's name; "
+            f"models: {', '.join(models)}"
+        )
     bad_axes = {m: a for m, a in protocol.axes.items() if a not in AXES}
     if bad_axes:
         raise HarnessError(f"protocol.axes: {bad_axes} is not an axis; allowed: {', '.join(AXES)}")
-    if not protocol.search.initial or not protocol.seeds or protocol.search.trials < len(protocol.search.initial) \
-            or protocol.search.step <= 1:
-        raise HarnessError("protocol: search.initial and seeds must each list at least one value, search.trials must be at "
-                           "least the number of initial points and search.step above 1")
+    if (
+        not protocol.search.initial
+        or not protocol.seeds
+        or protocol.search.trials < len(protocol.search.initial)
+        or protocol.search.step <= 1
+    ):
+        raise HarnessError(
+            "protocol: search.initial and seeds must each list at least one value, search.trials must be at "
+            "least the number of initial points and search.step above 1"
+        )
     return protocol
 
 
@@ -253,7 +300,11 @@ class Outcomes:
         return [cell.run(self.protocol, chosen, seed, "seeds") for seed in cell.stage_seeds(self.protocol)]
 
     def unfinished(self, runs: list[list[str]]) -> list[list[str]]:
-        return [r for r in runs if (record := self.store.read(self.composer.key(r))) is None or record["status"] != "success"]
+        return [
+            r
+            for r in runs
+            if (record := self.store.read(self.composer.key(r))) is None or record["status"] != "success"
+        ]
 
     def superseded(self, cells: list[Cell]) -> list[dict]:
         """Finished records of these cells that are no longer among the protocol's runs: a search point
@@ -263,11 +314,19 @@ class Outcomes:
         current, names = set(), set()
         for cell in cells:
             pending, scores = self.search(cell)
-            current |= {self.composer.key(cell.run(self.protocol, j, self.protocol.search_seed)) for j in [*scores, *pending]}
+            current |= {
+                self.composer.key(cell.run(self.protocol, j, self.protocol.search_seed)) for j in [*scores, *pending]
+            }
             current |= {self.composer.key(run) for run in self.final_runs(cell)}
             names.add((cell.suite.model, cell.method, cell.task))
-        return [r for r in self.store.load_all()[0] if tuning_of(r) is not None and r["status"] in ("success", "failed")
-                and (r["model"], r["method"], r["task"]) in names and r["run_key"] not in current]
+        return [
+            r
+            for r in self.store.load_all()[0]
+            if tuning_of(r) is not None
+            and r["status"] in ("success", "failed")
+            and (r["model"], r["method"], r["task"]) in names
+            and r["run_key"] not in current
+        ]
 
 
 def prune(records: list[dict], store: RecordStore) -> list[str]:
@@ -276,8 +335,10 @@ def prune(records: list[dict], store: RecordStore) -> list[str]:
     for record in records:
         for path in store.files(record["run_key"]):
             path.unlink()
-        lines.append(f"removed {record['run_key']}: {record['model']} {record['method']} {record['task']} seed {record['seed']} "
-                     f"(search point {tuning_of(record)['exponent']:g}), no longer among the protocol's runs")
+        lines.append(
+            f"removed {record['run_key']}: {record['model']} {record['method']} {record['task']} seed {record['seed']} "
+            f"(search point {tuning_of(record)['exponent']:g}), no longer among the protocol's runs"
+        )
     return lines
 
 
@@ -305,7 +366,16 @@ def multirun_groups(runs: list[list[str]]) -> list[tuple[list[str], list[list[st
 
 
 def launch(arguments: list[str], extra: list[str]) -> None:
-    command = [sys.executable, "-m", "harness", "-m", *arguments, "~hydra.callbacks.leaderboard", "progress=false", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "harness",
+        "-m",
+        *arguments,
+        "~hydra.callbacks.leaderboard",
+        "progress=false",
+        *extra,
+    ]
     print("$ python " + " ".join(command[1:]), flush=True)
     subprocess.run(command)
 
@@ -329,11 +399,16 @@ def run_rounds(stage: str, next_runs, outcomes: Outcomes, extra: list[str]) -> N
             time.sleep(WAIT_SECONDS)
             continue
         arguments, covered = multirun_groups(free)[0]
-        print(f"{stage}: {len(runs)} run(s) to do now" + (f" ({len(runs) - len(free)} held by another launcher)"
-                                                          if len(free) < len(runs) else ""), flush=True)
+        print(
+            f"{stage}: {len(runs)} run(s) to do now"
+            + (f" ({len(runs) - len(free)} held by another launcher)" if len(free) < len(runs) else ""),
+            flush=True,
+        )
         launch(arguments, extra)
         if all(outcomes.record(r) is None and not outcomes.store.is_locked(outcomes.composer.key(r)) for r in covered):
-            raise HarnessError(f"{stage}: none of the {len(covered)} run(s) just launched finished (see the output above)")
+            raise HarnessError(
+                f"{stage}: none of the {len(covered)} run(s) just launched finished (see the output above)"
+            )
 
 
 WAIT_SECONDS = 20
@@ -341,11 +416,19 @@ WAIT_SECONDS = 20
 
 def run_protocol(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.tune", description=__doc__.split("\n")[0])
-    parser.add_argument("--dry-run", action="store_true", help="list the cells, the runs done and the time left; run nothing")
-    parser.add_argument("--write-defaults", action="store_true",
-                        help="set each method's default lr/head lr (conf/method) to its pick on the default model and task; run nothing")
-    parser.add_argument("--prune", action="store_true",
-                        help="remove the records of the protocol's cells that are no longer among its runs; run nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list the cells, the runs done and the time left; run nothing"
+    )
+    parser.add_argument(
+        "--write-defaults",
+        action="store_true",
+        help="set each method's default lr/head lr (conf/method) to its pick on the default model and task; run nothing",
+    )
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove the records of the protocol's cells that are no longer among its runs; run nothing",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides: sweep=<protocol sweep> first, then any others")
     args = parser.parse_args(argv)
     for problem in unknown_choices(args.overrides):
@@ -367,31 +450,55 @@ def run_protocol(argv: list[str] | None) -> None:
         return
     print(estimate(cells, protocol, outcomes, store), flush=True)
     if stale:
-        print(f"{len(stale)} record(s) of these cells are no longer among the protocol's runs (a search point off its "
-              f"path or a seed at a former pick, after records were regenerated; seeds at the search's budget, once a "
-              f"seeds stage has overrides of its own): `--prune` removes them", flush=True)
+        print(
+            f"{len(stale)} record(s) of these cells are no longer among the protocol's runs (a search point off its "
+            f"path or a seed at a former pick, after records were regenerated; seeds at the search's budget, once a "
+            f"seeds stage has overrides of its own): `--prune` removes them",
+            flush=True,
+        )
     if args.dry_run:
         return
-    run_rounds("search", lambda: [cell.run(protocol, j, protocol.search_seed) for cell in cells
-                                  for j in outcomes.search(cell)[0]], outcomes, [*args.overrides])
-    run_rounds("seeds", lambda: [r for cell in cells for r in outcomes.unfinished(outcomes.final_runs(cell))],
-               outcomes, [*args.overrides])
+    run_rounds(
+        "search",
+        lambda: [cell.run(protocol, j, protocol.search_seed) for cell in cells for j in outcomes.search(cell)[0]],
+        outcomes,
+        [*args.overrides],
+    )
+    run_rounds(
+        "seeds",
+        lambda: [r for cell in cells for r in outcomes.unfinished(outcomes.final_runs(cell))],
+        outcomes,
+        [*args.overrides],
+    )
     for problem in dict.fromkeys(store.problems):  # invalid records met while picking: listed, then redone or left out
         print(f"warning: {problem}", file=sys.stderr)
     write_tuning_table(cells, protocol, outcomes, Path(cfg.results_dir))
     caption = cfg.get("caption")
-    print(build_and_write(cfg.results_dir, sweep=cfg.sweep, out_dir=protocol.leaderboard, sweep_caption=caption,
-                          flag_notes=protocol.flag_notes))
-    site = build_site(cfg.results_dir, str(Path(protocol.leaderboard) / "site"), sweep=cfg.sweep, sweep_caption=caption,
-                      flag_notes=protocol.flag_notes)
+    print(
+        build_and_write(
+            cfg.results_dir,
+            sweep=cfg.sweep,
+            out_dir=protocol.leaderboard,
+            sweep_caption=caption,
+            flag_notes=protocol.flag_notes,
+        )
+    )
+    site = build_site(
+        cfg.results_dir,
+        str(Path(protocol.leaderboard) / "site"),
+        sweep=cfg.sweep,
+        sweep_caption=caption,
+        flag_notes=protocol.flag_notes,
+    )
     print(f"site: {site}")
 
 
 DEFAULT_LINE = r"^({key}:\s*)[^\s#]+(\s*#.*)?$"
 
 
-def write_method_defaults(cells: list[Cell], protocol: Protocol, outcomes: Outcomes, conf_dir: Path, model: str,
-                          task: str) -> list[str]:
+def write_method_defaults(
+    cells: list[Cell], protocol: Protocol, outcomes: Outcomes, conf_dir: Path, model: str, task: str
+) -> list[str]:
     """Each method's default lr and head lr (conf/method/<method>.yaml) set to the protocol's pick on the
     default (model, task), for the methods whose search there is complete and whose centre is pinned
     (protocol.centres: moving the default then leaves the protocol's grid and run keys where they were).
@@ -401,8 +508,10 @@ def write_method_defaults(cells: list[Cell], protocol: Protocol, outcomes: Outco
         if (cell.suite.model, cell.task) != (model, task):
             continue
         if cell.method not in protocol.centres:
-            raise HarnessError(f"{cell.method}: pin its search centre in protocol.centres before moving its default "
-                               f"(else the protocol's grid, and its runs' keys, would move with it)")
+            raise HarnessError(
+                f"{cell.method}: pin its search centre in protocol.centres before moving its default "
+                f"(else the protocol's grid, and its runs' keys, would move with it)"
+            )
         todo, scores = outcomes.search(cell)
         if todo or not scores or all(score == lr_search.FAILED for score in scores.values()):
             continue
@@ -411,8 +520,9 @@ def write_method_defaults(cells: list[Cell], protocol: Protocol, outcomes: Outco
         text = path.read_text()
         for key, value in (("lr", lr), ("head_lr", head_lr)):
             note = f"  # the official protocol's pick on {model}/{task} (results/official/tuning.csv)"
-            text, count = re.subn(DEFAULT_LINE.format(key=key), lambda m: f"{m.group(1)}{value:g}{note}", text, count=1,
-                                  flags=re.M)
+            text, count = re.subn(
+                DEFAULT_LINE.format(key=key), lambda m: f"{m.group(1)}{value:g}{note}", text, count=1, flags=re.M
+            )
             if count != 1:
                 raise HarnessError(f"{path}: no '{key}:' line to update")
         path.write_text(text)
@@ -428,9 +538,18 @@ def write_tuning_table(cells: list[Cell], protocol: Protocol, outcomes: Outcomes
         chosen = lr_search.best_exponent(scores) if scores else None
         for exponent, score in sorted(scores.items()):
             lr, head_lr = cell.values(exponent, protocol.search.step)
-            rows.append({"model": cell.suite.model, "method": cell.method, "task": cell.task, "axis": cell.axis,
-                         "exponent": exponent, "lr": lr, "head_lr": head_lr,
-                         "select_score": None if score == lr_search.FAILED else score, "chosen": exponent == chosen})
+            rows.append(
+                {
+                    "model": cell.suite.model,
+                    "method": cell.method,
+                    "task": cell.task,
+                    "axis": cell.axis,
+                    "exponent": exponent,
+                    "lr": lr,
+                    "head_lr": head_lr,
+                    "select_score": None if score == lr_search.FAILED else score,
+                    "chosen": exponent == chosen,
+                }
+            )
     results_dir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(results_dir / "tuning.csv", index=False)
-

@@ -19,6 +19,7 @@ the same run key, with the files beside it (predictions), by the rerun's, and th
 rerun failed or changed key; rebuild the collection's tables afterwards (its protocol or experiment
 command, which reuses every record).
 """
+
 import argparse
 import json
 import random
@@ -45,9 +46,16 @@ def collection_dir(name: str) -> Path:
 def eligible_records(records: list[dict], max_seconds: float | None, where: dict[str, str]) -> list[dict]:
     """The successful records within the time limit whose fields have the `where` values (compared as
     text, so seed=2 matches), by run key (so that a sample does not depend on the order of the files)."""
-    return sorted((r for r in records if r["status"] == "success"
-                   and (max_seconds is None or r["cost"]["wall_seconds"] <= max_seconds)
-                   and all(str(r.get(field)) == value for field, value in where.items())), key=lambda r: r["run_key"])
+    return sorted(
+        (
+            r
+            for r in records
+            if r["status"] == "success"
+            and (max_seconds is None or r["cost"]["wall_seconds"] <= max_seconds)
+            and all(str(r.get(field)) == value for field, value in where.items())
+        ),
+        key=lambda r: r["run_key"],
+    )
 
 
 def provenance_here(record: dict) -> dict:
@@ -58,8 +66,9 @@ def provenance_here(record: dict) -> dict:
     return {"versions": library_versions(), "device": device, "cpu": cpu_kind()}
 
 
-def sample_records(records: list[dict], count: int, seed: int, max_seconds: float | None,
-                   where: dict[str, str] | None = None) -> list[dict]:
+def sample_records(
+    records: list[dict], count: int, seed: int, max_seconds: float | None, where: dict[str, str] | None = None
+) -> list[dict]:
     """A seeded random sample of the collection's eligible records, drawn among those this machine must
     reproduce bit for bit (`made_elsewhere` is None: a change in the code's numbers shows) where there
     are any, else among all (then only their metrics are compared, within the tolerance)."""
@@ -90,8 +99,11 @@ def parse_where(pairs: list[str]) -> dict[str, str]:
 def primary_scores(record: dict) -> dict[str, float]:
     """'final/test' → score ×100 of the primary metric, for every evaluated split at the final and best evaluation."""
     metrics = record["metrics"]
-    return {f"{which}/{split}": 100 * values[metrics["primary"]]
-            for which in ("final", "best") for split, values in (metrics.get(which) or {}).items()}
+    return {
+        f"{which}/{split}": 100 * values[metrics["primary"]]
+        for which in ("final", "best")
+        for split, values in (metrics.get(which) or {}).items()
+    }
 
 
 def made_elsewhere(recorded: dict, here: dict) -> str | None:
@@ -123,8 +135,10 @@ def compare(old: dict, new: dict, tolerance: float) -> tuple[bool, list[str]]:
         difference = after.get(key, float("nan")) - before[key]
         within = abs(difference) <= tolerance
         ok &= within
-        lines.append(f"{key} {old['metrics']['primary']}: {before[key]:.2f} → {after.get(key, float('nan')):.2f} "
-                     f"(Δ {difference:+.4f}){'' if within else '  BEYOND TOLERANCE'}")
+        lines.append(
+            f"{key} {old['metrics']['primary']}: {before[key]:.2f} → {after.get(key, float('nan')):.2f} "
+            f"(Δ {difference:+.4f}){'' if within else '  BEYOND TOLERANCE'}"
+        )
     recorded = old["params"].get("trainable_sha256")
     elsewhere = made_elsewhere(old["provenance"], new["provenance"])
     if recorded is None:
@@ -157,7 +171,9 @@ def regenerate(collection: Path, scratch: Path, old: dict) -> list[str]:
     for name, path in sorted(beside.items()):
         atomic_write(target.runs_dir / name, lambda temporary, path=path: shutil.copyfile(path, temporary))
     record = source.read(key)
-    record["config"].update({name: old["config"][name] for name in ("results_dir", "progress") if name in old["config"]})
+    record["config"].update(
+        {name: old["config"][name] for name in ("results_dir", "progress") if name in old["config"]}
+    )
     target.write(record)
     for stale in target.files(key):
         if stale.suffix != ".json" and stale.name not in beside:
@@ -172,13 +188,23 @@ def main(argv: list[str] | None = None) -> None:
     chosen_by.add_argument("--sample", type=int, default=3, help="records to re-run (default 3)")
     chosen_by.add_argument("--all", action="store_true", help="every eligible record")
     chosen_by.add_argument("--keys", nargs="+", metavar="KEY", help="these run keys")
-    parser.add_argument("--where", nargs="+", default=[], metavar="FIELD=VALUE",
-                        help="only records whose field has this value (model, method, task, seed, ...)")
+    parser.add_argument(
+        "--where",
+        nargs="+",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="only records whose field has this value (model, method, task, seed, ...)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random sample")
     parser.add_argument("--max-seconds", type=float, default=None, help="only records whose run took at most this long")
-    parser.add_argument("--tolerance", type=float, default=0.0, help="allowed metric difference, points ×100 (default 0)")
-    parser.add_argument("--regenerate", action="store_true",
-                        help="replace each failing record (same run key, rerun succeeded) and its files by the rerun's")
+    parser.add_argument(
+        "--tolerance", type=float, default=0.0, help="allowed metric difference, points ×100 (default 0)"
+    )
+    parser.add_argument(
+        "--regenerate",
+        action="store_true",
+        help="replace each failing record (same run key, rerun succeeded) and its files by the rerun's",
+    )
     args = parser.parse_args(argv)
     try:
         verify(args)
@@ -189,7 +215,9 @@ def main(argv: list[str] | None = None) -> None:
 def verify(args: argparse.Namespace) -> None:
     folder = collection_dir(args.collection)
     if not (folder / "runs").is_dir():
-        raise SystemExit(f"error: no collection at {folder} (a folder with runs/ inside); give results/<name> or a path")
+        raise SystemExit(
+            f"error: no collection at {folder} (a folder with runs/ inside); give results/<name> or a path"
+        )
     records, problems = RecordStore(folder).load_all()
     for problem in problems:
         print(f"warning: record {problem}", file=sys.stderr)
@@ -201,9 +229,11 @@ def verify(args: argparse.Namespace) -> None:
     else:
         chosen = sample_records(records, args.sample, args.seed, args.max_seconds, where)
     if not chosen:
-        raise HarnessError(f"{folder} has no successful record to verify" +
-                           (f" that took at most {args.max_seconds:g} s" if args.max_seconds else "") +
-                           "".join(f" with {field}={value}" for field, value in where.items()))
+        raise HarnessError(
+            f"{folder} has no successful record to verify"
+            + (f" that took at most {args.max_seconds:g} s" if args.max_seconds else "")
+            + "".join(f" with {field}={value}" for field, value in where.items())
+        )
     failures, regenerated = 0, 0
     with tempfile.TemporaryDirectory() as scratch:
         for record in chosen:
@@ -218,10 +248,18 @@ def verify(args: argparse.Namespace) -> None:
                 print(f"     {line}")
             if replace:
                 print(f"     replaced: {', '.join(regenerate(folder, Path(scratch), record))}", flush=True)
-    print(json.dumps({"collection": str(folder), "verified": len(chosen), "failed": failures, "regenerated": regenerated,
-                      "tolerance": args.tolerance}))
+    print(
+        json.dumps(
+            {
+                "collection": str(folder),
+                "verified": len(chosen),
+                "failed": failures,
+                "regenerated": regenerated,
+                "tolerance": args.tolerance,
+            }
+        )
+    )
     if regenerated:
         print(f"{regenerated} record(s) regenerated: rebuild {folder}'s tables (its protocol or experiment command)")
     if failures:
         sys.exit(1)
-

@@ -38,6 +38,7 @@ class Board:
     def normalised(self) -> dict[str, pd.DataFrame]:
         return {model: normalised_runs(self.runs, self.summary, model) for model in self.models}
 
+
 def assemble(results_dir: str, sweep: str | None = None, stat: str = "mean", which: str = "final") -> Board:
     records, problems = RecordStore(results_dir).load_all()
     if sweep:
@@ -46,14 +47,39 @@ def assemble(results_dir: str, sweep: str | None = None, stat: str = "mean", whi
     runs = runs_frame(records, which, runs_dir=RecordStore(results_dir).runs_dir)
     summary = summary_frame(runs, stat) if not runs.empty else pd.DataFrame(columns=["model"])
     models = sorted(summary["model"].unique())
-    aggregates = pd.concat([across_tasks_frame(runs, summary, model) for model in models]) if models else \
-        pd.DataFrame(columns=AGGREGATE_COLUMNS)
+    aggregates = (
+        pd.concat([across_tasks_frame(runs, summary, model) for model in models])
+        if models
+        else pd.DataFrame(columns=AGGREGATE_COLUMNS)
+    )
     return Board(records, problems, runs, summary, aggregates, tuned, stat, which)
 
-SUMMARY_COLUMNS = ["model", "method", "task", "metric", "split", "n", "items", "mean", "low", "high", "std", "median", "best",
-                   *[f"{key}_{reference}" for reference in REFERENCES
-                     for key in ("diff", "diff_low", "diff_high", "p", "p_holm", "mark", "p_better")],
-                   "adapter_params", "adapter_params_initial", "backbone_params", "pct_backbone"]
+
+SUMMARY_COLUMNS = [
+    "model",
+    "method",
+    "task",
+    "metric",
+    "split",
+    "n",
+    "items",
+    "mean",
+    "low",
+    "high",
+    "std",
+    "median",
+    "best",
+    *[
+        f"{key}_{reference}"
+        for reference in REFERENCES
+        for key in ("diff", "diff_low", "diff_high", "p", "p_holm", "mark", "p_better")
+    ],
+    "adapter_params",
+    "adapter_params_initial",
+    "backbone_params",
+    "pct_backbone",
+]
+
 
 def write_csvs(board: Board, out: Path) -> list[Path]:
     """leaderboard.csv (one row per cell), leaderboard_across_tasks.csv and convergence.csv (final vs best per cell)."""
@@ -63,16 +89,26 @@ def write_csvs(board: Board, out: Path) -> list[Path]:
     convergence_frame(board.summary).to_csv(paths[2], index=False, float_format="%.4f")
     return paths
 
-def build_and_write(results_dir: str, sweep: str | None = None, stat: str = "mean", which: str = "final",
-                    out_dir: str | None = None, with_plot: bool = True, sweep_caption: str | None = None,
-                    flag_notes: dict[str, str] | None = None) -> str:
+
+def build_and_write(
+    results_dir: str,
+    sweep: str | None = None,
+    stat: str = "mean",
+    which: str = "final",
+    out_dir: str | None = None,
+    with_plot: bool = True,
+    sweep_caption: str | None = None,
+    flag_notes: dict[str, str] | None = None,
+) -> str:
     """Writes leaderboard.{md,csv,tex}, leaderboard_across_tasks.csv and the plots (harness/report/plots.py),
     and returns the Markdown (headed by the sweep's caption, if it has one; under a model's sanity flags the
     protocol's explanation of those it could not clear, `flag_notes`: model → text)."""
     board = assemble(results_dir, sweep, stat, which)
     out = Path(out_dir or results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(board.summary, board.aggregates, stat, which, board.problems, board.tuned, sweep_caption, flag_notes)
+    text = markdown(
+        board.summary, board.aggregates, stat, which, board.problems, board.tuned, sweep_caption, flag_notes
+    )
     (out / "leaderboard.md").write_text(text)
     if not board.runs.empty:
         write_csvs(board, out)

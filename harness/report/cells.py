@@ -6,6 +6,7 @@ scores, aligned on the examples' stable ids. Estimates and paired comparisons co
 harness/report/statistics.py: the item part of the interval is added only with that matrix; without
 it (older records, MCC, F1, correlations) the interval covers seed variation only, and the table says so.
 """
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -13,15 +14,17 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from harness.store.files import sha256_file
 from harness.report.statistics import Estimate, estimate, holm, prob_better
+from harness.store.files import sha256_file
 
 PER_ITEM_METRICS = {"accuracy", "exact_match"}  # primary metrics that are the mean of a per-example score
 REFERENCES = ("full", "lora")
 ALPHA = 0.05
 
 
-def item_scores(entry: Optional[dict], runs_dir: Path, split: str, step: Optional[int], metric: str) -> Optional[pd.Series]:
+def item_scores(
+    entry: Optional[dict], runs_dir: Path, split: str, step: Optional[int], metric: str
+) -> Optional[pd.Series]:
     """×100 per-example scores of one run (index: example id) at `step`, or None when the run has no
     (intact) prediction file or the metric is not a per-example mean."""
     if metric not in PER_ITEM_METRICS or not entry or step is None:
@@ -33,7 +36,9 @@ def item_scores(entry: Optional[dict], runs_dir: Path, split: str, step: Optiona
     table = table[(table["split"].astype(str) == split) & (table["step"] == step)]
     if table.empty:
         return None
-    return pd.Series(100.0 * (table["label"].to_numpy() == table["prediction"].to_numpy()), index=table["example_id"].to_numpy())
+    return pd.Series(
+        100.0 * (table["label"].to_numpy() == table["prediction"].to_numpy()), index=table["example_id"].to_numpy()
+    )
 
 
 @dataclass
@@ -70,8 +75,13 @@ def compare(cell: Cell, reference: Cell, higher_is_better: bool) -> Optional[dic
     else:
         ours, theirs = pd.Series(cell.scores, cell.seeds), pd.Series(reference.scores, reference.seeds)
         difference = estimate(ours[seeds].to_numpy() - theirs[seeds].to_numpy())
-    return {"diff": difference.mean, "diff_low": difference.low, "diff_high": difference.high, "p": difference.p_value,
-            "p_better": prob_better(cell.scores, reference.scores, higher_is_better)}
+    return {
+        "diff": difference.mean,
+        "diff_low": difference.low,
+        "diff_high": difference.high,
+        "p": difference.p_value,
+        "p_better": prob_better(cell.scores, reference.scores, higher_is_better),
+    }
 
 
 def mark(diff: float, p_adjusted: float, higher_is_better: bool) -> str:
@@ -91,7 +101,9 @@ def with_best(summary: pd.DataFrame, cells: dict[tuple, Cell]) -> pd.DataFrame:
         leader = part.loc[(sign * part["mean"]).idxmax()]
         summary.loc[leader.name, "best"] = "best"
         for index, row in part.drop(index=leader.name).iterrows():
-            result = compare(cells[(model, row["method"], task)], cells[(model, leader["method"], task)], row["higher_is_better"])
+            result = compare(
+                cells[(model, row["method"], task)], cells[(model, leader["method"], task)], row["higher_is_better"]
+            )
             if result is not None and result["diff_low"] <= 0 <= result["diff_high"]:
                 summary.loc[index, "best"] = "tied"
     return summary
@@ -106,10 +118,12 @@ def with_comparisons(summary: pd.DataFrame, cells: dict[tuple, Cell]) -> pd.Data
         for row in summary.itertuples():
             other = cells.get((row.model, reference, row.task))
             own = cells[(row.model, row.method, row.task)]
-            results.append(None if other is None or row.method == reference else compare(own, other, row.higher_is_better))
+            results.append(
+                None if other is None or row.method == reference else compare(own, other, row.higher_is_better)
+            )
         for key in ("diff", "diff_low", "diff_high", "p", "p_better"):
             summary[f"{key}_{reference}"] = [np.nan if r is None else r[key] for r in results]
-    for model, part in summary.groupby("model"):  # Holm across the model's whole table (both references)
+    for _, part in summary.groupby("model"):  # Holm across the model's whole table (both references)
         columns = [f"p_{reference}" for reference in REFERENCES]
         flat = part[columns].to_numpy().reshape(-1)
         adjusted = holm(flat).reshape(len(part), len(columns))
@@ -117,6 +131,9 @@ def with_comparisons(summary: pd.DataFrame, cells: dict[tuple, Cell]) -> pd.Data
             summary.loc[part.index, f"p_holm_{reference}"] = adjusted[:, j]
     for reference in REFERENCES:
         summary[f"mark_{reference}"] = [
-            "" if np.isnan(row[f"diff_{reference}"]) else mark(row[f"diff_{reference}"], row[f"p_holm_{reference}"], row["higher_is_better"])
-            for _, row in summary.iterrows()]
+            ""
+            if np.isnan(row[f"diff_{reference}"])
+            else mark(row[f"diff_{reference}"], row[f"p_holm_{reference}"], row["higher_is_better"])
+            for _, row in summary.iterrows()
+        ]
     return summary

@@ -3,12 +3,15 @@ peaked) and what the last epoch added; a cell converged when it ends near its be
 
 import pandas as pd
 
+CONVERGENCE_SLACK = (
+    1.0  # points: a final score this close to the best counts as converged even where the interval is narrower
+)
 
-CONVERGENCE_SLACK = 1.0  # points: a final score this close to the best counts as converged even where the interval is narrower
 
 def ends_near_best(frame: pd.DataFrame) -> pd.Series:
     """Per cell of a convergence frame: the final score is within `allowed` of the best (the first condition)."""
     return frame["gap"] <= frame["allowed"]
+
 
 def convergence_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """Per cell, the final evaluation against the best one (both seed means, the best taken where the
@@ -27,25 +30,40 @@ def convergence_frame(summary: pd.DataFrame) -> pd.DataFrame:
     frame["converged"] = ends_near_best(frame) & ~(frame["last_gain"] > CONVERGENCE_SLACK)
     return frame.reset_index(drop=True)
 
+
 def convergence_summary(frame: pd.DataFrame) -> str:
     """The sentence over the convergence table (`convergence_frame`)."""
     near_best = ends_near_best(frame)
-    return (f"{int(frame['converged'].sum())} of {len(frame)} cells ({100 * frame['converged'].mean():.0f} %) converged: they end "
-            f"within their interval half-width (or {CONVERGENCE_SLACK:g} point) of their best evaluation, and their last "
-            f"evaluation interval added at most {CONVERGENCE_SLACK:g} point on the selection split; "
-            f"{int(near_best.sum())} of {len(frame)} ({100 * near_best.mean():.0f} %) meet the first condition alone. final = the score at the last "
-            "evaluation, best = the score at the evaluation where the selection split peaked, gap = best − final, last gain = "
-            "the selection split's last evaluation minus the one before it (seed means; empty where a run was evaluated once).")
+    return (
+        f"{int(frame['converged'].sum())} of {len(frame)} cells ({100 * frame['converged'].mean():.0f} %) converged: they end "
+        f"within their interval half-width (or {CONVERGENCE_SLACK:g} point) of their best evaluation, and their last "
+        f"evaluation interval added at most {CONVERGENCE_SLACK:g} point on the selection split; "
+        f"{int(near_best.sum())} of {len(frame)} ({100 * near_best.mean():.0f} %) meet the first condition alone. final = the score at the last "
+        "evaluation, best = the score at the evaluation where the selection split peaked, gap = best − final, last gain = "
+        "the selection split's last evaluation minus the one before it (seed means; empty where a run was evaluated once)."
+    )
+
 
 def convergence_table(frame: pd.DataFrame, no: str) -> pd.DataFrame:
     """The convergence frame as printed: scores with 2 decimals, converged as yes / `no`."""
-    shown = frame.assign(**{column: frame[column].map(lambda value: "" if pd.isna(value) else f"{value:.2f}")
-                            for column in ("final", "best", "gap", "allowed", "last_gain")})
+    shown = frame.assign(
+        **{
+            column: frame[column].map(lambda value: "" if pd.isna(value) else f"{value:.2f}")
+            for column in ("final", "best", "gap", "allowed", "last_gain")
+        }
+    )
     shown["converged"] = shown["converged"].map({True: "yes", False: no})
     return shown
+
 
 def convergence_section(summary: pd.DataFrame) -> list[str]:
     """The convergence evidence: how many cells ended within their interval (or 1 point) of their best."""
     frame = convergence_frame(summary)
-    return ["## Convergence", "", convergence_summary(frame), "",
-            convergence_table(frame, "**no**").to_markdown(index=False, disable_numparse=True), ""]
+    return [
+        "## Convergence",
+        "",
+        convergence_summary(frame),
+        "",
+        convergence_table(frame, "**no**").to_markdown(index=False, disable_numparse=True),
+        "",
+    ]

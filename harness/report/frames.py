@@ -9,14 +9,15 @@ import pandas as pd
 from harness.report.cells import cell_of, item_scores, with_best, with_comparisons
 from harness.store.records import method_label, reported_adapter_params, semantic_config
 
-
 METRIC_RANGE = {"accuracy": (0.0, 100.0), "f1": (0.0, 100.0), "macro_f1": (0.0, 100.0)}  # ×100
+
 
 def setting_of(record: dict) -> dict:
     """The record's config as flat `a.b` keys, without what varies between seeds of one setting."""
     config = semantic_config(record.get("config") or {})
     config.pop("seed", None)
     return pd.json_normalize(config, sep=".").iloc[0].to_dict() if config else {}
+
 
 def separate_settings(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs of one (model, method, task) that differ in more than the seed are different rows: the
@@ -30,8 +31,14 @@ def separate_settings(runs: pd.DataFrame) -> pd.DataFrame:
             runs.at[index, "method"] = f"{runs.at[index, 'method']} ({detail})"
     return runs.drop(columns="setting")
 
-def runs_frame(records: list[dict], which: str = "final", metric: str | None = None,
-               split: str | None = None, runs_dir: Path | None = None) -> pd.DataFrame:
+
+def runs_frame(
+    records: list[dict],
+    which: str = "final",
+    metric: str | None = None,
+    split: str | None = None,
+    runs_dir: Path | None = None,
+) -> pd.DataFrame:
     """One row per successful run: its score ×100 in the primary metric (or `metric`, where the
     run recorded it) on the report split (or `split`, e.g. MNLI's validation_mismatched)."""
     rows = []
@@ -47,19 +54,46 @@ def runs_frame(records: list[dict], which: str = "final", metric: str | None = N
         entry = record.get("predictions")
         step = (entry or {}).get("steps", {}).get(which)
         best = ((metrics.get("best") or {}).get(where) or {}).get(name)
-        rows.append({
-            "model": record["model"], "method": method_label(record["method"], record.get("variant")), "task": record["task"],
-            "seed": record["seed"], "metric": name, "split": where, "higher_is_better": metrics["higher_is_better"],
-            "score": 100 * values[name], "best_score": float("nan") if best is None else 100 * best,
-            "last_gain": last_gain(metrics, name, where),
-            "items": None if runs_dir is None else item_scores(entry, runs_dir, where, step, name),
-            "adapter_params": reported_adapter_params(params),
-            "adapter_params_initial": params["adapter"], "backbone_params": params["backbone"],
-            "sweep": record.get("sweep"), "setting": setting_of(record),
-        })
-    columns = ["model", "method", "task", "seed", "metric", "split", "higher_is_better", "score", "best_score", "last_gain", "items",
-               "adapter_params", "adapter_params_initial", "backbone_params", "sweep", "setting"]
+        rows.append(
+            {
+                "model": record["model"],
+                "method": method_label(record["method"], record.get("variant")),
+                "task": record["task"],
+                "seed": record["seed"],
+                "metric": name,
+                "split": where,
+                "higher_is_better": metrics["higher_is_better"],
+                "score": 100 * values[name],
+                "best_score": float("nan") if best is None else 100 * best,
+                "last_gain": last_gain(metrics, name, where),
+                "items": None if runs_dir is None else item_scores(entry, runs_dir, where, step, name),
+                "adapter_params": reported_adapter_params(params),
+                "adapter_params_initial": params["adapter"],
+                "backbone_params": params["backbone"],
+                "sweep": record.get("sweep"),
+                "setting": setting_of(record),
+            }
+        )
+    columns = [
+        "model",
+        "method",
+        "task",
+        "seed",
+        "metric",
+        "split",
+        "higher_is_better",
+        "score",
+        "best_score",
+        "last_gain",
+        "items",
+        "adapter_params",
+        "adapter_params_initial",
+        "backbone_params",
+        "sweep",
+        "setting",
+    ]
     return separate_settings(pd.DataFrame(rows, columns=columns))
+
 
 def last_gain(metrics: dict, name: str, report_split: str) -> float:
     """What the run's last evaluation interval added (×100, in the better direction) on the selection split
@@ -68,24 +102,38 @@ def last_gain(metrics: dict, name: str, report_split: str) -> float:
     curve = metrics.get("curve") or []
     splits = {point["split"] for point in curve if name in point["values"]}
     split = "validation" if "validation" in splits else report_split
-    values = [point["values"][name] for point in sorted(curve, key=lambda point: point["step"])
-              if point["split"] == split and name in point["values"]]
+    values = [
+        point["values"][name]
+        for point in sorted(curve, key=lambda point: point["step"])
+        if point["split"] == split and name in point["values"]
+    ]
     sign = 1 if metrics["higher_is_better"] else -1
     return 100 * sign * (values[-1] - values[-2]) if len(values) > 1 else float("nan")
+
 
 def summary_frame(runs: pd.DataFrame, stat: str = "mean") -> pd.DataFrame:
     """One row per (model, method, task): n, mean with its 95 % interval, std, median, the chosen
     centre, the paired comparisons with full fine-tuning and LoRA (harness/report/cells.py)."""
     grouped = runs.groupby(["model", "method", "task"], sort=True)
     summary = grouped.agg(
-        metric=("metric", "first"), split=("split", "first"), higher_is_better=("higher_is_better", "first"),
-        n=("score", "size"), mean=("score", "mean"), std=("score", "std"), median=("score", "median"),
-        best_mean=("best_score", "mean"), last_gain=("last_gain", "mean"), adapter_params=("adapter_params", "median"),
-        adapter_params_initial=("adapter_params_initial", "median"), backbone_params=("backbone_params", "median"),
+        metric=("metric", "first"),
+        split=("split", "first"),
+        higher_is_better=("higher_is_better", "first"),
+        n=("score", "size"),
+        mean=("score", "mean"),
+        std=("score", "std"),
+        median=("score", "median"),
+        best_mean=("best_score", "mean"),
+        last_gain=("last_gain", "mean"),
+        adapter_params=("adapter_params", "median"),
+        adapter_params_initial=("adapter_params_initial", "median"),
+        backbone_params=("backbone_params", "median"),
     ).reset_index()
     cells = {key: cell_of(group) for key, group in grouped}
     estimates = [cells[(row.model, row.method, row.task)].estimate() for row in summary.itertuples()]
-    bounds = [METRIC_RANGE.get(metric, (-np.inf, np.inf)) for metric in summary["metric"]]  # an interval never leaves the metric's range
+    bounds = [
+        METRIC_RANGE.get(metric, (-np.inf, np.inf)) for metric in summary["metric"]
+    ]  # an interval never leaves the metric's range
     summary["low"] = [max(e.low, low) for e, (low, _) in zip(estimates, bounds)]
     summary["high"] = [min(e.high, high) for e, (_, high) in zip(estimates, bounds)]
     summary["items"] = [e.items for e in estimates]

@@ -22,46 +22,69 @@ from harness.report.board import build_and_write
 from harness.report.paper import paper_markdown
 from harness.report.site import build_site
 
-
 SCRATCH = "results/scratch"
+
 
 def official_dir() -> Path:
     """Where the official protocol writes the official leaderboard (conf/sweep/official.yaml)."""
     return Path(OmegaConf.load(CONF_DIR / "sweep" / "official.yaml").protocol.leaderboard)
 
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.leaderboard", description=__doc__.split("\n")[0])
     parser.add_argument("--results-dir", default=None, help="default: results (with --paper: results/TABLE)")
-    parser.add_argument("--out", default=SCRATCH, help=f"output folder (default: {SCRATCH}); never the official "
-                        f"leaderboard's, which only `python -m harness.tune sweep=official` writes")
+    parser.add_argument(
+        "--out",
+        default=SCRATCH,
+        help=f"output folder (default: {SCRATCH}); never the official "
+        f"leaderboard's, which only `python -m harness.tune sweep=official` writes",
+    )
     parser.add_argument("--sweep", default=None, help="only records of this named sweep")
     parser.add_argument("--stat", choices=("mean", "median"), default="mean")
-    parser.add_argument("--which", choices=("final", "best"), default="final",
-                        help="final evaluation, or the evaluation with the best validation score")
+    parser.add_argument(
+        "--which",
+        choices=("final", "best"),
+        default="final",
+        help="final evaluation, or the evaluation with the best validation score",
+    )
     parser.add_argument("--no-plot", action="store_true")
-    parser.add_argument("--site", default=None, metavar="DIR",
-                        help="also build the static web site into DIR (harness/report/site.py)")
-    parser.add_argument("--paper", default=None, metavar="TABLE",
-                        help="a published table (results/reference/TABLE.csv) beside our runs of sweep TABLE")
+    parser.add_argument(
+        "--site", default=None, metavar="DIR", help="also build the static web site into DIR (harness/report/site.py)"
+    )
+    parser.add_argument(
+        "--paper",
+        default=None,
+        metavar="TABLE",
+        help="a published table (results/reference/TABLE.csv) beside our runs of sweep TABLE",
+    )
     args = parser.parse_args(argv)
     if Path(args.out).resolve() == official_dir().resolve():
-        raise SystemExit(f"error: {args.out} holds the official leaderboard, written only by `python -m harness.tune "
-                         f"sweep=official`; choose another --out (default {SCRATCH})")
+        raise SystemExit(
+            f"error: {args.out} holds the official leaderboard, written only by `python -m harness.tune "
+            f"sweep=official`; choose another --out (default {SCRATCH})"
+        )
     try:
         if args.paper:
             text = paper_markdown(args.paper, args.results_dir or f"results/{args.paper}")
             Path(args.out).mkdir(parents=True, exist_ok=True)
             (Path(args.out) / f"paper_{args.paper}.md").write_text(text)
         else:
-            text = build_and_write(args.results_dir or "results", args.sweep, args.stat, args.which, args.out, not args.no_plot)
+            text = build_and_write(
+                args.results_dir or "results", args.sweep, args.stat, args.which, args.out, not args.no_plot
+            )
             if args.site:
                 if Path(args.site).resolve() == (official_dir() / "site").resolve():
-                    raise HarnessError(f"{args.site} holds the official site, written only by `python -m harness.tune sweep=official`")
-                print(f"site: {build_site(args.results_dir or 'results', args.site, args.sweep, args.stat, args.which)}",
-                      file=sys.stderr)
+                    raise HarnessError(
+                        f"{args.site} holds the official site, written only by `python -m harness.tune sweep=official`"
+                    )
+                print(
+                    f"site: {build_site(args.results_dir or 'results', args.site, args.sweep, args.stat, args.which)}",
+                    file=sys.stderr,
+                )
     except HarnessError as error:
         raise SystemExit(f"error: {error}") from None
     print(text)
+
 
 if __name__ == "__main__":
     main()

@@ -21,9 +21,11 @@ def cell(row: pd.Series, stat: str) -> str:
     interval = "" if pd.isna(row["low"]) else f" [{row['low']:.2f}, {row['high']:.2f}]"
     return f"{centre}{interval} (n={n})"
 
+
 def difference(row: pd.Series, reference: str) -> str:
     value = row[f"diff_{reference}"]
     return "—" if pd.isna(value) else f"{value:+.2f} {row[f'mark_{reference}']}"
+
 
 def wide_table(summary: pd.DataFrame, model: str, stat: str) -> pd.DataFrame:
     """The printed table of one model: methods as rows, a score and a Δ column per task and reference."""
@@ -33,8 +35,12 @@ def wide_table(summary: pd.DataFrame, model: str, stat: str) -> pd.DataFrame:
     for method, group in part.groupby("method"):
         by_task = group.set_index("task")
         kept, initial = int(group["adapter_params"].max()), int(group["adapter_params_initial"].max())
-        row = {"method": method, "adapter params": f"{kept:,}" + (f" (of {initial:,})" if initial != kept else ""),
-               "% backbone": f"{group['pct_backbone'].max():.3f}", "_sort": group["adapter_params"].max()}
+        row = {
+            "method": method,
+            "adapter params": f"{kept:,}" + (f" (of {initial:,})" if initial != kept else ""),
+            "% backbone": f"{group['pct_backbone'].max():.3f}",
+            "_sort": group["adapter_params"].max(),
+        }
         for task in tasks:
             present = task in by_task.index
             row[task] = cell(by_task.loc[task], stat) if present else "—"
@@ -46,12 +52,16 @@ def wide_table(summary: pd.DataFrame, model: str, stat: str) -> pd.DataFrame:
     table = pd.DataFrame(rows).sort_values(["_sort", "method"], ascending=[False, True])
     return table.drop(columns="_sort").reset_index(drop=True)
 
+
 def tuning_table(tuned: pd.DataFrame) -> pd.DataFrame:
     """The tuned values with the trials and the expected maximum over 1..trials of them."""
     table = tuned.drop(columns=["search scores", "higher_is_better", "edge gain"]).copy()
-    table["E[max] 1…k"] = [" / ".join(f"{expected_max(scores, k, higher):.2f}" for k in range(1, len(scores) + 1))
-                           for scores, higher in zip(tuned["search scores"], tuned["higher_is_better"])]
+    table["E[max] 1…k"] = [
+        " / ".join(f"{expected_max(scores, k, higher):.2f}" for k in range(1, len(scores) + 1))
+        for scores, higher in zip(tuned["search scores"], tuned["higher_is_better"])
+    ]
     return table
+
 
 def with_interval(value: float, low: float, high: float, digits: int) -> str:
     """`value [low, high]`, or the value alone where there is no interval (e.g. one run per task)."""
@@ -59,56 +69,91 @@ def with_interval(value: float, low: float, high: float, digits: int) -> str:
     interval = "" if np.isnan(low) else f" [{fixed(low)}, {fixed(high)}]"
     return f"{fixed(value)}{interval}"
 
+
 def across_tasks(aggregates: pd.DataFrame) -> pd.DataFrame:
     """The printed across-tasks table of one model (`across_tasks_frame`)."""
     table = aggregates[["method", "tasks", "runs"]].copy()
     for name, key in (("mean", "mean"), ("IQM", "iqm")):
-        table[name] = [with_interval(row[key], row[f"{key}_low"], row[f"{key}_high"], 3) for _, row in aggregates.iterrows()]
+        table[name] = [
+            with_interval(row[key], row[f"{key}_low"], row[f"{key}_high"], 3) for _, row in aggregates.iterrows()
+        ]
     return table
+
 
 def caption(summary: pd.DataFrame, model: str, stat: str, which: str) -> str:
     part = summary[summary["model"] == model]
-    metrics = ", ".join(f"{t}: {m} on {s}" for t, m, s in
-                        part[["task", "metric", "split"]].drop_duplicates().itertuples(index=False))
+    metrics = ", ".join(
+        f"{t}: {m} on {s}" for t, m, s in part[["task", "metric", "split"]].drop_duplicates().itertuples(index=False)
+    )
     with_items = part.dropna(subset=["items"])
-    covers = (f"seeds and the {', '.join(sorted({f'{int(i):,}' for i in with_items['items']}))} test items"
-              if len(with_items) == len(part) else "seeds, and test items where every seed kept its predictions"
-              if len(with_items) else "seed variation only (these records kept no predictions)")
+    covers = (
+        f"seeds and the {', '.join(sorted({f'{int(i):,}' for i in with_items['items']}))} test items"
+        if len(with_items) == len(part)
+        else "seeds, and test items where every seed kept its predictions"
+        if len(with_items)
+        else "seed variation only (these records kept no predictions)"
+    )
     centre = "median over seeds" if stat == "median" else f"mean over seeds [95 % interval over {covers}]"
-    return (f"Scores ×100 ({metrics}), {which} evaluation, {centre} (n = seeds). Adapter params "
-            f"exclude the task head; for methods that prune a rank budget, the count kept at the end "
-            f"(of the count trained at the start); % of the backbone's parameters. Δ full, Δ lora: paired "
-            f"difference to full fine-tuning and to LoRA on the same seeds (and items); ▲/▼ significantly "
-            f"better/worse (p < 0.05 after Holm's correction over every comparison in this table), ≈ no "
-            f"difference shown. Bold: the task's best cell and every cell whose paired difference to it has an "
-            f"interval covering 0.")
+    return (
+        f"Scores ×100 ({metrics}), {which} evaluation, {centre} (n = seeds). Adapter params "
+        f"exclude the task head; for methods that prune a rank budget, the count kept at the end "
+        f"(of the count trained at the start); % of the backbone's parameters. Δ full, Δ lora: paired "
+        f"difference to full fine-tuning and to LoRA on the same seeds (and items); ▲/▼ significantly "
+        f"better/worse (p < 0.05 after Holm's correction over every comparison in this table), ≈ no "
+        f"difference shown. Bold: the task's best cell and every cell whose paired difference to it has an "
+        f"interval covering 0."
+    )
 
-def markdown(summary: pd.DataFrame, aggregates: pd.DataFrame, stat: str, which: str, problems: list[str], tuned: pd.DataFrame,
-             sweep_caption: str | None = None, flag_notes: dict[str, str] | None = None) -> str:
+
+def markdown(
+    summary: pd.DataFrame,
+    aggregates: pd.DataFrame,
+    stat: str,
+    which: str,
+    problems: list[str],
+    tuned: pd.DataFrame,
+    sweep_caption: str | None = None,
+    flag_notes: dict[str, str] | None = None,
+) -> str:
     parts = ["# Leaderboard", "", *([" ".join(sweep_caption.split()), ""] if sweep_caption else [])]
     if summary.empty:
         parts.append("No successful runs yet.")
     for model in sorted(summary["model"].unique()):
-        parts += [f"## {model}", "", caption(summary, model, stat, which), "",
-                  wide_table(summary, model, stat).to_markdown(index=False, disable_numparse=True), ""]
+        parts += [
+            f"## {model}",
+            "",
+            caption(summary, model, stat, which),
+            "",
+            wide_table(summary, model, stat).to_markdown(index=False, disable_numparse=True),
+            "",
+        ]
         normalised = aggregates[aggregates["model"] == model]
         if not normalised.empty:
-            parts += ["Across tasks: every seed's score normalised per task to 0 = head-only, 1 = full fine-tuning "
-                      "(cell means); mean and interquartile mean over all runs of all tasks, [95 % stratified bootstrap "
-                      "interval, runs resampled within each task; none where every task has a single run].", "",
-                      across_tasks(normalised).to_markdown(index=False, disable_numparse=True), ""]
+            parts += [
+                "Across tasks: every seed's score normalised per task to 0 = head-only, 1 = full fine-tuning "
+                "(cell means); mean and interquartile mean over all runs of all tasks, [95 % stratified bootstrap "
+                "interval, runs resampled within each task; none where every task has a single run].",
+                "",
+                across_tasks(normalised).to_markdown(index=False, disable_numparse=True),
+                "",
+            ]
         found = flags(summary, model, tuned)
         parts += ["Sanity flags:", "", *[f"- {flag}" for flag in found], ""] if found else ["Sanity flags: none.", ""]
         note = flag_note(flag_notes, model)
         parts += [note, ""] if note else []
     if not tuned.empty:
-        parts += ["## Tuned learning rates", "",
-                  "Chosen per (method, task): the searched (lr / head lr) pair whose search-seed run had the best "
-                  "primary metric on the selection split; every seed ran with it, and the table above shows only those runs. "
-                  "Trials: points searched (a log grid extended while its best point was on its edge, then refined; "
-                  "harness/protocol/lr_search.py), the same number for every method. E[max] k: the expected best selection score of "
-                  "k trials drawn from those searched (Dodge et al. 2019), the tuning budget's return.", "",
-                  tuning_table(tuned).to_markdown(index=False, disable_numparse=True), ""]
+        parts += [
+            "## Tuned learning rates",
+            "",
+            "Chosen per (method, task): the searched (lr / head lr) pair whose search-seed run had the best "
+            "primary metric on the selection split; every seed ran with it, and the table above shows only those runs. "
+            "Trials: points searched (a log grid extended while its best point was on its edge, then refined; "
+            "harness/protocol/lr_search.py), the same number for every method. E[max] k: the expected best selection score of "
+            "k trials drawn from those searched (Dodge et al. 2019), the tuning budget's return.",
+            "",
+            tuning_table(tuned).to_markdown(index=False, disable_numparse=True),
+            "",
+        ]
     if not summary.empty:
         parts += convergence_section(summary)
     if problems:

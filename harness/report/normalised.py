@@ -1,11 +1,24 @@
 """Scores normalised across tasks: per task, 0 = head-only and 1 = full fine-tuning (their cell means),
 so that methods can be aggregated over tasks (mean, IQM) and profiled (harness/report/plots.py)."""
+
 import pandas as pd
 
 from harness.report.statistics import aggregate, normalise
 
-AGGREGATE_COLUMNS = ["model", "method", "tasks", "runs", "adapter_params", "higher_is_better",
-                     "mean", "mean_low", "mean_high", "iqm", "iqm_low", "iqm_high"]
+AGGREGATE_COLUMNS = [
+    "model",
+    "method",
+    "tasks",
+    "runs",
+    "adapter_params",
+    "higher_is_better",
+    "mean",
+    "mean_low",
+    "mean_high",
+    "iqm",
+    "iqm_low",
+    "iqm_high",
+]
 
 
 def normalised_runs(runs: pd.DataFrame, summary: pd.DataFrame, model: str) -> pd.DataFrame:
@@ -13,11 +26,16 @@ def normalised_runs(runs: pd.DataFrame, summary: pd.DataFrame, model: str) -> pd
     and 1 = full fine-tuning (their cell means) in a `normalised` column."""
     cells = summary[summary["model"] == model].set_index(["method", "task"])["mean"]
     part = runs[runs["model"] == model]
-    tasks = [t for t in sorted(part["task"].unique())
-             if ("head", t) in cells.index and ("full", t) in cells.index and cells[("full", t)] != cells[("head", t)]]
+    tasks = [
+        t
+        for t in sorted(part["task"].unique())
+        if ("head", t) in cells.index and ("full", t) in cells.index and cells[("full", t)] != cells[("head", t)]
+    ]
     part = part[part["task"].isin(tasks)].copy()
-    part["normalised"] = [normalise(score, cells[("head", task)], cells[("full", task)])
-                          for score, task in zip(part["score"], part["task"])]
+    part["normalised"] = [
+        normalise(score, cells[("head", task)], cells[("full", task)])
+        for score, task in zip(part["score"], part["task"])
+    ]
     return part
 
 
@@ -37,7 +55,24 @@ def across_tasks_frame(runs: pd.DataFrame, summary: pd.DataFrame, model: str) ->
         if any(len(values) == 0 for values in per_task):
             continue
         mean, iqm = aggregate(per_task, "mean"), aggregate(per_task, "iqm")
-        rows.append({"model": model, "method": method, "tasks": len(tasks), "runs": sum(map(len, per_task)),
-                     "adapter_params": int(group["adapter_params"].max()), "higher_is_better": True,
-                     "mean": mean[0], "mean_low": mean[1], "mean_high": mean[2], "iqm": iqm[0], "iqm_low": iqm[1], "iqm_high": iqm[2]})
-    return pd.DataFrame(rows, columns=AGGREGATE_COLUMNS).sort_values(["mean", "method"], ascending=[False, True]).reset_index(drop=True)
+        rows.append(
+            {
+                "model": model,
+                "method": method,
+                "tasks": len(tasks),
+                "runs": sum(map(len, per_task)),
+                "adapter_params": int(group["adapter_params"].max()),
+                "higher_is_better": True,
+                "mean": mean[0],
+                "mean_low": mean[1],
+                "mean_high": mean[2],
+                "iqm": iqm[0],
+                "iqm_low": iqm[1],
+                "iqm_high": iqm[2],
+            }
+        )
+    return (
+        pd.DataFrame(rows, columns=AGGREGATE_COLUMNS)
+        .sort_values(["mean", "method"], ascending=[False, True])
+        .reset_index(drop=True)
+    )

@@ -10,6 +10,7 @@ validation_mismatched). Ours follows the table's own selection rule: `stat` over
 or median) of the `which` evaluation (final, or best = the epoch with the best validation score),
 ×100, with the number of seeds; "no runs" where there is none.
 """
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +18,8 @@ import pandas as pd
 
 from harness.config.paths import REFERENCE_DIR
 from harness.errors import HarnessError
-from harness.store.records import RecordStore, method_label
 from harness.report.frames import runs_frame
+from harness.store.records import RecordStore, method_label
 
 SELECTION = {"stat": ("mean", "median"), "which": ("final", "best")}
 
@@ -44,13 +45,23 @@ def ours(records: list[dict], reference: pd.DataFrame) -> dict[tuple, dict]:
     for metric, split, which in rules:
         runs = runs_frame(records, which=which, metric=metric, split=split or None)
         for (model, label, task), group in runs.groupby(["model", "method", "task"]):
-            rows = reference[(reference["model"] == model) & (reference["label"] == label) & (reference["task"] == task)
-                             & (reference["metric"] == metric) & (reference["split"] == split) & (reference["which"] == which)]
+            rows = reference[
+                (reference["model"] == model)
+                & (reference["label"] == label)
+                & (reference["task"] == task)
+                & (reference["metric"] == metric)
+                & (reference["split"] == split)
+                & (reference["which"] == which)
+            ]
             for stat in rows["stat"].unique():
                 scores = group["score"]
                 found[(model, label, task, metric, split)] = {
-                    "n": len(scores), "centre": scores.median() if stat == "median" else scores.mean(),
-                    "std": scores.std(), "stat": stat, "adapter_params": group["adapter_params"].median()}
+                    "n": len(scores),
+                    "centre": scores.median() if stat == "median" else scores.mean(),
+                    "std": scores.std(),
+                    "stat": stat,
+                    "adapter_params": group["adapter_params"].median(),
+                }
     return found
 
 
@@ -79,20 +90,30 @@ def paper_view(table: str, results_dir: str, reference_dir: Path = REFERENCE_DIR
     rows = []
     for row in reference.itertuples():
         mine = found.get((row.model, row.label, row.task, row.metric, row.split))
-        rows.append({
-            "model": row.model, "method": row.label, "task": row.task,
-            "metric": row.metric + (f" ({row.split})" if row.split else ""),
-            "params (paper)": "—" if pd.isna(row.params) else f"{int(row.params):,}",
-            "params (ours)": "—" if mine is None else f"{int(mine['adapter_params']):,}",
-            "published": str(row.value), "ours": cell(mine),
-            "difference": "—" if mine is None else f"{mine['centre'] - row.value:+.2f}",
-        })
+        rows.append(
+            {
+                "model": row.model,
+                "method": row.label,
+                "task": row.task,
+                "metric": row.metric + (f" ({row.split})" if row.split else ""),
+                "params (paper)": "—" if pd.isna(row.params) else f"{int(row.params):,}",
+                "params (ours)": "—" if mine is None else f"{int(mine['adapter_params']):,}",
+                "published": str(row.value),
+                "ours": cell(mine),
+                "difference": "—" if mine is None else f"{mine['centre'] - row.value:+.2f}",
+            }
+        )
     first = reference.iloc[0]
-    rules = ", ".join(sorted({f"{s} over seeds of the {w} evaluation" for s, w in zip(reference["stat"], reference["which"])}))
-    return PaperView(f"{first['paper']}, {first['table']}: published vs ours",
-                     f"Ours: records of sweep `{table}` in {results_dir}, ×100, by the table's rule ({rules}; n = seeds). "
-                     f"Published protocol and source per row in results/reference/{table}.csv.",
-                     pd.DataFrame(rows), problems)
+    rules = ", ".join(
+        sorted({f"{s} over seeds of the {w} evaluation" for s, w in zip(reference["stat"], reference["which"])})
+    )
+    return PaperView(
+        f"{first['paper']}, {first['table']}: published vs ours",
+        f"Ours: records of sweep `{table}` in {results_dir}, ×100, by the table's rule ({rules}; n = seeds). "
+        f"Published protocol and source per row in results/reference/{table}.csv.",
+        pd.DataFrame(rows),
+        problems,
+    )
 
 
 def paper_markdown(table: str, results_dir: str, reference_dir: Path = REFERENCE_DIR) -> str:

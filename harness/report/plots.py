@@ -10,6 +10,7 @@
 - leaderboard_tuning.png (tuning protocols only): per (model, task), the expected best validation score
   against the number of tuning trials (Dodge et al. 2019), ± one standard deviation.
 """
+
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,9 @@ def finish(axis, xlabel: str, ylabel: str, title: str | None = None, legend_belo
         axis.legend(fontsize=7, loc="best")
 
 
-def cost_axis(axis, part: pd.DataFrame, score: str, low: str, high: str, label: str, colors: dict, markers: dict) -> None:
+def cost_axis(
+    axis, part: pd.DataFrame, score: str, low: str, high: str, label: str, colors: dict, markers: dict
+) -> None:
     """One panel of adapter params (log) against a score with interval bars and the Pareto frontier."""
     for row in part.sort_values("method").itertuples():
         x, y = max(row.adapter_params, 1), getattr(row, score)
@@ -98,8 +101,15 @@ def cost_axis(axis, part: pd.DataFrame, score: str, low: str, high: str, label: 
         if row.method == FULL:
             axis.axhline(y, linestyle="--", color="grey", linewidth=1, label="full fine-tuning")
     frontier = pareto_frontier(part, score)
-    axis.plot([max(x, 1) for x in frontier["adapter_params"]], frontier[score], color="black", linewidth=1,
-              alpha=0.5, drawstyle="steps-post", label="Pareto frontier")
+    axis.plot(
+        [max(x, 1) for x in frontier["adapter_params"]],
+        frontier[score],
+        color="black",
+        linewidth=1,
+        alpha=0.5,
+        drawstyle="steps-post",
+        label="Pareto frontier",
+    )
     axis.set_xscale("log")
     finish(axis, "trainable adapter parameters (log; head excluded)", label, legend_below=True)
 
@@ -111,7 +121,16 @@ def plot_tasks(summary: pd.DataFrame, path: Path) -> None:
     colors, markers = method_colors(summary["method"]), method_markers(summary["method"])
     for axis, (model, task) in zip(axes, keys):
         part = summary[(summary["model"] == model) & (summary["task"] == task)]
-        cost_axis(axis, part, "score", "low", "high", f"{part['metric'].iloc[0]} ×100 ({part['split'].iloc[0]})", colors, markers)
+        cost_axis(
+            axis,
+            part,
+            "score",
+            "low",
+            "high",
+            f"{part['metric'].iloc[0]} ×100 ({part['split'].iloc[0]})",
+            colors,
+            markers,
+        )
         axis.set_title(f"{model} / {task}")
     save(plt, figure, path)
 
@@ -123,7 +142,16 @@ def plot_pareto(aggregates: pd.DataFrame, path: Path) -> None:
     colors, markers = method_colors(aggregates["method"]), method_markers(aggregates["method"])
     for axis, model in zip(axes, models):
         part = aggregates[aggregates["model"] == model]
-        cost_axis(axis, part, "mean", "mean_low", "mean_high", "normalised score (0 = head-only, 1 = full FT)", colors, markers)
+        cost_axis(
+            axis,
+            part,
+            "mean",
+            "mean_low",
+            "mean_high",
+            "normalised score (0 = head-only, 1 = full FT)",
+            colors,
+            markers,
+        )
         axis.set_title(f"{model}: mean over {part['tasks'].iloc[0]} task(s), 95 % interval")
     save(plt, figure, path)
 
@@ -146,8 +174,12 @@ def plot_profiles(normalised: dict[str, pd.DataFrame], path: Path) -> None:
             axis.plot(thresholds, profile, label=method, linewidth=1.2, color=colors[method])
             if not np.isnan(low).all():
                 axis.fill_between(thresholds, low, high, color=colors[method], alpha=0.12, linewidth=0)
-        finish(axis, "normalised score τ (0 = head-only, 1 = full fine-tuning)", "fraction of runs with score > τ",
-               f"{model}: performance profile over {len(tasks)} task(s), 95 % band")
+        finish(
+            axis,
+            "normalised score τ (0 = head-only, 1 = full fine-tuning)",
+            "fraction of runs with score > τ",
+            f"{model}: performance profile over {len(tasks)} task(s), 95 % band",
+        )
     save(plt, figure, path)
 
 
@@ -166,13 +198,18 @@ def plot_tuning(tuned: pd.DataFrame, path: Path) -> None:
             axis.plot(trials, mean, marker="o", markersize=3, label=row["method"], linewidth=1.2, color=color)
             axis.fill_between(trials, mean - spread, mean + spread, color=color, alpha=0.08, linewidth=0)
         axis.xaxis.get_major_locator().set_params(integer=True)
-        finish(axis, "tuning trials (grid points drawn with replacement)", "expected best validation score ×100",
-               f"{model} / {task}: expected max ± 1 sd")
+        finish(
+            axis,
+            "tuning trials (grid points drawn with replacement)",
+            "expected best validation score ×100",
+            f"{model} / {task}: expected max ± 1 sd",
+        )
     save(plt, figure, path)
 
 
-def write_all(out: Path, summary: pd.DataFrame, aggregates: pd.DataFrame, normalised: dict[str, pd.DataFrame],
-              tuned: pd.DataFrame) -> list[Path]:
+def write_all(
+    out: Path, summary: pd.DataFrame, aggregates: pd.DataFrame, normalised: dict[str, pd.DataFrame], tuned: pd.DataFrame
+) -> list[Path]:
     """Writes every figure there is data for; returns their paths."""
     written = [out / "leaderboard.png"]
     plot_tasks(summary, written[-1])

@@ -2,12 +2,12 @@
 task)'s search runs, the (lr, head lr) pair with the best primary metric on the tuning split, once the
 search's trials have all finished; the protocol uses it to pick, the leaderboard to keep only the
 chosen runs."""
+
 from collections.abc import Mapping
 
 import pandas as pd
 
 from harness.store.records import method_label
-
 
 FAILED = float("-inf")
 
@@ -48,8 +48,11 @@ def selection_score(record: dict) -> float:
 
 def search_records(records: list[dict]) -> dict[float, dict]:
     """One (model, method, task)'s finished (succeeded or failed) search-seed runs by their exponent."""
-    return {tuning_of(r)["exponent"]: r for r in records
-            if r["seed"] == tuning_of(r)["search_seed"] and not of_seeds_stage(r) and r["status"] in ("success", "failed")}
+    return {
+        tuning_of(r)["exponent"]: r
+        for r in records
+        if r["seed"] == tuning_of(r)["search_seed"] and not of_seeds_stage(r) and r["status"] in ("success", "failed")
+    }
 
 
 def best_tuned(records: list[dict]) -> dict | None:
@@ -79,19 +82,21 @@ def edge_gain(search: dict[float, dict], chosen: float) -> float | None:
 
 def select_tuned(records: list[dict]) -> tuple[list[dict], pd.DataFrame]:
     """Protocol runs reduced to the chosen (lr, head lr) of each (model, method, task), every seed
-    at it (only the seeds stage's runs where it has runs of its own: the search's at the pick trained
-    on a shorter budget); other records pass through. Also the table of chosen values: the searched pairs in grid
-    order with their selection scores, the number of trials and whether the pick is on the edge of
-    the searched range (the leaderboard's "widen the grid" flag) and, when it is, by how many points the
-pick beat the searched point next to it (`edge gain`, on the selection split: small when the score
-has flattened at the edge, large when the optimum probably lies beyond)."""
+        at it (only the seeds stage's runs where it has runs of its own: the search's at the pick trained
+        on a shorter budget); other records pass through. Also the table of chosen values: the searched pairs in grid
+        order with their selection scores, the number of trials and whether the pick is on the edge of
+        the searched range (the leaderboard's "widen the grid" flag) and, when it is, by how many points the
+    pick beat the searched point next to it (`edge gain`, on the selection split: small when the score
+    has flattened at the edge, large when the optimum probably lies beyond)."""
     groups: dict[tuple, list[dict]] = {}
     kept = []
     for record in records:
         if tuning_of(record) is None:
             kept.append(record)
         else:
-            groups.setdefault((record["model"], method_label(record["method"], record.get("variant")), record["task"]), []).append(record)
+            groups.setdefault(
+                (record["model"], method_label(record["method"], record.get("variant")), record["task"]), []
+            ).append(record)
     rows = []
     for (model, method, task), group in sorted(groups.items()):
         winner = best_tuned(group)
@@ -102,16 +107,38 @@ has flattened at the edge, large when the optimum probably lies beyond)."""
         kept += own_stage or at_pick
         tuning, metrics = tuning_of(winner), winner["metrics"]
         search = dict(sorted(search_records(group).items()))
-        rows.append({"model": model, "method": method, "task": task, "lr": f"{lr_pair(winner)[0]:g}",
-                     "head lr": f"{lr_pair(winner)[1]:g}",
-                     "searched (lr/head lr)": grid_text(lr_pair(r) for r in search.values()),
-                     "chosen on": f"{tuning['split']} {metrics['primary']} {100 * metrics['final'][tuning['split']][metrics['primary']]:.2f} (seed {tuning['search_seed']})",
-                     "trials": len(search),
-                     "at edge": tuning["exponent"] in (min(search), max(search)),
-                     "edge gain": edge_gain(search, tuning["exponent"]),
-                     "search scores": [100 * r["metrics"]["final"][tuning["split"]][r["metrics"]["primary"]]
-                                       for r in search.values() if r["status"] == "success"],
-                     "higher_is_better": metrics["higher_is_better"]})
-    columns = ["model", "method", "task", "lr", "head lr", "searched (lr/head lr)", "chosen on", "trials", "at edge",
-               "edge gain", "search scores", "higher_is_better"]
+        rows.append(
+            {
+                "model": model,
+                "method": method,
+                "task": task,
+                "lr": f"{lr_pair(winner)[0]:g}",
+                "head lr": f"{lr_pair(winner)[1]:g}",
+                "searched (lr/head lr)": grid_text(lr_pair(r) for r in search.values()),
+                "chosen on": f"{tuning['split']} {metrics['primary']} {100 * metrics['final'][tuning['split']][metrics['primary']]:.2f} (seed {tuning['search_seed']})",
+                "trials": len(search),
+                "at edge": tuning["exponent"] in (min(search), max(search)),
+                "edge gain": edge_gain(search, tuning["exponent"]),
+                "search scores": [
+                    100 * r["metrics"]["final"][tuning["split"]][r["metrics"]["primary"]]
+                    for r in search.values()
+                    if r["status"] == "success"
+                ],
+                "higher_is_better": metrics["higher_is_better"],
+            }
+        )
+    columns = [
+        "model",
+        "method",
+        "task",
+        "lr",
+        "head lr",
+        "searched (lr/head lr)",
+        "chosen on",
+        "trials",
+        "at edge",
+        "edge gain",
+        "search scores",
+        "higher_is_better",
+    ]
     return kept, pd.DataFrame(rows, columns=columns)

@@ -31,6 +31,7 @@ interval (runs resampled within each task). rliable would be the library for thi
 imports `arch`, which fails at import under pandas 3 (`deprecate_kwarg` signature); scipy.stats.bootstrap
 with one sample per task is the same stratified bootstrap.
 """
+
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -62,7 +63,9 @@ def item_variance(per_item: np.ndarray) -> float:
     return max(per_item.mean(axis=0).var(ddof=1) - within / n, 0.0) / items if items > 1 else 0.0
 
 
-def estimate(seed_scores: Sequence[float] | None = None, per_item: Optional[np.ndarray] = None, level: float = LEVEL) -> Estimate:
+def estimate(
+    seed_scores: Sequence[float] | None = None, per_item: Optional[np.ndarray] = None, level: float = LEVEL
+) -> Estimate:
     """The mean over seeds with its `level` interval, from per-seed scores or from a seeds × items
     matrix of per-item scores whose row means are the seed scores (then the item part is added)."""
     if per_item is not None:
@@ -118,8 +121,9 @@ def iqm(values: np.ndarray, axis: int = -1) -> np.ndarray:
     return stats.trim_mean(values, 0.25, axis=axis)
 
 
-def stratified_bootstrap(per_task: Sequence[Sequence[float]], statistic, level: float = LEVEL, resamples: int = 2000,
-                         seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def stratified_bootstrap(
+    per_task: Sequence[Sequence[float]], statistic, level: float = LEVEL, resamples: int = 2000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(value, low, high) of `statistic` over all tasks' runs, with a percentile bootstrap interval whose
     resamples draw runs within each task (scipy.stats.bootstrap with one sample per task; a task with
     a single run enters every resample as it is). `statistic(tasks)` takes one array per task whose
@@ -138,23 +142,41 @@ def stratified_bootstrap(per_task: Sequence[Sequence[float]], statistic, level: 
         result = np.asarray(statistic(tasks))
         return np.moveaxis(result, -1, 0) if result.ndim > len(batch) else result
 
-    result = stats.bootstrap([samples[i] for i in varying], resampled, n_resamples=resamples, confidence_level=level,
-                             method="percentile", vectorized=True, random_state=np.random.default_rng(seed))
+    result = stats.bootstrap(
+        [samples[i] for i in varying],
+        resampled,
+        n_resamples=resamples,
+        confidence_level=level,
+        method="percentile",
+        vectorized=True,
+        random_state=np.random.default_rng(seed),
+    )
     return value, np.asarray(result.confidence_interval.low), np.asarray(result.confidence_interval.high)
 
 
-def aggregate(per_task: Sequence[Sequence[float]], statistic: str = "iqm", level: float = LEVEL,
-              resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+def aggregate(
+    per_task: Sequence[Sequence[float]],
+    statistic: str = "iqm",
+    level: float = LEVEL,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
     """(value, low, high) of the mean or IQM over all runs of all tasks (normalised scores), with a
     stratified bootstrap interval (`stratified_bootstrap`)."""
     reduce = {"iqm": iqm, "mean": np.mean}[statistic]
-    value, low, high = stratified_bootstrap(per_task, lambda tasks: reduce(np.concatenate(tasks, axis=-1), axis=-1),
-                                            level, resamples, seed)
+    value, low, high = stratified_bootstrap(
+        per_task, lambda tasks: reduce(np.concatenate(tasks, axis=-1), axis=-1), level, resamples, seed
+    )
     return float(value), float(low), float(high)
 
 
-def performance_profile(per_task: Sequence[Sequence[float]], thresholds: Sequence[float], level: float = LEVEL,
-                        resamples: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def performance_profile(
+    per_task: Sequence[Sequence[float]],
+    thresholds: Sequence[float],
+    level: float = LEVEL,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The score distribution of Agarwal et al. (2021): for each threshold τ, the fraction of runs
     scoring above τ, averaged over tasks (each task weighs the same), with a stratified bootstrap band."""
     thresholds = np.asarray(thresholds, dtype=float)

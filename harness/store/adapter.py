@@ -3,6 +3,7 @@
 or prunes) as <results_dir>/runs/<run_key>.adapter.safetensors, named with its SHA-256 in the
 record's `adapter`. `load_adapter` puts it onto a freshly built model with the same method config,
 which then gives the trained model's outputs."""
+
 from pathlib import Path
 
 from harness.errors import HarnessError

@@ -1,6 +1,7 @@
 """Files beside the records: written atomically (temporary file, fsync, rename), so that a killed
 process leaves the previous complete file or the new one, never a truncated one; created with the
 process umask (0644 under the usual 022), like any file `open` creates; checksummed with SHA-256."""
+
 import hashlib
 import os
 import tempfile
@@ -57,4 +58,6 @@ def ensure_writable(folder: Path, key: str) -> None:
         with tempfile.NamedTemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise HarnessError(f"{key}: folder '{folder}' is not writable ({error.strerror}); set {key} to a writable folder") from None
+        raise HarnessError(
+            f"{key}: folder '{folder}' is not writable ({error.strerror}); set {key} to a writable folder"
+        ) from None

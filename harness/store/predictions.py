@@ -9,6 +9,7 @@ Parquet: about 40 bytes per example and evaluation with five classes (a default 
 rows, 26 kB; the demo sweep's 11 runs: about 0.26 MB). The record names the file with
 its SHA-256 (`predictions`), so statistics can pair runs on the same examples.
 """
+
 import hashlib
 import json
 from pathlib import Path
@@ -60,19 +61,27 @@ def row_columns(task, evaluations: dict[int, dict[str, np.ndarray]]) -> dict:
     """The columns naming each row: split, step and example id."""
     ids = {split: example_ids(task.splits[split]) for split in task.eval_splits}
     rows = evaluated(evaluations)
-    return {"split": strings([split for _, split, values in rows for _ in range(len(values))]).dictionary_encode(),
-            "step": numbers(np.concatenate([np.full(len(values), step, dtype=np.int32) for step, _, values in rows])),
-            "example_id": strings([i for _, split, _ in rows for i in ids[split]])}
+    return {
+        "split": strings([split for _, split, values in rows for _ in range(len(values))]).dictionary_encode(),
+        "step": numbers(np.concatenate([np.full(len(values), step, dtype=np.int32) for step, _, values in rows])),
+        "example_id": strings([i for _, split, _ in rows for i in ids[split]]),
+    }
 
 
 def generated_table(task, evaluations: dict[int, dict[str, np.ndarray]]):
     """A generative task's predictions: `label` and `prediction` are the reference and extracted answers,
     `generation` the text the model wrote."""
     rows, generation = evaluated(evaluations), task.generation
-    return pa.table({**row_columns(task, evaluations),
-                     "label": strings([generation.reference(label, split) for _, split, _ in rows for label in task.splits[split].labels]),
-                     "prediction": strings([generation.extract(text, split) for _, split, texts in rows for text in texts]),
-                     "generation": strings([text for _, _, texts in rows for text in texts])})
+    return pa.table(
+        {
+            **row_columns(task, evaluations),
+            "label": strings(
+                [generation.reference(label, split) for _, split, _ in rows for label in task.splits[split].labels]
+            ),
+            "prediction": strings([generation.extract(text, split) for _, split, texts in rows for text in texts]),
+            "generation": strings([text for _, _, texts in rows for text in texts]),
+        }
+    )
 
 
 def table(task, encoded: dict, evaluations: dict[int, dict[str, np.ndarray]]):
@@ -98,7 +107,7 @@ def write_predictions(path: Path, task, encoded: dict, outcome) -> dict:
     """Writes the final and best evaluations' predictions; returns the record's `predictions` entry."""
 
     evaluations = {outcome.best_step: outcome.best_outputs, outcome.steps: outcome.final_outputs}
-    atomic_write(path, lambda temporary: pq.write_table(table(task, encoded, evaluations), temporary,
-                                                        compression="zstd"))
+    atomic_write(
+        path, lambda temporary: pq.write_table(table(task, encoded, evaluations), temporary, compression="zstd")
+    )
     return {**described(path), "steps": {"final": outcome.steps, "best": outcome.best_step}}
-

@@ -4,6 +4,7 @@ The CPU is named by its model and by the instruction set torch's kernels use on 
 (`torch.backends.cpu.get_cpu_capability()`, e.g. AVX2, AVX512): the same code, libraries and seed give
 the same bits only on the same kernels, so a record made on an AVX512 machine is reproduced on an AVX2
 one to within rounding (its metrics), not bit for bit (harness/protocol/verify.py)."""
+
 import platform
 import subprocess
 from datetime import datetime, timezone

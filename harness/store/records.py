@@ -13,6 +13,7 @@ is read as a failed run, with a note. Records are written atomically (harness/st
 is trained by one process at a time: `RecordStore.lock` (a file lock that the OS releases when its
 process dies, so a dead launcher's lock is taken over).
 """
+
 import copy
 import functools
 import hashlib
@@ -24,14 +25,31 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from harness.config.per_task import effective_config
 from harness.errors import HarnessError
 from harness.store.files import atomic_write_text, ensure_writable
-from harness.config.per_task import effective_config
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("record.schema.json")
-NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "logger", "progress", "threads", "sweep", "tags", "hydra", "protocol", "tuning",
-                     "per_task", "deterministic", "job_index", "save_adapter", "checkpoint", "fsdp", "caption")
+NON_SEMANTIC_KEYS = (
+    "results_dir",
+    "cache_dir",
+    "logger",
+    "progress",
+    "threads",
+    "sweep",
+    "tags",
+    "hydra",
+    "protocol",
+    "tuning",
+    "per_task",
+    "deterministic",
+    "job_index",
+    "save_adapter",
+    "checkpoint",
+    "fsdp",
+    "caption",
+)
 LOCK_WAIT_SECONDS = 1.0  # a launcher waits this long for a run's lock before leaving the run to its holder
 
 
@@ -60,7 +78,9 @@ def semantic_config(config: dict) -> dict:
     config = copy.deepcopy(config)
     for key in NON_SEMANTIC_KEYS:
         config.pop(key, None)
-    if isinstance(config.get("model"), dict):  # the role map only names targets; their resolved patterns are in method.targets
+    if isinstance(
+        config.get("model"), dict
+    ):  # the role map only names targets; their resolved patterns are in method.targets
         config["model"].pop("roles", None)
     return config
 
@@ -163,7 +183,9 @@ def checked(record: object, name: str) -> tuple[dict, str | None]:
         bad = {which: score for which, score in scores.items() if score is None or not math.isfinite(score)}
         if bad:
             metrics = record["metrics"]
-            text = ", ".join(f"{which} {metrics['report_split']} {metrics['primary']} = {score}" for which, score in bad.items())
+            text = ", ".join(
+                f"{which} {metrics['report_split']} {metrics['primary']} = {score}" for which, score in bad.items()
+            )
             record = {**record, "status": "failed", "error": f"non-finite score ({text})"}
             return record, f"{name}: non-finite score ({text}); counted as a failed run"
     return record, None
@@ -260,7 +282,9 @@ def drop_stale_duplicates(records: list[dict], problems: list[str]) -> tuple[lis
     for record in records:
         current = run_key(record["config"])
         if record["run_key"] != current and current in keys:
-            problems.append(f"{record['run_key']}.json: the same run as {current}.json (a key from an older key scheme); counted once")
+            problems.append(
+                f"{record['run_key']}.json: the same run as {current}.json (a key from an older key scheme); counted once"
+            )
         else:
             kept.append(record)
     return kept, problems
