@@ -29,7 +29,7 @@ def role_targets(*roles: str):
     a config built in code, the `${roles:...}` interpolation resolved on the chosen model in a composed
     one (harness/config/compose.py)."""
     # pragma below: this runs at import (class bodies), where mutmut cannot switch mutants on; its mutants, applied by
-    # hand, fail tests/test_roles.py (no default → import error; no/renamed metadata or no BERT names → role tests)
+    # hand, fail tests/config/test_roles.py (no default → import error; no/renamed metadata or no BERT names → role tests)
     return field(default_factory=lambda: bert_targets(*roles), metadata={"roles": roles})  # pragma: no mutate
 
 

@@ -15,7 +15,7 @@ LoRA (2r ≤ min(d_in, d_out), since 2r singular pairs are split between A and B
 ArBr (A: odd rows of Vᵀ, B: even columns of U) and A2rBr (A = Vᵀ[r:2r], B = U[:, :r]).
 The reference and PEFT take the singular pairs from torch.svd_lowrank(q=4r, niter=4), a randomised
 approximation of the same top-2r pairs (in float32); this one is exact and deterministic (the
-differences to PEFT are measured in tests/test_lora_ga.py). Singular vectors have arbitrary signs, so
+differences to PEFT are measured in tests/methods/test_lora_ga.py). Singular vectors have arbitrary signs, so
 one exact init differs from another by signs of A's rows and B's columns (same subspace, same scale).
 The gradient pass counts into the run's cost (cost.init_seconds, inside train_seconds).
 Saved state: A, B and the initial factors A0, B0 (buffers): loading them re-applies W0 − s·B0 A0 to

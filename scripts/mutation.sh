@@ -6,9 +6,7 @@
 #   bash scripts/mutation.sh 'methods.lora.*'   # only these mutants (mutmut name globs); partial report
 #
 # What is mutated and which tests run is configured in pyproject.toml [tool.mutmut]: methods/ against
-# tests/test_methods.py test_lora.py test_lora_relatives.py test_structured_methods.py
-# test_budget_methods.py test_rac_lora.py test_images.py test_lora_ga.py test_peft_bridge.py test_checkpoints.py
-# test_decoder.py and every tests/test_method_*.py.
+# tests/methods/, tests/tasks/test_images.py, tests/engine/test_checkpoint.py and tests/models/test_decoder.py.
 # Environment: JOBS (parallel mutant workers, default 2), MUTMUT_VERSION (pip spec, default ">=3.8,<4"),
 # REPORT / SURVIVORS (output paths), KEEP=1 (do not delete mutants/ first).
 set -euo pipefail

@@ -29,7 +29,7 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
         echo "note: task fashion_mnist needs the Debian package dataset-fashion-mnist (sudo apt-get install dataset-fashion-mnist)"
     fi
 fi
-# The leaderboard site's browser tests (tests/test_site.py) drive Debian's chromium; they skip, saying
+# The leaderboard site's browser tests (tests/report/test_site.py) drive Debian's chromium; they skip, saying
 # so, where it cannot be installed.
 if [ "$extra" = "test" ] && ! command -v chromedriver >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

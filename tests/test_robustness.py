@@ -23,7 +23,7 @@ from harness.protocol.progress import progress_line, summary
 from harness.report.board import build_and_write
 from harness.store.records import RecordStore, identify, new_record
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["model=tiny_bert", "task.limit_train=32", "task.limit_eval=16", "train.batch_size=8", "progress=false"]
 
 # (overrides, the start of the one-line error): the command line's check reports it (nothing runs), or the

@@ -18,7 +18,7 @@ Without per-item scores (records without predictions, or a metric that is not a 
 as MCC or macro F1) only the seed part is used: exactly the paired t-test over seeds
 (scipy.stats.ttest_rel) for differences and the one-sample t interval for a cell.
 
-Why not a percentile bootstrap over seeds then items: simulated at 3–5 seeds (tests/test_statistics.py),
+Why not a percentile bootstrap over seeds then items: simulated at 3–5 seeds (tests/report/test_statistics.py),
 its 95 % interval of a null difference covers 0 in only 78–83 % of tables when seed variation
 dominates (a bootstrap over five values cannot know that five is few), and a bootstrap of items
 nested within seeds shrinks the item variance n-fold. The moment estimate with t quantiles covers

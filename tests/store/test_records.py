@@ -27,7 +27,7 @@ from harness.store.records import RecordStore, identify, schema_problem
 from methods import build_method
 from tasks import load_task
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

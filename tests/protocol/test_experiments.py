@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import QUICK
 from hydra import compose
 
 from harness.config.compose import project_config
@@ -22,8 +21,9 @@ from harness.protocol.tune import Cell, Composer, Outcomes, Protocol, Search, Su
 from harness.report.selection import lr_pair, select_tuned
 from harness.store.records import RecordStore, identify, new_record, resolved_config, run_key
 from tasks.glue import GLUE_TASKS
+from tests.conftest import QUICK
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def composed(*overrides: str):

@@ -10,7 +10,7 @@ import pytest
 
 from harness.config.preflight import group_options
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def harness(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ from harness.report.leaderboard import build_and_write, main
 from harness.report.statistics import estimate
 from harness.store.records import run_key
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 BACKBONE = 22_713_216
 # (method, variant, task, seed, final score, best score, adapter params[, adapter params kept at the end])
 RUNS = [

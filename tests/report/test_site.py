@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_leaderboard import record
 
 from harness.report.site import build_site
+from tests.report.test_leaderboard import record
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("PEFT_HARNESS_ARTIFACTS", ROOT / "test-artifacts"))
 BACKBONE = 22_713_216
 # (method, task, seed, final test accuracy, adapter params)

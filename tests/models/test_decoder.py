@@ -186,7 +186,7 @@ def llama_configs():
 
 @pytest.mark.parametrize("method", llama_configs())
 def test_every_method_trains_merges_and_round_trips_on_the_gqa_llama(make_config, method):
-    from tests.test_methods import perturb_trainable
+    from tests.methods.test_invariants import perturb_trainable
     from tests.training import train_steps
 
     def build(seed):

@@ -1,7 +1,7 @@
 """The PEFT bridge (methods/peft_bridge.py): errors, counts, and cross-checks against the harness's
 own methods where the math coincides (LoRA = PEFT's LoRA; LoRA-XS's subspace holds TinyLoRA's update;
 SURM's circulant = PEFT's C3A with one block). The generic invariants (identity at init, every
-trainable tensor used and stepped, merge, save/load) run over the bridge configs in test_methods.py."""
+trainable tensor used and stepped, merge, save/load) run over the bridge configs in tests/methods/test_invariants.py."""
 
 import pytest
 import torch

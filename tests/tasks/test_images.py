@@ -21,7 +21,7 @@ from tasks import load_task
 from tasks.base import ImageSplit
 from tasks.pixels import PixelSplit
 from tests.conftest import tiny_cnn, tiny_images
-from tests.test_lora_relatives import peft_layer
+from tests.methods.test_lora_family import peft_layer
 
 HEAD = ["classifier"]
 

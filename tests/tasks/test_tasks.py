@@ -128,7 +128,7 @@ def test_a_default_run_does_not_import_scikit_learn(tmp_path):
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         timeout=300,

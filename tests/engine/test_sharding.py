@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from tests.test_distributed import BASE, METHOD, curve, launch, only_record
+from tests.engine.test_distributed import BASE, METHOD, curve, launch, only_record
 
 SHARDING_METHODS = {
     **METHOD,
