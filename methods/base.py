@@ -1,4 +1,4 @@
-"""The method interface (design.md §4): what the training loop drives for every PEFT method.
+"""The method interface (docs/design.md): what the training loop drives for every PEFT method.
 
 A method is constructed on a loaded model: it freezes the backbone, keeps the task head trainable,
 injects its modules (`apply`) and then answers the loop's questions: optimizer groups, extra loss,

@@ -1,4 +1,4 @@
-"""Write the mutation-testing report (issue 16, item 3) from mutmut's own result files.
+"""Write the mutation-testing report from mutmut's own result files.
 
 Run from the repository root after `mutmut run` (scripts/mutation.sh does both):
 

@@ -1,4 +1,4 @@
-"""One run from composed config to written record (design.md §2).
+"""One run from composed config to written record (docs/design.md).
 
 `execute_run` keeps the record's life cycle: take the run key's lock (or leave the run to the process
 that holds it), skip if a success record exists, write `running`, fine-tune, write `success`,

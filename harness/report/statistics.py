@@ -1,4 +1,4 @@
-"""Uncertainty for leaderboard cells and comparisons (issue "Statistics that say whether a difference is real").
+"""Uncertainty for leaderboard cells and comparisons: statistics that say whether a difference is real.
 
 Sources of variation. A cell is a method trained with n seeds, each scored on the same N test items.
 Its mean over seeds varies with (a) the training seed and (b) the finite test set. Items are *crossed*

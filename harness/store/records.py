@@ -1,4 +1,4 @@
-"""Run records (design.md §3): one JSON file per run in <results_dir>/runs/, the source of truth.
+"""Run records (docs/design.md): one JSON file per run in <results_dir>/runs/, the source of truth.
 
 The run key is a short hash of the resolved config without the keys that do not change a result
 (where results and caches go, logging, progress display, thread count, the sweep's name and caption, tags, the

@@ -2,7 +2,7 @@
 after a fixed sequence of steps), budgets hitting their schedules, dynamic DoRA against its
 reference code's formulas and against LoRA, and the counts written to the record.
 
-AdaLoRA and dynamic-rank DoRA (mutation-testing follow-up, issue 16 item 3): config bounds and
+AdaLoRA and dynamic-rank DoRA (tests that kill mutants): config bounds and
 their exact one-line messages, schedule keys named in errors, the orthogonality and equilibrium
 regularizers at weight 1 computed in the test, the importance EMA of dynamic DoRA against shares
 computed from the dense per-component updates, and its pruning window boundaries."""

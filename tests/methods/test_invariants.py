@@ -1,4 +1,4 @@
-"""Invariants every registered method keeps (design.md §7), parametrized over the registry so
+"""Invariants every registered method keeps, parametrized over the registry so
 methods added later are checked too. Each method runs with its own conf/method YAML defaults."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""LoRTA (mutation-testing follow-up, issue 16 item 3): factor dtypes and A's kaiming bound, and
+"""LoRTA (tests that kill mutants): factor dtypes and A's kaiming bound, and
 the errors (exact one-line messages) for models without attention heads or with a hidden size the
 heads do not divide, and for unmatched targets."""
 

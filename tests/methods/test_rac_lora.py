@@ -1,6 +1,6 @@
 """RAC-LoRA chains: folding at link boundaries, fresh frozen factors, seeds, counts, optimizer state.
 
-RAC-LoRA (mutation-testing follow-up, issue 16 item 3): config bounds with their exact one-line
+RAC-LoRA (tests that kill mutants): config bounds with their exact one-line
 messages, LoRA's kaiming bound 1/√d_in for Chain of LoRA links, the frozen factor's std and
 precision, the seeded generator being independent of the global RNG, link boundaries computed in
 the test, and the optimizer reset on an empty state."""

@@ -1,4 +1,4 @@
-"""An independent reference per method (design.md §7).
+"""An independent reference per method, computed in the test from the paper's formula.
 
 After a few training steps to a non-zero update, the effective weight of every adapted layer (read
 off its outputs) equals the dense weight computed here from the paper's formula, reading the

@@ -1,4 +1,4 @@
-"""SURM and its structured matrices (mutation-testing follow-up, issue 16 item 3): initial
+"""SURM and its structured matrices (tests that kill mutants): initial
 scales (circulant std, Toeplitz std 0.02, Kronecker's kaiming bound 1/√(d_in/r)), dtypes of every
 factor, shape errors and config bounds with their exact one-line messages, the adapter's dropout,
 and the block dropout taken from the parent module (or the model's own `dropout` at top level)."""
