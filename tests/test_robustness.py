@@ -21,7 +21,8 @@ from harness.errors import HarnessError
 from harness.protocol.app import threads_for
 from harness.protocol.progress import progress_line, summary
 from harness.report.board import build_and_write
-from harness.store.records import RecordStore, identify, new_record
+from harness.store.identity import identify
+from harness.store.records import RecordStore, new_record
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["model=tiny_bert", "task.limit_train=32", "task.limit_eval=16", "train.batch_size=8", "progress=false"]
@@ -102,7 +103,8 @@ BAD_RUNS = [
     (["tags=[[a]]"], "tags must be a list of labels (tags=[a,b], or tags=a for one), got [['a']]"),
     (
         ["cache_dir=/proc/no_cache"],
-        "cache_dir: folder '/proc/no_cache' is not writable (No such file or directory); set cache_dir to a writable folder",
+        "cache_dir: folder '/proc/no_cache' is not writable (No such file or directory); set cache_dir to a writable "
+        "folder",
     ),
     (["train.epochs=0"], "train.epochs must be > 0, got 0.0"),
     (["train.eval_every=0"], "train.eval_every must be > 0 or null, got 0"),
@@ -136,7 +138,8 @@ BAD_RUNS = [
     ),
     (
         ["task.name=tweet_sentiment"],
-        "task.name=tweet_sentiment contradicts task=bbc_news (whose name is 'bbc_news'); choose the task with task=tweet_sentiment instead",
+        "task.name=tweet_sentiment contradicts task=bbc_news (whose name is 'bbc_news'); choose the task with "
+        "task=tweet_sentiment instead",
     ),
     (
         ["task.max_length=64,128"],

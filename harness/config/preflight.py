@@ -131,7 +131,10 @@ def composition_problem(error: Exception, overrides: list[str], base) -> str:
     if text.startswith("Could not override"):
         section, keys = keys_at(base, key)
         addition = f"+{argument}" if argument.split("=", 1)[0] == key else f"+{key}=..."
-        return f"unknown config key '{key}' (in '{argument}'); keys of {section}: {', '.join(keys)}; to add a new key write {addition}"
+        return (
+            f"unknown config key '{key}' (in '{argument}'); keys of {section}: {', '.join(keys)}; to add a new key "
+            f"write {addition}"
+        )
     if text.startswith("Could not append"):
         return f"config key '{key}' already exists (in '{argument}'); write {argument.lstrip('+')} to change it"
     if text.startswith("Could not delete"):

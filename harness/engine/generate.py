@@ -3,7 +3,8 @@
 Prompts are left-padded (tasks/prompting.py: EncodedPrompts.prompt_batch), shortest first, and
 continued by transformers' `generate` with greedy decoding (no sampling, one beam) for at most the
 task's `max_new_tokens`, each row stopping at the stop token (then padded). A row's text is what it
-wrote, decoded without special tokens (the stop and padding tokens are special); the task's `extract` reads the answer from it and its
+wrote, decoded without special tokens (the stop and padding tokens are special); the task's `extract` reads the answer
+from it and its
 `reference` from the label, and exact match compares the two. With a sharded backbone (harness/engine/sharding.py)
 every rank generates, in step (`synced_gpus`: a rank whose rows have stopped keeps running forwards
 until every rank's have).

@@ -29,9 +29,10 @@ from harness.engine.memory import read_peak, reset_peak
 from harness.engine.train import Outcome, train
 from harness.errors import HarnessError, Interrupted, one_line
 from harness.store.files import ensure_writable
+from harness.store.identity import Identity, identify
 from harness.store.provenance import provenance, utc_now
-from harness.store.records import Identity, RecordStore, identify, new_record, reported_adapter_params, reported_score
-from methods import Method, build_method, parse_method_config
+from harness.store.records import RecordStore, new_record, reported_adapter_params, reported_score
+from methods import METHODS, Method, build_method, parse_method_config
 from tasks import TaskData, load_task
 from tasks.pixels import PixelSplit
 from tasks.tokenize import encode_cached
@@ -177,9 +178,9 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
     encoded, cache_hits, pad_id = model_inputs(task, run, cfg.get("cache_dir"))
     seed_everything(run.seed)
     model = load_model(run.model, task.num_labels, cfg.get("cache_dir"))
-    if task.is_generative and cfg.method.name == "head":
+    if task.is_generative and not METHODS[cfg.method.name].capabilities.generative_ok:
         raise HarnessError(
-            f"method 'head' trains a fresh task head, and generative task '{task.name}' has none (the model "
+            f"method '{cfg.method.name}' trains a fresh task head, and generative task '{task.name}' has none (the model "
             f"writes its answer with its pretrained LM head); choose an adapter method or full"
         )
     method = build_method(model, cfg.method, [] if task.is_generative else run.model.head_modules)
@@ -258,7 +259,8 @@ def summary_line(record: dict) -> str:
     share = 100 * adapter / max(params["backbone"], 1)
     return (
         f"{head} | adapter params {adapter:,} ({share:.2f}% of backbone) | "
-        f"{metrics['report_split']} {metrics['primary']} {100 * reported_score(record):.2f} | {cost['wall_seconds']:.1f} s"
+        f"{metrics['report_split']} {metrics['primary']} {100 * reported_score(record):.2f} | "
+        f"{cost['wall_seconds']:.1f} s"
     )
 
 

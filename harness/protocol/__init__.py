@@ -1,1 +1,2 @@
-"""Sweeps and the tuning protocol: the Hydra application, plans and progress of sweeps, the protocol (search, seeds, estimate), verification of committed records."""
+"""Sweeps and the tuning protocol: the Hydra application, plans and progress of sweeps, the protocol (search, seeds,
+estimate), verification of committed records."""

@@ -21,7 +21,8 @@ from pathlib import Path
 from hydra import compose
 from omegaconf import DictConfig
 
-from harness.store.records import RecordStore, identify
+from harness.store.identity import identify
+from harness.store.records import RecordStore
 
 PLAN_FILE = "sweep_plan.json"
 OUTCOME = {"failed_runs": 0, "step_errors": 0}  # set by the multirun's callback, read by harness.protocol.app.main
@@ -112,8 +113,8 @@ def summary(sweep_dir: str) -> tuple[str, int]:
     for key in groups["failed"]:
         record = store.read(key)
         lines.append(
-            f"  {record['status'].upper()} {record['method']} | {record['task']} | {record['model']} | seed {record['seed']} "
-            f"({key}): {record['error']}"
+            f"  {record['status'].upper()} {record['method']} | {record['task']} | {record['model']} | seed "
+            f"{record['seed']} ({key}): {record['error']}"
         )
     elsewhere = trained_elsewhere(store, groups["remaining"])
     for key in groups["remaining"]:

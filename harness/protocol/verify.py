@@ -118,7 +118,10 @@ def made_elsewhere(recorded: dict, here: dict) -> str | None:
     if "cpu" not in recorded:
         return "the record does not name its CPU: made before records did"
     if recorded["cpu"].get("capability") != here["cpu"].get("capability"):
-        return f"recorded on a CPU with {recorded['cpu'].get('capability')} kernels, rerun on one with {here['cpu'].get('capability')}"
+        return (
+            f"recorded on a CPU with {recorded['cpu'].get('capability')} kernels, rerun on one with "
+            f"{here['cpu'].get('capability')}"
+        )
     return None
 
 

@@ -35,12 +35,13 @@ def convergence_summary(frame: pd.DataFrame) -> str:
     """The sentence over the convergence table (`convergence_frame`)."""
     near_best = ends_near_best(frame)
     return (
-        f"{int(frame['converged'].sum())} of {len(frame)} cells ({100 * frame['converged'].mean():.0f} %) converged: they end "
-        f"within their interval half-width (or {CONVERGENCE_SLACK:g} point) of their best evaluation, and their last "
-        f"evaluation interval added at most {CONVERGENCE_SLACK:g} point on the selection split; "
-        f"{int(near_best.sum())} of {len(frame)} ({100 * near_best.mean():.0f} %) meet the first condition alone. final = the score at the last "
-        "evaluation, best = the score at the evaluation where the selection split peaked, gap = best − final, last gain = "
-        "the selection split's last evaluation minus the one before it (seed means; empty where a run was evaluated once)."
+        f"{int(frame['converged'].sum())} of {len(frame)} cells ({100 * frame['converged'].mean():.0f} %) converged: "
+        f"they end within their interval half-width (or {CONVERGENCE_SLACK:g} point) of their best evaluation, and "
+        f"their last evaluation interval added at most {CONVERGENCE_SLACK:g} point on the selection split; "
+        f"{int(near_best.sum())} of {len(frame)} ({100 * near_best.mean():.0f} %) meet the first condition alone. "
+        "final = the score at the last evaluation, best = the score at the evaluation where the selection split "
+        "peaked, gap = best − final, last gain = the selection split's last evaluation minus the one before it (seed "
+        "means; empty where a run was evaluated once)."
     )
 
 

@@ -24,7 +24,8 @@ def flags(summary: pd.DataFrame, model: str, tuned: pd.DataFrame) -> list[str]:
     for row in part.itertuples():
         if row.n < most:
             found.append(
-                f"{row.method} / {row.task}: {row.n} seed{'s' if row.n > 1 else ''}, fewer than the {most} of other cells"
+                f"{row.method} / {row.task}: {row.n} seed{'s' if row.n > 1 else ''}, fewer than the {most} of other "
+                "cells"
             )
     for row in convergence_frame(part).itertuples():
         if not row.converged:

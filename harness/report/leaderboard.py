@@ -1,9 +1,12 @@
-"""Leaderboards from run records: `python -m harness.leaderboard` (harness/leaderboard.py; also run at the end of sweeps).
+"""Leaderboards from run records: `python -m harness.leaderboard` (harness/leaderboard.py; also run at the end of
+sweeps).
 
 Reads <results_dir>/runs/*.json (success only; invalid records are listed with their reason and
 skipped) and writes <out>/leaderboard.{md,csv,tex,png} (default out: results/scratch; the official
-leaderboard is written only by `python -m harness.tune sweep=official`): per model, one row per method (and variant), one column per
-task; cells (the best of each task and those tied with it in bold) are the primary metric ×100 on the task's report split, the mean over seeds with its 95 %
+leaderboard is written only by `python -m harness.tune sweep=official`): per model, one row per method (and variant),
+one column per
+task; cells (the best of each task and those tied with it in bold) are the primary metric ×100 on the task's report
+split, the mean over seeds with its 95 %
 interval (harness/report/cells.py: seeds and, from the runs' predictions, test items) and n (or the
 median), at the final evaluation (or the best one); adapter params (task head excluded) absolute and
 as % of the backbone; Δ full / Δ lora: the paired difference to full fine-tuning / LoRA on the same

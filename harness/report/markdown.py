@@ -148,7 +148,8 @@ def markdown(
             "Chosen per (method, task): the searched (lr / head lr) pair whose search-seed run had the best "
             "primary metric on the selection split; every seed ran with it, and the table above shows only those runs. "
             "Trials: points searched (a log grid extended while its best point was on its edge, then refined; "
-            "harness/protocol/lr_search.py), the same number for every method. E[max] k: the expected best selection score of "
+            "harness/protocol/lr_search.py), the same number for every method. E[max] k: the expected best selection "
+            "score of "
             "k trials drawn from those searched (Dodge et al. 2019), the tuning budget's return.",
             "",
             tuning_table(tuned).to_markdown(index=False, disable_numparse=True),

@@ -106,6 +106,7 @@ def select_tuned(records: list[dict]) -> tuple[list[dict], pd.DataFrame]:
         own_stage = [r for r in at_pick if of_seeds_stage(r)]
         kept += own_stage or at_pick
         tuning, metrics = tuning_of(winner), winner["metrics"]
+        split, primary = tuning["split"], metrics["primary"]
         search = dict(sorted(search_records(group).items()))
         rows.append(
             {
@@ -115,7 +116,8 @@ def select_tuned(records: list[dict]) -> tuple[list[dict], pd.DataFrame]:
                 "lr": f"{lr_pair(winner)[0]:g}",
                 "head lr": f"{lr_pair(winner)[1]:g}",
                 "searched (lr/head lr)": grid_text(lr_pair(r) for r in search.values()),
-                "chosen on": f"{tuning['split']} {metrics['primary']} {100 * metrics['final'][tuning['split']][metrics['primary']]:.2f} (seed {tuning['search_seed']})",
+                "chosen on": f"{split} {primary} {100 * metrics['final'][split][primary]:.2f} "
+                f"(seed {tuning['search_seed']})",
                 "trials": len(search),
                 "at edge": tuning["exponent"] in (min(search), max(search)),
                 "edge gain": edge_gain(search, tuning["exponent"]),

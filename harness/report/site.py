@@ -13,7 +13,8 @@ and from any static host.
   tuning trials, parameter counts, cost and provenance of each record;
 - under each model's table its sanity flags (harness/report/leaderboard.py `flags`) and the protocol's
   explanation of those it could not clear (`flag_notes`); the sweep's caption above all, where it has one;
-- convergence.html: final against best evaluation per cell; tuning.html (tuning protocols) and papers/<table>.html (published numbers beside ours, for each
+- convergence.html: final against best evaluation per cell; tuning.html (tuning protocols) and papers/<table>.html
+(published numbers beside ours, for each
   results/reference/<table>.csv whose runs are in results/<table>);
 - data/*.csv: the tables for download; every page's footer: harness version, git sha, build time.
 """
@@ -157,7 +158,8 @@ def pareto_figure(board: Board, model: str) -> dict:
                 "array": [0 if pd.isna(row.mean_high) else round(row.mean_high - row.mean, 4)],
                 "arrayminus": [0 if pd.isna(row.mean_low) else round(row.mean - row.mean_low, 4)],
             },
-            "hovertemplate": f"{model} / {row.method}<br>adapter params %{{x:,}}<br>normalised %{{y:.3f}}<extra></extra>",
+            "hovertemplate": f"{model} / {row.method}<br>adapter params %{{x:,}}<br>"
+            "normalised %{y:.3f}<extra></extra>",
         }
         for i, row in enumerate(part.itertuples(index=False))
     ]
@@ -182,7 +184,8 @@ def pareto_figure(board: Board, model: str) -> dict:
 
 
 def plot_div(element: str, figure: dict) -> str:
-    """A plot's place and its figure as JSON (drawn by assets/site.js; `</` escaped so the data cannot end the script)."""
+    """A plot's place and its figure as JSON (drawn by assets/site.js; `</` escaped so the data cannot end the
+    script)."""
     data = json.dumps(figure).replace("</", "<\\/")
     return (
         f'<div class="plot" id="{element}"></div><script type="application/json" data-plot="{element}">{data}</script>'
@@ -213,7 +216,8 @@ def index_page(
         f'<p class="caption">Scores ×100 on each task\'s report split ({board.which} evaluation): mean over seeds '
         f"[95 % interval], n = seeds; bold: the task's best and every cell tied with it; marks: ▲ ▼ significantly "
         f"better / worse than full fine-tuning or LoRA after Holm's correction, ≈ no difference shown. Normalised: "
-        f"0 = head-only, 1 = full fine-tuning, mean over tasks [95 % stratified bootstrap]. Click a score for its cell.</p>",
+        f"0 = head-only, 1 = full fine-tuning, mean over tasks [95 % stratified bootstrap]. Click a score for its "
+        "cell.</p>",
         '<form class="filters"><label>method <select id="method-filter"><option value="">all</option>'
         f'{options(methods)}</select></label> <label>task <select id="task-filter"><option value="">all</option>'
         f"{options(tasks)}</select></label></form>",

@@ -1,1 +1,2 @@
-"""The record store: run records and their identity (the run key), the record schema, predictions, provenance, atomic files, saved adapters."""
+"""The record store: run records and their identity (the run key), the record schema, predictions, provenance, atomic
+files, saved adapters."""

@@ -1,7 +1,8 @@
 """Per-example predictions of a run: <results_dir>/runs/<run_key>.predictions.parquet.
 
 One row per example of every evaluated split at the final evaluation and, where it is another one,
-at the best (`step` tells them apart; the record's `predictions.steps` names the final and the best): `split`, `step`, `example_id` (a hash of the example's content, the same in every run of the
+at the best (`step` tells them apart; the record's `predictions.steps` names the final and the best): `split`, `step`,
+`example_id` (a hash of the example's content, the same in every run of the
 task whatever its limits; `~k` marks the k-th repeat of an identical example), `label`,
 `prediction`, and `logits` (float32 per class) or, for regression, `value`; for a generative task, the
 reference and extracted answers as `label` and `prediction` and the text written as `generation`. Zstandard-compressed

@@ -316,7 +316,8 @@ def test_an_instruction_run_records_its_generations_and_exact_match(make_config,
     [
         (
             ["model=tiny_bert"],
-            "task 'bbc_news_instruct' is generative (the model writes its answer) but model 'tiny_bert' is of kind 'text'",
+            "task 'bbc_news_instruct' is generative (the model writes its answer) but model 'tiny_bert' is of kind "
+            "'text'",
         ),
         (["method=head"], "method 'head' trains a fresh task head, and generative task 'bbc_news_instruct' has none"),
     ],

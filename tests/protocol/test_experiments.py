@@ -12,16 +12,20 @@ from hydra import compose
 
 from harness.config.compose import project_config
 from harness.config.per_task import apply_per_task
-from harness.config.preflight import CONF_DIR
 from harness.engine.run import execute_run
 from harness.errors import HarnessError
+from harness.protocol.cells import Cell, Composer, plan_cells
+from harness.protocol.launch import as_multiruns, multirun_groups
+from harness.protocol.outcomes import Outcomes, prune
 from harness.protocol.plan import main as plan
 from harness.protocol.progress import planned_keys
-from harness.protocol.tune import Cell, Composer, Outcomes, Protocol, Search, Suite, as_multiruns
+from harness.protocol.spec import Protocol, Search, Suite, parse_protocol
 from harness.report.selection import lr_pair, select_tuned
-from harness.store.records import RecordStore, identify, new_record, resolved_config, run_key
+from harness.store.identity import resolved_config, run_key
+from harness.store.records import RecordStore
 from tasks.glue import GLUE_TASKS
 from tests.conftest import QUICK
+from tests.protocol.written_runs import write_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -171,65 +175,10 @@ def test_search_points_scale_the_axis_the_method_searches():
     assert head.values(-1, 3.0) == (1e-3, 1.67e-3) and full.values(1, 3.0) == (1.5e-4, 1.5e-4)
 
 
-def test_defaults_follow_the_pick_and_the_pinned_centre_keeps_the_grid(tmp_path, make_config):
-    """--write-defaults: the lr/head lr lines of conf/method/<m>.yaml become the pick on the default model
-    and task (comments elsewhere kept; other cells and unfinished searches untouched); the protocol's
-    pinned centre keeps its runs' overrides (and so their keys) where they were."""
-    from harness.protocol.tune import write_method_defaults
-
-    (tmp_path / "method").mkdir()
-    for name in ("lora", "head"):
-        (tmp_path / "method" / f"{name}.yaml").write_text((CONF_DIR / "method" / f"{name}.yaml").read_text())
-    suite = Suite("minilm", ["bbc_news", "tweet_sentiment"], ["lora", "head"])
-    pins = ["method.lr=0.001", "method.head_lr=0.005"]
-    cells = [
-        Cell(suite, "lora", "bbc_news", 1e-3, 5e-3, "lr", pins),
-        Cell(suite, "lora", "tweet_sentiment", 1e-3, 5e-3, "lr", pins),
-        Cell(suite, "head", "bbc_news", 1e-3, 5e-3, "head_lr", pins),
-    ]
-    protocol = Protocol(
-        0,
-        [0, 1],
-        Search([-1, 0, 1], 4, 3.0),
-        "validation",
-        str(tmp_path),
-        [suite],
-        {"head": "head_lr"},
-        {"lora": {"lr": 1e-3, "head_lr": 5e-3}, "head": {"lr": 1e-3, "head_lr": 5e-3}},
-    )
-    searches = {
-        ("lora", "bbc_news"): ([], {-1: 0.90, 0: 0.95, 1: 0.97, 2: 0.96}),  # pick: j = 1 → lr 3e-3
-        ("lora", "tweet_sentiment"): ([], {-1: 0.99, 0: 0.5, 1: 0.5, -2: 0.5}),
-        ("head", "bbc_news"): ([2], {-1: 0.5, 0: 0.6, 1: 0.7}),
-    }  # unfinished: left alone
-    outcomes = type("Outcomes", (), {"search": lambda self, cell: searches[(cell.method, cell.task)]})()
-    changes = write_method_defaults(cells, protocol, outcomes, tmp_path, "minilm", "bbc_news")
-    assert changes == ["lora: lr 0.001 -> 0.003, head_lr 0.005 -> 0.005"]
-    text = (tmp_path / "method" / "lora.yaml").read_text()
-    assert (
-        "\nlr: 0.003  # the official protocol's pick on minilm/bbc_news" in text
-        and "\nhead_lr: 0.005  # the official" in text
-    )
-    assert text.splitlines()[0] == (CONF_DIR / "method" / "lora.yaml").read_text().splitlines()[0]
-    assert (tmp_path / "method" / "head.yaml").read_text() == (CONF_DIR / "method" / "head.yaml").read_text()
-    assert cells[0].base_overrides()[3:5] == pins  # the grid's centre: the pinned values, whatever the YAML now says
-    with pytest.raises(HarnessError, match="pin its search centre in protocol.centres"):
-        write_method_defaults(
-            cells,
-            Protocol(0, [0], Search([0], 1, 3.0), "validation", "", [suite]),
-            outcomes,
-            tmp_path,
-            "minilm",
-            "bbc_news",
-        )
-
-
 @pytest.mark.parametrize("sweep, cells", [("official", 30), ("official_peft", 30), ("official_decoder", 22)])
 def test_the_official_plans_set_each_key_once_per_run_and_group_into_multiruns(sweep, cells):
     """Pinned centres and a suite's own lr overrides (EfficientNet's full fine-tuning) never both reach a run:
     a key given twice would make the multirun grouping fail. Every run of every official suite composes."""
-    from harness.protocol.tune import multirun_groups, parse_protocol, plan_cells
-
     with project_config():
         composer = Composer([f"sweep={sweep}"])
         protocol = parse_protocol(composer([]))
@@ -257,8 +206,6 @@ def test_the_official_plans_set_each_key_once_per_run_and_group_into_multiruns(s
 
 
 def test_flag_notes_are_texts_under_model_names():
-    from harness.protocol.tune import parse_protocol
-
     with project_config():
         composer = Composer(["sweep=official"])
         assert sorted(parse_protocol(composer([])).flag_notes) == [
@@ -294,29 +241,6 @@ def test_runs_become_hydra_multiruns_that_cover_exactly_them():
 def test_pick_takes_the_best_validation_score_first_on_ties_and_never_a_failed_run(tmp_path):
     with project_config():
         check_pick(tmp_path)
-
-
-def write_run(store, composer, overrides, validation, test, status="success"):
-    identity = identify(composer(overrides))
-    scores = {"validation": {"accuracy": validation}, "test": {"accuracy": test}}
-    store.write(
-        new_record(identity.config, identity.key)
-        | {
-            "status": status,
-            "error": None if status == "success" else "boom",
-            "params": {"adapter": 1, "head": 1, "trainable": 2, "total": 3, "backbone": 2},
-            "cost": {"train_seconds": 1.0, "eval_seconds": 1.0, "wall_seconds": 2.0, "steps": 4},
-            "metrics": {
-                "primary": "accuracy",
-                "higher_is_better": True,
-                "report_split": "test",
-                "curve": [],
-                "final": scores,
-                "best": scores,
-                "best_step": 4,
-            },
-        }
-    )
 
 
 def check_pick(tmp_path):
@@ -374,8 +298,6 @@ def test_a_pick_on_the_edge_of_the_grid_is_flagged_with_its_gain_over_the_next_p
 
 
 def test_records_left_behind_when_a_regenerated_record_moves_the_search_are_listed_and_pruned(tmp_path):
-    from harness.protocol.tune import prune
-
     with project_config():
         composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])
         protocol = Protocol(0, [0, 1], Search([-1, 0, 1], 4, 3.0), "validation", str(tmp_path), [])
@@ -519,7 +441,6 @@ def test_a_records_rates_count_each_evaluation_once_whatever_its_splits():
 
 def test_a_seeds_stage_with_a_longer_budget_runs_every_seed_and_only_its_runs_are_results(tmp_path):
     from harness.protocol.estimate import estimate
-    from harness.protocol.tune import prune
 
     with project_config():
         composer = Composer([f"results_dir={tmp_path}", "model=tiny_bert"])
@@ -540,8 +461,10 @@ def test_a_seeds_stage_with_a_longer_budget_runs_every_seed_and_only_its_runs_ar
         assert composer(seeds_stage).tuning.stage == "seeds" and "stage" not in composer(search).tuning
         assert composer.key(seeds_stage) != composer.key(search)
         assert estimate([cell], protocol, outcomes, store).splitlines() == [
-            "protocol: 1 (model, method, task) cells × (1 search trials on seed 0 + 2 seeds with overrides of their own) = 3 runs; "
-            "3 left, estimated 0.0 h of run time (about 0.0 h wall-clock with two launchers) plus 3 runs of unknown time",
+            "protocol: 1 (model, method, task) cells × (1 search trials on seed 0 + 2 seeds with overrides of their "
+            "own) = 3 runs; 3 left, estimated 0.0 h of run time (about 0.0 h wall-clock with two launchers) plus 3 "
+            "runs of unknown "
+            "time",
             "  tiny_bert lora bbc_news (lr): 0/1 searched, 3 runs left of 196 steps and 2 evaluations / 392 steps and "
             "4 evaluations (search / seeds stage): time unknown (no finished run of this model and task yet)",
         ]
