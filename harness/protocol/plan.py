@@ -19,7 +19,8 @@ from harness.config.compose import project_config
 from harness.config.sections import TaskConfig, TrainConfig, parse_section
 from harness.engine.train import plan_steps
 from harness.errors import HarnessError, one_line
-from harness.store.records import RecordStore, identify, method_label
+from harness.store.identity import identify
+from harness.store.records import RecordStore, method_label
 
 
 def expand(arguments: list[str]) -> list[list[str]]:

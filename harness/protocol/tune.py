@@ -50,7 +50,8 @@ from harness.protocol.estimate import estimate
 from harness.report.board import build_and_write
 from harness.report.selection import selection_score, tuning_of
 from harness.report.site import build_site
-from harness.store.records import RecordStore, identify
+from harness.store.identity import identify
+from harness.store.records import RecordStore
 
 
 @dataclass

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 
 from harness.report.cells import cell_of, item_scores, with_best, with_comparisons
-from harness.store.records import method_label, reported_adapter_params, semantic_config
+from harness.store.identity import semantic_config
+from harness.store.records import method_label, reported_adapter_params
 
 METRIC_RANGE = {"accuracy": (0.0, 100.0), "f1": (0.0, 100.0), "macro_f1": (0.0, 100.0)}  # ×100
 

@@ -1,11 +1,5 @@
-"""Run records (docs/design.md): one JSON file per run in <results_dir>/runs/, the source of truth.
-
-The run key is a short hash of the resolved config without the keys that do not change a result
-(where results and caches go, logging, progress display, thread count, the sweep's name and caption, tags, the
-instructions of a tuning protocol and a run's place in it (`tuning`), the per-task table whose values are already in place,
-`deterministic` (GPU kernel choice; the flag is recorded), the job's index in a parallel sweep,
-whether the adapter is kept, step checkpoints and FSDP sharding). `identify` is the one config → run-key function: the run, the dry-run
-listing, sweep progress and the tuning protocol all call it.
+"""Run records: one JSON file per run in <results_dir>/runs/<run_key>.json, the source of truth (the
+run key and what it hashes: harness/store/identity.py).
 
 Every record is checked against `harness/store/record.schema.json` when written and when read: a reader
 lists an invalid record with its reason and skips it. A success whose reported score is not finite
@@ -14,42 +8,18 @@ is trained by one process at a time: `RecordStore.lock` (a file lock that the OS
 process dies, so a dead launcher's lock is taken over).
 """
 
-import copy
 import functools
-import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
-from harness.config.per_task import effective_config
 from harness.errors import HarnessError
 from harness.store.files import atomic_write_text, ensure_writable
+from harness.store.identity import RUN_KEY_VERSION, run_key
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("record.schema.json")
-NON_SEMANTIC_KEYS = (
-    "results_dir",
-    "cache_dir",
-    "logger",
-    "progress",
-    "threads",
-    "sweep",
-    "tags",
-    "hydra",
-    "protocol",
-    "tuning",
-    "per_task",
-    "deterministic",
-    "job_index",
-    "save_adapter",
-    "checkpoint",
-    "fsdp",
-    "caption",
-)
 LOCK_WAIT_SECONDS = 1.0  # a launcher waits this long for a run's lock before leaving the run to its holder
 
 
@@ -70,48 +40,6 @@ def reported_score(record: dict, which: str = "final") -> float:
     return metrics[which][metrics["report_split"]][metrics["primary"]]
 
 
-def resolved_config(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-
-
-def semantic_config(config: dict) -> dict:
-    config = copy.deepcopy(config)
-    for key in NON_SEMANTIC_KEYS:
-        config.pop(key, None)
-    if isinstance(
-        config.get("model"), dict
-    ):  # the role map only names targets; their resolved patterns are in method.targets
-        config["model"].pop("roles", None)
-    return config
-
-
-def run_key(config: dict) -> str:
-    """The key of a resolved config (a record's `config`, which `identify` prepared)."""
-    text = json.dumps(semantic_config(config), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-@dataclass
-class Identity:
-    """A composed config as it runs: per-task entries applied, scalars given for lists made lists
-    (`cfg`), resolved (`config`), its run key, and the error a bad per-task table gives (the run is
-    then recorded as failed under the key of the config without it)."""
-
-    cfg: DictConfig
-    config: dict
-    key: str
-    problem: HarnessError | None
-
-
-def identify(cfg: DictConfig) -> Identity:
-    from harness.config.sections import scalars_as_lists  # imports torch: readers of records (leaderboard) need not
-
-    cfg, problem = effective_config(cfg)
-    cfg = scalars_as_lists(cfg)
-    config = resolved_config(cfg)
-    return Identity(cfg, config, run_key(config), problem)
-
-
 def text_or_none(value) -> str | None:
     return None if value is None else str(value)
 
@@ -124,6 +52,7 @@ def new_record(config: dict, key: str) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "run_key": key,
+        "run_key_version": RUN_KEY_VERSION,
         "status": "running",
         "error": None,
         "method": text_or_none(section("method").get("name")),
@@ -283,7 +212,8 @@ def drop_stale_duplicates(records: list[dict], problems: list[str]) -> tuple[lis
         current = run_key(record["config"])
         if record["run_key"] != current and current in keys:
             problems.append(
-                f"{record['run_key']}.json: the same run as {current}.json (a key from an older key scheme); counted once"
+                f"{record['run_key']}.json: the same run as {current}.json (a key from an older key scheme); "
+                "counted once"
             )
         else:
             kept.append(record)

@@ -179,7 +179,7 @@ PINNED_KEYS = {
 
 @pytest.mark.parametrize("overrides", PINNED_KEYS, ids=[" ".join(o) for o in PINNED_KEYS])
 def test_run_keys_do_not_move(overrides):
-    from harness.store.records import identify
+    from harness.store.identity import identify
 
     with project_config():
         assert identify(compose("config", overrides=list(overrides))).key == PINNED_KEYS[overrides]

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from harness.config.preflight import group_options
 from harness.config.roles import resolve_roles
 from harness.errors import HarnessError
-from harness.store.records import run_key
+from harness.store.identity import run_key
 from methods import build_method
 
 BERT_FFN_OUT = r"re:.*\.layer\.\d+\.output\.dense"

@@ -12,7 +12,8 @@ import harness.engine.run
 from harness.config.preflight import CONF_DIR
 from harness.engine.run import execute_run
 from harness.errors import HarnessError
-from harness.store.records import RecordStore, resolved_config, run_key
+from harness.store.identity import resolved_config, run_key
+from harness.store.records import RecordStore
 
 
 def records_of(cfg) -> dict:

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from harness.errors import HarnessError
 from harness.report.leaderboard import build_and_write, main
 from harness.report.statistics import estimate
-from harness.store.records import run_key
+from harness.store.identity import run_key
 
 DATA = Path(__file__).parents[1] / "data"
 BACKBONE = 22_713_216

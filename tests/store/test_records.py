@@ -23,7 +23,8 @@ from harness.report.board import build_and_write
 from harness.report.paper import paper_markdown
 from harness.store.adapter import load_adapter
 from harness.store.files import sha256_file
-from harness.store.records import RecordStore, identify, schema_problem
+from harness.store.identity import identify
+from harness.store.records import RecordStore, schema_problem
 from methods import build_method
 from tasks import load_task
 
