@@ -133,7 +133,7 @@ def power_for_two_points(seed_sd, items, rng_seed=4):
 
 @pytest.mark.parametrize("seed_sd, items, power", [(0.05, 335, 0.24), (0.05, 5724, 0.91), (0.3, 335, 0.10)])
 def test_power_to_detect_a_two_point_shift(seed_sd, items, power):
-    """The stated power (README): a true +2 pp at 5 seeds is found a quarter of the time on bbc_news's
+    """The stated power (docs/statistics.md): a true +2 pp at 5 seeds is found a quarter of the time on bbc_news's
     335 test items with seeds ≈ 0.8 pp apart, nine times in ten on tweet_sentiment's 5,724, and one
     time in ten when seeds are ≈ 4 pp apart."""
     assert power_for_two_points(seed_sd, items) == pytest.approx(power, abs=0.05)
