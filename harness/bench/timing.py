@@ -1,0 +1,116 @@
+"""One contender being timed: a method on its own copy of the model, stepped through the training loop's
+own step (`harness.engine.train.StepRunner`: forward, task + extra loss, backward, clip, AdamW step, the
+method's step hook, zero_grad), its seconds per step and peak memory kept; then the activation memory
+autograd saves for one backward and the optimizer state's size."""
+
+import gc
+import time
+
+import torch
+from torch import nn
+
+from harness.bench.contenders import contender_method
+from harness.config.sections import TrainConfig
+from harness.engine.memory import current_mb, read_peak, reset_peak
+from harness.engine.schedule import build_optimizer
+from harness.engine.train import StepRunner
+from methods.base import Method
+
+
+def saved_activations_mb(contender: "Contender", batch: dict) -> float:
+    """Bytes autograd keeps for the backward pass of one training forward (each storage counted
+    once): the activation memory a method costs, the same on every device."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    contender.method.train_mode()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = contender.method.model(**batch).loss
+        extra = contender.method.extra_loss()
+        if extra is not None:
+            loss = loss + extra
+    del loss
+    return sum(storages.values()) / 2**20
+
+
+def optimizer_state_mb(optimizer: torch.optim.Optimizer) -> float:
+    return (
+        sum(
+            t.numel() * t.element_size()
+            for state in optimizer.state.values()
+            for t in state.values()
+            if torch.is_tensor(t)
+        )
+        / 2**20
+    )
+
+
+class Contender:
+    """One method on its own copy of the model, ready to step."""
+
+    def __init__(
+        self,
+        label: str,
+        model: nn.Module,
+        method: Method,
+        batch: dict,
+        device,
+        dtype,
+        total_steps: int,
+        absolute_peak: bool = False,
+    ):
+        self.label, self.model, self.method = label, model.to(device), method
+        self.batch, self.device, self.absolute_peak = batch, device, absolute_peak
+        train = TrainConfig(lr=1e-4, head_lr=1e-4, schedule="constant", warmup_ratio=0.0)
+        optimizer, scheduler = build_optimizer(method, train, 0, total_steps)  # the loop's builder
+        method.start(total_steps, optimizer)
+        self.step = StepRunner(method.model, method, optimizer, scheduler, device, dtype, train.max_grad_norm)
+        self.trainable = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
+        self.seconds: list[float] = []
+        self.peak_mb = 0.0
+        self.activations_mb = self.optimizer_mb = 0.0
+        self.done = 0
+
+    def run(self, steps: int, timed: bool) -> None:
+        """`steps` training steps on the batch; with `timed`, their seconds are kept. The peak memory
+        is the process's (own process) or above the memory in use before the steps (shared process)."""
+        device = self.device
+        gc.collect()
+        before = 0.0 if self.absolute_peak else current_mb(device)
+        reset_peak(device)
+        for _ in range(steps):
+            self.done += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            self.step(self.done, [self.batch])
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if timed:
+                self.seconds.append(time.perf_counter() - started)
+        self.peak_mb = max(self.peak_mb, read_peak(device)["peak_memory_mb"] - before)
+
+    def finish(self) -> None:
+        """Activation and optimizer-state sizes."""
+        batch = {k: v.to(self.device) for k, v in self.batch.items()}
+        self.activations_mb = saved_activations_mb(self, batch)
+        self.optimizer_mb = optimizer_state_mb(self.step.optimizer)
+
+
+def build_contender(
+    model: nn.Module,
+    label: str,
+    batch: dict,
+    device,
+    dtype,
+    total_steps: int,
+    absolute_peak: bool = False,
+    model_name: str = "minilm",
+) -> Contender:
+    """`label`'s method applied to `model` (changed in place), ready to step."""
+    method = contender_method(model, label, total_steps, model_name)
+    return Contender(label, model, method, batch, device, dtype, total_steps, absolute_peak)
