@@ -249,15 +249,23 @@ def test_relative_link_resolves(doc, line, target):
 SOURCE_PATH = re.compile(r"(?<![\w/.-])((?:harness|methods|tasks|tests|scripts|conf|docs)/[\w./-]*\w)(?![\w<])")
 
 
+def example_files(text: str) -> set[str]:
+    """The files a document writes out as a worked example: code blocks headed ```python methods/x.py."""
+    return {match.group(1).split()[1] for match in FENCE.finditer(text) if len(match.group(1).split()) == 2}
+
+
 def test_every_source_path_named_in_the_docs_exists():
     """Files and folders of the source named in prose (`harness/engine/train.py`, `conf/sweep/`) exist:
-    a module moved or renamed shows here. Outputs (results/...) and placeholders (`<name>`) aside."""
+    a module moved or renamed shows here. Outputs (results/...), placeholders (`<name>`) and the files of
+    a document's own worked example aside."""
     missing = [
         f"{relative(doc)}:{number}: {path}"
         for doc in DOCS
         for number, line in enumerate(doc.read_text().splitlines(), start=1)
         for path in SOURCE_PATH.findall(line)
-        if not (ROOT / path).exists() and not (doc.parent / path).exists()
+        if not (ROOT / path).exists()
+        and not (doc.parent / path).exists()
+        and path not in example_files(doc.read_text())
     ]
     assert missing == []
 
