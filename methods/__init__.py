@@ -5,9 +5,9 @@ import importlib
 import pkgutil
 
 from methods.base import Method, MethodConfig
-from methods.registry import METHODS, build_method, method_class, parse_method_config
+from methods.registry import METHODS, build_method, parse_method_config
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["METHODS", "Method", "MethodConfig", "build_method", "method_class", "parse_method_config"]
+__all__ = ["METHODS", "Method", "MethodConfig", "build_method", "parse_method_config"]

@@ -20,7 +20,7 @@ The allocation reads gradients, so it runs in `on_step_end` (after optimizer.ste
 zero_grad()). t_init/t_final are steps, or fractions of T when below 1; t_init ≥ T − t_final is
 an error. Params: r_init(d_in + d_out + 1) per matrix while training; the record's
 `adapter_final` is Σ over kept triplets of (d_in + d_out + 1), the paper's budget.
-Weight decay (`decay = "trainer"`): A, E and B decayed, biases and LayerNorm not (HF Trainer's rule in
+Weight decay (`decay="trainer"`): A, E and B decayed, biases and LayerNorm not (HF Trainer's rule in
 QingruZhang/AdaLoRA NLU/run_glue.py; its DeBERTaV3 scripts use 0 to 0.1 by task).
 """
 
@@ -33,6 +33,7 @@ from harness.checks import require
 from harness.errors import HarnessError
 from methods.base import role_targets
 from methods.budget import BudgetConfig, BudgetMethod, TripletLinear, schedule_steps
+from methods.capabilities import Capabilities
 from methods.registry import register
 
 
@@ -84,7 +85,7 @@ class BudgetSchedule:
         return self.t_init < step < self.freeze_step() and step % self.delta_t == 0
 
 
-class AdaLoRALinear(TripletLinear):
+class AdaLoraLinear(TripletLinear):
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float):
         super().__init__(base, r, alpha / (r + 1e-5), dropout)
         nn.init.normal_(self.lora_A, mean=0.0, std=0.02)
@@ -92,12 +93,13 @@ class AdaLoRALinear(TripletLinear):
 
 
 @register
-class AdaLoRA(BudgetMethod):
+class AdaLora(BudgetMethod):
     name = "adalora"
     Config = AdaLoraConfig
+    capabilities = Capabilities(step_hook=True)
 
-    def new_layer(self, base: nn.Linear) -> AdaLoRALinear:
-        return AdaLoRALinear(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout)
+    def new_layer(self, base: nn.Linear) -> AdaLoraLinear:
+        return AdaLoraLinear(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout)
 
     def start(self, total_steps: int, optimizer=None) -> None:
         super().start(total_steps, optimizer)
@@ -113,7 +115,8 @@ class AdaLoRA(BudgetMethod):
         if self.schedule.t_init >= self.schedule.freeze_step():
             raise HarnessError(
                 f"adalora: no budgeting phase: t_init ({self.schedule.t_init} steps) must be < total steps − t_final "
-                f"({total_steps} − {self.schedule.t_final} = {self.schedule.freeze_step()}); lower method.t_init/t_final or train longer"
+                f"({total_steps} − {self.schedule.t_final} = {self.schedule.freeze_step()}); lower "
+                "method.t_init/t_final or train longer"
             )
         self.sensitivity: dict[tuple[str, str], torch.Tensor] = {}
         self.uncertainty: dict[tuple[str, str], torch.Tensor] = {}

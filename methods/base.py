@@ -6,12 +6,13 @@ the step-end hook, merging, and parameter counts for the run record.
 """
 
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Iterable, Literal, Optional
+from typing import Callable, ClassVar, Iterable, Optional
 
 import torch
 from torch import nn
 
 from harness.errors import HarnessError
+from methods.capabilities import Capabilities
 from methods.inject import bert_targets, inject, is_under, match_targets
 
 NORM_LAYERS = tuple(
@@ -28,8 +29,9 @@ def role_targets(*roles: str):
     """A config's `targets` field defaulting to model roles (q, v, ffn_out, ...): their BERT module names in
     a config built in code, the `${roles:...}` interpolation resolved on the chosen model in a composed
     one (harness/config/compose.py)."""
-    # pragma below: this runs at import (class bodies), where mutmut cannot switch mutants on; its mutants, applied by
-    # hand, fail tests/config/test_roles.py (no default → import error; no/renamed metadata or no BERT names → role tests)
+    # pragma below: this runs at import (class bodies), where mutmut cannot switch mutants on; its mutants, applied
+    # by hand, fail tests/config/test_roles.py (no default → import error; no/renamed metadata or no BERT names →
+    # role tests)
     return field(default_factory=lambda: bert_targets(*roles), metadata={"roles": roles})  # pragma: no mutate
 
 
@@ -47,19 +49,14 @@ class MethodConfig:
 
 
 class Method:
-    """Base class: full backbone frozen, head trainable, no adapter. Subclasses override `apply`
-    (and the hooks they need)."""
+    """Base class: full backbone frozen, head trainable, no adapter. Subclasses declare their
+    `capabilities`, override `apply` and the hooks they need."""
 
     name: ClassVar[str]
     Config: ClassVar[type] = MethodConfig
-    # Which trainable tensors AdamW decays (toward 0, at train.weight_decay), as the method's reference
-    # code does (each method's docstring cites it):
-    #   "trainer": all but biases and normalisation-layer parameters (HF Trainer's rule);
-    #   "all": every trainable tensor (a plain torch AdamW over all of them, torch's default).
-    decay: ClassVar[Literal["trainer", "all"]] = "trainer"
-    exact_identity_at_init: ClassVar[bool] = True  # False where the paper starts near, not at, W0
-    rewrites_adapted_layers: ClassVar[bool] = False  # True where training itself changes frozen tensors of
-    # the adapted layers (RAC-LoRA folds each link into W0 and redraws its frozen factor)
+    # What the method declares (methods/capabilities.py); a method whose declarations depend on its config
+    # (PEFT bridge's start, SURM's placement) narrows them on the instance in __init__.
+    capabilities: Capabilities = Capabilities()
     total_steps: Optional[int] = None  # set by start()
     optimizer: Optional[torch.optim.Optimizer] = None
 
@@ -69,7 +66,8 @@ class Method:
         missing = [h for h in self.head_modules if h not in modules]
         if missing:
             raise HarnessError(
-                f"head modules {missing} not found in the model; top-level modules: {[n for n, _ in model.named_children()]}"
+                f"head modules {missing} not found in the model; top-level modules: "
+                f"{[n for n, _ in model.named_children()]}"
             )
         self.backbone_params = sum(p.numel() for n, p in model.named_parameters() if not is_under(n, self.head_modules))
         for name, param in model.named_parameters():
@@ -107,8 +105,8 @@ class Method:
         return [p for _, p in self.named_adapter_parameters()]
 
     def undecayed(self) -> set[str]:
-        """Names of the trainable parameters AdamW must not decay, by the method's `decay` policy."""
-        if self.decay == "all":
+        """Names of the trainable parameters AdamW must not decay, by the declared `capabilities.decay`."""
+        if self.capabilities.decay == "all":
             return set()
         in_norm_layers = {
             f"{module_name}.{name}" if module_name else name
@@ -129,12 +127,11 @@ class Method:
                     groups.append({"params": chosen, "lr": lr, "weight_decay": train.weight_decay if decay else 0.0})
         return groups
 
-    init_batches: int = 0  # training batches `initialise` reads before step 1 (0: it is not called)
-
     def initialise(self, loss_of: Callable[[dict], torch.Tensor], batches: Iterable[dict]) -> None:
-        """A data-dependent start, before `start` (LoRA-GA's gradient): `batches` are the first
-        `init_batches` batches of the run's training order and `loss_of(batch)` their task loss (on the
-        device, under the run's autocast)."""
+        """A data-dependent start, before `start` (LoRA-GA's gradient), called where the method declares
+        `needs_data_at_init` and then says how many batches it reads (`init_batches`): `batches` are the
+        first `init_batches` batches of the run's training order and `loss_of(batch)` their task loss (on
+        the device, under the run's autocast)."""
 
     def start(self, total_steps: int, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
         """Called once before the first optimizer step with the loop's total number of steps and its
@@ -150,7 +147,7 @@ class Method:
         """Called after optimizer.step() and before zero_grad() (gradients are still there)."""
 
     def merge(self) -> None:
-        """Fold the update into the base weights; outputs stay the same."""
+        """Fold the update into the base weights; outputs stay the same (nothing to fold here)."""
 
     def allocation(self) -> Optional[dict[str, int]]:
         """Rank kept per adapted module, for methods that reallocate a rank budget; else None."""
@@ -213,19 +210,21 @@ class Method:
 class LayerMethod(Method):
     """A method that wraps every targeted layer in an adapter layer (LoRA and its relatives).
 
-    Subclasses implement `make_layer(name, base)`, returning a module that wraps `base` and has a
-    `merge()` method; target matching (over `target_types`), injection and merging are shared.
+    Subclasses implement `make_layer(name, base)`, returning an adapter layer that wraps `base`
+    (methods/layer.py: it owns merging); target matching (over the declared `layer_kinds`), injection
+    and merging are shared.
     """
-
-    target_types: ClassVar[tuple[type, ...]] = (nn.Linear,)
 
     def make_layer(self, name: str, base: nn.Module) -> nn.Module:
         raise NotImplementedError
 
     def apply(self) -> None:
-        names = match_targets(self.model, self.cfg.targets, self.head_modules, self.target_types, method=self.name)
+        kinds = self.capabilities.layer_kinds
+        names = match_targets(self.model, self.cfg.targets, self.head_modules, kinds, method=self.name)
         self.layers = inject(self.model, names, self.make_layer)
 
     def merge(self) -> None:
+        if not self.capabilities.mergeable:  # the update is not a weight: outputs stay as they are
+            return
         for layer in self.layers.values():
             layer.merge()

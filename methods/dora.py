@@ -11,7 +11,7 @@ W' = W0 at step 0. W' is never materialised in the forward:
 identity; one extra matmul only in training with dropout, as in PEFT's DoraLinearVariant).
 Merge: W0 ← (m/‖W0 + s·B A‖) ⊙_row (W0 + s·B A).
 Trainable params: r·(d_in + d_out) + d_out per adapted matrix.
-Weight decay (`decay = "trainer"`): A, B and the magnitude m decayed (toward 0, as HF Trainer does in
+Weight decay (`decay="trainer"`): A, B and the magnitude m decayed (toward 0, as HF Trainer does in
 NVlabs/DoRA commonsense_reasoning/finetune.py, whose scripts use weight_decay 0, and in its VL-BART
 trainer at 0.01), biases and LayerNorm not.
 """
@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.base import role_targets
-from methods.lora import LoRA, LoraConfig, LoRALinear
+from methods.capabilities import Capabilities
+from methods.lora import Lora, LoraConfig, LoraLinear
 from methods.registry import register
 
 
@@ -36,7 +37,7 @@ class DoraConfig(LoraConfig):
     dropout: float = 0.05
 
 
-class DoRALinear(LoRALinear):
+class DoraLinear(LoraLinear):
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, rslora: bool):
         super().__init__(base, r, alpha, dropout, rslora)
         self.magnitude = nn.Parameter(torch.linalg.vector_norm(base.weight.detach(), dim=1))
@@ -45,10 +46,8 @@ class DoRALinear(LoRALinear):
         """m / ‖weight‖ per output row (weight = W0 + s·B A), with the norm detached."""
         return self.magnitude / torch.linalg.vector_norm(weight, dim=1).detach()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def adapted(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        if self.merged:
-            return out
         with torch.no_grad():  # the norm is a constant (no graph for W0 + s·B A)
             weight = self.base.weight + self.delta_weight()
         scale = self.magnitude_scale(weight)
@@ -60,17 +59,14 @@ class DoRALinear(LoRALinear):
         lora = F.linear(F.linear(dropped, self.lora_A), self.lora_B)
         return out + (scale - 1) * base_part + (scale * self.scaling) * lora  # s folded into the d_out vector
 
-    def merge(self) -> None:
-        with torch.no_grad():
-            if not self.merged:
-                weight = self.base.weight + self.delta_weight()
-                self.base.weight.copy_(self.magnitude_scale(weight)[:, None] * weight)
-                self.merged = True
+    def merged_weight(self) -> torch.Tensor:
+        weight = self.base.weight + self.delta_weight()
+        return self.magnitude_scale(weight)[:, None] * weight
 
 
 @register
-class DoRA(LoRA):
+class Dora(Lora):
     name = "dora"
     Config = DoraConfig
-    layer_class = DoRALinear
-    target_types = (nn.Linear,)
+    capabilities = Capabilities(layer_kinds=(nn.Linear,))
+    layer_class = DoraLinear

@@ -22,7 +22,7 @@ re-zeroed after every step. Loss += η·R (the "dimensional equilibrium modulato
 while t ≤ t_e, then off. Steps are numbered from 1.
 Params: r0(d_in + d_out + 1) per matrix while training; the record's `adapter_final` is
 Σ over kept components of (d_in + d_out + 1) (the paper's count leaves out the n·r_T scalars c_i).
-Weight decay (`decay = "all"`): every trained tensor, the scalers c and the head's biases included,
+Weight decay (`decay="all"`): every trained tensor, the scalers c and the head's biases included,
 one AdamW group as the official code (Finetune_And_Benchmark.py; weight_decay 0.01).
 """
 
@@ -35,6 +35,7 @@ from harness.checks import require
 from harness.errors import HarnessError
 from methods.base import role_targets
 from methods.budget import BudgetConfig, BudgetMethod, TripletLinear
+from methods.capabilities import Capabilities
 from methods.registry import register
 
 
@@ -56,7 +57,8 @@ class DoraDynamicConfig(BudgetConfig):
         require(self.reg_weight >= 0, f"method.reg_weight must be >= 0, got {self.reg_weight}")
         require(
             0 <= self.prune_start < self.prune_end <= 1,
-            f"method.prune_start/prune_end must satisfy 0 <= start < end <= 1 (fractions of the total steps), got {self.prune_start}, {self.prune_end}",
+            "method.prune_start/prune_end must satisfy 0 <= start < end <= 1 (fractions of the total steps), got "
+            f"{self.prune_start}, {self.prune_end}",
         )
         require(self.delta_t >= 1, f"method.delta_t must be >= 1 step, got {self.delta_t}")
 
@@ -79,8 +81,8 @@ class DynamicRankLinear(TripletLinear):
 @register
 class DoraDynamic(BudgetMethod):
     name = "dora_dynamic"
-    decay = "all"
     Config = DoraDynamicConfig
+    capabilities = Capabilities(step_hook=True, decay="all")
 
     def new_layer(self, base: nn.Linear) -> DynamicRankLinear:
         return DynamicRankLinear(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout)

@@ -67,7 +67,8 @@ def match_targets(
     for pattern in patterns:
         if not any(pattern_matches(pattern, n) for n in candidates):
             raise HarnessError(
-                f"{method}: target pattern '{pattern}' matches no {kinds} module; the model has: {name_shapes(candidates)}"
+                f"{method}: target pattern '{pattern}' matches no {kinds} module; the model has: "
+                f"{name_shapes(candidates)}"
             )
     return [n for n in candidates if any(pattern_matches(p, n) for p in patterns)]
 

@@ -5,7 +5,7 @@ For each targeted linear layer with frozen W0 (d_out×d_in):
 A (r×d_in) ~ kaiming-uniform(a=√5) (= U(±1/√d_in), as loralib and PEFT), B (d_out×r) = 0, so
 ΔW = 0 at step 0. Scale s = α/r, or α/√r with rsLoRA (Kalajdzievski 2023). Merge: W0 ← W0 + s·B A.
 Trainable params: r·(d_in + d_out) per adapted matrix (no LoRA bias).
-Weight decay (`decay = "trainer"`): A, B and the head's weight decayed, biases and LayerNorm not, HF
+Weight decay (`decay="trainer"`): A, B and the head's weight decayed, biases and LayerNorm not, HF
 Trainer's rule as in the reference GLUE code (microsoft/LoRA examples/NLU, run_glue.py through the
 bundled Trainer.create_optimizer; its RoBERTa scripts use weight_decay 0.1).
 
@@ -25,6 +25,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 from methods.base import LayerMethod, role_targets
+from methods.capabilities import Capabilities
 from methods.inject import run_with
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register
@@ -41,7 +42,7 @@ def lora_scaling(alpha: float, r: int, rslora: bool) -> float:
     return alpha / math.sqrt(r) if rslora else alpha / r
 
 
-class LoRALinear(AdditiveLayer):
+class LoraLinear(AdditiveLayer):
     """A frozen nn.Linear plus a trainable low-rank update."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, rslora: bool):
@@ -59,7 +60,7 @@ class LoRALinear(AdditiveLayer):
         return scaled(F.linear(F.linear(x, self.lora_A), self.lora_B), self.scaling)
 
 
-class LoRAConv2d(AdditiveLayer):
+class LoraConv2d(AdditiveLayer):
     """A frozen nn.Conv2d (or subclass) plus B(A(x)): A k×k C_in → r, B 1×1 r → C_out."""
 
     def __init__(self, base: nn.Conv2d, r: int, alpha: float, dropout: float, rslora: bool):
@@ -78,11 +79,11 @@ class LoRAConv2d(AdditiveLayer):
 
 
 @register
-class LoRA(LayerMethod):
+class Lora(LayerMethod):
     name = "lora"
     Config = LoraConfig
-    layer_class = LoRALinear
-    target_types = (nn.Linear, nn.Conv2d)
+    capabilities = Capabilities(layer_kinds=(nn.Linear, nn.Conv2d))
+    layer_class = LoraLinear
 
     def make_layer(self, name: str, base: nn.Module) -> nn.Module:
         if isinstance(base, nn.Conv2d):
@@ -98,6 +99,6 @@ class LoRA(LayerMethod):
                 base.in_channels * base.kernel_size[0] * base.kernel_size[1],
                 base.out_channels,
             )
-            return LoRAConv2d(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout, self.cfg.rslora)
+            return LoraConv2d(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout, self.cfg.rslora)
         check_rank(self.name, name, self.cfg.r, base.in_features, base.out_features)
         return self.layer_class(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout, self.cfg.rslora)

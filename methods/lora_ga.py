@@ -20,7 +20,7 @@ one exact init differs from another by signs of A's rows and B's columns (same s
 The gradient pass counts into the run's cost (cost.init_seconds, inside train_seconds).
 Saved state: A, B and the initial factors A0, B0 (buffers): loading them re-applies W0 − s·B0 A0 to
 a freshly built model, so the round trip needs no data.
-Weight decay (`decay = "trainer"`): as LoRA (the reference trains through HF Trainer).
+Weight decay (`decay="trainer"`): as LoRA (the reference trains through HF Trainer).
 """
 
 import math
@@ -32,7 +32,8 @@ from torch import nn
 
 from harness.checks import require
 from methods.base import LayerMethod, role_targets
-from methods.lora import LoraConfig, LoRALinear
+from methods.capabilities import Capabilities
+from methods.lora import LoraConfig, LoraLinear
 from methods.lowrank import check_rank
 from methods.registry import register
 
@@ -41,7 +42,7 @@ STYLES = ("reference", "peft")
 
 
 @dataclass
-class LoraGAConfig(LoraConfig):
+class LoraGaConfig(LoraConfig):
     name: str = "lora_ga"
     targets: list[str] = role_targets("q", "k", "v", "o", "ffn_in", "ffn_out")
     alpha: float = 16
@@ -86,7 +87,7 @@ def gradient_factors(
     return a * factor, b * factor
 
 
-class LoraGALinear(LoRALinear):
+class LoraGaLinear(LoraLinear):
     """LoRA whose initial factors A0, B0 (buffers, zero until `initialise`) are offset from W0."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, rslora: bool):
@@ -105,17 +106,18 @@ class LoraGALinear(LoRALinear):
 
 
 @register
-class LoraGA(LayerMethod):
+class LoraGa(LayerMethod):
     name = "lora_ga"
-    Config = LoraGAConfig
+    Config = LoraGaConfig
+    capabilities = Capabilities(needs_data_at_init=True)
 
     @property
     def init_batches(self) -> int:
         return self.cfg.grad_batches
 
-    def make_layer(self, name: str, base: nn.Linear) -> nn.Module:  # target_types: Linear only (LayerMethod's default)
+    def make_layer(self, name: str, base: nn.Linear) -> nn.Module:
         check_rank(self.name, name, 2 * self.cfg.r, base.in_features, base.out_features)
-        return LoraGALinear(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout, self.cfg.rslora)
+        return LoraGaLinear(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout, self.cfg.rslora)
 
     def initialise(self, loss_of: Callable[[dict], torch.Tensor], batches: Iterable[dict]) -> None:
         """G per adapted weight (the mean over the batches of the task loss's gradient), then A0, B0 and

@@ -8,7 +8,7 @@ matrix R between them is trained:
 R ~ N(0, σ²) with σ = 1e-5 (the paper's init: near zero, not zero). Merge: W0 ← W0 + s·B R A.
 Trainable params: r² per adapted matrix; A and B are buffers (r·(d_in + d_out) frozen values).
 The SVD is exact (torch.linalg.svd in float64, computed once per matrix), hence deterministic.
-Weight decay (`decay = "all"`): every trained tensor, R and the whole head (biases included), as the
+Weight decay (`decay="all"`): every trained tensor, R and the whole head (biases included), as the
 reference's own torch AdamW over all of them (MohammadrezaBanaei/LoRA-XS main_glue.py; no
 weight_decay given, so torch's default 0.01).
 """
@@ -21,12 +21,13 @@ from torch import nn
 
 from harness.checks import require
 from methods.base import LayerMethod, role_targets
+from methods.capabilities import Capabilities
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register
 
 
 @dataclass
-class LoraXSConfig(LowRankConfig):
+class LoraXsConfig(LowRankConfig):
     name: str = "lora_xs"
     targets: list[str] = role_targets("q", "v", "o", "ffn_out")
     r: int = 16
@@ -45,7 +46,7 @@ def svd_factors(weight: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tenso
     return u[:, :r].to(weight.dtype), (s[:r, None] * vh[:r]).to(weight.dtype)
 
 
-class LoraXSLinear(AdditiveLayer):
+class LoraXsLinear(AdditiveLayer):
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, init_std: float):
         super().__init__(base, dropout)
         up, down = svd_factors(base.weight, r)
@@ -63,12 +64,12 @@ class LoraXSLinear(AdditiveLayer):
 
 
 @register
-class LoraXS(LayerMethod):
+class LoraXs(LayerMethod):
     name = "lora_xs"
-    decay = "all"
-    Config = LoraXSConfig
-    exact_identity_at_init = False  # R ~ N(0, 1e-5²): the update starts near zero, not at zero
+    Config = LoraXsConfig
+    # R ~ N(0, 1e-5²): the update starts near zero, not at zero
+    capabilities = Capabilities(identity_at_init=False, decay="all")
 
-    def make_layer(self, name: str, base: nn.Linear) -> LoraXSLinear:
+    def make_layer(self, name: str, base: nn.Linear) -> LoraXsLinear:
         check_rank(self.name, name, self.cfg.r, base.in_features, base.out_features)
-        return LoraXSLinear(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout, self.cfg.init_std)
+        return LoraXsLinear(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout, self.cfg.init_std)

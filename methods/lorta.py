@@ -24,7 +24,7 @@ without narrower targets has no A_kv (its factors and their initial values are t
 only, A is H_kv·d_h × r and there is no A_kv.
 Trainable params: r·(d + d_h + H + L + M) for the whole model, plus r·H_kv·d_h with GQA k/v beside q/o
 (k, v only: r·(H_kv·d_h + d_h + H + L + M)).
-Weight decay (`decay = "trainer"`): the CP factors and the head's weight decayed, biases and LayerNorm
+Weight decay (`decay="trainer"`): the CP factors and the head's weight decayed, biases and LayerNorm
 not (ihounie/lorta nlu/glue/run_glue.py CustomTrainer.create_optimizer; its GLUE scripts decay the
 adapter at 0 and the classifier weight at 0.1, a separate value the harness does not have).
 """
@@ -39,6 +39,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 from methods.base import LayerMethod, role_targets
+from methods.capabilities import Capabilities
 from methods.inject import inject, match_targets, pattern_matches
 from methods.lowrank import AdditiveLayer, LowRankConfig
 from methods.registry import register
@@ -121,13 +122,15 @@ class LortaLinear(AdditiveLayer):
 class Lorta(LayerMethod):
     name = "lorta"
     Config = LortaConfig
+    capabilities = Capabilities()
 
     def apply(self) -> None:
         names = match_targets(self.model, self.cfg.targets, self.head_modules, method=self.name)
         positions = {name: self.position(name) for name in names}
         if len(set(positions.values())) != len(positions):
             raise HarnessError(
-                f"lorta: several targets map to the same (layer, matrix): {sorted(names)}; give one pattern per matrix type"
+                f"lorta: several targets map to the same (layer, matrix): {sorted(names)}; give one pattern per "
+                "matrix type"
             )
         first = self.model.get_submodule(names[0])
         d, heads = first.in_features, self.attention_heads()

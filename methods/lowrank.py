@@ -1,5 +1,5 @@
 """Pieces shared by the LoRA family: the rank/scale/dropout config, the rank check, and the
-wrapper that adds an update ΔW to a frozen layer (nn.Linear or nn.Conv2d: forward, merge)."""
+adapter layer that adds an update ΔW to a frozen layer (nn.Linear or nn.Conv2d: forward, ΔW for merging)."""
 
 from dataclasses import dataclass
 
@@ -9,6 +9,7 @@ from torch import nn
 from harness.checks import require
 from harness.errors import HarnessError
 from methods.base import MethodConfig
+from methods.layer import AdaptedLayer
 
 
 @dataclass
@@ -35,17 +36,15 @@ def check_rank(method: str, name: str, r: int, d_in: int, d_out: int) -> None:
         )
 
 
-class AdditiveLayer(nn.Module):
-    """y = base(x) + update(dropout(x)) until merged, then W0 ← W0 + ΔW and y = base(x).
+class AdditiveLayer(AdaptedLayer):
+    """y = base(x) + update(dropout(x)); merged: W0 ← W0 + ΔW and y = base(x).
 
     Subclasses define `update` (the forward of the update, on the dropped-out input) and
     `delta_weight` (the same update in the shape of the base weight, for merging)."""
 
     def __init__(self, base: nn.Module, dropout: float):
-        super().__init__()
-        self.base = base
+        super().__init__(base)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.merged = False
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -53,12 +52,8 @@ class AdditiveLayer(nn.Module):
     def delta_weight(self) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
-        return out if self.merged else out + self.update(self.dropout(x))
+    def adapted(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.update(self.dropout(x))
 
-    def merge(self) -> None:
-        with torch.no_grad():
-            if not self.merged:
-                self.base.weight += self.delta_weight().to(self.base.weight.dtype)
-                self.merged = True
+    def merged_weight(self) -> torch.Tensor:
+        return self.base.weight + self.delta_weight().to(self.base.weight.dtype)

@@ -8,7 +8,7 @@ Trainable params: n·r·(d_in/n + d_out/n) = r·(d_in + d_out) per adapted matri
 rank n·r. d_in and d_out must be divisible by n (an error names the layer; the reference code
 silently leaves the remainder unadapted). The forward works for any number of leading dimensions
 (the reference assumes 3-D input) and the merge uses torch.block_diag (the reference merge is broken).
-Weight decay (`decay = "all"`): every trained tensor, head biases included, as the reference's own
+Weight decay (`decay="all"`): every trained tensor, head biases included, as the reference's own
 torch AdamW (ChasonShi/MELoRA run_glue_lora.py: no weight_decay given, torch's default 0.01; its
 script's --weight_decay 0.1 never reaches that optimizer).
 """
@@ -22,6 +22,7 @@ from torch import nn
 from harness.checks import require
 from harness.errors import HarnessError
 from methods.base import LayerMethod, role_targets
+from methods.capabilities import Capabilities
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register
 
@@ -63,8 +64,8 @@ class MeloraLinear(AdditiveLayer):
 @register
 class Melora(LayerMethod):
     name = "melora"
-    decay = "all"
     Config = MeloraConfig
+    capabilities = Capabilities(decay="all")
 
     def make_layer(self, name: str, base: nn.Linear) -> MeloraLinear:
         n = self.cfg.n

@@ -12,19 +12,22 @@ Merging is PEFT's `merge_adapter` (each tuner layer's `merge`), where the tuner 
 
 Formula and parameter count: those of the PEFT tuner named (see its config's `peft_type` and the
 paper cited in its YAML); nothing is re-implemented here.
+Weight decay (`decay="trainer"`): HF Trainer's rule (biases and normalisation layers exempt), as PEFT's own
+training scripts apply it through the Trainer.
 
 Driven tuners are those whose layers act on their own: prompt-learning types (virtual tokens),
 ADALORA (needs PEFT's step hook and loss; use `method=adalora`, equal to PEFT's), XLORA and POLY
 (need their own model wrapper or task ids) are refused with the list of the types that work.
 """
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from torch import nn
 
 from harness.errors import HarnessError
 from methods.base import Method, MethodConfig
+from methods.capabilities import Capabilities
 from methods.inject import is_under, match_targets
 from methods.registry import register
 
@@ -108,11 +111,13 @@ def config_class(cfg: "PeftBridgeConfig"):
     kind, where = cfg.peft_type.upper(), label(cfg)
     if kind not in PeftType.__members__:
         raise HarnessError(
-            f"{where}: unknown method.peft_type '{cfg.peft_type}'; PEFT {_peft_version()} has: {', '.join(driven_types())}"
+            f"{where}: unknown method.peft_type '{cfg.peft_type}'; PEFT {_peft_version()} has: "
+            f"{', '.join(driven_types())}"
         )
     if kind in NOT_DRIVEN:
         raise HarnessError(
-            f"{where}: PEFT type {kind} is not driven by the bridge ({NOT_DRIVEN[kind]}); it drives: {', '.join(driven_types())}"
+            f"{where}: PEFT type {kind} is not driven by the bridge ({NOT_DRIVEN[kind]}); it drives: "
+            f"{', '.join(driven_types())}"
         )
     if is_prompt_learning(kind):
         raise HarnessError(
@@ -155,24 +160,20 @@ def _peft_version() -> str:
 class PeftBridge(Method):
     name = "peft"
     Config = PeftBridgeConfig
+    capabilities = Capabilities(layer_kinds=(nn.Module,))  # any: PEFT says which module types its tuner supports
 
     def __init__(self, model: nn.Module, cfg: PeftBridgeConfig, head_modules: list[str]):
-        self.exact_identity_at_init = cfg.start == "exact"
+        self.capabilities = replace(PeftBridge.capabilities, identity_at_init=cfg.start == "exact")
         super().__init__(model, cfg, head_modules)
 
     def apply(self) -> None:
         from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 
-        every_module = (nn.Module,)  # PEFT says which module types its tuner supports
-        where = label(self.cfg)
-        targets = match_targets(self.model, self.cfg.targets, self.head_modules, every_module, method=where)
+        kinds, where = self.capabilities.layer_kinds, label(self.cfg)
+        targets = match_targets(self.model, self.cfg.targets, self.head_modules, kinds, method=where)
         module_options = {
             key: match_targets(
-                self.model,
-                list(self.cfg.options[key]),
-                self.head_modules,
-                every_module,
-                method=f"{where} options.{key}",
+                self.model, list(self.cfg.options[key]), self.head_modules, kinds, method=f"{where} options.{key}"
             )
             for key in MODULE_LIST_OPTIONS
             if key in self.cfg.options

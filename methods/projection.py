@@ -9,9 +9,9 @@ W' (TF-style "same" padding kept). Merge: W ← W ⊙ γ. Trainable params: C_ou
 convolutions the method trains as many numbers as full fine-tuning of those layers would). The task
 head is trained; BatchNorm affine parameters stay frozen unless `train_bn: true` (then they count
 as adapter parameters). Default targets: every Conv2d of the backbone.
-Weight decay: the gates are never decayed (they start at 1 and decay would pull them, and the filters
-they scale, toward 0; there is no public reference code), nor are BatchNorm parameters and biases;
-the head's weight is (HF Trainer's rule).
+Weight decay (`decay="trainer"`, the gates exempt): the gates are never decayed (they start at 1 and
+decay would pull them, and the filters they scale, toward 0; there is no public reference code), nor
+are BatchNorm parameters and biases; the head's weight is (HF Trainer's rule).
 """
 
 from dataclasses import dataclass, field
@@ -20,7 +20,9 @@ import torch
 from torch import nn
 
 from methods.base import LayerMethod, MethodConfig
+from methods.capabilities import Capabilities
 from methods.inject import is_under, run_with
+from methods.layer import AdaptedLayer
 from methods.registry import register
 
 
@@ -31,35 +33,27 @@ class ProjectionConfig(MethodConfig):
     train_bn: bool = False  # true: also train BatchNorm weight and bias
 
 
-class GatedConv2d(nn.Module):
+class GatedConv2d(AdaptedLayer):
     def __init__(self, base: nn.Conv2d):
-        super().__init__()
-        self.base = base
+        super().__init__(base)
         self.gates = nn.Parameter(
             torch.ones(
                 base.out_channels, base.in_channels // base.groups, dtype=base.weight.dtype, device=base.weight.device
             )
         )
-        self.merged = False
 
-    def gated_weight(self) -> torch.Tensor:
+    def merged_weight(self) -> torch.Tensor:
         return self.base.weight * self.gates[:, :, None, None]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) if self.merged else run_with(self.base, x, weight=self.gated_weight())
-
-    def merge(self) -> None:
-        with torch.no_grad():
-            if not self.merged:
-                self.base.weight.copy_(self.gated_weight())
-                self.merged = True
+    def adapted(self, x: torch.Tensor) -> torch.Tensor:
+        return run_with(self.base, x, weight=self.merged_weight())
 
 
 @register
 class Projection(LayerMethod):
     name = "projection"
     Config = ProjectionConfig
-    target_types = (nn.Conv2d,)
+    capabilities = Capabilities(layer_kinds=(nn.Conv2d,))
 
     def make_layer(self, name: str, base: nn.Conv2d) -> GatedConv2d:
         return GatedConv2d(base)

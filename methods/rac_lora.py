@@ -16,7 +16,7 @@ The random factors come from a generator seeded with the run's seed, so a seed r
 The optimizer's state is kept across links, as in the reference (its AdamW is created once and the
 factors change in place); `reset_optimizer: true` clears the adapter's moments at every boundary.
 The final merge folds the last link as LoRA does.
-Weight decay (`decay = "all"`): every trained tensor (the trained factor and the head), as the
+Weight decay (`decay="all"`): every trained tensor (the trained factor and the head), as the
 reference's AdamW over all trainable parameters (configure_optimizers; torch's default 0.01).
 Saved state: besides the trained factor, each adapted layer's base weight (the folded links) and
 its frozen factor, so that a reload reproduces the function.
@@ -32,7 +32,8 @@ from torch import nn
 from harness.checks import require
 from harness.errors import HarnessError
 from methods.base import role_targets
-from methods.lora import LoRA, LoraConfig, LoRALinear
+from methods.capabilities import Capabilities
+from methods.lora import Lora, LoraConfig, LoraLinear
 from methods.lowrank import check_rank
 from methods.registry import register
 
@@ -54,14 +55,15 @@ class RacLoraConfig(LoraConfig):
         require(self.frozen in FROZEN, f"method.frozen must be one of {', '.join(FROZEN)}, got '{self.frozen}'")
         require(
             self.gaussian in (None, "A", "B") and (self.gaussian is None or self.frozen == "none"),
-            f"method.gaussian (A, B or null) chooses the Gaussian factor of a chain with frozen: none, got '{self.gaussian}' with frozen: {self.frozen}",
+            "method.gaussian (A, B or null) chooses the Gaussian factor of a chain with frozen: none, got "
+            f"'{self.gaussian}' with frozen: {self.frozen}",
         )
         require(self.links >= 1, f"method.links must be >= 1, got {self.links}")
         require(self.init_std > 0, f"method.init_std must be > 0, got {self.init_std}")
         require(not self.rslora, "method.rslora is not used by rac_lora (scale α/r)")
 
 
-class ChainLinear(LoRALinear):
+class ChainLinear(LoraLinear):
     """A LoRA layer whose update can be folded into the base weight and restarted."""
 
     def __init__(
@@ -94,20 +96,18 @@ class ChainLinear(LoRALinear):
             random.copy_(draw.to(random.device))
             getattr(self, "lora_B" if self.random == "A" else "lora_A").zero_()
 
-    def fold(self) -> None:
-        """End a link: W0 ← W0 + s·B A, then restart."""
-        with torch.no_grad():
-            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
-            self.restart()
+    def end_link(self) -> None:
+        """W0 ← W0 + s·B A, then restart."""
+        self.fold()
+        self.restart()
 
 
 @register
-class RacLora(LoRA):
+class RacLora(Lora):
     name = "rac_lora"
-    decay = "all"
     Config = RacLoraConfig
-    target_types = (nn.Linear,)
-    rewrites_adapted_layers = True
+    # each link is folded into W0 and its frozen factor redrawn, in on_step_end
+    capabilities = Capabilities(step_hook=True, rewrites_frozen=True, decay="all")
 
     def apply(self) -> None:
         self.generator = torch.Generator().manual_seed(torch.initial_seed())
@@ -146,7 +146,7 @@ class RacLora(LoRA):
         if step not in self.boundaries:
             return
         for layer in self.layers.values():
-            layer.fold()
+            layer.end_link()
         if self.cfg.reset_optimizer and self.optimizer is not None:
             for param in self.adapter_parameters():
                 self.optimizer.state.pop(param, None)

@@ -1,28 +1,22 @@
-"""Methods by name: `@register` on a Method subclass, `build_method` to apply one from config."""
+"""Methods by name: `@register` on a Method subclass adds it under its `name`; `build_method` applies one from
+its config section."""
 
 from torch import nn
 
 from harness.checks import parse_section
-from harness.errors import HarnessError
+from harness.registry import Registry
 from methods.base import Method
 
-METHODS: dict[str, type[Method]] = {}
+METHODS: Registry[type[Method]] = Registry("method")
 
 
 def register(cls: type[Method]) -> type[Method]:
-    METHODS[cls.name] = cls
-    return cls
-
-
-def method_class(name: str) -> type[Method]:
-    if name not in METHODS:
-        raise HarnessError(f"unknown method '{name}'; available: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+    return METHODS.add(cls.name, cls)
 
 
 def parse_method_config(node):
     """The method section checked against the named method's config dataclass."""
-    cls = method_class(node.get("name") if node is not None else None)
+    cls = METHODS[node.get("name") if node is not None else None]
     return parse_section(cls.Config, node, "method")
 
 

@@ -21,12 +21,12 @@ placement=adapter: after the attention-output dense and the FFN-output dense of 
 (activations with act(0) = 0, so the adapter is the identity at init, and act'(0) ≠ 0: with relu,
 relu'(0) = 0 and M = 0 at init, M would never get a gradient). Not mergeable (act is
 non-linear). Params per adapter: those of M (square, d = d_out) + d.
-Weight decay (`decay = "trainer"`): the structured factors (circulant and Toeplitz vectors included)
+Weight decay (`decay="trainer"`): the structured factors (circulant and Toeplitz vectors included)
 decayed, the adapter bias β and other biases and LayerNorm not: the reference's no_decay list
 ["bias", "LayerNorm.weight"] (src/scripts/run_bert_glue.py; weight_decay 0.25).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -34,6 +34,7 @@ from torch import nn
 from harness.checks import require
 from harness.errors import HarnessError
 from methods.base import LayerMethod, MethodConfig
+from methods.capabilities import Capabilities
 from methods.inject import bert_targets, replace_module
 from methods.lowrank import AdditiveLayer
 from methods.registry import register
@@ -69,7 +70,8 @@ class SurmConfig(MethodConfig):
         )
         require(
             self.activation in ACTIVATIONS,
-            f"method.activation must be one of {', '.join(ACTIVATIONS)} (act(0) = 0, act'(0) ≠ 0), got '{self.activation}'",
+            f"method.activation must be one of {', '.join(ACTIVATIONS)} (act(0) = 0, act'(0) ≠ 0), got "
+            f"'{self.activation}'",
         )
         require(self.r > 0, f"method.r must be a positive integer, got {self.r}")
         require(0 <= self.dropout < 1, f"method.dropout must be in [0, 1), got {self.dropout}")
@@ -119,14 +121,17 @@ class SurmAdapter(nn.Module):
         hidden = self.block_dropout(self.base(x))
         return hidden + self.activation(self.scale * self.structured(self.dropout(hidden))) + self.adapter_bias
 
-    def merge(self) -> None:
-        """Not mergeable: the activation makes the adapter non-linear; outputs stay as they are."""
-
 
 @register
 class Surm(LayerMethod):
     name = "surm"
     Config = SurmConfig
+    capabilities = Capabilities()
+
+    def __init__(self, model: nn.Module, cfg: SurmConfig, head_modules: list[str]):
+        # the adapter placement is not mergeable: its activation makes the update non-linear
+        self.capabilities = replace(Surm.capabilities, mergeable=cfg.placement == "lora")
+        super().__init__(model, cfg, head_modules)
 
     def make_layer(self, name: str, base: nn.Linear) -> nn.Module:
         cfg = self.cfg

@@ -3,24 +3,28 @@
 decoder LMs (tasks/generative.py: offline instruction tasks; gsm8k.py and commonsense.py from the hub)."""
 
 from functools import partial
+from typing import Callable
 
-from harness.errors import HarnessError
+from harness.registry import Registry
 from tasks import bbc_news, commonsense, generative, glue, gsm8k, images, tweet_sentiment
 from tasks.base import ImageSplit, Split, TaskData, require_nonempty
 from tasks.splits import limit_split
 
-TASK_LOADERS = {
-    "bbc_news": bbc_news.load,
-    "tweet_sentiment": tweet_sentiment.load,
-    **{name: partial(glue.load, name) for name in glue.GLUE_TASKS},
-    "fashion_mnist": images.load_fashion_mnist,
-    **{name: partial(images.load_mnist5k, name, digits) for name, digits in images.MNIST5K_TASKS.items()},
-    "digits": images.load_digits,
-    **{name: partial(images.load_hub_images, name) for name in images.HUB_IMAGE_SETS},
-    **generative.INSTRUCTION_TASKS,
-    "gsm8k": gsm8k.load,
-    "commonsense": commonsense.load,
-}
+TASK_LOADERS: Registry[Callable[..., TaskData]] = Registry(
+    "task",
+    {
+        "bbc_news": bbc_news.load,
+        "tweet_sentiment": tweet_sentiment.load,
+        **{name: partial(glue.load, name) for name in glue.GLUE_TASKS},
+        "fashion_mnist": images.load_fashion_mnist,
+        **{name: partial(images.load_mnist5k, name, digits) for name, digits in images.MNIST5K_TASKS.items()},
+        "digits": images.load_digits,
+        **{name: partial(images.load_hub_images, name) for name in images.HUB_IMAGE_SETS},
+        **generative.INSTRUCTION_TASKS,
+        "gsm8k": gsm8k.load,
+        "commonsense": commonsense.load,
+    },
+)
 
 # Hub recipes' training-set sizes, approximately, for run plans made without their data (harness/protocol/plan.py)
 APPROXIMATE_TRAIN_SIZES = {"gsm8k": gsm8k.APPROXIMATE_TRAIN_SIZE, "commonsense": commonsense.APPROXIMATE_TRAIN_SIZE}
@@ -29,8 +33,6 @@ APPROXIMATE_TRAIN_SIZES = {"gsm8k": gsm8k.APPROXIMATE_TRAIN_SIZE, "commonsense":
 def load_task(cfg) -> TaskData:
     """The task named by `cfg.name`, with `limit_train` / `limit_eval` applied (fixed subsets,
     stratified by label for classification: tasks/splits.py)."""
-    if cfg.name not in TASK_LOADERS:
-        raise HarnessError(f"unknown task '{cfg.name}'; available: {', '.join(sorted(TASK_LOADERS))}")
     task = TASK_LOADERS[cfg.name](cfg)
     task.splits = {
         name: limit_split(

@@ -1,8 +1,9 @@
 """Loggers are views of a run: every step's numbers as they come, and the finished record.
 
 - csv (default): <results_dir>/runs/<run_key>.steps.csv (step, epoch, metric, value rows; flushed at
-  every evaluation and checkpoint; a run resumed from a checkpoint keeps the rows up to it) and <results_dir>/runs.csv, one row per run key with the run's latest state
-  (written when it starts and when it ends).
+  every evaluation and checkpoint; a run resumed from a checkpoint keeps the rows up to it) and
+  <results_dir>/runs.csv, one row per run key with the run's latest state (written when it starts and
+  when it ends).
 - wandb: one W&B run per harness run (also when a sweep runs in one process); project, group and
   tags from the config; the resolved config as W&B config; offline when no API key is configured.
 - none: nothing.
@@ -12,8 +13,10 @@ import csv
 import netrc
 import os
 from pathlib import Path
+from typing import Callable
 
 from harness.errors import HarnessError
+from harness.registry import Registry
 from harness.store.files import atomic_write
 from harness.store.records import reported_adapter_params
 
@@ -189,9 +192,16 @@ class WandbLogger(NullLogger):
         self.run = None
 
 
-def build_logger(settings, results_dir: str):
-    if settings.name == "csv":
-        return CsvLogger(results_dir)
-    if settings.name == "wandb":
-        return WandbLogger(settings)
-    return NullLogger()
+# logger.name → the logger for the run, from the logger section and the results folder
+LOGGERS: Registry[Callable[..., NullLogger]] = Registry(
+    "logger",
+    {
+        "csv": lambda settings, results_dir: CsvLogger(results_dir),
+        "wandb": lambda settings, results_dir: WandbLogger(settings),
+        "none": lambda settings, results_dir: NullLogger(),
+    },
+)
+
+
+def build_logger(settings, results_dir: str) -> NullLogger:
+    return LOGGERS[settings.name](settings, results_dir)

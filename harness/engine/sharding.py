@@ -36,14 +36,21 @@ def refusal(method: Method) -> str | None:
             "fsdp=true shards the frozen weights over the processes of a torchrun run "
             "(torchrun --nproc_per_node N -m harness ... fsdp=true); this run has one process"
         )
-    if all(p.requires_grad for p in method.model.parameters()):
-        return f"fsdp=true shards the frozen weights, and method '{method.name}' trains every weight; run it with fsdp=false (data-parallel)"
-    if method.rewrites_adapted_layers:
-        return f"method '{method.name}' changes frozen weights during training (folds into W0), which fsdp=true keeps sharded; run it with fsdp=false"
-    if method.init_batches:
+    capabilities = method.capabilities
+    if capabilities.trains_backbone:
         return (
-            f"method '{method.name}' initialises from the gradients of every frozen weight, which fsdp=true keeps sharded; "
-            f"run it with fsdp=false"
+            f"fsdp=true shards the frozen weights, and method '{method.name}' trains every weight; run it with "
+            "fsdp=false (data-parallel)"
+        )
+    if capabilities.rewrites_frozen:
+        return (
+            f"method '{method.name}' changes frozen weights during training (folds into W0), which fsdp=true keeps "
+            "sharded; run it with fsdp=false"
+        )
+    if capabilities.needs_data_at_init:
+        return (
+            f"method '{method.name}' initialises from the gradients of every frozen weight, which fsdp=true keeps "
+            "sharded; run it with fsdp=false"
         )
     return None
 

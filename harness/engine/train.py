@@ -1,7 +1,7 @@
 """The training loop, top to bottom (no HF Trainer).
 
-`method.initialise(loss_of, batches)` first for methods that start from data (LoRA-GA: its
-`init_batches` first batches of the seeded order, which training then uses as usual), then
+`method.initialise(loss_of, batches)` first for methods that declare they start from data (LoRA-GA:
+its `init_batches` first batches of the seeded order, which training then uses as usual), then
 `method.start(total_steps, optimizer)`; then per optimizer step: `method.train_mode()` (train
 mode, except BatchNorm layers with frozen parameters), `grad_accum` micro-batches (seeded order),
 each forward under autocast when on a GPU, loss = task loss + method.extra_loss(), scaled by
@@ -31,7 +31,6 @@ from harness.engine.checkpoint import Checkpointer, from_portable, portable, rng
 from harness.engine.evaluate import evaluate
 from harness.engine.schedule import build_optimizer
 from harness.errors import HarnessError
-from methods.base import Method
 
 SELECT_SPLIT = "validation"
 
@@ -120,7 +119,7 @@ class StepRunner:
             from torch.nn.parallel import DistributedDataParallel
 
             self.forward = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-        self.hook_rewrites = type(method).on_step_end is not Method.on_step_end
+        self.hook_rewrites = method.capabilities.step_hook
 
     def __call__(self, step: int, micro_batches: list[dict]) -> torch.Tensor:
         self.method.train_mode()
@@ -256,7 +255,7 @@ def train(
             outcome.best_score, outcome.best, outcome.best_step, outcome.best_outputs = score, values, step, outputs
 
     started = time.perf_counter()
-    if method.init_batches:
+    if method.capabilities.needs_data_at_init:
 
         def loss_of(batch: dict) -> torch.Tensor:
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):

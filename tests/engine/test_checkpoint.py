@@ -13,7 +13,7 @@ import harness.engine.train
 from harness.engine.checkpoint import CheckpointConfig, Checkpointer
 from harness.engine.run import execute_run
 from harness.errors import HarnessError
-from methods.adalora import AdaLoRA, AdaLoraConfig
+from methods.adalora import AdaLora, AdaLoraConfig
 from methods.dora_dynamic import DoraDynamic, DoraDynamicConfig
 from methods.rac_lora import RacLora, RacLoraConfig
 from tests.conftest import tiny_batch, tiny_bert
@@ -132,7 +132,7 @@ def test_bad_checkpoint_settings_are_one_line_errors(section, message):
 @pytest.mark.parametrize(
     "build",
     [
-        lambda: AdaLoRA(tiny_bert(), AdaLoraConfig(targets=["query", "value"], t_init=1, t_final=2), ["classifier"]),
+        lambda: AdaLora(tiny_bert(), AdaLoraConfig(targets=["query", "value"], t_init=1, t_final=2), ["classifier"]),
         lambda: DoraDynamic(tiny_bert(), DoraDynamicConfig(targets=["query", "value"]), ["classifier"]),
         lambda: RacLora(tiny_bert(), RacLoraConfig(targets=["query", "value"], links=2), ["classifier"]),
     ],
@@ -150,7 +150,7 @@ def test_the_methods_own_state_round_trips_into_a_fresh_method(build):
 
 def test_adalora_state_keys_split_at_the_last_bar():
     """Keys are "<layer>|<factor>"; torch allows '|' in a module's name, never in AdaLoRA's factor names."""
-    method = AdaLoRA(tiny_bert(), AdaLoraConfig(targets=["query"], t_init=1, t_final=2), ["classifier"])
+    method = AdaLora(tiny_bert(), AdaLoraConfig(targets=["query"], t_init=1, t_final=2), ["classifier"])
     method.restore_checkpoint_state({"sensitivity": {"enc|0.query|lora_E": torch.ones(2)}, "uncertainty": {}})
     assert list(method.sensitivity) == [("enc|0.query", "lora_E")] and method.uncertainty == {}
 

@@ -14,7 +14,7 @@ from harness.engine.loggers import NullLogger
 from harness.engine.schedule import build_scheduler
 from harness.engine.train import batch_indices, plan_steps, train
 from harness.errors import HarnessError
-from methods.lora import LoRA, LoraConfig
+from methods.lora import Lora, LoraConfig
 from tasks import metrics
 from tasks.base import Split, TaskData
 from tasks.tokenize import tokenize
@@ -99,7 +99,7 @@ def test_schedules_equal_transformers(kind, name):
     assert ours.get_last_lr()[0] == pytest.approx(0.0 if kind != "constant" else 1.0)
 
 
-class Recording(LoRA):
+class Recording(Lora):
     """LoRA that records the loop's calls to its hooks."""
 
     def apply(self):
@@ -131,11 +131,11 @@ def test_hooks_run_in_order_with_gradients_present():
 
 
 def test_extra_loss_is_added_to_the_task_loss():
-    class Penalised(LoRA):
+    class Penalised(Lora):
         def extra_loss(self):
             return 1000 * sum(p.pow(2).sum() for p in self.adapter_parameters())
 
-    plain = LoRA(tiny_bert(), LoraConfig(r=2), ["classifier"])
+    plain = Lora(tiny_bert(), LoraConfig(r=2), ["classifier"])
     penalised = Penalised(tiny_bert(), LoraConfig(r=2), ["classifier"])
     run_loop(plain, max_steps=3, lr=1e-2)
     run_loop(penalised, max_steps=3, lr=1e-2)
@@ -144,8 +144,8 @@ def test_extra_loss_is_added_to_the_task_loss():
 
 
 def test_gradient_accumulation_equals_one_big_batch():
-    big = LoRA(tiny_bert(), LoraConfig(r=2), ["classifier"])
-    accumulated = LoRA(tiny_bert(), LoraConfig(r=2), ["classifier"])
+    big = Lora(tiny_bert(), LoraConfig(r=2), ["classifier"])
+    accumulated = Lora(tiny_bert(), LoraConfig(r=2), ["classifier"])
     run_loop(big, max_steps=1, batch_size=8, grad_accum=1, lr=1e-2, warmup_ratio=0.0)
     run_loop(accumulated, max_steps=1, batch_size=4, grad_accum=2, lr=1e-2, warmup_ratio=0.0)
     for a, b in zip(big.model.parameters(), accumulated.model.parameters()):
@@ -153,7 +153,7 @@ def test_gradient_accumulation_equals_one_big_batch():
 
 
 def test_evaluations_every_n_steps_and_at_the_end_with_best_tracked():
-    method = LoRA(tiny_bert(), LoraConfig(r=2), ["classifier"])
+    method = Lora(tiny_bert(), LoraConfig(r=2), ["classifier"])
     outcome = run_loop(method, max_steps=5, eval_every=2)
     steps = [point["step"] for point in outcome.curve if point["split"] == "validation"]
     assert steps == [2, 4, 5]
@@ -164,7 +164,7 @@ def test_evaluations_every_n_steps_and_at_the_end_with_best_tracked():
 
 
 def test_non_finite_loss_stops_with_a_clear_error():
-    method = LoRA(tiny_bert(), LoraConfig(r=2), ["classifier"])
+    method = Lora(tiny_bert(), LoraConfig(r=2), ["classifier"])
     with torch.no_grad():
         method.model.classifier.weight.fill_(float("nan"))
     with pytest.raises(HarnessError, match="loss is nan at step 1"):
@@ -177,7 +177,7 @@ def test_losses_read_every_n_steps_log_exactly_what_reading_every_step_logs():
     outcomes, logs = [], []
     for every in (1, 4):
         logger = ListLogger()
-        method = LoRA(tiny_bert(), LoraConfig(r=2), ["classifier"])
+        method = Lora(tiny_bert(), LoraConfig(r=2), ["classifier"])
         outcomes.append(
             run_loop(method, logger=logger, every=every, max_steps=7, eval_every=3, grad_accum=2, batch_size=4)
         )
@@ -187,7 +187,7 @@ def test_losses_read_every_n_steps_log_exactly_what_reading_every_step_logs():
 
 
 def test_a_non_finite_loss_read_late_still_names_its_step():
-    method = LoRA(tiny_bert(), LoraConfig(r=2), ["classifier"])
+    method = Lora(tiny_bert(), LoraConfig(r=2), ["classifier"])
     with torch.no_grad():
         method.model.classifier.weight.fill_(float("nan"))
     with pytest.raises(HarnessError, match="loss is nan at step 1;"):

@@ -8,10 +8,10 @@ from torch import nn
 
 from harness.errors import HarnessError
 from methods.base import Method, MethodConfig, is_bias
-from methods.lora import LoRA, LoraConfig
+from methods.lora import Lora, LoraConfig
 from methods.lowrank import AdditiveLayer, LowRankConfig, scaled
 from methods.projection import Projection, ProjectionConfig
-from methods.registry import METHODS, method_class, parse_method_config, register
+from methods.registry import METHODS, parse_method_config, register
 from tests.conftest import tiny_bert, tiny_cnn, tiny_images
 
 HEAD = ["classifier"]
@@ -43,7 +43,10 @@ def test_is_bias_reads_only_the_last_dotted_part(name, expected):
 
 def test_missing_head_module_is_an_error_naming_the_top_level_modules():
     model = tiny_bert()
-    expected = "head modules ['nohead', 'classifier.x'] not found in the model; top-level modules: ['bert', 'dropout', 'classifier']"
+    expected = (
+        "head modules ['nohead', 'classifier.x'] not found in the model; top-level modules: ['bert', 'dropout', "
+        "'classifier']"
+    )
     with pytest.raises(HarnessError) as error:
         Method(model, MethodConfig(), ["nohead", "classifier", "classifier.x"])
     assert str(error.value) == expected
@@ -51,7 +54,7 @@ def test_missing_head_module_is_an_error_naming_the_top_level_modules():
 
 def test_unmatched_target_error_names_the_method():
     with pytest.raises(HarnessError) as error:
-        LoRA(tiny_bert(), LoraConfig(targets=["nomatch"]), HEAD)
+        Lora(tiny_bert(), LoraConfig(targets=["nomatch"]), HEAD)
     linear = (
         "bert.encoder.layer.<n>.attention.self.query, bert.encoder.layer.<n>.attention.self.key, "
         "bert.encoder.layer.<n>.attention.self.value, bert.encoder.layer.<n>.attention.output.dense, "
@@ -126,7 +129,7 @@ def test_a_root_norm_layer_parameters_are_not_decayed():
 
 
 def test_load_state_errors_list_the_first_five_names():
-    method = LoRA(tiny_bert(), LoraConfig(targets=["query", "value"]), HEAD)
+    method = Lora(tiny_bert(), LoraConfig(targets=["query", "value"]), HEAD)
     state = method.trainable_state_dict()
     extra = {**state, **{f"x{i}": torch.zeros(1) for i in range(7)}}
     with pytest.raises(HarnessError) as error:
@@ -147,7 +150,7 @@ KNOWN = "adalora, dora, dora_dynamic, full, head, lora, lora_xs, lorta, melora, 
 def test_unknown_method_error_lists_the_methods():
     assert ", ".join(sorted(METHODS)).startswith("adalora, dora")
     with pytest.raises(HarnessError) as error:
-        method_class("nope")
+        METHODS["nope"]
     assert str(error.value) == f"unknown method 'nope'; available: {', '.join(sorted(METHODS))}"
     assert set(KNOWN.split(", ")) <= set(METHODS)
 
@@ -170,10 +173,12 @@ def test_register_adds_the_class_under_its_name():
 
     try:
         assert register(Dummy) is Dummy
-        assert METHODS["dummy_registered_in_a_test"] is Dummy
-        assert method_class("dummy_registered_in_a_test") is Dummy
+        assert METHODS["dummy_registered_in_a_test"] is Dummy and "dummy_registered_in_a_test" in METHODS
+        with pytest.raises(HarnessError) as error:
+            register(Dummy)
+        assert str(error.value) == "method 'dummy_registered_in_a_test' is registered twice"
     finally:
-        METHODS.pop("dummy_registered_in_a_test", None)
+        METHODS.entries.pop("dummy_registered_in_a_test", None)
 
 
 # -- LowRankConfig checks ------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ CONFIGS = sorted(name for name in METHODS if name != "peft") + BRIDGED
 
 def for_images(name: str) -> bool:
     """Methods that adapt convolutions only are checked on a small CNN, the others on a tiny BERT."""
-    return nn.Linear not in getattr(METHODS[name.split("/")[0]], "target_types", (nn.Linear,))
+    capabilities = METHODS[name.split("/")[0]].capabilities
+    return capabilities.adapts(nn.Conv2d) and not capabilities.adapts(nn.Linear)
 
 
 def model_for(name: str, seed: int = 0):
@@ -69,9 +70,10 @@ def test_outputs_unchanged_at_init(name):
         assert not torch.allclose(model(**batch_for(name)).logits, reference, rtol=0, atol=1e-6)
         return
     outputs = model(**batch_for(name)).logits
-    tolerance = 1e-6 if method.exact_identity_at_init else 1e-4
+    tolerance = 1e-6 if method.capabilities.identity_at_init else 1e-4
     assert torch.allclose(outputs, reference, atol=tolerance)
-    if not method.exact_identity_at_init:  # "near, not at" must be true: a method that starts at W0 is held to 1e-6
+    # "near, not at" must be true: a method that starts at W0 is held to 1e-6
+    if not method.capabilities.identity_at_init:
         assert not torch.equal(outputs, reference)
 
 

@@ -165,10 +165,10 @@ def test_a_run_estimates_the_gradient_on_its_own_first_batches_and_counts_the_ti
     is reported and inside train_seconds."""
     from harness.engine.run import execute_run
     from harness.engine.train import StepRunner
-    from methods.lora_ga import LoraGA
+    from methods.lora_ga import LoraGa
 
     estimated, trained = [], []
-    initialise, step = LoraGA.initialise, StepRunner.__call__
+    initialise, step = LoraGa.initialise, StepRunner.__call__
 
     def spy_initialise(self, loss_of, batches):
         batches = list(batches)
@@ -180,7 +180,7 @@ def test_a_run_estimates_the_gradient_on_its_own_first_batches_and_counts_the_ti
         trained.append(micro_batches[0]["input_ids"])
         return step(self, number, micro_batches)
 
-    monkeypatch.setattr(LoraGA, "initialise", spy_initialise)
+    monkeypatch.setattr(LoraGa, "initialise", spy_initialise)
     monkeypatch.setattr(StepRunner, "__call__", spy_step)
     record = execute_run(
         make_config("method=lora_ga", "method.grad_batches=3", "method.targets=[query,value]", "train.batch_size=4")

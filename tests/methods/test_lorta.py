@@ -12,6 +12,7 @@ from torch import nn
 from harness.errors import HarnessError
 from methods.lorta import Lorta, LortaConfig, LortaFactors
 from tests.conftest import tiny_bert
+from tests.methods.references import NAMES, check_adapter_count, check_linear_layers, trained
 
 HEAD = ["classifier"]
 
@@ -96,3 +97,35 @@ def test_lorta_unmatched_target_names_the_method():
     assert error(lambda: Lorta(tiny_bert(), LortaConfig(targets=["nothing_here"]), HEAD)).startswith(
         "lorta: target pattern 'nothing_here' matches no Linear module; the model has: "
     )
+
+
+def test_lorta_is_the_cp_tensor_slice_of_each_layer_and_matrix():
+    r, alpha, heads = 3, 2.0, 4
+    targets = ["query", "key", "value", "attention.output.dense"]
+    original, model, method = trained("lorta", r=r, alpha=alpha, targets=targets)
+    factors = model.lorta_factors
+    head_size = 32 // heads
+
+    def reference(name, w0, layer):
+        layer_index = int(name.split(".")[3])
+        matrix = next(i for i, target in enumerate(targets) if name.endswith(NAMES[target]))
+        delta = torch.zeros_like(w0)
+        for h in range(heads):
+            weights = factors.C_h[h] * factors.C_l[layer_index] * factors.C_m[matrix]  # λ_h
+            delta[:, h * head_size : (h + 1) * head_size] = factors.A @ torch.diag(weights) @ factors.B
+        return w0 + (alpha / r) * delta
+
+    check_linear_layers(original, model, method, reference)
+
+
+# -- closed-form parameter counts (tiny models: tests/methods/references.py) --------------------------------
+COUNTS = [
+    ({"r": 4}, 4 * (32 + 8 + 4 + 2 + 4)),  # the whole model: r·(d + d_h + H + L + M)
+    ({"r": 2, "targets": ["query", "value"]}, 2 * (32 + 8 + 4 + 2 + 2)),
+    ({"r": 8, "targets": ["query"]}, 8 * (32 + 8 + 4 + 2 + 1)),
+]
+
+
+@pytest.mark.parametrize("values, adapter", COUNTS)
+def test_adapter_parameter_count_matches_the_closed_form(values, adapter):
+    check_adapter_count("lorta", values, adapter)

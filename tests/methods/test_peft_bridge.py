@@ -35,7 +35,8 @@ def delta(layer) -> torch.Tensor:
         ),
         (
             {"peft_type": "ADALORA"},
-            "PEFT type ADALORA is not driven by the bridge (it prunes ranks in a step hook and adds a loss: use method=adalora",
+            "PEFT type ADALORA is not driven by the bridge (it prunes ranks in a step hook and adds a loss: use "
+            "method=adalora",
         ),
         (
             {"peft_type": "VERA", "options": {"rank": 4}},
@@ -43,7 +44,8 @@ def delta(layer) -> torch.Tensor:
         ),
         (
             {"peft_type": "LORA", "options": {"modules_to_save": ["classifier"]}},
-            "peft/lora: method.options.modules_to_save is set by the harness (the harness trains the task head itself); remove it",
+            "peft/lora: method.options.modules_to_save is set by the harness (the harness trains the task head "
+            "itself); remove it",
         ),
         (
             {"peft_type": "LORA", "options": {"target_modules": ["query"]}},

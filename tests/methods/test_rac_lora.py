@@ -13,6 +13,7 @@ import torch
 from harness.errors import HarnessError
 from methods.rac_lora import RacLora, RacLoraConfig
 from tests.conftest import tiny_batch, tiny_bert
+from tests.methods.references import LORA_TARGETS, build, check_adapter_count, check_linear_layers
 from tests.training import train_steps as train_batches
 
 HEAD = ["classifier"]
@@ -111,9 +112,9 @@ def message(**values) -> str:
 def test_gaussian_factor_choices_with_frozen_none():
     for gaussian in ("A", "B", None):
         assert RacLoraConfig(frozen="none", gaussian=gaussian).gaussian == gaussian
-    assert (
-        message(frozen="none", gaussian="a")
-        == "method.gaussian (A, B or null) chooses the Gaussian factor of a chain with frozen: none, got 'a' with frozen: none"
+    assert message(frozen="none", gaussian="a") == (
+        "method.gaussian (A, B or null) chooses the Gaussian factor of a chain with frozen: none, got 'a' with "
+        "frozen: none"
     )
 
 
@@ -128,9 +129,8 @@ def test_links_init_std_and_rslora_bounds():
 def test_rank_error_names_the_method_and_the_layer():
     with pytest.raises(HarnessError) as error:
         chain(r=40, targets=["query"])
-    assert (
-        str(error.value)
-        == "rac_lora: rank r=40 exceeds min(d_in, d_out)=32 of layer 'bert.encoder.layer.0.attention.self.query' (32×32)"
+    assert str(error.value) == (
+        "rac_lora: rank r=40 exceeds min(d_in, d_out)=32 of layer 'bert.encoder.layer.0.attention.self.query' (32×32)"
     )
 
 
@@ -169,7 +169,7 @@ def test_chain_of_lora_links_restart_with_loras_kaiming_bound():
             assert torch.count_nonzero(layer.lora_B) == 0
         assert max(ratios) <= 1.0 and min(ratios) > 0.93
         for layer in method.layers.values():
-            layer.fold()
+            layer.end_link()
 
 
 @pytest.mark.parametrize("values", [{"frozen": "none"}, {"frozen": "A"}, {"frozen": "none", "gaussian": "B"}])
@@ -181,7 +181,7 @@ def test_link_draws_come_from_the_seeded_generator_not_the_global_rng(values):
         if consume:
             torch.rand(1000)
         layer = method.layers[QUERY]
-        layer.fold()
+        layer.end_link()
         draws.append((layer.lora_A.detach().clone(), layer.lora_B.detach().clone()))
     assert torch.equal(draws[0][0], draws[1][0]) and torch.equal(draws[0][1], draws[1][1])
 
@@ -217,3 +217,37 @@ def test_optimizer_reset_without_moments_yet():
     method.start(4, optimizer)
     method.on_step_end(2)
     assert len(optimizer.state) == 0
+
+
+@pytest.mark.parametrize("frozen, gaussian", [("A", None), ("B", None), ("none", None), ("none", "B")])
+def test_rac_lora_is_w0_plus_the_sum_of_every_links_update(frozen, gaussian):
+    r, alpha, links, total = 2, 3.0, 3, 9
+    boundaries = {round(k * total / links) for k in range(1, links)}  # 3 and 6
+    folded = {}
+
+    def record_link(step):  # the link's update, just before the method folds it
+        if step in boundaries:
+            for name, layer in method.layers.items():
+                folded[name] = folded.get(name, 0) + (alpha / r) * (layer.lora_B @ layer.lora_A).detach()
+
+    original, model, method = build(
+        "rac_lora", r=r, alpha=alpha, links=links, frozen=frozen, gaussian=gaussian, targets=LORA_TARGETS
+    )
+    train_batches(method, lambda step: tiny_batch(seed=step), total, before_step_end=record_link)
+    assert len(folded) == 6 and all(torch.count_nonzero(value) for value in folded.values())
+    check_linear_layers(
+        original, model, method, lambda name, w0, layer: w0 + folded[name] + (alpha / r) * layer.lora_B @ layer.lora_A
+    )
+
+
+# -- closed-form parameter counts (tiny models: tests/methods/references.py) --------------------------------
+COUNTS = [
+    ({"r": 2, "frozen": "A", "targets": ["intermediate.dense"]}, 2 * 2 * 48),  # r·d_out
+    ({"r": 2, "frozen": "B", "targets": ["intermediate.dense"]}, 2 * 2 * 32),  # r·d_in
+    ({"r": 2, "frozen": "none", "targets": ["intermediate.dense"]}, 2 * 2 * (32 + 48)),
+]
+
+
+@pytest.mark.parametrize("values, adapter", COUNTS)
+def test_adapter_parameter_count_matches_the_closed_form(values, adapter):
+    check_adapter_count("rac_lora", values, adapter)

@@ -12,8 +12,8 @@ from methods.lorta import Lorta, LortaConfig
 from methods.structured import Circulant, Kronecker, ToeplitzProduct, circulant_product, symmetric_toeplitz_product
 from methods.surm import Surm, SurmConfig
 from tests.conftest import tiny_batch, tiny_bert
+from tests.methods.references import peft_layer, peft_lora
 from tests.methods.test_invariants import perturb_trainable
-from tests.methods.test_lora_family import peft_layer, peft_lora
 
 HEAD = ["classifier"]
 F64 = {"dtype": torch.float64}

@@ -7,12 +7,21 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import HarnessError
 from methods.structured import Circulant, Kronecker, ToeplitzProduct, build_structure, circulant_product
 from methods.surm import Surm, SurmConfig
 from tests.conftest import tiny_bert
+from tests.methods.references import (
+    FFN_OUT,
+    LORA_TARGETS,
+    adapted_names,
+    check_adapter_count,
+    check_linear_layers,
+    trained,
+)
 
 HEAD = ["classifier"]
 
@@ -78,14 +87,16 @@ def test_circulant_product_of_a_bfloat16_column_runs_its_fft_in_float32():
 
 def test_toeplitz_needs_a_square_layer():
     assert error(lambda: build_structure("toeplitz", 32, 48, 2, 1.0, "layer.x")) == (
-        "surm: structure=toeplitz needs a square layer, but 'layer.x' is 48×32; target square layers or use structure=kronecker"
+        "surm: structure=toeplitz needs a square layer, but 'layer.x' is 48×32; target square layers or use "
+        "structure=kronecker"
     )
 
 
 @pytest.mark.parametrize("d_in, d_out", [(6, 4), (4, 6), (5, 7)])
 def test_kronecker_rank_must_divide_both_sizes(d_in, d_out):
     assert error(lambda: build_structure("kronecker", d_in, d_out, 3 if (d_in, d_out) != (5, 7) else 2, 1.0, "m")) == (
-        f"surm: structure=kronecker needs method.r={3 if (d_in, d_out) != (5, 7) else 2} to divide both sizes of 'm' ({d_out}×{d_in})"
+        f"surm: structure=kronecker needs method.r={3 if (d_in, d_out) != (5, 7) else 2} to divide both sizes of 'm' "
+        f"({d_out}×{d_in})"
     )
 
 
@@ -121,7 +132,8 @@ def test_surm_adapter_placement_first_factor_std_is_0_02(structure, attribute):
 
 def test_surm_adapter_kronecker_error_names_the_layer():
     assert error(lambda: surm(structure="kronecker", placement="adapter", r=3)) == (
-        "surm: structure=kronecker needs method.r=3 to divide both sizes of 'bert.encoder.layer.0.attention.output.dense' (32×32)"
+        "surm: structure=kronecker needs method.r=3 to divide both sizes of "
+        "'bert.encoder.layer.0.attention.output.dense' (32×32)"
     )
 
 
@@ -176,5 +188,90 @@ def test_surm_adapter_block_dropout_that_is_not_a_dropout_is_an_error():
     bert = tiny_bert()
     bert.bert.encoder.layer[0].output.dropout = nn.Tanh()
     assert error(lambda: surm(bert, placement="adapter")) == (
-        "surm: expected 'bert.encoder.layer.0.output.dropout' after 'bert.encoder.layer.0.output.dense' to be a Dropout, found Tanh"
+        "surm: expected 'bert.encoder.layer.0.output.dropout' after 'bert.encoder.layer.0.output.dense' to be a "
+        "Dropout, found Tanh"
     )
+
+
+def circulant(column: torch.Tensor) -> torch.Tensor:
+    """C_ij = c[(i − j) mod d]."""
+    d = len(column)
+    return torch.stack([torch.stack([column[(i - j) % d] for j in range(d)]) for i in range(d)])
+
+
+def symmetric_toeplitz(v: torch.Tensor) -> torch.Tensor:
+    """T_ij = v[|i − j|]."""
+    d = len(v)
+    return torch.stack([torch.stack([v[abs(i - j)] for j in range(d)]) for i in range(d)])
+
+
+def kronecker(B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """(B ⊗ A)[p·a + i, q·b + j] = B[p, q]·A[i, j] for A of shape a×b."""
+    a, b = A.shape
+    out = torch.zeros(B.shape[0] * a, B.shape[1] * b, dtype=A.dtype)
+    for p in range(B.shape[0]):
+        for q in range(B.shape[1]):
+            out[p * a : (p + 1) * a, q * b : (q + 1) * b] = B[p, q] * A
+    return out
+
+
+@pytest.mark.parametrize("structure", ["circulant", "toeplitz", "kronecker"])
+def test_surm_lora_placement_is_w0_plus_the_structured_matrix(structure):
+    alpha, r = 1.5, 4
+    targets = ["query", "value"] if structure != "kronecker" else LORA_TARGETS
+    original, model, method = trained(
+        "surm", structure=structure, placement="lora", alpha=alpha, r=r, dropout=0.0, targets=targets
+    )
+
+    def reference(name, w0, layer):
+        s = layer.structured
+        if structure == "circulant":
+            return w0 + alpha * circulant(s.c_B * s.c_A)
+        if structure == "toeplitz":
+            return w0 + alpha * symmetric_toeplitz(s.toeplitz_b) @ symmetric_toeplitz(s.toeplitz_a)
+        return w0 + (alpha / r) * kronecker(s.kron_B, s.kron_A)
+
+    check_linear_layers(original, model, method, reference)
+
+
+@pytest.mark.parametrize("structure, activation", [("circulant", "gelu"), ("toeplitz", "tanh"), ("kronecker", "silu")])
+def test_surm_adapter_is_h_plus_act_of_m_h_plus_beta(structure, activation):
+    alpha, r = 1.5, 4
+    original, model, method = trained(
+        "surm", structure=structure, placement="adapter", alpha=alpha, r=r, dropout=0.0, activation=activation
+    )
+    act = {"gelu": F.gelu, "tanh": torch.tanh, "silu": F.silu}[activation]
+    x = torch.randn(5, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    assert sorted(method.layers) == sorted(adapted_names(["attention.output.dense", FFN_OUT]))
+    for name, wrapper in method.layers.items():
+        base = original.get_submodule(name)
+        s = wrapper.structured
+        if structure == "circulant":
+            matrix = alpha * circulant(s.c_B * s.c_A)
+        elif structure == "toeplitz":
+            matrix = alpha * symmetric_toeplitz(s.toeplitz_b) @ symmetric_toeplitz(s.toeplitz_a)
+        else:
+            matrix = (alpha / r) * kronecker(s.kron_B, s.kron_A)
+        inputs = x[:, : base.in_features]
+        with torch.no_grad():
+            h = inputs @ base.weight.T + base.bias
+            expected = h + act(h @ matrix.T) + wrapper.adapter_bias
+            assert torch.count_nonzero(matrix) > 0 and torch.count_nonzero(wrapper.adapter_bias) > 0
+            assert torch.allclose(wrapper(inputs), expected, atol=1e-10), name
+            method.merge()  # not mergeable: a no-op
+            assert torch.allclose(wrapper(inputs), expected, atol=1e-10), name
+
+
+# -- closed-form parameter counts (tiny models: tests/methods/references.py) --------------------------------
+COUNTS = [
+    ({"structure": "circulant", "targets": ["query", "value"]}, 2 * 2 * (2 * 32)),
+    ({"structure": "toeplitz", "targets": ["query"]}, 2 * (2 * 32)),
+    ({"structure": "kronecker", "r": 4, "targets": ["intermediate.dense"]}, 2 * (32 + 48)),
+    ({"structure": "circulant", "placement": "adapter"}, 2 * 2 * (2 * 32 + 32)),
+    ({"structure": "kronecker", "placement": "adapter", "r": 2}, 2 * 2 * (32 + 32 + 32)),
+]
+
+
+@pytest.mark.parametrize("values, adapter", COUNTS)
+def test_adapter_parameter_count_matches_the_closed_form(values, adapter):
+    check_adapter_count("surm", values, adapter)

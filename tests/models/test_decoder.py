@@ -56,7 +56,7 @@ def test_lora_family_counts_on_gqa_layers_follow_their_formulas(make_config, met
     reference = model(**BATCH).logits
     built = build_method(model, cfg.method, list(settings.model.head_modules))
     assert built.param_counts()["adapter"] == expected
-    tolerance = 1e-6 if built.exact_identity_at_init else 1e-4
+    tolerance = 1e-6 if built.capabilities.identity_at_init else 1e-4
     torch.testing.assert_close(model(**BATCH).logits, reference, rtol=0, atol=tolerance)
 
 

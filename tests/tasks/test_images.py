@@ -15,13 +15,13 @@ from torch import nn
 
 from harness.engine.run import execute_run
 from harness.errors import HarnessError
-from methods.lora import LoRA, LoraConfig
+from methods.lora import Lora, LoraConfig
 from methods.projection import Projection, ProjectionConfig
 from tasks import load_task
 from tasks.base import ImageSplit
 from tasks.pixels import PixelSplit
 from tests.conftest import tiny_cnn, tiny_images
-from tests.methods.test_lora_family import peft_layer
+from tests.methods.references import peft_layer
 
 HEAD = ["classifier"]
 
@@ -59,7 +59,7 @@ def test_lora_on_conv2d_equals_peft():
     torch.manual_seed(0)
     net = ConvNet().double()
     theirs = peft.get_peft_model(copy.deepcopy(net), peft.LoraConfig(r=2, lora_alpha=4, target_modules=["conv"]))
-    method = LoRA(net, LoraConfig(r=2, alpha=4, targets=["conv"]), HEAD)
+    method = Lora(net, LoraConfig(r=2, alpha=4, targets=["conv"]), HEAD)
     layer, twin = method.layers["conv"], peft_layer(theirs, "conv")
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -82,7 +82,7 @@ def test_lora_on_conv2d_equals_peft():
 def test_lora_wraps_same_padding_conv_subclasses_and_rejects_grouped_convs():
     model = tiny_cnn()
     reference = model(**tiny_images()).logits
-    method = LoRA(
+    method = Lora(
         model, LoraConfig(r=2, alpha=4, targets=["backbone.0", "backbone.6"]), HEAD
     )  # 3×3 stride-2 "same", 1×1
     assert method.param_counts()["adapter"] == 2 * (3 * 9 + 8) + 2 * (8 + 12)
@@ -95,7 +95,7 @@ def test_lora_wraps_same_padding_conv_subclasses_and_rejects_grouped_convs():
     method.merge()
     assert torch.allclose(model(**tiny_images()).logits, unmerged, atol=1e-5)
     with pytest.raises(HarnessError, match=r"'backbone.3' is a grouped convolution \(groups=8\)"):
-        LoRA(tiny_cnn(), LoraConfig(targets=["backbone.3"]), HEAD)
+        Lora(tiny_cnn(), LoraConfig(targets=["backbone.3"]), HEAD)
 
 
 # -- model projection ---------------------------------------------------------------------------------

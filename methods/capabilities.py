@@ -1,0 +1,52 @@
+"""What a method declares about itself, in one object beside its class (`capabilities = Capabilities(...)`).
+
+The training loop, the sharding set-up, the run's checks and the generic method tests read these
+fields instead of guessing from a method's class; tests/methods/test_invariants.py checks each
+declaration against what the method does (a declared step hook overrides `on_step_end`, a method that
+starts exactly at the pretrained outputs leaves them unchanged, ...).
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """One method's declarations; the defaults are those of an additive adapter on linear layers."""
+
+    # The layer types the method adapts (its targets are matched among these); nn.Module: any, the
+    # method decides (PEFT's tuners).
+    layer_kinds: tuple[type[nn.Module], ...] = (nn.Linear,)
+    # `merge()` folds the update into the base weights (merged outputs = unmerged outputs); False where
+    # the update cannot be written as a weight (a non-linear adapter): merge then leaves the model as it is.
+    mergeable: bool = True
+    # At step 0 the outputs are exactly the pretrained model's; False where the paper starts near them
+    # (a small random init) or away from them.
+    identity_at_init: bool = True
+    # `on_step_end` changes the method's state after optimizer steps (masks, folds, redraws): in a
+    # data-parallel run every rank then takes rank 0's state.
+    step_hook: bool = False
+    # `initialise(loss_of, batches)` reads the first `init_batches` training batches before step 1.
+    needs_data_at_init: bool = False
+    # Training writes into frozen tensors of the adapted layers (RAC-LoRA folds each link into W0).
+    rewrites_frozen: bool = False
+    # Every backbone weight is trained (full fine-tuning): nothing is frozen.
+    trains_backbone: bool = False
+    # Can run on a generative task, where the model answers through its pretrained LM head (no task head).
+    generative_ok: bool = True
+    # Which trainable tensors AdamW decays (toward 0, at train.weight_decay), as the method's reference
+    # code does (each method's docstring cites it): "trainer", all but biases and normalisation-layer
+    # parameters (HF Trainer's rule); "all", every trainable tensor (a plain torch AdamW over all of them).
+    decay: Literal["trainer", "all"] = "trainer"
+
+    @property
+    def shardable(self) -> bool:
+        """Whether the frozen backbone can be sharded over the ranks (fsdp=true): it must stay frozen
+        and untouched, and the start must not need the gradients of whole frozen weights."""
+        return not (self.trains_backbone or self.rewrites_frozen or self.needs_data_at_init)
+
+    def adapts(self, kind: type[nn.Module]) -> bool:
+        """Whether layers of type `kind` can be targets."""
+        return any(issubclass(kind, adapted) for adapted in self.layer_kinds)
