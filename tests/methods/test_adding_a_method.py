@@ -79,6 +79,7 @@ def test_the_example_registers_itself_and_composes_from_its_yaml(example):
         capabilities.test_a_step_hook_is_declared_exactly_where_on_step_end_is_overridden,
         capabilities.test_a_data_dependent_start_is_declared_exactly_where_initialise_is_overridden,
         capabilities.test_trains_backbone_is_declared_exactly_where_every_weight_is_trained,
+        capabilities.test_a_method_is_fine_on_generative_tasks_exactly_when_it_trains_something_without_a_task_head,
         capabilities.test_the_adapted_layers_are_of_the_declared_kinds,
         capabilities.test_frozen_tensors_change_during_training_only_where_declared,
     ],
