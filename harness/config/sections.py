@@ -1,55 +1,59 @@
-"""Dataclass schemas of the config sections, and their one-line validation errors.
+"""Dataclass schemas of the config sections, the one place their defaults are written, and their
+one-line validation errors.
 
-Hydra composes the YAML; each section is then checked against its dataclass here (unknown keys,
-wrong types, out-of-range values), before any data or model is loaded.
+Hydra composes the YAML over these defaults (harness/config/compose.py registers them as the base nodes
+that the YAMLs extend); each section is then checked against its dataclass here (unknown keys, wrong
+types, out-of-range values), before any data or model is loaded. `parse_settings` gives the typed run
+config, `RunSettings`: the semantic sections (seed, train, method, task, model: what a run computes, the
+run key's allow-list) and the operational section (`OperationalConfig`: where and how it runs). On the
+command line the operational keys stay top-level keys (`results_dir=...`, `checkpoint.every_steps=5`,
+`logger=wandb`); the typed view groups them.
 """
 
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 from harness.checks import parse_section, require
-from harness.config.paths import CONF_DIR
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# Field metadata: not in the composed config unless a YAML or the command line sets it (harness/config/compose.py);
-# the fields added after records existed, so that the configs which do not set them keep their run keys.
+# Field metadata: not in the base node, so not in the composed config unless a YAML, a launcher or the command
+# line sets it: the fields added after records existed (the configs that do not set them keep their run keys),
+# a tuning protocol's keys and the logger (composed by its own group, conf/logger/).
 NOT_COMPOSED = {"composed": False}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SCHEDULES = ("linear", "cosine", "constant")  # after warmup (harness/engine/schedule.py)
+DEFAULT_SEED = 0
+CACHE_DIR = "${oc.env:PEFT_HARNESS_CACHE,${oc.env:HOME,.}/.cache/peft-harness}"
 
 
-def written_defaults(section: str) -> dict[str, Any]:
-    """conf/config.yaml's `section`, the one place its defaults are written; keys that interpolate
-    others (train.lr: ${method.lr}) are left out: they have no value of their own."""
-    node = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml")[section], resolve=False)
-    return {key: value for key, value in node.items() if not (isinstance(value, str) and "${" in value)}
-
-
-TRAIN = written_defaults("train")
+def composed_as(interpolation: str) -> dict:
+    """Field metadata: the base node holds `interpolation` (a value taken from another section or the
+    environment) where the field's default would be; the default is what a section built in code has."""
+    return {"composed_as": interpolation}
 
 
 @dataclass
 class TrainConfig:
-    """The train section's schema; its defaults are conf/config.yaml's (read, not copied). lr and
-    head_lr come from the method's YAML (train.lr: ${method.lr}); None where a TrainConfig is built in code."""
+    """The train section. lr and head_lr are the method's (`${method.lr}`, `${method.head_lr}`); None where a
+    TrainConfig is built in code, and then required."""
 
-    epochs: float = TRAIN["epochs"]
-    max_steps: Optional[int] = TRAIN["max_steps"]
-    batch_size: int = TRAIN["batch_size"]
-    eval_batch_size: int = TRAIN["eval_batch_size"]
-    grad_accum: int = TRAIN["grad_accum"]
-    lr: Optional[float] = None  # required
-    head_lr: Optional[float] = None  # required
-    weight_decay: float = TRAIN["weight_decay"]
-    schedule: str = TRAIN["schedule"]
-    warmup_ratio: float = TRAIN["warmup_ratio"]
-    max_grad_norm: Optional[float] = TRAIN["max_grad_norm"]
-    eval_every: Optional[int] = TRAIN["eval_every"]
-    precision: str = TRAIN["precision"]
-    device: str = TRAIN["device"]
+    epochs: float = 1
+    max_steps: Optional[int] = None  # null: run train.epochs
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    grad_accum: int = 1
+    lr: Optional[float] = field(default=None, metadata=composed_as("${method.lr}"))  # adapter (or full FT) lr
+    head_lr: Optional[float] = field(default=None, metadata=composed_as("${method.head_lr}"))  # task-head lr
+    weight_decay: float = 0.0
+    schedule: str = "linear"  # after warmup: linear | cosine | constant
+    warmup_ratio: float = 0.06
+    max_grad_norm: Optional[float] = 1.0
+    eval_every: Optional[int] = None  # steps; null: once per epoch (and always at the end)
+    precision: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | fp32 | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda | mps
 
     def __post_init__(self):
         require(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
@@ -173,41 +177,109 @@ class LoggerConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Step checkpoints of long runs (harness/engine/checkpoint.py): a killed run continues from its last one."""
+
+    every_steps: Optional[int] = None  # save after every N optimizer steps
+    every_minutes: Optional[float] = None  # and/or every M minutes
+
+    def __post_init__(self):
+        require(
+            self.every_steps is None or self.every_steps >= 1,
+            f"checkpoint.every_steps must be a positive number of steps or null, got {self.every_steps}",
+        )
+        require(
+            self.every_minutes is None or self.every_minutes > 0,
+            f"checkpoint.every_minutes must be > 0 or null, got {self.every_minutes}",
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.every_steps is not None or self.every_minutes is not None
+
+
+@dataclass
+class OperationalConfig:
+    """Where and how a run goes, never what it computes: outside the run key. Top-level keys of the
+    composed config (`results_dir=...`, `checkpoint.every_steps=5`, `logger=wandb` on the command line)."""
+
+    results_dir: str = "results"  # records in <results_dir>/runs/<run_key>.json
+    cache_dir: Optional[str] = field(default=None, metadata=composed_as(CACHE_DIR))  # tokenized data, built assets
+    sweep: Optional[str] = None  # name of a named sweep (set by sweep/<name>.yaml)
+    tags: list[str] = field(default_factory=list)
+    caption: Optional[str] = None  # a sweep's description, printed above its leaderboard (conf/sweep/demo.yaml)
+    progress: bool = True  # tqdm progress bar
+    threads: Optional[int] = None  # torch threads per run (null: torch's; under the joblib launcher: cores / n_jobs)
+    deterministic: bool = False  # true: deterministic GPU kernels (torch.use_deterministic_algorithms); recorded
+    save_adapter: bool = False  # true: keep the trained state (safetensors) beside the record
+    fsdp: bool = False  # true (torchrun runs): shard the frozen backbone over the ranks (harness/engine/sharding.py)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=NOT_COMPOSED)
+    job_index: Optional[int] = field(default=None, metadata=NOT_COMPOSED)  # the job's number in a multirun
+    protocol: Optional[dict[str, Any]] = field(default=None, metadata=NOT_COMPOSED)  # a tuning protocol's spec
+    tuning: Optional[dict[str, Any]] = field(default=None, metadata=NOT_COMPOSED)  # a run's place in a protocol
+    per_task: Optional[dict[str, Any]] = field(default=None, metadata=NOT_COMPOSED)  # harness/config/per_task.py
+
+    def __post_init__(self):
+        integer = lambda value: isinstance(value, int) and not isinstance(value, bool)  # noqa: E731
+        require(
+            self.threads is None or (integer(self.threads) and self.threads > 0),
+            f"threads must be a number > 0 or null, got {self.threads!r}",
+        )
+        for key in ("progress", "deterministic", "save_adapter", "fsdp"):
+            require(isinstance(getattr(self, key), bool), f"{key} must be true or false, got {getattr(self, key)!r}")
+        require(
+            self.caption is None or isinstance(self.caption, str),
+            f"caption must be a text or null, got {self.caption!r}",
+        )
+        require(
+            isinstance(self.tags, list) and all(isinstance(tag, (str, int, float)) for tag in self.tags),
+            f"tags must be a list of labels (tags=[a,b], or tags=a for one), got {self.tags!r}",
+        )
+
+
+@dataclass
 class RunSettings:
-    """The validated, typed view of one composed config."""
+    """The typed run config: the semantic sections, which the run key hashes, and the operational one."""
 
     seed: int
     train: TrainConfig
+    method: Any  # the method's config dataclass (methods/<name>.py)
     task: TaskConfig
     model: ModelConfig
-    logger: LoggerConfig
-    threads: Optional[int]
+    operational: OperationalConfig
+
+
+def operational_section(cfg: DictConfig) -> OperationalConfig:
+    """The operational keys of `cfg`, checked: the sections (checkpoint, logger) against their dataclasses."""
+    values = {}
+    for spec in fields(OperationalConfig):
+        if spec.name not in cfg:
+            continue
+        value = cfg[spec.name]
+        if is_dataclass(spec.type):
+            value = parse_section(spec.type, value, spec.name)
+        elif OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        values[spec.name] = value
+    if values.get("tags") is None:
+        values["tags"] = []
+    return OperationalConfig(**values)
 
 
 def parse_settings(cfg: DictConfig) -> RunSettings:
+    from methods import parse_method_config  # imports torch: readers of records (leaderboard) need not
+
     integer = lambda value: isinstance(value, int) and not isinstance(value, bool)  # noqa: E731
     require(integer(cfg.seed), f"seed must be an integer, got {cfg.seed!r}")
-    threads = cfg.get("threads")
-    require(
-        threads is None or (integer(threads) and threads > 0), f"threads must be a number > 0 or null, got {threads!r}"
-    )
-    require(isinstance(cfg.get("fsdp", False), bool), f"fsdp must be true or false, got {cfg.get('fsdp')!r}")
-    require(
-        cfg.get("caption") is None or isinstance(cfg.get("caption"), str),
-        f"caption must be a text or null, got {cfg.get('caption')!r}",
-    )
-    tags = cfg.get("tags")
-    require(
-        tags is None or (OmegaConf.is_list(tags) and all(isinstance(t, (str, int, float)) for t in tags)),
-        f"tags must be a list of labels (tags=[a,b], or tags=a for one), got {OmegaConf.to_container(tags) if OmegaConf.is_config(tags) else tags!r}",
-    )
+    operational = operational_section(cfg)
     return RunSettings(
         seed=cfg.seed,
         train=parse_section(TrainConfig, cfg.train, "train"),
         task=parse_section(TaskConfig, cfg.task, "task"),
         model=parse_section(ModelConfig, cfg.model, "model"),
-        logger=parse_section(LoggerConfig, cfg.logger, "logger"),
-        threads=cfg.get("threads"),
+        operational=operational,
+        method=parse_method_config(cfg.method),
     )
 
 

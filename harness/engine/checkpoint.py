@@ -1,9 +1,9 @@
 """Step-level checkpoints: a run killed mid-way (SIGKILL, pre-emption, a SLURM requeue) continues from its
 last checkpoint instead of step 0, and on CPU ends bit for bit where an uninterrupted run ends.
 
-`checkpoint.every_steps` and/or `checkpoint.every_minutes` (top-level config, not part of the run key:
-results do not depend on it) save, after an optimizer step, everything the rest of the run depends on
-to `<results_dir>/runs/<run_key>.checkpoint.pt` (written to a temporary file, then renamed): the
+`checkpoint.every_steps` and/or `checkpoint.every_minutes` (`CheckpointConfig`, an operational section:
+not part of the run key, results do not depend on it) save, after an optimizer step, everything the rest
+of the run depends on to `<results_dir>/runs/<run_key>.checkpoint.pt` (written to a temporary file, then renamed): the
 method's learned tensors (`Method.state_tensors`: trained parameters, masks, folded weights) and its
 other state (`Method.checkpoint_state`: AdaLoRA's importance averages, dynamic DoRA's scores, RAC-LoRA's
 generator), the optimizer, scheduler and gradient scaler, the RNG states (Python, numpy, torch, CUDA),
@@ -18,36 +18,12 @@ it is interrupted or killed.
 import os
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from harness.config.sections import written_defaults
-from harness.errors import HarnessError
-
-CHECKPOINT = written_defaults("checkpoint")
-
-
-@dataclass
-class CheckpointConfig:
-    """The checkpoint section's schema; its defaults are conf/config.yaml's (read, not copied)."""
-
-    every_steps: int | None = CHECKPOINT["every_steps"]
-    every_minutes: float | None = CHECKPOINT["every_minutes"]
-
-    def __post_init__(self):
-        if self.every_steps is not None and self.every_steps < 1:
-            raise HarnessError(
-                f"checkpoint.every_steps must be a positive number of steps or null, got {self.every_steps}"
-            )
-        if self.every_minutes is not None and self.every_minutes <= 0:
-            raise HarnessError(f"checkpoint.every_minutes must be > 0 or null, got {self.every_minutes}")
-
-    @property
-    def enabled(self) -> bool:
-        return self.every_steps is not None or self.every_minutes is not None
+from harness.config.sections import CheckpointConfig
 
 
 def rng_state() -> dict:

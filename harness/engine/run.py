@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from harness.config.sections import LoggerConfig, RunSettings, parse_section, parse_settings
 from harness.engine import distributed
-from harness.engine.checkpoint import CheckpointConfig, Checkpointer
+from harness.engine.checkpoint import Checkpointer
 from harness.engine.device import autocast_dtype, device_name, make_deterministic, pick_device
 from harness.engine.loggers import NullLogger, build_logger
 from harness.engine.memory import read_peak, reset_peak
@@ -32,7 +32,7 @@ from harness.store.files import ensure_writable
 from harness.store.identity import Identity, identify
 from harness.store.provenance import provenance, utc_now
 from harness.store.records import RecordStore, new_record, reported_adapter_params, reported_score
-from methods import METHODS, Method, build_method, parse_method_config
+from methods import METHODS, Method, build_method
 from tasks import TaskData, load_task
 from tasks.pixels import PixelSplit
 from tasks.tokenize import encode_cached
@@ -126,9 +126,7 @@ def fine_tune(cfg: DictConfig, record: dict, logger, store: RecordStore) -> None
 
 def run_training(cfg: DictConfig, setup: "Setup", logger, store: RecordStore, key: str, progress: bool) -> Outcome:
     """The training stage, continuing from the run's checkpoint where an earlier attempt left one."""
-    checkpointer = Checkpointer(
-        parse_section(CheckpointConfig, cfg.get("checkpoint"), "checkpoint"), store.beside(key, "checkpoint.pt")
-    )
+    checkpointer = Checkpointer(setup.run.operational.checkpoint, store.beside(key, "checkpoint.pt"))
     return train(
         setup.model,
         setup.method,
@@ -150,9 +148,8 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
     record['provenance'] and record['params'] (the counts at the start) filled."""
     wall_started = time.perf_counter()
     run = parse_settings(cfg)
-    parse_method_config(cfg.method)
-    if run.threads:
-        torch.set_num_threads(run.threads)
+    if run.operational.threads:
+        torch.set_num_threads(run.operational.threads)
     if cfg.get("deterministic"):
         make_deterministic()
     processes = distributed.world()[1]

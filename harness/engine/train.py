@@ -215,13 +215,13 @@ def train(
     checkpointer: Checkpointer | None = None,
     run_key: str = "",
 ) -> Outcome:
-    """`run` holds the validated settings (run.train, run.seed); `encoded` the encoded splits;
-    `checkpointer` saves and restores the run's state (harness/engine/checkpoint.py)."""
+    """`run` holds the validated settings (run.train, run.seed, run.operational.logger); `encoded` the
+    encoded splits; `checkpointer` saves and restores the run's state (harness/engine/checkpoint.py)."""
     cfg = run.train
     rank = distributed.world()[0]
     plan = plan_steps(cfg, len(encoded["train"]))
     optimizer, scheduler = build_optimizer(method, cfg, plan.warmup_steps, plan.total_steps)
-    log_every = getattr(getattr(run, "logger", None), "every", 1)
+    log_every = run.operational.logger.every
     step_once = StepRunner(model, method, optimizer, scheduler, device, dtype, cfg.max_grad_norm)
     batches = batch_indices(len(encoded["train"]), cfg.batch_size, run.seed)
     outcome = Outcome()

@@ -1,5 +1,8 @@
 """Config composition: every option of every group composes and validates; standard keys exist."""
 
+from dataclasses import MISSING
+from dataclasses import fields as dataclass_fields
+
 import pytest
 from hydra import compose
 from hydra.types import RunMode
@@ -7,7 +10,7 @@ from omegaconf import OmegaConf
 
 from harness.config.compose import project_config
 from harness.config.preflight import CONF_DIR, group_options, unknown_choices
-from harness.config.sections import parse_settings
+from harness.config.sections import CACHE_DIR, CheckpointConfig, OperationalConfig, TrainConfig, parse_settings
 from harness.errors import HarnessError
 from methods import METHODS, parse_method_config
 
@@ -96,6 +99,12 @@ def test_demo_sweep_is_a_multirun_over_every_text_method(make_config):
         ("task.limit_train=0", "task.limit_train must be a positive number"),
         ("task.max_length=1", "task.max_length must be > 1"),
         ("caption=[a,b]", "caption must be a text or null, got"),
+        ("threads=0", "threads must be a number > 0 or null, got 0"),
+        ("fsdp=maybe", "fsdp must be true or false, got 'maybe'"),
+        ("progress=2", "progress must be true or false, got 2"),
+        ("checkpoint.every_steps=0", "checkpoint.every_steps must be a positive number of steps or null, got 0"),
+        ("+checkpoint.every_hours=1", "checkpoint: unknown key 'every_hours'"),
+        ("logger.mode=loud", "logger.mode 'loud' unknown; allowed: auto, online, offline, disabled"),
     ],
 )
 def test_bad_values_give_one_line_errors(make_config, override, message):
@@ -133,25 +142,58 @@ def test_unknown_group_options_are_caught_before_hydra():
     assert unknown_choices(["-m", "method=glob(*)"]) == []
 
 
-def test_the_train_and_checkpoint_defaults_are_written_once_in_config_yaml():
-    """TrainConfig and CheckpointConfig read their defaults from conf/config.yaml (nothing copied), and
-    no method config carries a learning rate of its own outside the method YAMLs."""
-    from dataclasses import fields as dataclass_fields
-
-    from harness.config.sections import TrainConfig
-    from harness.engine.checkpoint import CheckpointConfig
+def test_config_yaml_states_no_default_of_its_own():
+    """conf/config.yaml extends the top-level base node and chooses the groups; seed, train and the operational
+    keys are the dataclasses' defaults (nothing written twice), and no method config carries a learning rate
+    of its own outside the method YAMLs."""
     from methods.base import MethodConfig
 
-    config_yaml = OmegaConf.load(CONF_DIR / "config.yaml")
-    for section, schema in (("train", TrainConfig), ("checkpoint", CheckpointConfig)):
-        written = OmegaConf.to_container(config_yaml[section], resolve=False)
-        assert set(written) == {spec.name for spec in dataclass_fields(schema)}
-        for spec in dataclass_fields(schema):
-            if spec.name in ("lr", "head_lr"):
-                assert written[spec.name].startswith("${method.") and spec.default is None
-            else:
-                assert spec.default == written[spec.name], spec.name
+    config_yaml = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"), resolve=False)
+    assert set(config_yaml) == {"defaults", "hydra"}
+    assert config_yaml["defaults"][:2] == ["/base/run@_here_", "_self_"]
     assert MethodConfig().lr is None and MethodConfig().head_lr is None
+
+
+def test_the_top_level_is_the_dataclasses_defaults():
+    """The composed top level, key by key in order: seed, the operational keys, train (its lr and head_lr the
+    method's), then the groups."""
+    with project_config():
+        cfg = OmegaConf.to_container(compose("config"), resolve=False)
+    train = {spec.name: spec.default for spec in dataclass_fields(TrainConfig)}
+    train |= {"lr": "${method.lr}", "head_lr": "${method.head_lr}"}
+    assert cfg["train"] == train and list(cfg["train"]) == list(train)
+    operational = {
+        spec.name: spec.default_factory() if spec.default is MISSING else spec.default
+        for spec in dataclass_fields(OperationalConfig)
+        if spec.metadata.get("composed", True)
+    }
+    operational |= {"cache_dir": CACHE_DIR, "checkpoint": {"every_steps": None, "every_minutes": None}}
+    assert {key: cfg[key] for key in operational} == operational
+    assert list(cfg) == ["seed", *operational, "train", "method", "task", "model", "logger"]
+    assert cfg["seed"] == 0 and type(cfg["train"]["epochs"]) is int  # `epochs: 1` as the YAML wrote it: same key
+
+
+def test_the_typed_run_config_groups_the_operational_keys(make_config):
+    settings = parse_settings(
+        make_config(
+            "seed=3",
+            "results_dir=/elsewhere",
+            "checkpoint.every_steps=5",
+            "logger=wandb",
+            "logger.every=4",
+            "threads=2",
+            "tags=[a,b]",
+            "fsdp=true",
+            "+job_index=1",
+            "method=lora",
+        )
+    )
+    assert settings.seed == 3 and settings.method.name == "lora" and settings.model.name == "tiny_bert"
+    operational = settings.operational
+    assert operational.results_dir == "/elsewhere" and operational.threads == 2 and operational.tags == ["a", "b"]
+    assert operational.checkpoint == CheckpointConfig(every_steps=5) and operational.checkpoint.enabled
+    assert operational.logger.name == "wandb" and operational.logger.every == 4
+    assert operational.fsdp and operational.job_index == 1 and operational.protocol is None
 
 
 # Run keys of the plain configs (`python -m harness method=... model=...`): a refactoring of how configs

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import harness.engine.train
-from harness.engine.checkpoint import CheckpointConfig, Checkpointer
+from harness.config.sections import CheckpointConfig
+from harness.engine.checkpoint import Checkpointer
 from harness.engine.run import execute_run
 from harness.errors import HarnessError
 from methods.adalora import AdaLora, AdaLoraConfig

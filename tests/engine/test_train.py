@@ -57,7 +57,7 @@ def settings(**train) -> SimpleNamespace:
 def run_loop(method, logger=None, every: int = 1, **train_cfg):
     task, encoded = synthetic()
     run = settings(**train_cfg)
-    run.logger = SimpleNamespace(every=every)
+    run.operational = SimpleNamespace(logger=SimpleNamespace(every=every))
     return train(method.model, method, task, encoded, run, CPU, None, 0, logger or NullLogger(), False)
 
 

@@ -4,11 +4,13 @@ semantic key does; the key version is recorded and checked."""
 import copy
 import hashlib
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
+from harness.config.sections import OperationalConfig
 from harness.store.identity import RUN_KEY_VERSION, SEMANTIC_SECTIONS, identify, resolved_config, run_key
 from harness.store.records import new_record, schema_problem
 
@@ -46,9 +48,14 @@ def test_a_committed_config_run_again_keeps_its_key():
 
 
 def test_the_semantic_part_of_every_committed_record_is_the_allow_list():
+    """Each committed config has the five semantic sections, and its every other key is an operational one
+    (a field of the typed run config's operational section)."""
     assert SEMANTIC_SECTIONS == ("seed", "train", "method", "task", "model")
+    operational = {spec.name for spec in fields(OperationalConfig)}
     for record in committed_records():
         assert set(SEMANTIC_SECTIONS) <= set(record["config"]), record["run_key"]
+        assert set(record["config"]) - set(SEMANTIC_SECTIONS) <= operational, record["run_key"]
+    assert not operational & set(SEMANTIC_SECTIONS)
 
 
 def test_the_key_is_the_hash_of_the_semantic_sections(make_config):
@@ -88,6 +95,11 @@ OPERATIONAL_OVERRIDES = [
 @pytest.mark.parametrize("override", OPERATIONAL_OVERRIDES)
 def test_an_operational_key_never_moves_the_key(make_config, override):
     assert identify(make_config(override)).key == identify(make_config()).key
+
+
+def test_the_overrides_cover_every_operational_key():
+    named = {override.lstrip("+").split("=")[0].split(".")[0] for override in OPERATIONAL_OVERRIDES}
+    assert named | {"sweep"} == {spec.name for spec in fields(OperationalConfig)}  # sweep: a group, below
 
 
 def test_the_sweep_name_and_an_unknown_top_level_key_never_move_the_key(make_config):
