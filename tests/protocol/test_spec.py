@@ -99,3 +99,26 @@ def test_axes_must_name_known_methods_and_allowed_axes():
             parse_protocol(composer(["+protocol.axes.lorra=lr"]))
         with pytest.raises(HarnessError, match=r"^protocol.axes: \{'lora': 'rate'\} is not an axis; allowed: lr, "):
             parse_protocol(composer(["+protocol.axes.lora=rate"]))
+
+
+def test_flag_notes_are_texts_under_model_names():
+    with project_config():
+        composer = Composer(["sweep=official"])
+        assert sorted(parse_protocol(composer([])).flag_notes) == [
+            "efficientnet_lite0",
+            "minilm",
+        ]  # the committed notes
+        protocol = parse_protocol(composer(["protocol.flag_notes.minilm='Budget capped.'"]))
+        assert protocol.flag_notes["minilm"] == "Budget capped."
+        narrowed = parse_protocol(composer(["protocol.suites=[{model:tiny_bert,tasks:[bbc_news],methods:[lora]}]"]))
+        assert sorted(narrowed.flag_notes) == ["efficientnet_lite0", "minilm"]  # kept, unused: no error
+        for override, named in (
+            ("+protocol.flag_notes.minlm='x'", "minlm"),
+            ("protocol.flag_notes.minilm=[a]", "minilm"),
+        ):
+            with pytest.raises(
+                HarnessError,
+                match=rf"^protocol.flag_notes: {named}: not a text under a model's name; "
+                r"models: .*efficientnet_lite0.*, minilm, .*tiny_bert",
+            ):
+                parse_protocol(composer([override]))
