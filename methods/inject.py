@@ -14,20 +14,12 @@ from torch import nn
 from torch.func import functional_call
 
 from harness.errors import HarnessError
-
-# BERT-family module names by role (conf/model/<bert-like>.yaml's `roles`; method YAMLs name roles):
-# the config dataclasses' default targets, for methods built in code on a BERT (tests, notebooks).
-BERT_ROLES = {
-    "q": "query",
-    "k": "key",
-    "v": "value",
-    "o": "attention.output.dense",
-    "ffn_in": "intermediate.dense",
-    "ffn_out": r"re:.*\.layer\.\d+\.output\.dense",
-}  # the FFN's down projection, not attention.output.dense
+from harness.role_maps import BERT_ROLES
 
 
 def bert_targets(*roles: str) -> list[str]:
+    """BERT's module names of `roles` (method YAMLs name roles): the config dataclasses' default targets, for
+    methods built in code on a BERT (tests, notebooks)."""
     return [BERT_ROLES[role] for role in roles]
 
 

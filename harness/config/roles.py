@@ -6,11 +6,18 @@ chosen model's patterns (BERT: [query, value]; Llama: [q_proj, v_proj]; Efficien
 convolutions), so `method=<any> model=<any>` works wherever the method can apply, and the run's
 record holds the resolved module patterns. A method YAML or the command line can still give
 patterns directly (`method.targets=[query]`).
+
+A family's map is written once (harness/role_maps.py) and registered here as the config node
+`base/roles/<family>`, which each model config of the family extends
+(`defaults: [/base/model@_here_, /base/roles/bert@roles, _self_]`), overriding only the roles whose names
+differ (DeBERTa's query_proj, key_proj, value_proj).
 """
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from harness.errors import HarnessError
+from harness.role_maps import ROLE_MAPS
 
 
 def patterns_of(roles: dict, role: str) -> list[str]:
@@ -29,7 +36,8 @@ def resolve_roles(*wanted: str, _root_: DictConfig) -> list[str]:
     missing = [role for role in wanted if role not in roles]
     if found != ["default"] and missing:
         raise HarnessError(
-            f"model '{model.get('name')}' has no role {', '.join(missing)} (method targets ${{roles:{','.join(wanted)}}}); "
+            f"model '{model.get('name')}' has no role {', '.join(missing)} "
+            f"(method targets ${{roles:{','.join(wanted)}}}); "
             f"its roles: {', '.join(roles) or 'none'}; give method.targets as module-name patterns"
         )
     return list(dict.fromkeys(pattern for role in found for pattern in patterns_of(roles, role)))
@@ -37,3 +45,5 @@ def resolve_roles(*wanted: str, _root_: DictConfig) -> list[str]:
 
 if not OmegaConf.has_resolver("roles"):
     OmegaConf.register_new_resolver("roles", resolve_roles)
+for family, role_map in ROLE_MAPS.items():
+    ConfigStore.instance().store(group="base/roles", name=family, node=role_map)

@@ -1,16 +1,94 @@
 """The role map (harness/config/roles.py): method YAMLs name roles, each model config maps them to its
-module names, and the composed config (and so the run key) holds the resolved patterns."""
+module names, and the composed config (and so the run key) holds the resolved patterns. Each family's map
+is written once (harness/role_maps.py), and every model config of the family extends it."""
+
+import json
+from pathlib import Path
 
 import pytest
+import yaml
+from hydra import compose
 from omegaconf import OmegaConf
 
+from harness.config.compose import project_config
+from harness.config.paths import CONF_DIR
 from harness.config.preflight import group_options
 from harness.config.roles import resolve_roles
 from harness.errors import HarnessError
+from harness.role_maps import BERT_ROLES, LLAMA_ROLES, ROLE_MAPS
 from harness.store.identity import run_key
 from methods import build_method
 
-BERT_FFN_OUT = r"re:.*\.layer\.\d+\.output\.dense"
+ROOT = Path(__file__).resolve().parents[2]
+BERT_FFN_OUT = BERT_ROLES["ffn_out"]
+DEBERTA_ROLES = BERT_ROLES | {"q": "query_proj", "k": "key_proj", "v": "value_proj"}
+FAMILY_OF = {
+    "minilm": BERT_ROLES,
+    "roberta_base": BERT_ROLES,
+    "roberta_large": BERT_ROLES,
+    "tiny_bert": BERT_ROLES,
+    "deberta_v3_base": DEBERTA_ROLES,
+    "hub_decoder": LLAMA_ROLES,
+    "llama3_8b": LLAMA_ROLES,
+    "smollm2_135m": LLAMA_ROLES,
+    "tiny_llama": LLAMA_ROLES,
+    "efficientnet_lite0": {"default": ["re:.*_(expand|project)_conv", "_conv_head"]},
+    "mlp_mnist": {"default": ["l1", "l2", "l3"]},
+}
+
+
+def composed_roles(model: str) -> dict:
+    with project_config():
+        return OmegaConf.to_container(compose("config", overrides=[f"model={model}"]).model.roles)
+
+
+@pytest.mark.parametrize("model", sorted(FAMILY_OF))
+def test_each_model_config_composes_its_family_s_map_in_order(model):
+    expected = {role: list(p) if isinstance(p, list) else p for role, p in FAMILY_OF[model].items()}
+    assert list(composed_roles(model).items()) == list(expected.items())
+
+
+def test_every_model_config_is_listed_above():
+    assert sorted(FAMILY_OF) == group_options()["model"]
+
+
+def test_no_model_config_restates_a_family_s_map():
+    """A model YAML's own `roles` holds only what differs from the family map it extends (DeBERTa's
+    attention names) or a model's own `default` role: no role of a family's map is written twice."""
+    written = {(role, json.dumps(p)) for roles in ROLE_MAPS.values() for role, p in roles.items()}
+    for path in sorted((CONF_DIR / "model").glob("*.yaml")):
+        own = yaml.safe_load(path.read_text()).get("roles") or {}
+        assert not {(role, json.dumps(p)) for role, p in own.items()} & written, path.name
+
+
+def test_each_family_s_map_is_spelled_once_in_the_repository():
+    """The pattern only BERT's map has (its FFN output) and the names only Llama's has (its gated FFN input)
+    appear in harness/role_maps.py and in no other model config, code or test. (Method YAMLs written for
+    one model, AdaLoRA's DeBERTa variants, list their targets as that model's module names.)"""
+    marks = {r"\.layer\.\d+\.output\.dense": "bert", "gate_proj": "llama"}
+    folders = ("conf/model", "harness", "methods", "tasks", "tests", "scripts")
+    files = [path for folder in folders for path in (ROOT / folder).rglob("*") if path.suffix in (".py", ".yaml")]
+    found = {
+        (mark, path.relative_to(ROOT).as_posix())
+        for path in files
+        if path != Path(__file__).resolve()
+        for mark in marks
+        if mark in path.read_text()
+    }
+    assert found == {(mark, "harness/role_maps.py") for mark in marks}
+
+
+def test_every_committed_record_s_roles_are_its_model_config_s_roles():
+    """Records hold the composed `model.roles` (minilm's, EfficientNet's; older ones none): the maps that
+    the configs now extend compose to exactly those, key order included."""
+    recorded = {}
+    for path in sorted(ROOT.glob("results/*/runs/*.json")):
+        config = json.loads(path.read_text())["config"]
+        if config["model"].get("roles") is not None:
+            recorded.setdefault(config["model"]["name"], []).append(config["model"]["roles"])
+    assert sorted(recorded) == ["efficientnet_lite0", "minilm"]
+    for model, roles in recorded.items():
+        assert all(list(r.items()) == list(composed_roles(model).items()) for r in roles), model
 
 
 def targets(make_config, *overrides):

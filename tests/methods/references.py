@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from harness.errors import HarnessError
+from harness.role_maps import BERT_ROLES
 from methods import METHODS
 from methods.adalora import AdaLora, AdaLoraConfig
 from tests.conftest import tiny_batch, tiny_bert, tiny_cnn, tiny_images
@@ -67,7 +68,7 @@ def message(values: dict, config) -> str:
     return str(error.value)
 
 
-FFN_OUT = r"re:.*\.layer\.\d+\.output\.dense"
+FFN_OUT = BERT_ROLES["ffn_out"]
 LAYER = "bert.encoder.layer.{}."
 NAMES = {
     "query": "attention.self.query",
