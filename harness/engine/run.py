@@ -120,11 +120,11 @@ def fine_tune(cfg: DictConfig, record: dict, logger, store: RecordStore) -> None
     the files they name written beside the record."""
     setup = set_up(cfg, record)
     reset_peak(setup.device)
-    outcome = run_training(cfg, setup, logger, store, record["run_key"], progress=bool(cfg.get("progress", True)))
+    outcome = run_training(setup, logger, store, record["run_key"], progress=bool(cfg.get("progress", True)))
     assemble(record, setup, outcome, store, save_adapter=bool(cfg.get("save_adapter")))
 
 
-def run_training(cfg: DictConfig, setup: "Setup", logger, store: RecordStore, key: str, progress: bool) -> Outcome:
+def run_training(setup: "Setup", logger, store: RecordStore, key: str, progress: bool) -> Outcome:
     """The training stage, continuing from the run's checkpoint where an earlier attempt left one."""
     checkpointer = Checkpointer(setup.run.operational.checkpoint, store.beside(key, "checkpoint.pt"))
     return train(
@@ -177,8 +177,8 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
     model = load_model(run.model, task.num_labels, cfg.get("cache_dir"))
     if task.is_generative and not METHODS[cfg.method.name].capabilities.generative_ok:
         raise HarnessError(
-            f"method '{cfg.method.name}' trains a fresh task head, and generative task '{task.name}' has none (the model "
-            f"writes its answer with its pretrained LM head); choose an adapter method or full"
+            f"method '{cfg.method.name}' trains a fresh task head, and generative task '{task.name}' has none (the "
+            f"model writes its answer with its pretrained LM head); choose an adapter method or full"
         )
     method = build_method(model, cfg.method, [] if task.is_generative else run.model.head_modules)
     if cfg.get("fsdp"):  # the frozen backbone sharded over the ranks (harness/engine/sharding.py)
@@ -298,9 +298,7 @@ def follow(run: Identity, store: RecordStore) -> None:
     try:
         if run.problem is not None:
             raise run.problem
-        run_training(
-            run.cfg, set_up(run.cfg, new_record(run.config, run.key)), NullLogger(), store, run.key, progress=False
-        )
+        run_training(set_up(run.cfg, new_record(run.config, run.key)), NullLogger(), store, run.key, progress=False)
     except Exception as error:
         store.beside(run.key, f"rank{distributed.world()[0]}.error").write_text(
             f"rank {distributed.world()[0]}: {one_line(error)}\n"

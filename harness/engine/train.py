@@ -8,9 +8,10 @@ each forward under autocast when on a GPU, loss = task loss + method.extra_loss(
 1/grad_accum, backward; then gradient clipping, optimizer.step(), scheduler.step(),
 method.on_step_end(step) (gradients still present), zero_grad(). The step's loss stays on the device
 until the loop reads it (every `logger.every` steps and before each evaluation: one sync for those
-steps), then each step's loss is checked and logged. In a data-parallel run (torchrun: harness/engine/distributed.py) each rank trains
-its share of the step's grad_accum micro-batches (with the frozen backbone sharded: harness/engine/sharding.py). Checkpoints (harness/engine/checkpoint.py) on their cadence, after a step, and
-the run continues from the last one. Evaluation of every non-train
+steps), then each step's loss is checked and logged. In a data-parallel run (torchrun:
+harness/engine/distributed.py) each rank trains its share of the step's grad_accum micro-batches (with the
+frozen backbone sharded: harness/engine/sharding.py). Checkpoints (harness/engine/checkpoint.py) on their
+cadence, after a step, and the run continues from the last one. Evaluation of every non-train
 split every `eval_every` steps (default: once per epoch) and at the end; `best` is the evaluation
 with the best primary metric on the validation split; the model's outputs at the final and the best
 evaluation are kept (the run's predictions). The logger flushes at every evaluation. A non-finite
@@ -92,8 +93,8 @@ class StepRunner:
     """One optimizer step over its micro-batches: forward under autocast, task loss + the method's
     extra loss, backward (scaled by 1/micro-batches), unscale, clip, step, schedule, the method's
     step-end hook (gradients still present), zero_grad. Returns the micro-batches' losses as a tensor on
-    the device (reading it is a device sync: the loop does so only when it logs; the step's loss is their mean). The training loop and the
-    benchmark (harness/bench/driver.py) both step through it."""
+    the device (reading it is a device sync: the loop does so only when it logs; the step's loss is their
+    mean). The training loop and the benchmark (harness/bench/timing.py) both step through it."""
 
     def __init__(
         self,

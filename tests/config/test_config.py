@@ -199,7 +199,8 @@ def test_the_typed_run_config_groups_the_operational_keys(make_config):
 # Run keys of the plain configs (`python -m harness method=... model=...`): a refactoring of how configs
 # are composed must not move them (the defaults' move into the config dataclasses kept all 516 composed
 # configs' keys), else records are no longer found by resume and verify. A changed default value moves its
-# configs' keys on purpose (the official protocol's lr picks did: scripts/write_method_defaults.py) and updates them here.
+# configs' keys on purpose (the official protocol's lr picks did: scripts/write_method_defaults.py) and updates
+# them here.
 PINNED_KEYS = {
     ("method=adalora", "model=minilm"): "ecfb7412a174",
     ("method=dora", "model=minilm"): "ff4577446143",

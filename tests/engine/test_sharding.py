@@ -106,7 +106,8 @@ def test_a_sharded_decoder_generates_its_answers_as_one_process(tmp_path):
     [
         (
             "full",
-            "fsdp=true shards the frozen weights, and method 'full' trains every weight; run it with fsdp=false (data-parallel)",
+            "fsdp=true shards the frozen weights, and method 'full' trains every weight; run it with fsdp=false "
+            "(data-parallel)",
         ),
         (
             "rac_lora",
@@ -115,7 +116,8 @@ def test_a_sharded_decoder_generates_its_answers_as_one_process(tmp_path):
         ),
         (
             "lora_ga",
-            "method 'lora_ga' initialises from the gradients of every frozen weight, which fsdp=true keeps sharded; run it with fsdp=false",
+            "method 'lora_ga' initialises from the gradients of every frozen weight, which fsdp=true keeps sharded; "
+            "run it with fsdp=false",
         ),
     ],
 )

@@ -70,7 +70,8 @@ def test_lora_family_counts_on_gqa_layers_follow_their_formulas(make_config, met
         ),
         (
             "surm",
-            "surm: structure=circulant needs a square layer, but 'model.layers.0.self_attn.k_proj' is 16×32; target square layers or use structure=kronecker",
+            "surm: structure=circulant needs a square layer, but 'model.layers.0.self_attn.k_proj' is 16×32; target "
+            "square layers or use structure=kronecker",
         ),
     ],
 )
