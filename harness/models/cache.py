@@ -5,7 +5,6 @@ folder beside it and then renamed, so a reader never sees half an asset; an inco
 (copied in part, a damaged file) is built again.
 """
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -15,14 +14,6 @@ from typing import Callable
 
 def cache_root(cache_dir: str | None) -> Path:
     return Path(cache_dir or os.environ.get("PEFT_HARNESS_CACHE") or Path.home() / ".cache" / "peft-harness")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cached_folder(folder: Path, is_complete: Callable[[Path], bool], write: Callable[[Path], None]) -> Path:

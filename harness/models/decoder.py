@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+from harness.digest import sha256_file
 from harness.errors import HarnessError, one_line
-from harness.models.cache import cache_root, cached_folder, file_sha256
+from harness.models.cache import cache_root, cached_folder
 from harness.models.text import model_path
 
 CONFIG_PREFIX = "config:"
@@ -41,7 +42,7 @@ def dequantised_folder(gguf: Path, cache_dir: str | None) -> Path:
         model.save_pretrained(scratch, safe_serialization=True)
         tokenizer.save_pretrained(scratch)
 
-    folder = cache_root(cache_dir) / "decoders" / file_sha256(gguf)[:16]
+    folder = cache_root(cache_dir) / "decoders" / sha256_file(gguf)[:16]
     return cached_folder(folder, lambda found: (found / "config.json").exists(), write)
 
 

@@ -26,8 +26,9 @@ from omegaconf import OmegaConf
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from harness.digest import sha256_file
 from harness.errors import HarnessError
-from harness.models.cache import cache_root, cached_folder, file_sha256
+from harness.models.cache import cache_root, cached_folder
 from tasks import load_task
 from tasks.pixels import PixelSplit
 
@@ -107,7 +108,7 @@ def is_complete(folder: Path) -> bool:
     """Whether `folder` holds the weights file that its manifest's sha256 describes."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
-        return file_sha256(folder / WEIGHTS) == manifest["weights_sha256"]
+        return sha256_file(folder / WEIGHTS) == manifest["weights_sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -120,7 +121,7 @@ def pretrained_weights(cfg, cache_dir: str | None) -> dict[str, torch.Tensor]:
 
     def write(scratch: Path) -> None:
         torch.save(pretrain(train), scratch / WEIGHTS)
-        manifest = built_from | {"weights_sha256": file_sha256(scratch / WEIGHTS)}
+        manifest = built_from | {"weights_sha256": sha256_file(scratch / WEIGHTS)}
         (scratch / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
     folder = cached_folder(cache_root(cache_dir) / "mlp_mnist" / fingerprint[:16], is_complete, write)

@@ -14,8 +14,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from harness.digest import sha256_file
 from harness.report.statistics import Estimate, estimate, holm, prob_better
-from harness.store.files import sha256_file
 
 PER_ITEM_METRICS = {"accuracy", "exact_match"}  # primary metrics that are the mean of a per-example score
 REFERENCES = ("full", "lora")

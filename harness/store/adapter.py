@@ -6,8 +6,9 @@ which then gives the trained model's outputs."""
 
 from pathlib import Path
 
+from harness.digest import sha256_file
 from harness.errors import HarnessError
-from harness.store.files import atomic_write, described, sha256_file
+from harness.store.files import atomic_write, described
 
 
 def save_adapter(path: Path, method) -> dict:

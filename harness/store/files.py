@@ -2,12 +2,12 @@
 process leaves the previous complete file or the new one, never a truncated one; created with the
 process umask (0644 under the usual 022), like any file `open` creates; checksummed with SHA-256."""
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Callable
 
+from harness.digest import sha256_file
 from harness.errors import HarnessError
 
 
@@ -36,14 +36,6 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda temporary: temporary.write_text(text))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def described(path: Path) -> dict:

@@ -17,12 +17,12 @@ import torch
 
 import harness.engine.run
 from harness.config.sections import parse_settings
+from harness.digest import sha256_file
 from harness.engine.evaluate import predict
 from harness.engine.run import execute_run, model_inputs, seed_everything
 from harness.report.board import build_and_write
 from harness.report.paper import paper_markdown
 from harness.store.adapter import load_adapter
-from harness.store.files import sha256_file
 from harness.store.identity import identify
 from harness.store.records import RecordStore, schema_problem
 from methods import build_method
