@@ -11,7 +11,7 @@ from torch import nn
 from harness.config.preflight import group_options
 from harness.config.sections import ModelConfig, parse_section
 from harness.models import load_model
-from methods import build_method, parse_method_config
+from methods import METHODS, build_method, parse_method_config
 from methods.base import Method, MethodConfig
 from methods.budget import schedule_steps
 
@@ -115,11 +115,17 @@ def random_batch(vocab: int, batch: int, length: int) -> dict:
     }
 
 
+def applies_to_transformers(capabilities) -> bool:
+    """Full fine-tuning and head-only (no adapted layers), or a method that adapts Linear layers."""
+    return not capabilities.layer_kinds or capabilities.adapts(nn.Linear)
+
+
 def available_methods() -> list[str]:
-    """`--methods all`: ours (top level, the convolution-only projection aside), then PEFT's tuners through
-    the bridge."""
+    """`--methods all`: ours (top level; of the adapters, those of Linear layers: the benchmark's models are
+    transformers), then PEFT's tuners through the bridge."""
     options = group_options()["method"]
-    return [m for m in options if "/" not in m and m != "projection"] + [m for m in options if m.startswith("peft/")]
+    ours = [m for m in options if "/" not in m and applies_to_transformers(METHODS[m].capabilities)]
+    return ours + [m for m in options if m.startswith("peft/")]
 
 
 def contender_labels(methods: list[str], with_peft: bool) -> list[str]:

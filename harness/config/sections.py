@@ -17,6 +17,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from harness.checks import parse_section, require
+from harness.models import MODEL_KINDS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Field metadata: not in the base node, so not in the composed config unless a YAML, a launcher or the command
@@ -112,9 +113,6 @@ class TaskConfig:
             require(
                 value is None or value > 0, f"task.{key} must be a positive number of examples or null, got {value}"
             )
-
-
-MODEL_KINDS = ("text", "decoder", "efficientnet_lite0", "mlp_mnist")
 
 
 @dataclass
