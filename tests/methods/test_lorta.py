@@ -129,3 +129,10 @@ COUNTS = [
 @pytest.mark.parametrize("values, adapter", COUNTS)
 def test_adapter_parameter_count_matches_the_closed_form(values, adapter):
     check_adapter_count("lorta", values, adapter)
+
+
+def test_two_targets_of_one_layer_and_matrix_type_are_one_line():
+    names = [f"bert.encoder.layer.{layer}.attention.self.{m}" for layer in (0, 1) for m in ("key", "query")]
+    assert error(lambda: Lorta(tiny_bert(), LortaConfig(targets=["re:.*self\\.(query|key)"]), HEAD)) == (
+        f"lorta: several targets map to the same (layer, matrix): {sorted(names)}; give one pattern per matrix type"
+    )
