@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.report.cells import cell_of, item_scores, with_best, with_comparisons
+from harness.report.cells import Cell, cell_of, item_scores, with_best, with_comparisons
 from harness.store.identity import semantic_config
 from harness.store.records import method_label, reported_adapter_params
 
@@ -130,7 +130,7 @@ def summary_frame(runs: pd.DataFrame, stat: str = "mean") -> pd.DataFrame:
         adapter_params_initial=("adapter_params_initial", "median"),
         backbone_params=("backbone_params", "median"),
     ).reset_index()
-    cells = {key: cell_of(group) for key, group in grouped}
+    cells = cells_of(runs)
     estimates = [cells[(row.model, row.method, row.task)].estimate() for row in summary.itertuples()]
     bounds = [
         METRIC_RANGE.get(metric, (-np.inf, np.inf)) for metric in summary["metric"]
@@ -144,3 +144,9 @@ def summary_frame(runs: pd.DataFrame, stat: str = "mean") -> pd.DataFrame:
     for column in ("adapter_params", "adapter_params_initial"):
         summary[column] = summary[column].astype(int)
     return summary
+
+
+def cells_of(runs: pd.DataFrame) -> dict[tuple, Cell]:
+    """The cell (harness/report/cells.py) of every (model, method, task) of a runs frame, by that key: what
+    `summary_frame` summarises, for views that compare any two cells (the site's compare page)."""
+    return {key: cell_of(group) for key, group in runs.groupby(["model", "method", "task"], sort=True)}
