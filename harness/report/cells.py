@@ -16,6 +16,7 @@ import pandas as pd
 
 from harness.digest import sha256_file
 from harness.report.statistics import Estimate, estimate, holm, prob_better
+from harness.store.clean_items import CleanItems
 
 PER_ITEM_METRICS = {"accuracy", "exact_match"}  # primary metrics that are the mean of a per-example score
 REFERENCES = ("full", "lora")
@@ -23,10 +24,16 @@ ALPHA = 0.05
 
 
 def item_scores(
-    entry: Optional[dict], runs_dir: Path, split: str, step: Optional[int], metric: str
+    entry: Optional[dict],
+    runs_dir: Path,
+    split: str,
+    step: Optional[int],
+    metric: str,
+    clean: Optional[CleanItems] = None,
 ) -> Optional[pd.Series]:
-    """×100 per-example scores of one run (index: example id) at `step`, or None when the run has no
-    (intact) prediction file or the metric is not a per-example mean."""
+    """×100 per-example scores of one run (index: example id) at `step`, over the task's clean items
+    where it has a clean-items set (harness/store/clean_items.py), or None when the run has no (intact)
+    prediction file or the metric is not a per-example mean."""
     if metric not in PER_ITEM_METRICS or not entry or step is None:
         return None
     path = runs_dir / entry["file"]
@@ -34,6 +41,8 @@ def item_scores(
         return None
     table = pd.read_parquet(path, columns=["split", "step", "example_id", "label", "prediction"])
     table = table[(table["split"].astype(str) == split) & (table["step"] == step)]
+    if clean is not None:
+        table = table[[clean.keeps(example_id) for example_id in table["example_id"]]]
     if table.empty:
         return None
     return pd.Series(

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report.cells import Cell, cell_of, item_scores, with_best, with_comparisons
+from harness.store.clean_items import CleanItems, applies
 from harness.store.identity import semantic_config
 from harness.store.records import method_label, reported_adapter_params
 
@@ -41,7 +42,9 @@ def runs_frame(
     runs_dir: Path | None = None,
 ) -> pd.DataFrame:
     """One row per successful run: its score ×100 in the primary metric (or `metric`, where the
-    run recorded it) on the report split (or `split`, e.g. MNLI's validation_mismatched)."""
+    run recorded it) on the report split (or `split`, e.g. MNLI's validation_mismatched); with `runs_dir`,
+    its per-item scores read from its predictions over the task's clean items
+    (harness/store/clean_items.py), and the score is then their mean (the run rescored)."""
     rows = []
     for record in records:
         if record["status"] != "success":
@@ -55,6 +58,8 @@ def runs_frame(
         entry = record.get("predictions")
         step = (entry or {}).get("steps", {}).get(which)
         best = ((metrics.get("best") or {}).get(where) or {}).get(name)
+        clean = applies((record.get("config") or {}).get("task") or {})
+        items = None if runs_dir is None else item_scores(entry, runs_dir, where, step, name, clean)
         rows.append(
             {
                 "model": record["model"],
@@ -64,10 +69,11 @@ def runs_frame(
                 "metric": name,
                 "split": where,
                 "higher_is_better": metrics["higher_is_better"],
-                "score": 100 * values[name],
+                "score": 100 * values[name] if items is None or clean is None else float(items.mean()),
                 "best_score": float("nan") if best is None else 100 * best,
                 "last_gain": last_gain(metrics, name, where),
-                "items": None if runs_dir is None else item_scores(entry, runs_dir, where, step, name),
+                "items": items,
+                "clean_items": clean_note(clean, where, items),
                 "adapter_params": reported_adapter_params(params),
                 "adapter_params_initial": params["adapter"],
                 "backbone_params": params["backbone"],
@@ -87,6 +93,7 @@ def runs_frame(
         "best_score",
         "last_gain",
         "items",
+        "clean_items",
         "adapter_params",
         "adapter_params_initial",
         "backbone_params",
@@ -94,6 +101,16 @@ def runs_frame(
         "setting",
     ]
     return separate_settings(pd.DataFrame(rows, columns=columns))
+
+
+def clean_note(clean: CleanItems | None, split: str, items: pd.Series | None) -> str:
+    """What the run's score covers, for the caption: its clean items (rescored from its predictions), or
+    why it is the recorded score over every item ("" where the task has no clean-items set)."""
+    if clean is None:
+        return ""
+    if items is None:
+        return f"{clean.task} {split}: recorded scores over every item (no per-item predictions to rescore)"
+    return clean.describe(split)
 
 
 def last_gain(metrics: dict, name: str, report_split: str) -> float:
@@ -129,6 +146,7 @@ def summary_frame(runs: pd.DataFrame, stat: str = "mean") -> pd.DataFrame:
         adapter_params=("adapter_params", "median"),
         adapter_params_initial=("adapter_params_initial", "median"),
         backbone_params=("backbone_params", "median"),
+        clean_items=("clean_items", lambda notes: "; ".join(sorted(set(notes) - {""}))),
     ).reset_index()
     cells = cells_of(runs)
     estimates = [cells[(row.model, row.method, row.task)].estimate() for row in summary.itertuples()]

@@ -101,7 +101,23 @@ def caption(summary: pd.DataFrame, model: str, stat: str, which: str) -> str:
         f"difference to full fine-tuning and to LoRA on the same seeds (and items); ▲/▼ significantly "
         f"better/worse (p < 0.05 after Holm's correction over every comparison in this table), ≈ no "
         f"difference shown. Bold: the task's best cell and every cell whose paired difference to it has an "
-        f"interval covering 0."
+        f"interval covering 0.{clean_items_sentence(part)}"
+    )
+
+
+def clean_items_sentence(part: pd.DataFrame) -> str:
+    """Which evaluation items were scored where a task's clean-items set left some out
+    (harness/store/clean_items.py), or "" where none did."""
+    notes = (
+        sorted({note for notes in part["clean_items"].dropna() for note in notes.split("; ") if note})
+        if "clean_items" in part
+        else []
+    )
+    if not notes:
+        return ""
+    return (
+        " Scored on clean items only (every run rescored from its predictions): an item whose text occurs twice "
+        f"in the task, in its own split or in another, is left out; {'; '.join(notes)}."
     )
 
 
