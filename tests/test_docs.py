@@ -222,7 +222,14 @@ def check_pytest(arguments, monkeypatch, capsys):
             assert (ROOT / word.split("::")[0]).exists(), word
 
 
+def check_clean_items(arguments, monkeypatch, capsys):
+    from harness.store.clean_items import main
+
+    assert parsed_arguments(main, arguments, monkeypatch, capsys).tasks
+
+
 CHECKS = {
+    "harness.store.clean_items": check_clean_items,
     "harness.tune": check_tune,
     "harness.leaderboard": check_leaderboard,
     "harness.verify": check_verify,

@@ -17,9 +17,9 @@ from the hub have no file until it is written where the hub can be reached:
     python -m harness.store.clean_items TASK [TASK ...]
 """
 
+import argparse
 import hashlib
 import json
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from functools import cache
@@ -123,6 +123,19 @@ def write(task_name: str) -> Path:
     return path
 
 
-if __name__ == "__main__":
-    for name in sys.argv[1:]:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.store.clean_items",
+        description="Write each task's clean-items file, tasks/clean_items/<task>.json, from its data.",
+    )
+    parser.add_argument("tasks", nargs="+", metavar="TASK")
+    names = parser.parse_args(argv).tasks
+    unknown = sorted(set(names) - set(tasks.TASK_LOADERS))
+    if unknown:
+        raise SystemExit(f"error: unknown task(s) {unknown}; allowed: {sorted(tasks.TASK_LOADERS)}")
+    for name in names:
         print(write(name))
+
+
+if __name__ == "__main__":
+    main()

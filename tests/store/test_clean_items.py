@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from harness.config.sections import TaskConfig
-from harness.store.clean_items import CLEAN_ITEMS_DIR, applies, clean_items, survey, survey_task
+from harness.store.clean_items import CLEAN_ITEMS_DIR, applies, clean_items, main, survey, survey_task
 from harness.store.predictions import example_ids
 from tasks import load_task
 from tasks.base import ImageSplit, Split
@@ -110,3 +110,8 @@ def test_the_set_applies_to_the_packaged_data_only():
     assert applies({"name": "bbc_news", "source": None}) is clean_items("bbc_news")
     assert applies({"name": "bbc_news", "source": "/data/bbc"}) is None
     assert applies({"name": "sst2"}) is None  # hub data: not surveyed here
+
+
+def test_an_unknown_task_is_refused_with_the_allowed_names(capsys):
+    with pytest.raises(SystemExit, match=r"unknown task\(s\) \['bbc'\]; allowed: \[.*'bbc_news'"):
+        main(["bbc"])
