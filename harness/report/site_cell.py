@@ -11,7 +11,7 @@ from harness.report.board import Board
 from harness.report.frames import separate_settings, setting_of
 from harness.report.markdown import tuning_table
 from harness.report.palette import COLOURS
-from harness.report.site_html import LEGEND_BELOW, definition_list, escape, frame_table, page, plot_div, slug
+from harness.report.site_html import definition_list, escape, frame_table, page, plot_div, plot_layout, slug
 from harness.store.records import method_label
 
 TRAIN_KEYS = ("epochs", "max_steps", "batch_size", "schedule", "warmup_ratio", "weight_decay")
@@ -64,13 +64,9 @@ def curves_figure(records: list[dict], metric: str) -> dict:
                     "y": [round(v, 4) for _, v in scores],
                 }
             )
-    layout = {
-        "xaxis": {"title": {"text": "optimizer step"}},
-        "yaxis": {"title": {"text": f"{metric} ×100"}},
-        "height": 480,
-        "margin": {"t": 30, "b": 130},
-        "legend": LEGEND_BELOW,
-    }
+    layout = plot_layout(
+        480, 30, 140, xaxis={"title": {"text": "optimizer step"}}, yaxis={"title": {"text": f"{metric} ×100"}}
+    )
     return {"data": data, "layout": layout}
 
 
@@ -89,13 +85,9 @@ def loss_figure(records: list[dict]) -> dict:
                 "y": [round(v, 5) for _, v in losses],
             }
         )
-    layout = {
-        "xaxis": {"title": {"text": "optimizer step"}},
-        "yaxis": {"title": {"text": "train loss"}},
-        "height": 360,
-        "margin": {"t": 30, "b": 110},
-        "legend": LEGEND_BELOW,
-    }
+    layout = plot_layout(
+        380, 30, 120, xaxis={"title": {"text": "optimizer step"}}, yaxis={"title": {"text": "train loss"}}
+    )
     return {"data": data, "layout": layout}
 
 

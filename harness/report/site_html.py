@@ -13,7 +13,7 @@ import pandas as pd
 from harness.store.provenance import code_version
 
 UNSET = "—"
-LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0}  # never over an axis
+LEGEND_GAP_PX = 90  # from the x axis to the legend: room for the tick labels and the axis title
 
 
 def slug(*parts: str) -> str:
@@ -120,6 +120,13 @@ def frame_table(frame: pd.DataFrame, links: Optional[dict[str, Callable[[pd.Seri
             cells.append(f"<td>{text}</td>" if number is None else number_cell(text, number))
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return scrolling(f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+def plot_layout(height: int, top: int, bottom: int, **axes) -> dict:
+    """A plotly layout of `height` px whose legend lies under the x axis's title at any width (its offset in
+    px, as a fraction of the plotting area's height), never over an axis, label or point."""
+    legend = {"orientation": "h", "yanchor": "top", "y": -LEGEND_GAP_PX / (height - top - bottom), "xanchor": "left"}
+    return {**axes, "height": height, "margin": {"t": top, "b": bottom, "l": 60, "r": 20}, "legend": {**legend, "x": 0}}
 
 
 def plot_div(element: str, figure: dict) -> str:

@@ -15,13 +15,13 @@ from harness.report.flags import flag_note, flags
 from harness.report.markdown import with_interval
 from harness.report.palette import style
 from harness.report.site_html import (
-    LEGEND_BELOW,
     cell_href,
     escape,
     method_href,
     number_cell,
     page,
     plot_div,
+    plot_layout,
     scrolling,
     slug,
 )
@@ -126,14 +126,14 @@ def pareto_figure(board: Board, model: str) -> dict:
         "y": frontier["mean"].round(4).tolist(),
         "hoverinfo": "skip",
     }
-    layout = {
-        "xaxis": {"type": "log", "title": {"text": "adapter parameters (log; head excluded)"}},
-        "yaxis": {"title": {"text": "normalised (0 = head, 1 = full FT)"}},
-        "margin": {"t": 30, "b": 150, "l": 60, "r": 10},
-        "height": 560,
-        "showlegend": True,
-        "legend": LEGEND_BELOW,
-    }
+    layout = plot_layout(
+        560,
+        30,
+        150,
+        xaxis={"type": "log", "title": {"text": "adapter parameters (log; head excluded)"}},
+        yaxis={"title": {"text": "normalised (0 = head, 1 = full FT)"}},
+        showlegend=True,
+    )
     return {"data": [*points, line], "layout": layout}
 
 

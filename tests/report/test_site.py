@@ -304,3 +304,12 @@ def test_the_pareto_plot_gives_each_method_its_colour_and_symbol_of_the_figures(
     assert all(t["marker"]["symbol"] in MARKERS.values() for t in points.values())
     assert all(trace["error_y"]["array"] == [0] for trace in points.values())  # no interval: a bar of zero, not NaN
     assert figure["layout"]["legend"]["y"] < 0  # the legend under the plot, never over a label or point
+
+
+def test_a_site_without_successful_runs_says_so_on_every_page(tmp_path):
+    (tmp_path / "results" / "runs").mkdir(parents=True)
+    site = build_site(str(tmp_path / "results"), str(tmp_path / "site"), sweep="site").parent
+    assert "No successful runs yet." in (site / "index.html").read_text()
+    assert "No successful runs yet." in (site / "methods" / "index.html").read_text()
+    assert "Fewer than two methods: nothing to compare." in (site / "compare.html").read_text()
+    assert sorted(p.name for p in (site / "data").iterdir()) == ["leaderboard.md"]

@@ -143,6 +143,9 @@ def test_every_page_fits_the_screen_logs_no_errors_and_links_only_to_what_exists
                 problems.append(f"{name}: {width} px wide on a {inner} px screen")
             problems += [f"{name}: {e['message']}" for e in browser.get_log("browser") if e["level"] == "SEVERE"]
             problems += [f"{name}: broken link {href}" for href in broken_links(browser)]
+            problems += [
+                f"{name}: the legend of {plot} overlaps its x axis's title" for plot in legends_over_axes(browser)
+            ]
     finally:
         browser.set_window_size(*SCREENS["desktop"])
     assert problems == []
@@ -167,6 +170,15 @@ def test_the_index_fits_a_phone_and_its_wide_table_scrolls_in_its_own_box(site, 
         assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
         browser.set_window_size(*SCREENS["desktop"])
+
+
+def legends_over_axes(browser) -> list[str]:
+    """The page's plots whose legend starts above the bottom of their x axis's title."""
+    return browser.execute_script(
+        "return [...document.querySelectorAll('div.plot')].filter(p => p.querySelector('.legend') && "
+        "p.querySelector('.legend').getBoundingClientRect().top < "
+        "p.querySelector('.g-xtitle').getBoundingClientRect().bottom).map(p => p.id)"
+    )
 
 
 def after_content(browser, header) -> str:
@@ -268,11 +280,7 @@ def test_a_cell_link_opens_its_page_with_every_seeds_curves(site, browser):
     assert curve == pytest.approx([100 * 0.93 * 0.99, 100 * 0.93])
     dashes = browser.execute_script("return document.querySelector('div.plot').data.map(t => t.line.dash)")
     assert dashes == ["solid", "dot"] * 3  # the report split solid, the selection split dotted
-    legend_top = browser.execute_script("return document.querySelector('div.plot .legend').getBoundingClientRect().top")
-    plot_bottom = browser.execute_script(
-        "return document.querySelector('div.plot .xaxislayer-above').getBoundingClientRect().bottom"
-    )
-    assert legend_top > plot_bottom  # the legend below the x axis, over no axis labels
+    assert legends_over_axes(browser) == []  # the legends below the x axis and its title
     text = browser.find_element(By.TAG_NAME, "main").text
     assert "Runs: cost and provenance" in text and "0123456789ab" in text and "Hyper-parameters" in text
 
