@@ -93,14 +93,18 @@ def definition_list(values: dict) -> str:
     return f'<dl class="keys">{items}</dl>' if items else "<p>none.</p>"
 
 
+LEADING_NUMBER = re.compile(r"^([+-]?\d[\d,]*(?:\.\d+)?)(?:\s|$)")  # "96.50 [94.1, 98.9]", "+0.59 ≈", "1,234"
+
+
 def sort_value(value) -> Optional[float]:
-    """The number a table cell sorts by (also from formatted text such as "1,234" or "96.50"), else None."""
+    """The number a table cell sorts by: the value, or the number its text starts with ("96.50 [94.10,
+    98.90]", "+0.59 ≈", "1,234"); None for text (a run key, a date, a grid)."""
     if is_unset(value) or isinstance(value, bool):
         return None
-    try:
-        return float(str(value).replace(",", ""))
-    except ValueError:
-        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = LEADING_NUMBER.match(str(value))
+    return float(match.group(1).replace(",", "")) if match else None
 
 
 def frame_table(frame: pd.DataFrame, links: Optional[dict[str, Callable[[pd.Series], str]]] = None) -> str:

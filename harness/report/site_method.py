@@ -23,7 +23,7 @@ def mean_cost(records: list[dict], key: str) -> float:
 
 def difference(row: pd.Series, reference: str) -> str:
     value = row[f"diff_{reference}"]
-    return "" if pd.isna(value) else f"{value:+.2f} {row[f'mark_{reference}']}"
+    return "" if pd.isna(value) else f"{value:+.2f}\u00a0{row[f'mark_{reference}']}"  # never split from its mark
 
 
 def cells_table(part: pd.DataFrame, records: dict[tuple, list[dict]]) -> pd.DataFrame:

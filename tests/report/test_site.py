@@ -240,7 +240,9 @@ def test_method_pages_link_their_cells_and_show_their_cost(site):
     row = re.search(r"<tr><td[^>]*><a[^>]*>bbc_news</a></td>(.*?)</tr>", text).group(1)
     cells = [re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row)]
     # score, n, Δ full, Δ lora, adapter params, % backbone, train s, wall s, peak MB (the records' cost)
-    assert cells == ["94.00 [91.52, 96.48]", "3", "-2.00 ≈", "—", "73,728", "0.325", "1.0", "2.0", "1200.0"]
+    assert cells == ["94.00 [91.52, 96.48]", "3", "-2.00\u00a0≈", "—", "73,728", "0.325", "1.0", "2.0", "1200.0"]
+    sorted_by = [float(v) for v in re.findall(r'<td data-value="([^"]+)"', row)]
+    assert sorted_by == [94.0, 3, -2.0, 73728, 0.325, 1.0, 2.0, 1200.0]  # scores and Δ sort by their number
     assert '<a href="methods/lora.html">lora</a>' in (site / "index.html").read_text()
 
 

@@ -81,6 +81,12 @@ function escapeText(text) {
   return element.innerHTML;
 }
 
+// A table cell that sorts by `value` (and aligns right), or a plain one where there is no value.
+function numberCell(value, text) {
+  var known = value !== null && value !== undefined;
+  return (known ? '<td data-value="' + value + '">' : "<td>") + text + "</td>";
+}
+
 function showPair(data) {
   var first = document.getElementById("compare-first").value;
   var second = document.getElementById("compare-second").value;
@@ -88,19 +94,18 @@ function showPair(data) {
   if (first === second) { result.innerHTML = "<p>Pick two different methods.</p>"; return; }
   var rows = pairRows(data, first, second);
   if (rows.length === 0) { result.innerHTML = "<p>These two methods share no model and task.</p>"; return; }
-  var head = ["model", "task", escapeText(first), escapeText(second), "first − second [95 % interval]", "p",
-              "P(first better)"];
+  var head = ["model", "task", escapeText(first), escapeText(second),
+              escapeText(first + " − " + second) + " [95 % interval]", "p", "P(" + escapeText(first) + " better)"];
   var body = rows.map(function (row) {
     var difference = row.diff === undefined ? "no shared seed" :
       fixed(row.diff, true) + (row.diff_low === null ? "" : " [" + fixed(row.diff_low, true) + ", " +
       fixed(row.diff_high, true) + "]") + ' <span class="mark">' + row.mark + "</span>";
     var cells = [
       "<td>" + escapeText(row.model) + "</td>", "<td>" + escapeText(row.task) + "</td>",
-      '<td data-value="' + row.first + '">' + fixed(row.first) + "</td>",
-      '<td data-value="' + row.second + '">' + fixed(row.second) + "</td>",
-      '<td data-value="' + (row.diff === undefined ? "" : row.diff) + '">' + difference + "</td>",
-      "<td>" + (row.p === null || row.p === undefined ? "—" : row.p.toPrecision(2)) + "</td>",
-      "<td>" + (row.p_better === null || row.p_better === undefined ? "—" : row.p_better.toFixed(2)) + "</td>"
+      numberCell(row.first, fixed(row.first)), numberCell(row.second, fixed(row.second)),
+      numberCell(row.diff, difference),
+      numberCell(row.p, row.p === null || row.p === undefined ? "—" : row.p.toPrecision(2)),
+      numberCell(row.p_better, row.p_better === null || row.p_better === undefined ? "—" : row.p_better.toFixed(2))
     ];
     return "<tr>" + cells.join("") + "</tr>";
   });
