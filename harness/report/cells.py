@@ -5,6 +5,9 @@ the primary metric is a mean over examples (accuracy), the seeds × test-items m
 scores, aligned on the examples' stable ids. Estimates and paired comparisons come from
 harness/report/statistics.py: the item part of the interval is added only with that matrix; without
 it (older records, MCC, F1, correlations) the interval covers seed variation only, and the table says so.
+Significance is one rule (`with_significance`): per model, Holm's correction over every pair of cells on
+the same task, each unordered pair once; the ▲/▼ marks against full fine-tuning and LoRA and the bold
+(the best cell and every cell no cell of its task beats) both read it.
 """
 
 from dataclasses import dataclass
@@ -100,27 +103,8 @@ def mark(diff: float, p_adjusted: float, higher_is_better: bool) -> str:
     return "▲" if (diff > 0) == higher_is_better else "▼"
 
 
-def with_best(summary: pd.DataFrame, cells: dict[tuple, Cell]) -> pd.DataFrame:
-    """`best`: per (model, task), "best" for the best mean and "tied" for every cell whose paired
-    difference to it has an interval covering 0 (as papers bold them alike), else ""."""
-    summary = summary.copy()
-    summary["best"] = ""
-    for (model, task), part in summary.groupby(["model", "task"]):
-        sign = 1 if part["higher_is_better"].iloc[0] else -1
-        leader = part.loc[(sign * part["mean"]).idxmax()]
-        summary.loc[leader.name, "best"] = "best"
-        for index, row in part.drop(index=leader.name).iterrows():
-            result = compare(
-                cells[(model, row["method"], task)], cells[(model, leader["method"], task)], row["higher_is_better"]
-            )
-            if result is not None and result["diff_low"] <= 0 <= result["diff_high"]:
-                summary.loc[index, "best"] = "tied"
-    return summary
-
-
 def with_comparisons(summary: pd.DataFrame, cells: dict[tuple, Cell]) -> pd.DataFrame:
-    """Adds, per reference (full, lora), the paired difference, its interval, p, Holm-adjusted p over
-    every comparison of the model's table, the mark and P(better)."""
+    """Adds, per reference (full, lora), the paired difference to it, its interval, p and P(better)."""
     summary = summary.copy()
     for reference in REFERENCES:
         results = []
@@ -132,17 +116,64 @@ def with_comparisons(summary: pd.DataFrame, cells: dict[tuple, Cell]) -> pd.Data
             )
         for key in ("diff", "diff_low", "diff_high", "p", "p_better"):
             summary[f"{key}_{reference}"] = [np.nan if r is None else r[key] for r in results]
-    for _, part in summary.groupby("model"):  # Holm across the model's whole table (both references)
-        columns = [f"p_{reference}" for reference in REFERENCES]
-        flat = part[columns].to_numpy().reshape(-1)
-        adjusted = holm(flat).reshape(len(part), len(columns))
-        for j, reference in enumerate(REFERENCES):
-            summary.loc[part.index, f"p_holm_{reference}"] = adjusted[:, j]
+    return summary
+
+
+def pairs_of(summary: pd.DataFrame, cells: dict[tuple, Cell]) -> dict[tuple, tuple[float, str]]:
+    """Every unordered pair of cells on one (model, task) that share a seed, keyed (model, task, frozenset
+    of the two methods): the raw p of their paired difference (NaN: nothing to judge by) and the method
+    whose cell is worse on the seeds (and items) they share."""
+    found = {}
+    for (model, task), part in summary.groupby(["model", "task"]):
+        methods, higher_is_better = sorted(part["method"]), bool(part["higher_is_better"].iloc[0])
+        for i, first in enumerate(methods):
+            for second in methods[i + 1 :]:
+                result = compare(cells[(model, first, task)], cells[(model, second, task)], higher_is_better)
+                if result is not None:
+                    worse = second if (result["diff"] > 0) == higher_is_better else first
+                    found[(model, task, frozenset((first, second)))] = (result["p"], worse)
+    return found
+
+
+def holm_per_model(pairs: dict[tuple, tuple[float, str]]) -> dict[tuple, float]:
+    """Holm-adjusted p of each pair, one family per model (each unordered pair of its table once)."""
+    adjusted = {}
+    for model in {key[0] for key in pairs}:
+        family = [key for key in pairs if key[0] == model]
+        adjusted.update(zip(family, holm([pairs[key][0] for key in family])))
+    return adjusted
+
+
+def with_significance(summary: pd.DataFrame, cells: dict[tuple, Cell]) -> pd.DataFrame:
+    """One test for the marks and the bold: per model, one Holm family of every pair of cells on the same
+    task, each unordered pair once (full vs LoRA and LoRA vs full are one comparison with one adjusted p).
+    Adds p_holm and the mark (▲/▼/≈) per reference, and `best`: "best" for the task's best mean, "tied"
+    for every other cell testably compared with it (a p-value, not NaN) that no cell of its task beats
+    significantly (so a cell marked ▼ is never bold), else ""."""
+    summary = summary.copy()
+    pairs = pairs_of(summary, cells)
+    adjusted = holm_per_model(pairs)
+    keys = [(row["model"], row["task"], row["method"]) for _, row in summary.iterrows()]
     for reference in REFERENCES:
-        summary[f"mark_{reference}"] = [
-            ""
-            if np.isnan(row[f"diff_{reference}"])
-            else mark(row[f"diff_{reference}"], row[f"p_holm_{reference}"], row["higher_is_better"])
-            for _, row in summary.iterrows()
+        shown = ~summary[f"diff_{reference}"].isna()
+        summary[f"p_holm_{reference}"] = [
+            adjusted.get((m, t, frozenset((method, reference))), np.nan) if compared else np.nan
+            for (m, t, method), compared in zip(keys, shown)
         ]
+        summary[f"mark_{reference}"] = [
+            mark(row[f"diff_{reference}"], row[f"p_holm_{reference}"], row["higher_is_better"]) if compared else ""
+            for (_, row), compared in zip(summary.iterrows(), shown)
+        ]
+    beaten = {(key[0], key[1], pairs[key][1]) for key, p in adjusted.items() if p < ALPHA}
+    sign = np.where(summary["higher_is_better"], 1.0, -1.0)
+    leader = summary.assign(_key=sign * summary["mean"]).groupby(["model", "task"])["_key"].transform("idxmax")
+    summary["best"] = [
+        "best"
+        if leader[index] == index
+        else "tied"
+        if not np.isnan(pairs.get((m, t, frozenset((method, summary.at[leader[index], "method"]))), (np.nan,))[0])
+        and (m, t, method) not in beaten
+        else ""
+        for index, (m, t, method) in zip(summary.index, keys)
+    ]
     return summary

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.report.cells import Cell, cell_of, item_scores, with_best, with_comparisons
+from harness.report.cells import Cell, cell_of, item_scores, with_comparisons, with_significance
 from harness.store.clean_items import CleanItems, applies
 from harness.store.identity import semantic_config
 from harness.store.records import method_label, reported_adapter_params
@@ -131,7 +131,9 @@ def last_gain(metrics: dict, name: str, report_split: str) -> float:
 
 def summary_frame(runs: pd.DataFrame, stat: str = "mean") -> pd.DataFrame:
     """One row per (model, method, task): n, mean with its 95 % interval, std, median, the chosen
-    centre, the paired comparisons with full fine-tuning and LoRA (harness/report/cells.py)."""
+    centre, the paired comparisons with full fine-tuning and LoRA (harness/report/cells.py); adapter
+    params are the median over the cell's runs, and `method_adapter_params` (`_initial`) the median over
+    all the method's runs of the model, the one value a method's row (table, across tasks, plots) shows."""
     grouped = runs.groupby(["model", "method", "task"], sort=True)
     summary = grouped.agg(
         metric=("metric", "first"),
@@ -157,9 +159,12 @@ def summary_frame(runs: pd.DataFrame, stat: str = "mean") -> pd.DataFrame:
     summary["high"] = [min(e.high, high) for e, (_, high) in zip(estimates, bounds)]
     summary["items"] = [e.items for e in estimates]
     summary["score"] = summary[stat]
-    summary = with_best(with_comparisons(summary, cells), cells)
+    summary = with_significance(with_comparisons(summary, cells), cells)
     summary["pct_backbone"] = 100 * summary["adapter_params"] / summary["backbone_params"]
-    for column in ("adapter_params", "adapter_params_initial"):
+    params = ["adapter_params", "adapter_params_initial"]
+    per_method = runs.groupby(["model", "method"])[params].median().add_prefix("method_")  # one value per row
+    summary = summary.join(per_method, on=["model", "method"])
+    for column in (*params, *per_method.columns):
         summary[column] = summary[column].astype(int)
     return summary
 

@@ -34,12 +34,14 @@ def wide_table(summary: pd.DataFrame, model: str, stat: str) -> pd.DataFrame:
     rows = []
     for method, group in part.groupby("method"):
         by_task = group.set_index("task")
-        kept, initial = int(group["adapter_params"].max()), int(group["adapter_params_initial"].max())
+        kept, initial = (
+            int(group[f"method_{column}"].iloc[0]) for column in ("adapter_params", "adapter_params_initial")
+        )
         row = {
             "method": method,
             "adapter params": f"{kept:,}" + (f" (of {initial:,})" if initial != kept else ""),
-            "% backbone": f"{group['pct_backbone'].max():.3f}",
-            "_sort": group["adapter_params"].max(),
+            "% backbone": f"{100 * kept / group['backbone_params'].median():.3f}",
+            "_sort": kept,
         }
         for task in tasks:
             present = task in by_task.index
@@ -93,15 +95,17 @@ def caption(summary: pd.DataFrame, model: str, stat: str, which: str) -> str:
         if len(with_items)
         else "seed variation only (these records kept no predictions)"
     )
-    centre = "median over seeds" if stat == "median" else f"mean over seeds [95 % interval over {covers}]"
+    dof = "; t with Welch–Satterthwaite degrees of freedom of the seed and item parts" if len(with_items) else ""
+    centre = "median over seeds" if stat == "median" else f"mean over seeds [95 % interval over {covers}{dof}]"
     return (
         f"Scores ×100 ({metrics}), {which} evaluation, {centre} (n = seeds). Adapter params "
         f"exclude the task head; for methods that prune a rank budget, the count kept at the end "
-        f"(of the count trained at the start); % of the backbone's parameters. Δ full, Δ lora: paired "
-        f"difference to full fine-tuning and to LoRA on the same seeds (and items); ▲/▼ significantly "
-        f"better/worse (p < 0.05 after Holm's correction over every comparison in this table), ≈ no "
-        f"difference shown. Bold: the task's best cell and every cell whose paired difference to it has an "
-        f"interval covering 0.{clean_items_sentence(part)}"
+        f"(of the count trained at the start), the median over the method's runs; % of the backbone's "
+        f"parameters. Δ full, Δ lora: paired difference to full fine-tuning and to LoRA on the same seeds "
+        f"(and items); ▲/▼ significantly better/worse, ≈ no difference shown, by one test: p < 0.05 after "
+        f"Holm's correction over every pair of cells on the same task in this table, each pair counted once. "
+        f"Bold: the task's best cell and every cell that no cell of its task beats by that test (a ▼ cell is "
+        f"never bold).{clean_items_sentence(part)}"
     )
 
 
@@ -148,7 +152,9 @@ def markdown(
             parts += [
                 "Across tasks: every seed's score normalised per task to 0 = head-only, 1 = full fine-tuning "
                 "(cell means); mean and interquartile mean over all runs of all tasks, [95 % stratified bootstrap "
-                "interval, runs resampled within each task; none where every task has a single run].",
+                "interval: the method's, head-only's and full fine-tuning's runs resampled within each task, each "
+                "draw normalised by its drawn reference means; it covers seeds, not test items; none where every "
+                "task has a single run].",
                 "",
                 across_tasks(normalised).to_markdown(index=False, disable_numparse=True),
                 "",

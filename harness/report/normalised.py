@@ -45,23 +45,27 @@ def per_task_lists(group: pd.DataFrame, tasks: list[str]) -> list[list[float]]:
 
 def across_tasks_frame(runs: pd.DataFrame, summary: pd.DataFrame, model: str) -> pd.DataFrame:
     """Per method with runs on every normalisable task: the mean and IQM of the normalised scores over
-    all runs of all tasks, with stratified-bootstrap 95 % intervals (harness/report/statistics.py),
-    and the method's adapter params."""
+    all runs of all tasks, with stratified-bootstrap 95 % intervals that draw the head-only and full
+    fine-tuning runs too (statistics.aggregate; they cover seeds, not test items), and the method's
+    adapter params (the median over its runs, summary_frame's `method_adapter_params`)."""
     part = normalised_runs(runs, summary, model)
     tasks = sorted(part["task"].unique())
+    scores = {(method, task): group["score"].tolist() for (method, task), group in part.groupby(["method", "task"])}
+    params = summary[summary["model"] == model].groupby("method")["method_adapter_params"].first()
     rows = []
-    for method, group in part.groupby("method"):
-        per_task = per_task_lists(group, tasks)
-        if any(len(values) == 0 for values in per_task):
+    for method in sorted(part["method"].unique()):
+        per_task = [(scores.get((method, task), []), scores[("head", task)], scores[("full", task)]) for task in tasks]
+        if any(len(own) == 0 for own, _, _ in per_task):
             continue
-        mean, iqm = aggregate(per_task, "mean"), aggregate(per_task, "iqm")
+        role = {"head": "floor", "full": "ceiling"}.get(method)
+        mean, iqm = aggregate(per_task, "mean", role), aggregate(per_task, "iqm", role)
         rows.append(
             {
                 "model": model,
                 "method": method,
                 "tasks": len(tasks),
-                "runs": sum(map(len, per_task)),
-                "adapter_params": int(group["adapter_params"].max()),
+                "runs": sum(len(own) for own, _, _ in per_task),
+                "adapter_params": int(params[method]),
                 "higher_is_better": True,
                 "mean": mean[0],
                 "mean_low": mean[1],

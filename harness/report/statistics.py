@@ -8,28 +8,39 @@ the two-way random-effects decomposition of a per-item score y[s, i] (a correct-
 accuracy, or a per-item difference of two methods on the same seed and item),
     y[s, i] = μ + σ_s + τ_i + ε_si,
     Var(ȳ) = Var(σ)/n + Var(τ)/N + Var(ε)/(nN),
-estimated by moments: Var_s(ȳ_s)/n estimates Var(σ)/n + Var(ε)/(nN); the item part is
-    Var(τ) ≈ Var_i(ȳ_·i) − mean_i Var_s(y_si)/n  (floored at 0).
-The interval is ȳ ± t_{n−1, 0.975}·SE and the p-value that of t = ȳ/SE with n − 1 degrees of freedom
-(conservative where the item part dominates: Welch–Satterthwaite degrees of freedom covered only
-91–93 % at 3 seeds in the simulations). With one seed, the items alone give the interval (a
-one-sample t over items, N − 1 degrees of freedom).
+estimated by moments from the two-way mean squares (MS_seed, MS_item, MS_error with n − 1, N − 1 and
+(n − 1)(N − 1) degrees of freedom): Var(ȳ) = (MS_seed + max(MS_item − MS_error, 0))/(nN), the item
+part floored at 0. The interval is ȳ ± t_{df, 0.975}·SE and the p-value that of t = ȳ/SE with
+Welch–Satterthwaite degrees of freedom df = (Σ MS)²/Σ MS²/df_MS over the same terms, with one
+small-sample correction: the seed term's degrees of freedom are counted as n − 2, and df is at least
+n − 1 (the seeds-alone t). Plain Satterthwaite is liberal when the seed part is large but not all:
+estimated seed variance and df move together (a low MS_seed gives both a short interval and a high df).
+With two seeds (n − 2 = 0) df is 1, the seeds-alone t: conservative where items dominate.
+Simulated (tests/report/test_statistics.py, docs/statistics.md; Gaussian tables with the variance
+components of the committed official records, 4,000 tables each), the test of a null difference
+rejects in 4.4–5.0 % at 5 seeds (3 seeds 4.7 %, 10 seeds 4.8 %; plain Satterthwaite reaches 5.9 % at 5
+seeds and 7.8 % at 3 where the seed part is 65–80 %), and cell intervals cover the population mean in
+94.7–95.9 %; the previous t with n − 1 df rejected in 0.35–5.4 % (mean 1.9 %) and covered 95–99.7 %.
+Kenward–Roger would not change this: in a balanced layout whose variance estimate is linear in the
+mean squares, its variance adjustment is zero and its degrees of freedom are Satterthwaite's.
+With one seed, the items alone give the interval (a one-sample t over items, N − 1 degrees of freedom).
 Without per-item scores (records without predictions, or a metric that is not a mean over items such
 as MCC or macro F1) only the seed part is used: exactly the paired t-test over seeds
 (scipy.stats.ttest_rel) for differences and the one-sample t interval for a cell.
 
-Why not a percentile bootstrap over seeds then items: simulated at 3–5 seeds (tests/report/test_statistics.py),
-its 95 % interval of a null difference covers 0 in only 78–83 % of tables when seed variation
-dominates (a bootstrap over five values cannot know that five is few), and a bootstrap of items
-nested within seeds shrinks the item variance n-fold. The moment estimate with t quantiles covers
-94–97 % in every regime simulated. The bootstrap is kept where it is right: across tasks (stratified
-by task, many runs), through scipy.stats.bootstrap.
+Why not a percentile bootstrap over seeds then items: at 3–5 seeds its 95 % interval of a null
+difference covers 0 in only 78–83 % of tables when seed variation dominates (a bootstrap over five
+values cannot know that five is few), and a bootstrap of items nested within seeds shrinks the item
+variance n-fold. The bootstrap is kept where it is right: across tasks (stratified by task, many
+runs), through scipy.stats.bootstrap.
 
 Across tasks: scores normalised per task to 0 = head-only and 1 = full fine-tuning, aggregated per
-method by mean and interquartile mean (IQM, Agarwal et al. 2021) with a stratified bootstrap
-interval (runs resampled within each task). rliable would be the library for this, but rliable 1.2
-imports `arch`, which fails at import under pandas 3 (`deprecate_kwarg` signature); scipy.stats.bootstrap
-with one sample per task is the same stratified bootstrap.
+method by mean and interquartile mean (IQM, Agarwal et al. 2021) with a stratified bootstrap interval
+that draws the method's runs and the head-only and full fine-tuning runs within each task, and
+normalises each draw by its drawn reference means (`aggregate`); it covers seeds, not test items.
+rliable would be the library for this, but rliable 1.2 imports `arch`, which fails at import under
+pandas 3 (`deprecate_kwarg` signature); scipy.stats.bootstrap with one sample per stratum is the same
+stratified bootstrap.
 """
 
 from dataclasses import dataclass
@@ -56,18 +67,39 @@ class Estimate:
     level: float = LEVEL
 
 
-def item_variance(per_item: np.ndarray) -> float:
-    """The item part Var(τ)/N of the mean of a seeds × items matrix (moment estimate, floored at 0)."""
-    n, items = per_item.shape
-    within = per_item.var(axis=0, ddof=1).mean() if n > 1 else 0.0
-    return max(per_item.mean(axis=0).var(ddof=1) - within / n, 0.0) / items if items > 1 else 0.0
+def crossed(per_item: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, variance of the mean, degrees of freedom) of seeds × items matrices (the last two axes;
+    any leading axes are a batch): the crossed-components variance and its corrected Satterthwaite
+    degrees of freedom (module docstring). One seed: the items alone (N − 1 degrees of freedom)."""
+    per_item = np.asarray(per_item, dtype=float)
+    n, items = per_item.shape[-2:]
+    mean = per_item.mean(axis=(-2, -1))
+    if n == 1:
+        return mean, per_item[..., 0, :].var(axis=-1, ddof=1) / items, np.full(mean.shape, items - 1.0)
+    seed_means, item_means = per_item.mean(axis=-1), per_item.mean(axis=-2)
+    seed_square = items * seed_means.var(axis=-1, ddof=1)
+    if items == 1:
+        return mean, seed_square / n, np.full(mean.shape, n - 1.0)
+    item_square = n * item_means.var(axis=-1, ddof=1)
+    residual = per_item - seed_means[..., :, None] - item_means[..., None, :] + mean[..., None, None]
+    error_square = (residual**2).sum(axis=(-2, -1)) / ((n - 1) * (items - 1))
+    item_part = np.maximum(item_square - error_square, 0.0)  # N·n·Var(τ)/N, floored at 0
+    total = seed_square + item_part
+    if n == 2:  # the seed term's n − 2 = 0 degrees of freedom: t with n − 1 = 1, as over seeds alone
+        return mean, total / (n * items), np.full(mean.shape, 1.0)
+    shares = seed_square**2 / (n - 2) + np.where(
+        item_part > 0, item_square**2 / (items - 1) + error_square**2 / ((n - 1) * (items - 1)), 0.0
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dof = np.where(shares > 0, total**2 / shares, n - 1.0)
+    return mean, total / (n * items), np.maximum(dof, n - 1.0)
 
 
 def estimate(
     seed_scores: Sequence[float] | None = None, per_item: Optional[np.ndarray] = None, level: float = LEVEL
 ) -> Estimate:
-    """The mean over seeds with its `level` interval, from per-seed scores or from a seeds × items
-    matrix of per-item scores whose row means are the seed scores (then the item part is added)."""
+    """The mean over seeds with its `level` interval, from per-seed scores (a t interval over seeds) or
+    from a seeds × items matrix of per-item scores whose row means are the seed scores (`crossed`)."""
     if per_item is not None:
         per_item = np.asarray(per_item, dtype=float)
         seed_scores, items = per_item.mean(axis=1), per_item.shape[1]
@@ -76,13 +108,13 @@ def estimate(
     n = len(seed_scores)
     if n == 0:
         raise ValueError("an estimate needs at least one seed")
-    mean = float(seed_scores.mean())
     std = float(seed_scores.std(ddof=1)) if n > 1 else float("nan")
-    if n > 1:
-        variance, dof = seed_scores.var(ddof=1) / n + (item_variance(per_item) if items else 0.0), n - 1
-    elif items is not None and items > 1:  # one seed: the test items alone (a one-sample t over items)
-        variance, dof = per_item[0].var(ddof=1) / items, items - 1
+    if items is not None and (n > 1 or items > 1):
+        mean, variance, dof = (float(value) for value in crossed(per_item))
+    elif n > 1:
+        mean, variance, dof = float(seed_scores.mean()), seed_scores.var(ddof=1) / n, n - 1
     else:
+        mean = float(seed_scores.mean())
         return Estimate(mean, float("nan"), float("nan"), std, n, items, float("nan"), level)
     if variance == 0:  # no spread to judge by (e.g. two seeds with the same difference): no test
         return Estimate(mean, mean, mean, std, n, items, 1.0 if mean == 0 else float("nan"), level)
@@ -155,18 +187,40 @@ def stratified_bootstrap(
 
 
 def aggregate(
-    per_task: Sequence[Sequence[float]],
+    tasks: Sequence[tuple[Sequence[float], Sequence[float], Sequence[float]]],
     statistic: str = "iqm",
+    role: Optional[str] = None,
     level: float = LEVEL,
     resamples: int = 2000,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """(value, low, high) of the mean or IQM over all runs of all tasks (normalised scores), with a
-    stratified bootstrap interval (`stratified_bootstrap`)."""
+    """(value, low, high) of the mean or IQM over all runs of all tasks of a method's scores normalised per
+    task to 0 = the floor's mean and 1 = the ceiling's (head-only and full fine-tuning). Each task gives
+    (runs, floor runs, ceiling runs) of raw scores; the stratified bootstrap (`stratified_bootstrap`) draws
+    all three within each task and normalises each draw by its drawn floor and ceiling means. `role`
+    "floor" or "ceiling": the method is that reference, whose runs are then drawn once, not twice."""
     reduce = {"iqm": iqm, "mean": np.mean}[statistic]
-    value, low, high = stratified_bootstrap(
-        per_task, lambda tasks: reduce(np.concatenate(tasks, axis=-1), axis=-1), level, resamples, seed
-    )
+    samples, layout = [], []
+    for runs, floor, ceiling in tasks:
+        samples += [floor, ceiling]
+        references = {"floor": len(samples) - 2, "ceiling": len(samples) - 1}
+        if role not in references:
+            samples.append(runs)
+        layout.append((references.get(role, len(samples) - 1), references["floor"], references["ceiling"]))
+
+    def normalised(drawn):
+        return reduce(
+            np.concatenate(
+                [
+                    normalise(drawn[r], drawn[f].mean(axis=-1, keepdims=True), drawn[c].mean(axis=-1, keepdims=True))
+                    for r, f, c in layout
+                ],
+                axis=-1,
+            ),
+            axis=-1,
+        )
+
+    value, low, high = stratified_bootstrap(samples, normalised, level, resamples, seed)
     return float(value), float(low), float(high)
 
 
