@@ -99,10 +99,12 @@ def build_and_write(
     with_plot: bool = True,
     sweep_caption: str | None = None,
     flag_notes: dict[str, str] | None = None,
+    latex_width: str = "column",
 ) -> str:
     """Writes leaderboard.{md,csv,tex}, leaderboard_across_tasks.csv and the plots (harness/report/plots.py),
     and returns the Markdown (headed by the sweep's caption, if it has one; under a model's sanity flags the
-    protocol's explanation of those it could not clear, `flag_notes`: model → text)."""
+    protocol's explanation of those it could not clear, `flag_notes`: model → text); the LaTeX tables fit a
+    two-column article's column or, `latex_width` "page", its page (harness/report/latex.py)."""
     board = assemble(results_dir, sweep, stat, which)
     out = Path(out_dir or results_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +114,7 @@ def build_and_write(
     (out / "leaderboard.md").write_text(text)
     if not board.runs.empty:
         write_csvs(board, out)
-        (out / "leaderboard.tex").write_text(latex(board.summary, stat, which))
+        (out / "leaderboard.tex").write_text(latex(board.summary, stat, which, board.tuned, latex_width))
         if with_plot:
             plots.write_all(out, board.summary, board.aggregates, board.normalised(), board.tuned)
     for problem in board.problems:

@@ -11,7 +11,8 @@ interval (harness/report/cells.py: seeds and, from the runs' predictions, test i
 median), at the final evaluation (or the best one); adapter params (task head excluded) absolute and
 as % of the backbone; Δ full / Δ lora: the paired difference to full fine-tuning / LoRA on the same
 seeds and items, marked ▲ ▼ where significant after Holm's correction over the model's table (≈: not
-shown to differ); sanity flags under each table."""
+shown to differ); sanity flags under each table. leaderboard.tex: the same tables as paste-ready LaTeX
+(booktabs), fitted to a two-column article's column or, --latex-width page, its page (harness/report/latex.py)."""
 
 import argparse
 import sys
@@ -50,6 +51,12 @@ def main(argv: list[str] | None = None) -> None:
         default="final",
         help="final evaluation, or the evaluation with the best validation score",
     )
+    parser.add_argument(
+        "--latex-width",
+        choices=("column", "page"),
+        default="column",
+        help="leaderboard.tex's tables fit a two-column article's column (table) or page (table*); default column",
+    )
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument(
         "--site", default=None, metavar="DIR", help="also build the static web site into DIR (harness/report/site.py)"
@@ -73,7 +80,13 @@ def main(argv: list[str] | None = None) -> None:
             (Path(args.out) / f"paper_{args.paper}.md").write_text(text)
         else:
             text = build_and_write(
-                args.results_dir or "results", args.sweep, args.stat, args.which, args.out, not args.no_plot
+                args.results_dir or "results",
+                args.sweep,
+                args.stat,
+                args.which,
+                args.out,
+                not args.no_plot,
+                latex_width=args.latex_width,
             )
             if args.site:
                 if Path(args.site).resolve() == (official_dir() / "site").resolve():
