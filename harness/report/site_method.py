@@ -1,8 +1,11 @@
 """A method's page of the site (harness/report/site.py), methods/<method>.html: per model its cells across
 tasks (score, Δ full, Δ lora, each linked to the cell's page) with their cost (adapter params, % of the
 backbone, and the seeds' mean train time, wall time and peak memory where the records have them), its
-normalised score across tasks, its tuned learning rates and the published tables that report it; and
+normalised score across tasks, its tuned learning rates, links to the compare page with it and each
+other method picked, and the published tables that report it; and
 methods/index.html, the list of methods."""
+
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -77,6 +80,12 @@ def method_page(
                 {"task": lambda row: cell_href(row["model"], method, row["task"], 1)},
             ),
         ]
+    others = [m for m in sorted(board.summary["method"].unique()) if m != method]
+    if others:
+        links = " · ".join(
+            f'<a href="../compare.html#{quote(method)}|{quote(other)}">{escape(other)}</a>' for other in others
+        )
+        body.append(f"<h2>Compare with</h2><p>{links}</p>")
     reported = [name for name, methods in papers.items() if base_name(method) in {base_name(m) for m in methods}]
     if reported:
         links = " · ".join(f'<a href="../papers/{escape(name)}.html">{escape(name)}</a>' for name in reported)

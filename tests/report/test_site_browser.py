@@ -315,3 +315,17 @@ def test_the_compare_page_shows_the_pair_picked_either_way_round(site, browser):
     second.select_by_value(dora := "dora (method.r=4)")
     assert [row[:2] for row in compare_rows(browser)] == [["minilm", "bbc_news"]]  # dora ran bbc_news only
     assert browser.find_element(By.XPATH, f"//th[text()='{dora}']")
+
+
+def test_a_method_page_links_the_compare_page_with_the_pair_picked(site, browser):
+    from selenium.webdriver.common.by import By
+
+    visit(browser, site / "methods" / "lora.html")
+    compare_with = browser.find_element(By.XPATH, "//h2[text()='Compare with']/following-sibling::p[1]")
+    assert compare_with.text == "dora (method.r=16) · dora (method.r=4) · full · head · lora_xs"
+    compare_with.find_element(By.LINK_TEXT, "dora (method.r=4)").click()
+    picked = [browser.find_element(By.ID, i).get_attribute("value") for i in ("compare-first", "compare-second")]
+    assert picked == ["lora", "dora (method.r=4)"]
+    # lora − dora r=4 on bbc_news, the one task both ran: 93 − 91 on every seed; P(lora better) over the 9 pairs
+    # of (93, 94, 95) against (91, 92, 93): 8 wins and one tie, 8.5 / 9
+    assert compare_rows(browser) == [["minilm", "bbc_news", "94.00", "92.00", "+2.00 [+2.00, +2.00] ≈", "—", "0.94"]]

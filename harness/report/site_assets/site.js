@@ -114,14 +114,26 @@ function showPair(data) {
   makeSortable(result.querySelector("table"));
 }
 
+// The two methods named in the page's link (#first|second, each URL-encoded), or null.
+function pairInLink(methods) {
+  var parts = window.location.hash.slice(1).split("|").map(decodeURIComponent);
+  var known = parts.length === 2 && parts.every(function (m) { return methods.indexOf(m) >= 0; });
+  return known ? parts : null;
+}
+
 function setUpCompare() {
   var holder = document.querySelector("script[data-compare]");
   if (!holder) { return; }
   var data = JSON.parse(holder.textContent);
-  ["compare-first", "compare-second"].forEach(function (id) {
+  var linked = pairInLink(data.methods);  // compare.html#<first>|<second> picks that pair
+  ["compare-first", "compare-second"].forEach(function (id, place) {
     var select = document.getElementById(id);
-    select.value = select.getAttribute("data-default");
-    select.addEventListener("change", function () { showPair(data); });
+    select.value = linked ? linked[place] : select.getAttribute("data-default");
+    select.addEventListener("change", function () {
+      var pair = ["compare-first", "compare-second"].map(function (i) { return document.getElementById(i).value; });
+      history.replaceState(null, "", "#" + pair.map(encodeURIComponent).join("|"));
+      showPair(data);
+    });
   });
   showPair(data);
 }
