@@ -16,11 +16,12 @@ small-sample correction: the seed term's degrees of freedom are counted as n −
 n − 1 (the seeds-alone t). Plain Satterthwaite is liberal when the seed part is large but not all:
 estimated seed variance and df move together (a low MS_seed gives both a short interval and a high df).
 With two seeds (n − 2 = 0) df is 1, the seeds-alone t: conservative where items dominate.
-Simulated (tests/report/test_statistics.py, docs/statistics.md; Gaussian tables with the variance
-components of the committed official records, 4,000 tables each), the test of a null difference
-rejects in 4.4–5.0 % at 5 seeds (3 seeds 4.7 %, 10 seeds 4.8 %; plain Satterthwaite reaches 5.9 % at 5
-seeds and 7.8 % at 3 where the seed part is 65–80 %), and cell intervals cover the population mean in
-94.7–95.9 %; the previous t with n − 1 df rejected in 0.35–5.4 % (mean 1.9 %) and covered 95–99.7 %.
+Simulated (docs/statistics.md, tests/report/test_statistics.py; Gaussian tables with the variance
+components of each of the committed official records' 48 paired differences and 30 cells, 4,000 tables
+each), the test of a null difference rejects in 4.2–5.7 % (mean 4.9 %; 3 seeds 4.9 %, 10 seeds 4.7 %;
+plain Satterthwaite reaches 5.9 % at 5 seeds and 7.9 % at 3 where the seed part is 50–80 %), and cell
+intervals cover the population mean in 94.8–95.7 %; the previous t with n − 1 degrees of freedom
+rejected in 0.4–4.8 % (mean 1.9 %) and covered 95.3–99.6 % (mean 99.1 %).
 Kenward–Roger would not change this: in a balanced layout whose variance estimate is linear in the
 mean squares, its variance adjustment is zero and its degrees of freedom are Satterthwaite's.
 With one seed, the items alone give the interval (a one-sample t over items, N − 1 degrees of freedom).
