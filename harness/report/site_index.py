@@ -6,6 +6,7 @@ across tasks; under it the sanity flags and an interactive Pareto plot (plotly) 
 against the normalised score with interval bars and the frontier, each method in its colour and symbol of
 harness/report/palette.py (as in the figures), named in the legend."""
 
+import numpy as np
 import pandas as pd
 
 from harness.report import plots
@@ -71,12 +72,14 @@ def model_table(board: Board, model: str) -> str:
         f'<th data-task="{escape(t)}">{escape(t)}</th>' + "".join(delta_header(t, r) for r in REFERENCES) for t in tasks
     )
     rows = []
-    for method, group in sorted(part.groupby("method"), key=lambda item: -item[1]["adapter_params"].max()):
+    for method, group in sorted(part.groupby("method"), key=lambda item: -item[1]["method_adapter_params"].iloc[0]):
         by_task = group.set_index("task")
+        params = int(group["method_adapter_params"].iloc[0])  # the method's median, as in the Markdown and CSV
+        share = 100 * params / group["backbone_params"].median()
         cells = [
             f'<td class="method"><a href="{method_href(method, 0)}">{escape(method)}</a></td>',
-            number_cell(f"{int(group['adapter_params'].max()):,}", group["adapter_params"].max()),
-            number_cell(f"{group['pct_backbone'].max():.3f}", group["pct_backbone"].max()),
+            number_cell(f"{params:,}", params),
+            number_cell(f"{share:.3f}", share),
         ]
         for task in tasks:
             cells += task_cells(model, method, task, by_task.loc[task] if task in by_task.index else None)
@@ -92,6 +95,22 @@ def model_table(board: Board, model: str) -> str:
     )
 
 
+def log_position(params: float) -> int:
+    """Where a count sits on the log axis: 0 (head-only) at 1, labelled "0" by `log_ticks`."""
+    return max(int(params), 1)
+
+
+def log_ticks(part: pd.DataFrame) -> dict:
+    """Ticks at the powers of ten, the first labelled 0: no method has one adapter parameter, so the place
+    of 1 shows the methods that train none (head-only) without a broken axis."""
+    top = max(1, int(np.ceil(np.log10(max(part["adapter_params"].max(), 10)))))
+    values = [10**k for k in range(top + 1)]
+    return {
+        "tickvals": values,
+        "ticktext": ["0"] + [f"{v:,}" if v < 10**4 else f"1e{k}" for k, v in enumerate(values)][1:],
+    }
+
+
 def pareto_figure(board: Board, model: str) -> dict:
     """The plotly figure of one model: a point per method (its colour and symbol of harness/report/palette.py,
     named in the legend: close points stay readable where labels beside them would overlap) with its interval,
@@ -103,8 +122,9 @@ def pareto_figure(board: Board, model: str) -> dict:
             "type": "scatter",
             "mode": "markers",
             "name": row.method,
-            "x": [max(int(row.adapter_params), 1)],
+            "x": [log_position(row.adapter_params)],
             "y": [round(row.mean, 4)],
+            "customdata": [int(row.adapter_params)],
             "marker": {"size": 9, "symbol": style(row.method).symbol, "color": style(row.method).colour},
             "error_y": {
                 "type": "data",
@@ -112,7 +132,7 @@ def pareto_figure(board: Board, model: str) -> dict:
                 "array": [0 if pd.isna(row.mean_high) else round(row.mean_high - row.mean, 4)],
                 "arrayminus": [0 if pd.isna(row.mean_low) else round(row.mean - row.mean_low, 4)],
             },
-            "hovertemplate": f"{model} / {row.method}<br>adapter params %{{x:,}}<br>"
+            "hovertemplate": f"{model} / {row.method}<br>adapter params %{{customdata:,}}<br>"
             "normalised %{y:.3f}<extra></extra>",
         }
         for row in part.itertuples(index=False)
@@ -122,7 +142,7 @@ def pareto_figure(board: Board, model: str) -> dict:
         "mode": "lines",
         "name": "Pareto frontier",
         "line": {"shape": "hv", "color": "grey"},
-        "x": [max(int(v), 1) for v in frontier["adapter_params"]],
+        "x": [log_position(v) for v in frontier["adapter_params"]],
         "y": frontier["mean"].round(4).tolist(),
         "hoverinfo": "skip",
     }
@@ -130,7 +150,7 @@ def pareto_figure(board: Board, model: str) -> dict:
         560,
         30,
         150,
-        xaxis={"type": "log", "title": {"text": "adapter parameters (log; head excluded)"}},
+        xaxis={"type": "log", "title": {"text": "adapter parameters (log; head excluded)"}, **log_ticks(part)},
         yaxis={"title": {"text": "normalised (0 = head, 1 = full FT)"}},
         showlegend=True,
     )

@@ -99,8 +99,13 @@ def methods_index(board: Board, footer: str) -> str:
         return page("Methods", "<p>No successful runs yet.</p>", 1, footer)
     table = (
         board.summary.groupby(["method", "model"])
-        .agg(tasks=("task", "nunique"), adapter_params=("adapter_params", "max"), pct=("pct_backbone", "max"))
+        .agg(
+            tasks=("task", "nunique"),
+            adapter_params=("method_adapter_params", "first"),
+            backbone=("backbone_params", "median"),
+        )
         .reset_index()
+        .assign(pct=lambda table: 100 * table["adapter_params"] / table.pop("backbone"))
         .rename(columns={"adapter_params": "adapter params", "pct": "% backbone"})
     )
     table["% backbone"] = table["% backbone"].map(lambda value: f"{value:.3f}")

@@ -315,3 +315,39 @@ def test_a_site_without_successful_runs_says_so_on_every_page(tmp_path):
     assert "No successful runs yet." in (site / "methods" / "index.html").read_text()
     assert "Fewer than two methods: nothing to compare." in (site / "compare.html").read_text()
     assert sorted(p.name for p in (site / "data").iterdir()) == ["leaderboard.md"]
+
+
+def test_head_only_sits_at_the_axis_place_labelled_0_and_hovers_its_true_count():
+    from types import SimpleNamespace
+
+    from harness.report.site_index import pareto_figure
+
+    aggregates = pd.DataFrame(
+        {
+            "model": "m",
+            "method": ["head", "lora", "full"],
+            "adapter_params": [0, 73_728, BACKBONE],
+            "mean": [0.0, 0.9, 1.0],
+            "mean_low": float("nan"),
+            "mean_high": float("nan"),
+            "higher_is_better": True,
+        }
+    )
+    figure = pareto_figure(SimpleNamespace(aggregates=aggregates), "m")
+    head = next(trace for trace in figure["data"] if trace["name"] == "head")
+    axis = figure["layout"]["xaxis"]
+    assert head["x"] == [1] and head["customdata"] == [0] and "%{customdata:,}" in head["hovertemplate"]
+    assert axis["tickvals"][:2] == [1, 10] and axis["ticktext"][0] == "0" and axis["tickvals"][-1] >= BACKBONE
+
+
+def test_a_methods_adapter_params_are_its_median_over_runs_as_in_the_tables(tmp_path):
+    results = tmp_path / "results"
+    (results / "runs").mkdir(parents=True)
+    for task, seed, kept in (("bbc_news", 0, 60_000), ("bbc_news", 1, 61_000), ("tweet_sentiment", 0, 70_000)):
+        rec = full_record("adalora", task, seed, 0.9, 100_000)
+        rec["params"]["adapter_final"] = kept
+        (results / "runs" / f"{rec['run_key']}.json").write_text(json.dumps(rec))
+    site = build_site(str(results), str(tmp_path / "site"), sweep="site").parent
+    row = re.search(r'<tr data-method="adalora">(.*?)</tr>', (site / "index.html").read_text()).group(1)
+    assert ">61,000<" in row  # the median of 60,000, 61,000 and 70,000 (the maximum was shown before)
+    assert "61000" in (site / "methods" / "index.html").read_text().replace(",", "")
