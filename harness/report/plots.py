@@ -315,8 +315,8 @@ def place_block(members, size, inside, taken, scale):
     """The cheapest place for a block of names of `size` (width, height) beside its points `members`
     ((name, display xy, marker radius), top to bottom), of those inside the panel whose box covers no
     marker, interval bar, name or leader line and whose leader lines cross no name: cost = distance
-    (points) + LINE_PENALTY for each line the block covers and for each marker, bar or leader line a leader
-    crosses. `taken`: the boxes of the data (markers, bars), of the lines, of the names placed, and the
+    (points) + LINE_PENALTY for each line the block covers and for each marker, bar, line or leader line a
+    leader crosses. `taken`: the boxes of the data (markers, bars), of the lines, of the names placed, and the
     leader lines drawn. Returns each member's (name box, text position, side, leader line or None), or None
     where there is no such place."""
     data, lines, names, leaders = taken
@@ -347,6 +347,7 @@ def place_block(members, size, inside, taken, scale):
                 crosses_box(*leader, other) for xy, leader in drawn for other in data if not inside_box(xy, other)
             )
             crossed += sum(segments_cross(*leader, *other) for _, leader in drawn for other in leaders)
+            crossed += sum(crosses_box(*leader, other) for _, leader in drawn for other in lines)
             cost = distance + LINE_PENALTY * (crossed + sum(overlap(box, other) for other in lines))
             if best is None or cost < best[0]:
                 best = (cost, rows)
