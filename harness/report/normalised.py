@@ -39,8 +39,17 @@ def normalised_runs(runs: pd.DataFrame, summary: pd.DataFrame, model: str) -> pd
     return part
 
 
-def per_task_lists(group: pd.DataFrame, tasks: list[str]) -> list[list[float]]:
-    return [group.loc[group["task"] == task, "normalised"].tolist() for task in tasks]
+REFERENCE_ROLES = {"head": "floor", "full": "ceiling"}
+
+
+def reference_triples(part: pd.DataFrame, method: str) -> list[tuple[list, list, list]] | None:
+    """Per task of `normalised_runs`' frame, the raw scores of (method's runs, head-only's, full fine-tuning's),
+    as statistics.normalised_bootstrap draws them; None where the method lacks a task."""
+    scores = {key: group["score"].tolist() for key, group in part.groupby(["method", "task"])}
+    tasks = sorted(part["task"].unique())
+    if any((method, task) not in scores for task in tasks):
+        return None
+    return [(scores[(method, task)], scores[("head", task)], scores[("full", task)]) for task in tasks]
 
 
 def across_tasks_frame(runs: pd.DataFrame, summary: pd.DataFrame, model: str) -> pd.DataFrame:
@@ -49,21 +58,19 @@ def across_tasks_frame(runs: pd.DataFrame, summary: pd.DataFrame, model: str) ->
     fine-tuning runs too (statistics.aggregate; they cover seeds, not test items), and the method's
     adapter params (the median over its runs, summary_frame's `method_adapter_params`)."""
     part = normalised_runs(runs, summary, model)
-    tasks = sorted(part["task"].unique())
-    scores = {(method, task): group["score"].tolist() for (method, task), group in part.groupby(["method", "task"])}
     params = summary[summary["model"] == model].groupby("method")["method_adapter_params"].first()
     rows = []
     for method in sorted(part["method"].unique()):
-        per_task = [(scores.get((method, task), []), scores[("head", task)], scores[("full", task)]) for task in tasks]
-        if any(len(own) == 0 for own, _, _ in per_task):
+        per_task = reference_triples(part, method)
+        if per_task is None:
             continue
-        role = {"head": "floor", "full": "ceiling"}.get(method)
+        role = REFERENCE_ROLES.get(method)
         mean, iqm = aggregate(per_task, "mean", role), aggregate(per_task, "iqm", role)
         rows.append(
             {
                 "model": model,
                 "method": method,
-                "tasks": len(tasks),
+                "tasks": len(per_task),
                 "runs": sum(len(own) for own, _, _ in per_task),
                 "adapter_params": int(params[method]),
                 "higher_is_better": True,

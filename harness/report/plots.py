@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FixedLocator
 
-from harness.report.normalised import per_task_lists
+from harness.report.normalised import REFERENCE_ROLES, reference_triples
 from harness.report.palette import style
 from harness.report.statistics import expected_max, expected_max_std, performance_profile
 
@@ -498,11 +498,11 @@ def profile_figure(normalised: dict[str, pd.DataFrame], width: float = PAGE_INCH
         tasks = sorted(part["task"].unique())
         values = part["normalised"].to_numpy()
         thresholds = np.linspace(min(values.min(), 0.0), max(values.max(), 1.0), PROFILE_POINTS)
-        for method, group in part.groupby("method"):
-            per_task = per_task_lists(group, tasks)
-            if any(len(runs) == 0 for runs in per_task):
+        for method in sorted(part["method"].unique()):
+            per_task = reference_triples(part, method)
+            if per_task is None:
                 continue
-            profile, low, high = performance_profile(per_task, thresholds)
+            profile, low, high = performance_profile(per_task, thresholds, REFERENCE_ROLES.get(method))
             look = style(method)
             axis.plot(
                 thresholds,

@@ -187,20 +187,17 @@ def stratified_bootstrap(
     return value, np.asarray(result.confidence_interval.low), np.asarray(result.confidence_interval.high)
 
 
-def aggregate(
-    tasks: Sequence[tuple[Sequence[float], Sequence[float], Sequence[float]]],
-    statistic: str = "iqm",
-    role: Optional[str] = None,
-    level: float = LEVEL,
-    resamples: int = 2000,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """(value, low, high) of the mean or IQM over all runs of all tasks of a method's scores normalised per
-    task to 0 = the floor's mean and 1 = the ceiling's (head-only and full fine-tuning). Each task gives
-    (runs, floor runs, ceiling runs) of raw scores; the stratified bootstrap (`stratified_bootstrap`) draws
-    all three within each task and normalises each draw by its drawn floor and ceiling means. `role`
-    "floor" or "ceiling": the method is that reference, whose runs are then drawn once, not twice."""
-    reduce = {"iqm": iqm, "mean": np.mean}[statistic]
+Triple = tuple[Sequence[float], Sequence[float], Sequence[float]]  # a task's (runs, floor runs, ceiling runs)
+
+
+def normalised_bootstrap(
+    tasks: Sequence[Triple], statistic, role: Optional[str], level: float, resamples: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`stratified_bootstrap` of `statistic(per_task)` over a method's raw scores normalised per task to 0 =
+    the floor's mean and 1 = the ceiling's (head-only and full fine-tuning): the runs of all three are drawn
+    within each task and each draw is normalised by its drawn floor and ceiling means. `per_task` holds one
+    array of normalised runs per task (runs on the last axis). `role` "floor" or "ceiling": the method is
+    that reference, whose runs are then drawn once, not twice."""
     samples, layout = [], []
     for runs, floor, ceiling in tasks:
         samples += [floor, ceiling]
@@ -210,36 +207,50 @@ def aggregate(
         layout.append((references.get(role, len(samples) - 1), references["floor"], references["ceiling"]))
 
     def normalised(drawn):
-        return reduce(
-            np.concatenate(
-                [
-                    normalise(drawn[r], drawn[f].mean(axis=-1, keepdims=True), drawn[c].mean(axis=-1, keepdims=True))
-                    for r, f, c in layout
-                ],
-                axis=-1,
-            ),
-            axis=-1,
+        return statistic(
+            [
+                normalise(drawn[r], drawn[f].mean(axis=-1, keepdims=True), drawn[c].mean(axis=-1, keepdims=True))
+                for r, f, c in layout
+            ]
         )
 
-    value, low, high = stratified_bootstrap(samples, normalised, level, resamples, seed)
+    return stratified_bootstrap(samples, normalised, level, resamples, seed)
+
+
+def aggregate(
+    tasks: Sequence[Triple],
+    statistic: str = "iqm",
+    role: Optional[str] = None,
+    level: float = LEVEL,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(value, low, high) of the mean or IQM over all runs of all tasks of a method's normalised scores,
+    with the interval of `normalised_bootstrap` (references drawn too)."""
+    reduce = {"iqm": iqm, "mean": np.mean}[statistic]
+    value, low, high = normalised_bootstrap(
+        tasks, lambda per_task: reduce(np.concatenate(per_task, axis=-1), axis=-1), role, level, resamples, seed
+    )
     return float(value), float(low), float(high)
 
 
 def performance_profile(
-    per_task: Sequence[Sequence[float]],
+    tasks: Sequence[Triple],
     thresholds: Sequence[float],
+    role: Optional[str] = None,
     level: float = LEVEL,
     resamples: int = 2000,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The score distribution of Agarwal et al. (2021): for each threshold τ, the fraction of runs
-    scoring above τ, averaged over tasks (each task weighs the same), with a stratified bootstrap band."""
+    """The score distribution of Agarwal et al. (2021): for each threshold τ, the fraction of a method's
+    runs whose normalised score exceeds τ, averaged over tasks (each task weighs the same), with the band
+    of `normalised_bootstrap` (references drawn too)."""
     thresholds = np.asarray(thresholds, dtype=float)
 
-    def profile(tasks):
-        return np.mean([(task[..., None] > thresholds).mean(axis=-2) for task in tasks], axis=0)
+    def profile(per_task):
+        return np.mean([(task[..., None] > thresholds).mean(axis=-2) for task in per_task], axis=0)
 
-    return stratified_bootstrap(per_task, profile, level, resamples, seed)
+    return normalised_bootstrap(tasks, profile, role, level, resamples, seed)
 
 
 def expected_max(values: Sequence[float], trials: int, higher_is_better: bool = True) -> float:

@@ -22,15 +22,31 @@ PAGE, COLUMN = 7.0, 3.3
 CROWD = ["adalora", "dora", "dora_dynamic", "lora", "lora_xs", "lorta", "melora", "rac_lora", "surm"]
 
 
+REFERENCE_MEANS = {"a": (60.0, 80.0), "b": (40.0, 90.0)}  # head-only's and full fine-tuning's mean per task
+
+
 def normalised_runs() -> pd.DataFrame:
+    """Raw scores of head-only, full fine-tuning and LoRA on two tasks, normalised by the references' means."""
     rows = []
-    for method, task, values in [
-        ("head", "a", [0.0, 0.1, -0.1]),
-        ("head", "b", [0.0, 0.05]),
-        ("lora", "a", [0.5, 0.9, 0.7, 0.3]),  # with b, half the runs exceed τ in [0.5, 0.7): the median
-        ("lora", "b", [0.2, 1.1]),
+    for method, task, scores in [
+        ("head", "a", [60.0, 62.0, 58.0]),  # normalised 0, 0.1, -0.1
+        ("head", "b", [37.5, 42.5]),
+        ("full", "a", [80.0, 78.0, 82.0]),
+        ("full", "b", [90.0, 85.0, 95.0]),
+        ("lora", "a", [70.0, 78.0, 74.0, 66.0]),  # 0.5, 0.9, 0.7, 0.3; with b, half exceed τ in [0.5, 0.7)
+        ("lora", "b", [50.0, 95.0]),  # 0.2, 1.1
     ]:
-        rows += [{"model": "m", "method": method, "task": task, "normalised": value} for value in values]
+        floor, ceiling = REFERENCE_MEANS[task]
+        rows += [
+            {
+                "model": "m",
+                "method": method,
+                "task": task,
+                "score": score,
+                "normalised": (score - floor) / (ceiling - floor),
+            }
+            for score in scores
+        ]
     return pd.DataFrame(rows)
 
 
@@ -181,7 +197,7 @@ def test_profile_curves_are_the_fraction_of_runs_above_each_threshold_averaged_o
     runs = normalised_runs()
     (axis,) = figures["profile"].axes
     curves = {line.get_label(): line for line in axis.get_lines()}
-    assert set(curves) == {"head", "lora"}
+    assert set(curves) == {"full", "head", "lora"}
     thresholds = curves["lora"].get_xdata()
     assert thresholds[0] == pytest.approx(-0.1) and thresholds[-1] == pytest.approx(1.1)
     for method, line in curves.items():
@@ -190,7 +206,7 @@ def test_profile_curves_are_the_fraction_of_runs_above_each_threshold_averaged_o
         assert line.get_ydata() == pytest.approx(expected)
         half = next(i for i, fraction in enumerate(expected) if fraction <= 0.5)  # the median run's score
         assert line.get_markevery() == [half]
-    assert len(axis.collections) == 2  # a band per method
+    assert len(axis.collections) == 3  # a band per method
 
 
 def test_tuning_curves_are_the_expected_best_of_k_trials_by_enumeration(figures):

@@ -274,16 +274,21 @@ def test_expected_maximum_spread_matches_simulation():
     assert expected_max_std(values, 2, higher_is_better=False) == pytest.approx(worst_of_two.std(), abs=2e-3)
 
 
+def already_normalised(per_task):
+    """(runs, floor, ceiling) per task with single-run references at 0 and 1: normalising changes nothing."""
+    return [(runs, [0.0], [1.0]) for runs in per_task]
+
+
 def test_performance_profile_averages_each_tasks_fraction_above_the_threshold():
     tasks = [[0.1, 0.5, 0.9, 1.3], [0.4, 0.6]]
     thresholds = [0.0, 0.45, 0.55, 1.0, 2.0]
-    value, low, high = performance_profile(tasks, thresholds)
+    value, low, high = performance_profile(already_normalised(tasks), thresholds)
     expected = [(4 / 4 + 2 / 2) / 2, (3 / 4 + 1 / 2) / 2, (2 / 4 + 1 / 2) / 2, (1 / 4 + 0 / 2) / 2, 0.0]
     assert value == pytest.approx(expected)
     assert np.all(low <= value + 1e-12) and np.all(value <= high + 1e-12)
     assert low[0] == high[0] == 1.0 and low[-1] == high[-1] == 0.0  # every resample agrees there
     assert high[2] - low[2] > 0.2  # three of six runs decide it: resamples disagree
-    single, single_low, _ = performance_profile([[0.3], [0.7]], thresholds)
+    single, single_low, _ = performance_profile(already_normalised([[0.3], [0.7]]), thresholds)
     assert single == pytest.approx([1.0, 0.5, 0.5, 0.0, 0.0]) and np.isnan(single_low).all()
 
 
@@ -293,14 +298,22 @@ def test_performance_profile_band_covers_the_true_profile_by_simulation():
     covered = 0
     for _ in range(200):
         tasks = [rng.normal(0.5, 0.2, size=10), rng.normal(0.5, 0.4, size=10)]
-        _, low, high = performance_profile(tasks, thresholds, resamples=400, seed=int(rng.integers(1 << 30)))
+        _, low, high = performance_profile(
+            already_normalised(tasks), thresholds, resamples=400, seed=int(rng.integers(1 << 30))
+        )
         covered += low[0] <= 0.5 <= high[0]
     assert 0.88 <= covered / 200 <= 0.99
 
 
-def already_normalised(per_task):
-    """(runs, floor, ceiling) per task with single-run references at 0 and 1: normalising changes nothing."""
-    return [(runs, [0.0], [1.0]) for runs in per_task]
+def test_the_profile_band_draws_the_references_too():
+    """Normalised by drawn references, a run near the middle crosses τ in some draws: the band widens where
+    fixed references (single runs at their means) would let every draw agree."""
+    floor, ceiling, runs = [58.0, 60.0, 62.0], [78.0, 80.0, 82.0], [70.5, 71.0, 71.5]
+    drawn = performance_profile([(runs, floor, ceiling)], [0.5], seed=1)
+    fixed = performance_profile([(runs, [60.0], [80.0])], [0.5], seed=1)
+    assert drawn[0] == fixed[0] == pytest.approx([1.0])  # 0.525, 0.55 and 0.575 all exceed 0.5
+    assert fixed[1][0] == fixed[2][0] == 1.0 and drawn[1][0] < 1.0  # floor 62, ceiling 82: (71.5 - 62) / 20 < 0.5
+    assert performance_profile([(ceiling, floor, ceiling)], [1.0], role="ceiling")[0] == pytest.approx([1 / 3])
 
 
 def test_aggregate_iqm_with_a_stratified_bootstrap_interval():
