@@ -13,7 +13,7 @@ from harness.report import plots
 from harness.report.board import Board
 from harness.report.cells import REFERENCES
 from harness.report.flags import flag_note, flags
-from harness.report.markdown import with_interval
+from harness.report.markdown import clean_items_sentence, with_interval
 from harness.report.palette import style
 from harness.report.site_html import (
     cell_href,
@@ -167,12 +167,13 @@ def flag_list(board: Board, model: str, flag_notes: dict[str, str] | None) -> st
 
 
 CAPTION = (
-    "Scores ×100 on each task's report split ({which} evaluation): mean over seeds [95 % interval], n = seeds; "
-    "bold: the task's best and every cell tied with it. Δ full, Δ lora: the paired difference to full "
-    "fine-tuning / LoRA on the same seeds and items, marked ▲ ▼ significantly better / worse after Holm's "
-    "correction over the model's table, ≈ no difference shown (its interval and p in the tooltip). Normalised: "
-    "0 = head-only, 1 = full fine-tuning, mean over tasks [95 % stratified bootstrap]. Click a score for its "
-    "cell, a method for its page; click a column's header to sort by it (⇅)."
+    "Scores ×100 on each task's report split ({which} evaluation): mean over seeds [95 % interval over seeds and "
+    "test items], n = seeds. Δ full, Δ lora: the paired difference to full fine-tuning / LoRA on the same seeds "
+    "and items, marked ▲ ▼ significantly better / worse, ≈ no difference shown (its interval and p in the "
+    "tooltip), by one test: p < 0.05 after Holm's correction over every pair of cells on the same task in the "
+    "model's table, each pair once; bold: the task's best and every cell no cell of its task beats by that test. "
+    "Normalised: 0 = head-only, 1 = full fine-tuning, mean over tasks [95 % stratified bootstrap drawing the "
+    "references too]. Click a score for its cell, a method for its page; click a column's header to sort by it (⇅)."
 )
 
 
@@ -204,7 +205,10 @@ def index_page(
     if board.summary.empty:
         body.append("<p>No successful runs yet.</p>")
     for model in board.models:
-        body += [f"<h2>{escape(model)}</h2>", model_table(board, model), flag_list(board, model, flag_notes)]
+        part = board.summary[board.summary["model"] == model]
+        note = clean_items_sentence(part).strip()
+        items = f'<p class="caption">{escape(note)}</p>' if note else ""
+        body += [f"<h2>{escape(model)}</h2>", items, model_table(board, model), flag_list(board, model, flag_notes)]
         if not board.aggregates[board.aggregates["model"] == model].empty:
             body.append(plot_div(f"pareto-{slug(model)}", pareto_figure(board, model)))
     body.append(f'<p class="links">{" · ".join(links)}</p>')

@@ -351,3 +351,16 @@ def test_a_methods_adapter_params_are_its_median_over_runs_as_in_the_tables(tmp_
     row = re.search(r'<tr data-method="adalora">(.*?)</tr>', (site / "index.html").read_text()).group(1)
     assert ">61,000<" in row  # the median of 60,000, 61,000 and 70,000 (the maximum was shown before)
     assert "61000" in (site / "methods" / "index.html").read_text().replace(",", "")
+
+
+def test_the_index_says_which_items_were_scored_where_a_clean_items_set_left_some_out(tmp_path):
+    results = tmp_path / "results"
+    (results / "runs").mkdir(parents=True)
+    for seed in range(2):
+        rec = full_record("lora", "bbc_news", seed, 0.9, 73_728)
+        rec["config"]["task"] = {"name": "bbc_news", "source": None}
+        (results / "runs" / f"{rec['run_key']}.json").write_text(json.dumps(rec))
+    site = build_site(str(results), str(tmp_path / "site"), sweep="site").parent
+    index = (site / "index.html").read_text()
+    # these records kept no predictions: the index says their scores are over every item
+    assert "bbc_news test: recorded scores over every item (no per-item predictions to rescore)" in index
