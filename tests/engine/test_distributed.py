@@ -85,8 +85,13 @@ def test_two_processes_train_lora_as_one_process_with_the_same_accumulation(tmp_
     equivalent(tmp_path, "lora")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["dora", "adalora", "rac_lora"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param("dora", marks=pytest.mark.exhaustive),  # -m exhaustive; not in CI
+        *[pytest.param(method, marks=pytest.mark.slow) for method in ("adalora", "rac_lora")],
+    ],
+)
 def test_two_processes_train_methods_with_step_hooks_as_one_process(tmp_path, method):
     equivalent(tmp_path, method)
 

@@ -83,10 +83,17 @@ def test_a_sharded_backbone_trains_lora_as_one_process(tmp_path):
     assert sharded["params"]["trainable_sha256"] == single["params"]["trainable_sha256"]  # measured: bitwise equal
 
 
-@pytest.mark.slow
+# The slow suite keeps one method of each kind; the same check on the others: -m exhaustive (not in CI).
 @pytest.mark.parametrize(
-    "method", ["dora", "adalora", "dora_dynamic", "lorta", "melora", "head", "surm", "lora_xs", "peft/lora"]
-)
+    "method",
+    [
+        *[pytest.param(method, marks=pytest.mark.slow) for method in ("dora", "adalora", "lora_xs", "peft/lora")],
+        *[
+            pytest.param(method, marks=pytest.mark.exhaustive)
+            for method in ("dora_dynamic", "lorta", "melora", "head", "surm")
+        ],
+    ],
+)  # dora: a magnitude beside the pair; adalora: step hooks; lora_xs: factors from the frozen weight; the bridge
 def test_a_sharded_backbone_trains_each_method_as_one_process(tmp_path, method):
     sharded_as_one_process(tmp_path, method)
 
