@@ -321,6 +321,11 @@ def wait_for_main(store: RecordStore, key: str, seconds: float = 30.0) -> None:
 
 def execute_locked(run: Identity, store: RecordStore) -> dict:
     """The record's life cycle, with the run key's lock held."""
+    try:
+        store.refuse_newer(run.key)  # a record of a newer harness is never overwritten
+    except HarnessError:
+        distributed.agree(False)  # the other ranks of a data-parallel run leave with rank 0
+        raise
     previous = store.read(run.key)
     for problem in store.problems:
         print(f"note: {problem}; the run is done again", file=sys.stderr)

@@ -12,12 +12,16 @@ on every evaluated split at the final and the best evaluation, and the trained-w
 versions, on the same device and, on a CPU, with the same instruction set (harness/store/provenance.py);
 otherwise the checksum is reported as not comparable. A run on CPU is deterministic, so a record made by
 the current code on the same libraries and kind of CPU reproduces exactly (on another kind, its metrics
-to within rounding: a few items of a small test set may flip); the exit status is 1 when a
-metric differs by more than `--tolerance` points ×100 (default 0: exact) or a comparable checksum or
-the run key differs, else 0. `--regenerate` replaces each failing record whose rerun succeeded under
-the same run key, with the files beside it (predictions), by the rerun's, and then exits 0 unless a
-rerun failed or changed key; rebuild the collection's tables afterwards (its protocol or experiment
-command, which reuses every record).
+to within rounding: a few items of a small test set may flip). Each chosen record's predictions file is
+checked against the SHA-256 the record names. Every record of the collection is read as every reader reads
+it (harness/store/records.py): a record left out or in doubt (invalid, misnamed, a config that hashes to
+another key, a newer schema) or a predictions file missing or changed is one warning line. The exit status
+is 1 when a metric differs by more than `--tolerance` points ×100 (default 0: exact), a comparable checksum
+or the run key differs, a chosen record's predictions file is missing or changed, or the collection has a
+warning; else 0. `--regenerate` replaces each failing record whose rerun succeeded under the same run key,
+with the files beside it (predictions), by the rerun's, and then exits 0 unless a rerun failed or changed
+key or a warning remains; rebuild the collection's tables afterwards (its protocol or experiment command,
+which reuses every record).
 """
 
 import argparse
@@ -33,7 +37,7 @@ from omegaconf import OmegaConf
 from harness.errors import HarnessError
 from harness.store.files import atomic_write
 from harness.store.provenance import cpu_kind, library_versions
-from harness.store.records import RecordStore
+from harness.store.records import RecordStore, predictions_problem
 
 COMPARED_LIBRARIES = ("torch", "transformers")
 
@@ -155,6 +159,14 @@ def compare(old: dict, new: dict, tolerance: float) -> tuple[bool, list[str]]:
     return ok, lines
 
 
+def predictions_line(record: dict, runs_dir: Path) -> tuple[bool, str]:
+    """Whether the record's predictions file is intact (or it names none), and the line that says so."""
+    if not record.get("predictions"):
+        return True, "predictions: not in the record"
+    problem = predictions_problem(record["predictions"], runs_dir)
+    return problem is None, "predictions: sha256 matches the record's" if problem is None else f"predictions: {problem}"
+
+
 def rerun(record: dict, scratch: Path) -> dict:
     """The record's run done again from its resolved config, into `scratch`."""
     from harness.engine.run import execute_run
@@ -221,7 +233,8 @@ def verify(args: argparse.Namespace) -> None:
         raise SystemExit(
             f"error: no collection at {folder} (a folder with runs/ inside); give results/<name> or a path"
         )
-    records, problems = RecordStore(folder).load_all()
+    store = RecordStore(folder)
+    records, problems = store.load_all()
     for problem in problems:
         print(f"warning: record {problem}", file=sys.stderr)
     where = parse_where(args.where)
@@ -242,6 +255,8 @@ def verify(args: argparse.Namespace) -> None:
         for record in chosen:
             new = rerun(record, Path(scratch))
             ok, lines = compare(record, new, args.tolerance)
+            intact, line = predictions_line(record, store.runs_dir)
+            ok, lines = ok and intact, [*lines, line]
             replace = not ok and args.regenerate and new["status"] == "success" and new["run_key"] == record["run_key"]
             failures += not ok and not replace
             regenerated += replace
@@ -251,6 +266,8 @@ def verify(args: argparse.Namespace) -> None:
                 print(f"     {line}")
             if replace:
                 print(f"     replaced: {', '.join(regenerate(folder, Path(scratch), record))}", flush=True)
+    if regenerated:  # a regenerated record's predictions are the rerun's
+        problems = store.load_all()[1]
     print(
         json.dumps(
             {
@@ -264,5 +281,7 @@ def verify(args: argparse.Namespace) -> None:
     )
     if regenerated:
         print(f"{regenerated} record(s) regenerated: rebuild {folder}'s tables (its protocol or experiment command)")
-    if failures:
+    if problems:
+        print(f"{len(problems)} warning(s): every reader of {folder} leaves out or doubts these files", file=sys.stderr)
+    if failures or problems:
         sys.exit(1)

@@ -17,9 +17,9 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from harness.digest import sha256_file
 from harness.report.statistics import Estimate, estimate, holm, prob_better
 from harness.store.clean_items import CleanItems
+from harness.store.records import predictions_problem
 
 PER_ITEM_METRICS = {"accuracy", "exact_match"}  # primary metrics that are the mean of a per-example score
 REFERENCES = ("full", "lora")
@@ -33,24 +33,23 @@ def item_scores(
     step: Optional[int],
     metric: str,
     clean: Optional[CleanItems] = None,
-) -> Optional[pd.Series]:
+) -> tuple[Optional[pd.Series], str]:
     """×100 per-example scores of one run (index: example id) at `step`, over the task's clean items
-    where it has a clean-items set (harness/store/clean_items.py), or None when the run has no (intact)
-    prediction file or the metric is not a per-example mean."""
+    where it has a clean-items set (harness/store/clean_items.py), or None when the metric is not a
+    per-example mean or the run kept no prediction file or one that cannot be used; and, in that last
+    case, why (the file missing, or its SHA-256 not the record's), else ""."""
     if metric not in PER_ITEM_METRICS or not entry or step is None:
-        return None
-    path = runs_dir / entry["file"]
-    if not path.is_file() or sha256_file(path) != entry["sha256"]:
-        return None
-    table = pd.read_parquet(path, columns=["split", "step", "example_id", "label", "prediction"])
+        return None, ""
+    if (lost := predictions_problem(entry, runs_dir)) is not None:
+        return None, lost
+    table = pd.read_parquet(runs_dir / entry["file"], columns=["split", "step", "example_id", "label", "prediction"])
     table = table[(table["split"].astype(str) == split) & (table["step"] == step)]
     if clean is not None:
         table = table[[clean.keeps(example_id) for example_id in table["example_id"]]]
     if table.empty:
-        return None
-    return pd.Series(
-        100.0 * (table["label"].to_numpy() == table["prediction"].to_numpy()), index=table["example_id"].to_numpy()
-    )
+        return None, ""
+    scores = 100.0 * (table["label"].to_numpy() == table["prediction"].to_numpy())
+    return pd.Series(scores, index=table["example_id"].to_numpy()), ""
 
 
 @dataclass

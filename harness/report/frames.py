@@ -44,7 +44,8 @@ def runs_frame(
     """One row per successful run: its score ×100 in the primary metric (or `metric`, where the
     run recorded it) on the report split (or `split`, e.g. MNLI's validation_mismatched); with `runs_dir`,
     its per-item scores read from its predictions over the task's clean items
-    (harness/store/clean_items.py), and the score is then their mean (the run rescored)."""
+    (harness/store/clean_items.py), and the score is then their mean (the run rescored); `items_lost` says
+    why a run has none where its predictions file is missing or no longer matches its record ("" elsewhere)."""
     rows = []
     for record in records:
         if record["status"] != "success":
@@ -59,7 +60,7 @@ def runs_frame(
         step = (entry or {}).get("steps", {}).get(which)
         best = ((metrics.get("best") or {}).get(where) or {}).get(name)
         clean = applies((record.get("config") or {}).get("task") or {})
-        items = None if runs_dir is None else item_scores(entry, runs_dir, where, step, name, clean)
+        items, lost = (None, "") if runs_dir is None else item_scores(entry, runs_dir, where, step, name, clean)
         rows.append(
             {
                 "model": record["model"],
@@ -74,6 +75,7 @@ def runs_frame(
                 "last_gain": last_gain(metrics, name, where),
                 "items": items,
                 "clean_items": clean_note(clean, where, items),
+                "items_lost": lost,
                 "adapter_params": reported_adapter_params(params),
                 "adapter_params_initial": params["adapter"],
                 "backbone_params": params["backbone"],
@@ -94,6 +96,7 @@ def runs_frame(
         "last_gain",
         "items",
         "clean_items",
+        "items_lost",
         "adapter_params",
         "adapter_params_initial",
         "backbone_params",
@@ -149,6 +152,7 @@ def summary_frame(runs: pd.DataFrame, stat: str = "mean") -> pd.DataFrame:
         adapter_params_initial=("adapter_params_initial", "median"),
         backbone_params=("backbone_params", "median"),
         clean_items=("clean_items", lambda notes: "; ".join(sorted(set(notes) - {""}))),
+        items_lost=("items_lost", lambda notes: "; ".join(sorted(set(notes) - {""}))),
     ).reset_index()
     cells = cells_of(runs)
     estimates = [cells[(row.model, row.method, row.task)].estimate() for row in summary.itertuples()]

@@ -4,7 +4,7 @@ across-task aggregates, the tuning table, the sanity flags and the convergence s
 import numpy as np
 import pandas as pd
 
-from harness.report.cells import REFERENCES
+from harness.report.cells import PER_ITEM_METRICS, REFERENCES
 from harness.report.convergence import convergence_section
 from harness.report.flags import flag_note, flags
 from harness.report.statistics import expected_max
@@ -93,7 +93,7 @@ def caption(summary: pd.DataFrame, model: str, stat: str, which: str) -> str:
         if len(with_items) == len(part)
         else "seeds, and test items where every seed kept its predictions"
         if len(with_items)
-        else "seed variation only (these records kept no predictions)"
+        else f"seed variation only ({without_items(part)})"
     )
     dof = "; t with Welch–Satterthwaite degrees of freedom of the seed and item parts" if len(with_items) else ""
     centre = "median over seeds" if stat == "median" else f"mean over seeds [95 % interval over {covers}{dof}]"
@@ -105,7 +105,39 @@ def caption(summary: pd.DataFrame, model: str, stat: str, which: str) -> str:
         f"(and items); ▲/▼ significantly better/worse, ≈ no difference shown, by one test: p < 0.05 after "
         f"Holm's correction over every pair of cells on the same task in this table, each pair counted once. "
         f"Bold: the task's best cell and every cell that no cell of its task beats by that test (a ▼ cell is "
-        f"never bold).{clean_items_sentence(part)}"
+        f"never bold).{clean_items_sentence(part)}{lost_items_sentence(part)}"
+    )
+
+
+def lost_notes(part: pd.DataFrame) -> pd.Series:
+    """Per cell, why some of its runs' predictions could not be used ("" where none; harness/report/frames.py)."""
+    return part["items_lost"] if "items_lost" in part else pd.Series("", index=part.index)
+
+
+def without_items(part: pd.DataFrame) -> str:
+    """Why no cell of a model's table has per-item scores: its metrics, predictions never kept, or
+    predictions that no longer match their records."""
+    per_item = part["metric"].isin(PER_ITEM_METRICS)
+    lost = lost_notes(part) != ""
+    reasons = [
+        *(f"{metric} is not a mean over test items" for metric in sorted(set(part.loc[~per_item, "metric"]))),
+        *(["these records kept no predictions"] if (per_item & ~lost).any() else []),
+        *(["predictions files no longer match their records"] if lost.any() else []),
+    ]
+    return "; ".join(reasons)
+
+
+def lost_items_sentence(part: pd.DataFrame) -> str:
+    """Which cells lost their per-item data, and why (a predictions file missing or changed since its record
+    was written), or "" where none did."""
+    lost = part[lost_notes(part) != ""]
+    if lost.empty:
+        return ""
+    cells = "; ".join(f"{row.method} on {row.task} ({row.items_lost})" for row in lost.itertuples())
+    return (
+        " Per-item data lost (a run's predictions file missing or not the one its record names; listed under "
+        f"Skipped record files): the run counts with its recorded score, and its cell's interval covers seeds only: "
+        f"{cells}."
     )
 
 

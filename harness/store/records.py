@@ -3,9 +3,16 @@ run key and what it hashes: harness/store/identity.py).
 
 Every record is checked against `harness/store/record.schema.json` when written and when read: a reader
 lists an invalid record with its reason and skips it. A success whose reported score is not finite
-is read as a failed run, with a note. Records are written atomically (harness/store/files.py). One run key
-is trained by one process at a time: `RecordStore.lock` (a file lock that the OS releases when its
-process dies, so a dead launcher's lock is taken over).
+is read as a failed run, with a note. A record's file must be `<run_key>.json` (a copy under another name
+is not counted, so a run key counts once). Every reader of a folder (`RecordStore.load_all`: the
+leaderboard, the site, the tuning protocol, harness.verify) also checks that each config hashes to its
+run key (a record under a key from an older key scheme is the same run as its twin under the current key
+and counts once; without a twin the config was changed after the run, and the record is not counted), and
+each predictions file against the SHA-256 its record names (a missing or changed file is listed, and the
+run is scored without its per-item data). A record of a newer `schema_version` (a newer harness wrote it)
+is listed by readers and never overwritten (`RecordStore.refuse_newer`). Records are written atomically
+(harness/store/files.py). One run key is trained by one process at a time: `RecordStore.lock` (a file lock
+that the OS releases when its process dies, so a dead launcher's lock is taken over).
 """
 
 import functools
@@ -14,6 +21,7 @@ import math
 import os
 from pathlib import Path
 
+from harness.digest import sha256_file
 from harness.errors import HarnessError
 from harness.store.files import atomic_write_text, ensure_writable
 from harness.store.identity import RUN_KEY_VERSION, run_key
@@ -71,7 +79,14 @@ def new_record(config: dict, key: str) -> dict:
 
 
 class InvalidRecord(Exception):
-    """A record file that is not valid JSON or does not follow the record schema."""
+    """A record file that is not valid JSON, does not follow the record schema or is not named by its run key."""
+
+
+def newer_schema(record: object) -> int | None:
+    """The record's schema_version where a newer harness wrote it (above SCHEMA_VERSION), else None."""
+    version = record.get("schema_version") if isinstance(record, dict) else None
+    newer = isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION
+    return version if newer else None
 
 
 @functools.cache
@@ -94,8 +109,13 @@ def schema_problem(record: object) -> str | None:
 
 
 def checked(record: object, name: str) -> tuple[dict, str | None]:
-    """The record if it is valid, and a note when a success is read as a failure (non-finite
-    score); an invalid record raises InvalidRecord with the reason."""
+    """The record if it is valid and its file `name` is `<run_key>.json`, and a note when a success is read
+    as a failure (non-finite score); an invalid record raises InvalidRecord with the reason."""
+    if (version := newer_schema(record)) is not None:
+        raise InvalidRecord(
+            f"{name}: schema_version {version}, newer than this harness's {SCHEMA_VERSION} "
+            "(upgrade peft-harness to read it); not counted"
+        )
     problem = schema_problem(record)
     if problem is None and record["status"] == "success":
         metrics = record["metrics"]
@@ -107,6 +127,11 @@ def checked(record: object, name: str) -> tuple[dict, str | None]:
                 break
     if problem is not None:
         raise InvalidRecord(f"{name}: {problem}")
+    if name != f"{record['run_key']}.json":
+        key = record["run_key"]
+        raise InvalidRecord(
+            f"{name}: holds run {key}, whose record is {key}.json (a copy or a renamed file); not counted"
+        )
     if record["status"] == "success":
         scores = {which: reported_score(record, which) for which in ("final", "best")}
         bad = {which: score for which, score in scores.items() if score is None or not math.isfinite(score)}
@@ -118,6 +143,19 @@ def checked(record: object, name: str) -> tuple[dict, str | None]:
             record = {**record, "status": "failed", "error": f"non-finite score ({text})"}
             return record, f"{name}: non-finite score ({text}); counted as a failed run"
     return record, None
+
+
+def predictions_problem(entry: dict | None, runs_dir: Path) -> str | None:
+    """Why the predictions file a record names (its `predictions` entry) cannot be used: missing, or its
+    SHA-256 differs from the record's (truncated or rewritten); None where it is intact or there is none."""
+    if not entry:
+        return None
+    path = runs_dir / entry["file"]
+    if not path.is_file():
+        return f"{entry['file']}: missing"
+    if sha256_file(path) != entry["sha256"]:
+        return f"{entry['file']}: sha256 differs from the record's"
+    return None
 
 
 def read_json(path: Path) -> object:
@@ -147,8 +185,8 @@ class RecordStore:
         return [path for path in self.runs_dir.glob(f"{key}.*") if path.suffix != ".lock"]
 
     def read(self, key: str) -> dict | None:
-        """The record of `key`, or None if there is none or it is invalid (then it is redone; the
-        reason is added to `problems`)."""
+        """The record of `key`, or None if there is none or it is invalid (then it is redone; the reason is
+        added to `problems`). Its config is not hashed again: `load_all` does, for every reader of the folder."""
         path = self.path(key)
         if not path.exists():
             return None
@@ -161,10 +199,25 @@ class RecordStore:
             self.problems.append(note)
         return record
 
+    def refuse_newer(self, key: str) -> None:
+        """A one-line HarnessError where the record of `key` was written by a newer harness (its schema_version
+        above this one's): it is never overwritten, nor are the files beside it."""
+        path = self.path(key)
+        try:
+            version = newer_schema(read_json(path)) if path.exists() else None
+        except InvalidRecord:  # unreadable: an interrupted write or a damaged file, which a run redoes
+            return
+        if version is not None:
+            raise HarnessError(
+                f"{path}: schema_version {version}, newer than this harness's {SCHEMA_VERSION}: the record is never "
+                "overwritten; upgrade peft-harness (pip install -U peft-harness) or use another results_dir"
+            )
+
     def write(self, record: dict) -> None:
         problem = schema_problem(json.loads(json.dumps(record, default=str)))
         if problem is not None:  # a bug in the writer: never leave a record that readers would skip
             raise HarnessError(f"record {record.get('run_key')} does not follow {SCHEMA_FILE.name}: {problem}")
+        self.refuse_newer(record["run_key"])
         atomic_write_text(self.path(record["run_key"]), json.dumps(record, indent=1, default=str))
 
     def lock(self, key: str):
@@ -187,8 +240,9 @@ class RecordStore:
         return False
 
     def load_all(self) -> tuple[list[dict], list[str]]:
-        """Every valid record, and one line per file that is invalid (listed, never counted) or
-        whose success was read as a failure."""
+        """Every valid record whose config hashes to its run key, each run key once, and one line per file
+        that is left out (invalid, misnamed, a stale or changed key: listed, never counted), whose success was
+        read as a failure, or whose predictions file cannot be used (the run is scored without it)."""
         records, problems = [], []
         for path in sorted(self.runs_dir.glob("*.json")):
             try:
@@ -199,22 +253,32 @@ class RecordStore:
             records.append(record)
             if note:
                 problems.append(note)
-        return drop_stale_duplicates(records, problems)
+        records = with_trusted_keys(records, problems)
+        for record in records:
+            if (problem := predictions_problem(record.get("predictions"), self.runs_dir)) is not None:
+                problems.append(f"{problem}; scored without per-item data")
+        return records, problems
 
 
-def drop_stale_duplicates(records: list[dict], problems: list[str]) -> tuple[list[dict], list[str]]:
-    """A record whose key was made under an older key scheme (e.g. before a config key became
-    non-semantic) is the same run as the record under its config's current key: a resumed sweep
-    redid it there. Such a stale copy is reported and left out, so that the run counts once."""
+def with_trusted_keys(records: list[dict], problems: list[str]) -> list[dict]:
+    """The records whose config hashes to their run key; each other one gets a line in `problems`. A record
+    whose key was made under an older key scheme (e.g. before a config key became non-semantic) is the same
+    run as the record under its config's current key, where a resumed sweep redid it: it counts once. Without
+    such a twin, the config was changed after the run: the record is not counted."""
     keys = {record["run_key"] for record in records}
     kept = []
     for record in records:
         current = run_key(record["config"])
-        if record["run_key"] != current and current in keys:
+        if record["run_key"] == current:
+            kept.append(record)
+        elif current in keys:
             problems.append(
                 f"{record['run_key']}.json: the same run as {current}.json (a key from an older key scheme); "
                 "counted once"
             )
         else:
-            kept.append(record)
-    return kept, problems
+            problems.append(
+                f"{record['run_key']}.json: its config hashes to run key {current}, not {record['run_key']} "
+                "(changed after the run?); not counted"
+            )
+    return kept

@@ -39,6 +39,7 @@ def runs(scores: dict, model: str = "m", task: str = "t", params: dict | None = 
                 "last_gain": 0.0,
                 "items": None,
                 "clean_items": "",
+                "items_lost": "",
                 "adapter_params": (params or {}).get((method, task), [1000] * 5)[seed],
                 "adapter_params_initial": 2000,
                 "backbone_params": 10**6,

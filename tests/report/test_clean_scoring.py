@@ -9,12 +9,14 @@ import pytest
 
 from harness.report.board import build_and_write
 from harness.store.clean_items import clean_items
+from harness.store.identity import run_key
 from tests.report.test_leaderboard import record
 
 
 def write_run(runs, seed: int, task_config: dict, ids: list[str], correct: list[bool]) -> None:
     rec = record("lora", None, "bbc_news", seed, 0.0, 0.0, 73_728)
-    rec["config"] = {"task": task_config}
+    rec["config"]["task"] = task_config
+    rec["run_key"] = run_key(rec["config"])  # a reader refuses a record whose config hashes to another key
     path = runs / f"{rec['run_key']}.predictions.parquet"
     frame = {"split": "test", "step": 10, "example_id": ids, "label": 0, "prediction": [0 if c else 1 for c in correct]}
     pd.DataFrame(frame).to_parquet(path)

@@ -1,7 +1,6 @@
 """The leaderboard's static web site (harness/report/site.py), built from fixed records: its pages as HTML
 (tests/report/test_site_browser.py drives them in headless Chromium)."""
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from scipy import stats
 
 from harness.report.site import build_site
+from harness.store.identity import run_key
 from tests.report.test_leaderboard import record
 
 BACKBONE = 22_713_216
@@ -32,7 +32,7 @@ RUNS = [
 def full_record(method, task, seed, final, params) -> dict:
     """A record as a run writes it: config, learning curve, cost and provenance."""
     rec = record(method, None, task, seed, final, final, params, sweep="site")
-    rec["config"] = {
+    rec["config"] |= {
         "train": {
             "lr": 1e-3,
             "head_lr": 5e-3,
@@ -62,6 +62,12 @@ def full_record(method, task, seed, final, params) -> dict:
         "started_at": "2026-11-30T10:00:00+00:00",
     }
     rec["cost"] = {**rec["cost"], "peak_memory_mb": 1200.0}
+    return keyed(rec)
+
+
+def keyed(rec: dict) -> dict:
+    """The record under its config's run key (a reader refuses a record whose config hashes to another key)."""
+    rec["run_key"] = run_key(rec["config"])
     return rec
 
 
@@ -128,8 +134,7 @@ def config_record(method: str, r: int, seed: int, final: float) -> dict:
     """A run of `method` with rank `r` (two ranks of one method: two rows of the board)."""
     rec = full_record(method, "bbc_news", seed, final, 1000 * r)
     rec["config"]["method"]["r"] = r
-    rec["run_key"] = hashlib.sha256(f"{method}-r{r}-{seed}".encode()).hexdigest()[:12]
-    return rec
+    return keyed(rec)
 
 
 def test_a_method_run_in_two_configs_gets_a_row_and_a_cell_page_per_config(tmp_path):
@@ -201,9 +206,7 @@ def test_the_model_table_shows_delta_full_and_delta_lora_with_their_marks(site):
 
 
 def noisy_record(method: str, seed: int, final: float) -> dict:
-    rec = full_record(method, "bbc_news", seed, final, BACKBONE if method == "full" else 1000)
-    rec["run_key"] = hashlib.sha256(f"{method}-{seed}-noisy".encode()).hexdigest()[:12]
-    return rec
+    return full_record(method, "bbc_news", seed, final, BACKBONE if method == "full" else 1000)
 
 
 def test_the_compare_page_holds_the_paired_difference_of_every_pair_as_scipy_computes_it(tmp_path):
@@ -359,6 +362,7 @@ def test_the_index_says_which_items_were_scored_where_a_clean_items_set_left_som
     for seed in range(2):
         rec = full_record("lora", "bbc_news", seed, 0.9, 73_728)
         rec["config"]["task"] = {"name": "bbc_news", "source": None}
+        keyed(rec)
         (results / "runs" / f"{rec['run_key']}.json").write_text(json.dumps(rec))
     site = build_site(str(results), str(tmp_path / "site"), sweep="site").parent
     index = (site / "index.html").read_text()

@@ -4,7 +4,6 @@ scroll in their own box), logs no error and links only to what exists; sorting, 
 Needs Debian's chromium and chromium-driver and selenium (skipped without them, but failed where CI=true:
 scripts/setup.sh test installs them there). A screenshot of each page visited is written to test-artifacts/."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -14,7 +13,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 from harness.report.site import build_site
-from tests.report.test_site import RUNS, config_record, full_record
+from tests.report.test_site import RUNS, config_record, full_record, keyed
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("PEFT_HARNESS_ARTIFACTS", ROOT / "test-artifacts"))
@@ -27,8 +26,7 @@ def tuned(rec: dict, exponent: int, lr: float, validation: float) -> dict:
     rec["config"]["train"]["lr"] = lr
     rec["config"]["tuning"] = {"split": "validation", "search_seed": 0, "trials": 2, "exponent": exponent}
     rec["metrics"]["final"]["validation"]["accuracy"] = validation
-    rec["run_key"] = hashlib.sha256(f"{rec['run_key']}-{exponent}".encode()).hexdigest()[:12]
-    return rec
+    return keyed(rec)
 
 
 def fixture_records() -> list[dict]:

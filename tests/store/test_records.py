@@ -87,7 +87,7 @@ def invalid_variants(good: dict) -> dict[str, tuple[dict, str]]:
         "failed_without_error": (changed(status="failed"), "error: None is not of type 'string'"),
         "score_missing": (changed(metrics__final__test={}), "metrics.final: no accuracy on the report split 'test'"),
         "metrics_list": (changed(metrics=[]), "metrics: [] is not of type 'object'"),
-        "schema_2": (changed(schema_version=2), "schema_version: 1 was expected"),
+        "schema_2": (changed(schema_version=2), "schema_version 2, newer than this harness's 1 (upgrade peft-harness"),
         "negative_count": (changed(params__adapter=-5), "params.adapter: -5 is less than the minimum of 0"),
         "not_an_object": ([1, 2], "record: [1, 2] is not of type 'object'"),
     }
