@@ -196,11 +196,33 @@ def regenerate(collection: Path, scratch: Path, old: dict) -> list[str]:
     return sorted([*beside, target.path(key).name])
 
 
+def positive_count(text: str) -> int:
+    """--sample's type: a whole number of records, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or str(value) != text.strip():
+        raise argparse.ArgumentTypeError(f"must be a whole number of records, at least 1; got {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """--max-seconds's type: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0; got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.verify", description=__doc__.split("\n")[0])
     parser.add_argument("collection", help="results/<name> (a folder with runs/), or a path")
     chosen_by = parser.add_mutually_exclusive_group()
-    chosen_by.add_argument("--sample", type=int, default=3, help="records to re-run (default 3)")
+    chosen_by.add_argument("--sample", type=positive_count, default=3, help="records to re-run (default 3)")
     chosen_by.add_argument("--all", action="store_true", help="every eligible record")
     chosen_by.add_argument("--keys", nargs="+", metavar="KEY", help="these run keys")
     parser.add_argument(
@@ -211,7 +233,9 @@ def main(argv: list[str] | None = None) -> None:
         help="only records whose field has this value (model, method, task, seed, ...)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random sample")
-    parser.add_argument("--max-seconds", type=float, default=None, help="only records whose run took at most this long")
+    parser.add_argument(
+        "--max-seconds", type=positive_seconds, default=None, help="only records whose run took at most this long"
+    )
     parser.add_argument(
         "--tolerance", type=float, default=0.0, help="allowed metric difference, points ×100 (default 0)"
     )

@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> None:
             f"error: {args.out} holds the official leaderboard, written only by `python -m harness.tune "
             f"sweep=official`; choose another --out (default {SCRATCH})"
         )
+    if args.results_dir is not None and not Path(args.results_dir).is_dir():
+        raise SystemExit(
+            f"error: --results-dir {args.results_dir} does not exist; give a results folder (one with runs/ inside)"
+        )
     try:
         if args.paper:
             text = paper_markdown(args.paper, args.results_dir or f"results/{args.paper}")

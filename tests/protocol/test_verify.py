@@ -161,3 +161,19 @@ def test_the_sample_is_seeded_successful_and_within_the_time_limit():
 def test_an_unknown_collection_is_one_line(tmp_path):
     with pytest.raises(SystemExit, match=r"error: no collection at .*nowhere \(a folder with runs/ inside\)"):
         main([str(tmp_path / "nowhere")])
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--sample=-1"], "argument --sample: must be a whole number of records, at least 1; got '-1'"),
+        (["--sample=0"], "argument --sample: must be a whole number of records, at least 1; got '0'"),
+        (["--sample=1.5"], "argument --sample: must be a whole number of records, at least 1; got '1.5'"),
+        (["--max-seconds=0"], "argument --max-seconds: must be a number of seconds above 0; got '0'"),
+        (["--max-seconds=nan"], "argument --max-seconds: must be a number of seconds above 0; got 'nan'"),
+    ],
+)
+def test_a_bad_count_or_limit_is_refused_in_one_line_before_anything_is_read(arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["results/official", *arguments])
+    assert exit.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1].endswith(message)

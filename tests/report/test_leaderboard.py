@@ -414,3 +414,10 @@ def test_a_value_that_rounds_to_zero_prints_as_zero_never_minus_zero():
 
     assert with_interval(-0.0001, -0.024, 0.026, 3) == "0.000 [-0.024, 0.026]"  # head-only's normalised score
     assert with_interval(-0.0006, float("nan"), float("nan"), 3) == "-0.001"
+
+
+def test_a_results_folder_that_does_not_exist_is_refused_and_nothing_is_written(tmp_path):
+    missing, out = tmp_path / "no_such_results", tmp_path / "out"
+    with pytest.raises(SystemExit, match=r"--results-dir .*no_such_results does not exist; give a results folder"):
+        main(["--results-dir", str(missing), "--out", str(out)])
+    assert not missing.exists() and not out.exists()
