@@ -7,7 +7,7 @@ from typing import Callable
 
 from harness.registry import Registry
 from tasks import bbc_news, commonsense, generative, glue, gsm8k, images, tweet_sentiment
-from tasks.base import ImageSplit, Split, TaskData, require_nonempty
+from tasks.base import ImageSplit, Split, TaskData, require_every_class, require_nonempty
 from tasks.splits import limit_split
 
 TASK_LOADERS: Registry[Callable[..., TaskData]] = Registry(
@@ -31,9 +31,10 @@ APPROXIMATE_TRAIN_SIZES = {"gsm8k": gsm8k.APPROXIMATE_TRAIN_SIZE, "commonsense":
 
 
 def load_task(cfg) -> TaskData:
-    """The task named by `cfg.name`, with `limit_train` / `limit_eval` applied (fixed subsets,
-    stratified by label for classification: tasks/splits.py)."""
-    task = TASK_LOADERS[cfg.name](cfg)
+    """The task named by `cfg.name`, every class of a classification task present in every split of its
+    source, with `limit_train` / `limit_eval` applied (fixed subsets, stratified by label for
+    classification: tasks/splits.py)."""
+    task = require_every_class(TASK_LOADERS[cfg.name](cfg), cfg.source or "its default source")
     task.splits = {
         name: limit_split(
             split, cfg.limit_train if name == "train" else cfg.limit_eval, cfg.split_seed, task.stratified

@@ -114,3 +114,20 @@ def require_nonempty(task: TaskData) -> TaskData:
         if len(split) == 0:
             raise HarnessError(f"task '{task.name}': split '{name}' is empty")
     return task
+
+
+def require_every_class(task: TaskData, source: str) -> TaskData:
+    """A classification task whose every class has examples in every split: a class missing from a split
+    (an empty class folder of a local source) would train a head with a class never seen, or score one
+    never tested."""
+    if task.is_regression or task.is_generative:
+        return task
+    for name, split in task.splits.items():
+        missing = sorted(set(range(task.num_labels)) - set(np.asarray(split.labels).tolist()))
+        if missing:
+            label = task.label_names[missing[0]] if task.label_names else missing[0]
+            raise HarnessError(
+                f"task '{task.name}': class '{label}' has no examples in split '{name}' of source '{source}'; "
+                "every class must be present in every split (add examples of it, or remove the class)"
+            )
+    return task

@@ -7,6 +7,7 @@ indices; tested against it), in numpy, so that a run need not import scikit-lear
 """
 
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -78,10 +79,20 @@ def stratified_splits(whole: Split | ImageSplit, seed: int) -> dict[str, Split |
 
 
 def stratified_classification(name: str, whole: Split | ImageSplit, label_names: list[str], seed: int) -> TaskData:
-    """A single-label classification task split here, scored by accuracy (and macro F1) on test."""
+    """A single-label classification task split here, scored by accuracy (and macro F1) on test; a class
+    too small to be in all three splits is one line naming it."""
+    try:
+        splits = stratified_splits(whole, seed)
+    except ValueError:
+        counts = Counter(whole.labels)
+        label = min(range(len(label_names)), key=lambda value: counts[value])
+        raise HarnessError(
+            f"{name}: class '{label_names[label]}' has {counts[label]} of {len(whole)} examples, too few for "
+            "stratified train/validation/test splits; every class must be present in every split"
+        ) from None
     return TaskData(
         name=name,
-        splits=stratified_splits(whole, seed),
+        splits=splits,
         num_labels=len(label_names),
         metric_fn=metrics.accuracy_macro_f1,
         primary="accuracy",

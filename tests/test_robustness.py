@@ -153,6 +153,28 @@ BAD_RUNS = [
     (["method.r=${oops}"], "method.r: Interpolation key 'oops' not found"),
     (["method=dorra"], "unknown method 'dorra'; available: adalora, adalora_glue/adalora-0.3M,"),
     (["task=bbc"], "unknown task 'bbc'; available: bbc_news, bbc_news_instruct, cifar10,"),
+    # validated before use: seeds, devices, folder keys
+    (["seed=-1"], "seed must be from 0 to 4294967295 (2**32 - 1), got -1"),
+    (["seed=4294967296"], "seed must be from 0 to 4294967295 (2**32 - 1), got 4294967296"),
+    (["task.split_seed=-1"], "task.split_seed must be from 0 to 4294967295 (2**32 - 1), got -1"),
+    (
+        ["train.device=cuda:x"],
+        "train.device 'cuda:x' unknown; allowed: auto, cpu, cuda, mps, or cuda:N for GPU N (cuda:0, ...)",
+    ),
+    (  # one past the last GPU; cuda:0 where there is none
+        [f"train.device=cuda:{torch.cuda.device_count()}"],
+        f"train.device=cuda:{torch.cuda.device_count()} but "
+        + (f"{torch.cuda.device_count()} CUDA device" if torch.cuda.is_available() else "no CUDA device is visible"),
+    ),
+    (
+        ["train.device=mps"] if not torch.backends.mps.is_available() else ["train.precision=fp8"],
+        "train.device=mps but no MPS (Apple GPU) device is available; use train.device=auto or cpu"
+        if not torch.backends.mps.is_available()
+        else "train.precision 'fp8'",
+    ),
+    (["results_dir=''"], "results_dir must be a folder path, got ''; give a folder, e.g. results_dir=results"),
+    (["results_dir=null"], "results_dir must be a folder path, got null; give a folder, e.g. results_dir=results"),
+    (["cache_dir=''"], "cache_dir must be a folder path or null, got ''; give a folder, e.g. cache_dir="),
 ]
 
 

@@ -1,8 +1,8 @@
 """Checks the command line before Hydra runs anything, so that every mistake in it is one line naming
 the key, the value and what is allowed (not Hydra's error wall): unknown config-group choices,
 overrides that do not parse, unknown keys, keys added twice or deleted though absent, a sweep
-without -m, interpolations that do not resolve, and a `method.name` (`task.name`) that
-contradicts the chosen config of its group."""
+without -m, interpolations that do not resolve, a `method.name` (`task.name`) that contradicts the
+chosen config of its group, and a folder key (results_dir, cache_dir) that names no folder."""
 
 import re
 from pathlib import Path
@@ -166,6 +166,8 @@ def compose_problems(arguments: list[str]) -> list[str]:
     from omegaconf.errors import OmegaConfBaseException
 
     from harness.config.compose import project_config
+    from harness.config.sections import require_folders
+    from harness.errors import HarnessError
 
     overrides = overrides_of(arguments)
     problems = [p for p in map(parse_problem, overrides) if p]
@@ -194,6 +196,10 @@ def compose_problems(arguments: list[str]) -> list[str]:
                 except OmegaConfBaseException as error:
                     message = str(error).strip().splitlines()[0]
                     return [f"{getattr(error, 'full_key', None) or key}: {message}"]
+        try:
+            require_folders(cfg)
+        except HarnessError as error:
+            return [str(error)]
         for group in NAMED_GROUPS:  # `method.name=dora` on top of method=lora would train DoRA with LoRA's settings
             named = [o for o in overrides if o.lstrip("+").startswith(f"{group}.name=")]
             if named:

@@ -3,13 +3,15 @@ one-line validation errors.
 
 Hydra composes the YAML over these defaults (harness/config/compose.py registers them as the base nodes
 that the YAMLs extend); each section is then checked against its dataclass here (unknown keys, wrong
-types, out-of-range values), before any data or model is loaded. `parse_settings` gives the typed run
-config, `RunSettings`: the semantic sections (seed, train, method, task, model: what a run computes, the
-run key's allow-list) and the operational section (`OperationalConfig`: where and how it runs). On the
-command line the operational keys stay top-level keys (`results_dir=...`, `checkpoint.every_steps=5`,
-`logger=wandb`); the typed view groups them.
+types, out-of-range values: seeds from 0 to 2**32 - 1, a device by name or GPU index), before any data or
+model is loaded; the folder keys (`require_folders`: results_dir, cache_dir) before the record store
+opens. `parse_settings` gives the typed run config, `RunSettings`: the semantic sections (seed, train,
+method, task, model: what a run computes, the run key's allow-list) and the operational section
+(`OperationalConfig`: where and how it runs). On the command line the operational keys stay top-level
+keys (`results_dir=...`, `checkpoint.every_steps=5`, `logger=wandb`); the typed view groups them.
 """
 
+import re
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
@@ -24,10 +26,34 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # line sets it: the fields added after records existed (the configs that do not set them keep their run keys),
 # a tuning protocol's keys and the logger (composed by its own group, conf/logger/).
 NOT_COMPOSED = {"composed": False}
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N, GPU N (harness/engine/device.py checks that it is there)
+GPU_INDEX = re.compile(r"cuda:\d+")
+MAX_SEED = 2**32 - 1  # numpy's seeds are 0 to 2**32 - 1
+FOLDER_EXAMPLES = {"results_dir": "results", "cache_dir": "~/.cache/peft-harness"}  # the folder keys, for their errors
 SCHEDULES = ("linear", "cosine", "constant")  # after warmup (harness/engine/schedule.py)
 DEFAULT_SEED = 0
 CACHE_DIR = "${oc.env:PEFT_HARNESS_CACHE,${oc.env:HOME,.}/.cache/peft-harness}"
+
+
+def require_seed(key: str, value: int) -> None:
+    require(0 <= value <= MAX_SEED, f"{key} must be from 0 to {MAX_SEED} (2**32 - 1), got {value}")
+
+
+def require_folder(key: str, value: Any, nullable: bool = False) -> None:
+    """A folder key (results_dir, cache_dir) names a folder: '' would write into the current folder."""
+    allowed = "a folder path or null" if nullable else "a folder path"
+    require(
+        (nullable and value is None) or (isinstance(value, str) and value.strip() != ""),
+        f"{key} must be {allowed}, got {'null' if value is None else repr(value)}; give a folder, e.g. "
+        f"{key}={FOLDER_EXAMPLES[key]}",
+    )
+
+
+def require_folders(values: Any) -> None:
+    """The folder keys of the operational section (`values`: the composed config or its dict), checked
+    before the record store or a cache is opened (harness/store/identity.py calls this for every run)."""
+    require_folder("results_dir", values.get("results_dir", "results"))
+    require_folder("cache_dir", values.get("cache_dir"), nullable=True)
 
 
 def composed_as(interpolation: str) -> dict:
@@ -54,7 +80,7 @@ class TrainConfig:
     max_grad_norm: Optional[float] = 1.0
     eval_every: Optional[int] = None  # steps; null: once per epoch (and always at the end)
     precision: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | fp32 | bf16 | fp16
-    device: str = "auto"  # auto | cpu | cuda | mps
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
 
     def __post_init__(self):
         require(self.epochs > 0, f"train.epochs must be > 0, got {self.epochs}")
@@ -84,7 +110,10 @@ class TrainConfig:
             self.precision in PRECISIONS,
             f"train.precision '{self.precision}' unknown; allowed: {', '.join(PRECISIONS)}",
         )
-        require(self.device in DEVICES, f"train.device '{self.device}' unknown; allowed: {', '.join(DEVICES)}")
+        require(
+            self.device in DEVICES or GPU_INDEX.fullmatch(self.device) is not None,
+            f"train.device '{self.device}' unknown; allowed: {', '.join(DEVICES)}, or cuda:N for GPU N (cuda:0, ...)",
+        )
 
 
 @dataclass
@@ -98,12 +127,17 @@ class TaskConfig:
     limit_train: Optional[int] = None
     limit_eval: Optional[int] = None
     split_seed: int = 42
+    source_fingerprint: Optional[str] = field(
+        default=None, metadata=NOT_COMPOSED
+    )  # a local source's content (harness/store/identity.py writes it: the run key sees the data, not only its path)
+    eval_source_fingerprint: Optional[str] = field(default=None, metadata=NOT_COMPOSED)  # the same for eval_source
     max_new_tokens: Optional[int] = field(
         default=None, metadata=NOT_COMPOSED
     )  # generative tasks: the most tokens an answer may have
 
     def __post_init__(self):
         require(self.max_length > 1, f"task.max_length must be > 1, got {self.max_length}")
+        require_seed("task.split_seed", self.split_seed)
         require(
             self.max_new_tokens is None or self.max_new_tokens > 0,
             f"task.max_new_tokens must be a positive number of tokens or null, got {self.max_new_tokens}",
@@ -219,6 +253,7 @@ class OperationalConfig:
     per_task: Optional[dict[str, Any]] = field(default=None, metadata=NOT_COMPOSED)  # harness/config/per_task.py
 
     def __post_init__(self):
+        require_folders(vars(self))
         integer = lambda value: isinstance(value, int) and not isinstance(value, bool)  # noqa: E731
         require(
             self.threads is None or (integer(self.threads) and self.threads > 0),
@@ -270,6 +305,7 @@ def parse_settings(cfg: DictConfig) -> RunSettings:
 
     integer = lambda value: isinstance(value, int) and not isinstance(value, bool)  # noqa: E731
     require(integer(cfg.seed), f"seed must be an integer, got {cfg.seed!r}")
+    require_seed("seed", cfg.seed)
     operational = operational_section(cfg)
     return RunSettings(
         seed=cfg.seed,

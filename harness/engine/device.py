@@ -11,7 +11,8 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 def pick_device(requested: str, job_index: int | None = None) -> torch.device:
     """`auto`: CUDA, then MPS, then CPU. With several visible GPUs, the runs of a parallel sweep
-    (job number `job_index`) take them in turn: GPU job_index mod count."""
+    (job number `job_index`) take them in turn: GPU job_index mod count; `cuda:N` is GPU N. A device
+    that is not there is one line naming it (before any data loads), not torch's error on first use."""
     if (
         requested in ("auto", "cuda")
         and torch.cuda.is_available()
@@ -22,12 +23,28 @@ def pick_device(requested: str, job_index: int | None = None) -> torch.device:
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise HarnessError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
-    return torch.device(requested)
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HarnessError(f"train.device={requested} but no CUDA device is visible; use train.device=auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        visible = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise HarnessError(
+            f"train.device={requested} but {count} CUDA device{'s are' if count > 1 else ' is'} visible "
+            f"({visible}); use one of them, cuda or auto"
+        )
+    if device.type == "mps" and not mps_available():
+        raise HarnessError(
+            f"train.device={requested} but no MPS (Apple GPU) device is available; use train.device=auto or cpu"
+        )
+    return device
+
+
+def mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def make_deterministic() -> None:

@@ -304,3 +304,60 @@ def test_a_composed_method_is_its_yaml_over_its_dataclass_defaults(make_config, 
     stated = {key: value for key, value in OmegaConf.to_container(cfg.method, resolve=True).items() if key in raw}
     # the rest are the dataclass's defaults; targets given as roles resolve on MiniLM to the BERT names it defaults to
     assert parsed == schema(**{"name": parsed.name, **stated})
+
+
+def test_a_gpu_index_is_allowed_and_checked_against_the_visible_gpus(monkeypatch):
+    """train.device=cuda:N: the section allows GPU N; the device choice (before any data loads) takes
+    it where it is visible and refuses it in one line where it is not; a malformed index is the section's line."""
+    import torch
+
+    from harness.engine.device import pick_device
+
+    base = {"lr": 1e-3, "head_lr": 1e-3}
+    assert TrainConfig(**base, device="cuda:1").device == "cuda:1"
+    with pytest.raises(
+        HarnessError, match=r"^train.device 'cuda:-1' unknown; allowed: auto, cpu, cuda, mps, or cuda:N"
+    ):
+        TrainConfig(**base, device="cuda:-1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda:1") == torch.device("cuda", 1)
+    assert pick_device("cuda:1", job_index=0) == torch.device("cuda", 1)  # named, not taken in turn
+    with pytest.raises(HarnessError) as refused:
+        pick_device("cuda:2")
+    assert str(refused.value) == (
+        "train.device=cuda:2 but 2 CUDA devices are visible (cuda:0 to cuda:1); use one of them, cuda or auto"
+    )
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(HarnessError, match=r"^train.device=cuda:7 but 1 CUDA device is visible \(cuda:0\); "):
+        pick_device("cuda:7")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(
+        HarnessError, match=r"^train.device=cuda:0 but no CUDA device is visible; use train.device=auto"
+    ):
+        pick_device("cuda:0")
+
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"results_dir": ""}, "results_dir must be a folder path, got ''; give a folder, e.g. results_dir=results"),
+        ({"results_dir": "  "}, "results_dir must be a folder path, got '  '; give a folder, e.g. results_dir=results"),
+        ({"results_dir": None}, "results_dir must be a folder path, got null; give a folder, e.g. results_dir=results"),
+        ({"cache_dir": ""}, "cache_dir must be a folder path or null, got ''; give a folder, e.g. cache_dir=~/.cache/"),
+    ],
+)
+def test_a_folder_key_that_names_no_folder_is_one_line(values, message):
+    """The typed section refuses it, and so does identify, before the record store or a cache opens."""
+    from harness.store.identity import identify
+
+    with pytest.raises(HarnessError) as refused:
+        OperationalConfig(**values)
+    assert str(refused.value).startswith(message)
+    with project_config():
+        cfg = compose("config")
+    cfg.merge_with(values)
+    with pytest.raises(HarnessError) as refused:
+        identify(cfg)
+    assert str(refused.value).startswith(message)
+    assert OperationalConfig(cache_dir=None).cache_dir is None  # null: no tokenization cache
