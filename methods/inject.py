@@ -3,7 +3,8 @@
 A pattern is a PEFT-style suffix (`query` matches `encoder.layer.0.attention.self.query`;
 `output.dense` matches both `output.dense` and `attention.output.dense`), `re:<regex>` for a full
 regex match, or `all-linear` for every module of the wanted types. Head modules are never targets.
-Each pattern must match at least one module: a typo is an error listing the model's module names.
+Each pattern must match at least one module: a typo is an error listing the model's module names, and a
+pattern that names only the task head (the model's head_modules, trained whole by the harness) says so.
 """
 
 import re
@@ -48,20 +49,26 @@ def name_shapes(names: list[str]) -> str:
 def match_targets(
     model: nn.Module,
     patterns: list[str],
-    exclude: list[str],
+    head_modules: list[str],
     types: tuple[type, ...] = (nn.Linear,),
     method: str = "method",
 ) -> list[str]:
     if not patterns:
         raise HarnessError(f"{method}: method.targets is empty; give module-name patterns or 'all-linear'")
-    candidates = candidate_modules(model, types, exclude)
+    candidates = candidate_modules(model, types, head_modules)
     kinds = "/".join(t.__name__ for t in types)
     for pattern in patterns:
-        if not any(pattern_matches(pattern, n) for n in candidates):
+        if any(pattern_matches(pattern, n) for n in candidates):
+            continue
+        if any(n and is_under(n, head_modules) and pattern_matches(pattern, n) for n, _ in model.named_modules()):
             raise HarnessError(
-                f"{method}: target pattern '{pattern}' matches no {kinds} module; the model has: "
-                f"{name_shapes(candidates)}"
+                f"{method}: target pattern '{pattern}' matches only the task head (model.head_modules: "
+                f"{', '.join(head_modules)}), which the harness trains whole and never adapts; choose backbone "
+                f"modules: {name_shapes(candidates)}"
             )
+        raise HarnessError(
+            f"{method}: target pattern '{pattern}' matches no {kinds} module; the model has: {name_shapes(candidates)}"
+        )
     return [n for n in candidates if any(pattern_matches(p, n) for p in patterns)]
 
 

@@ -1,14 +1,18 @@
 """Any Hugging Face PEFT tuner as a harness method (`method=peft/<name>`, conf/method/peft/).
 
 The tuner is PEFT's own code: its config class (`peft_type`, e.g. VERA, LOHA, OFT) is built from
-`options` (the config's keyword arguments, checked against the class's fields) with
+`options` (the config's keyword arguments: their names, types and PEFT's own checks of them are tried when
+the section is parsed, before a model loads, methods/peft_options.py; `options` is an open section, so
+`method.options.<key>=...` needs no `+` and an unknown key is met by the tuner's own list) with
 `target_modules` = the modules that `method.targets` matches here (full names, resolved by the
 harness's matcher, so a pattern that matches nothing fails with the model's module names), and
 PEFT's tuner class injects its layers into the model in place (no PeftModel wrapper, so parameter
 names, the task head and the training loop stay the harness's). The task head is trained by the
 harness, never put in PEFT's `modules_to_save`; the adapter count is every trainable tensor PEFT
 added (shared tensors such as VeRA's or VB-LoRA's counted once, frozen random projections not at all).
-Merging is PEFT's `merge_adapter` (each tuner layer's `merge`), where the tuner can merge.
+Merging is PEFT's `merge_adapter` (each tuner layer's `merge`), where the tuner can merge. What PEFT raises
+while its tuner injects becomes one line naming the option to blame (tried again on meta-device copies of the
+targets with one option at its default), else the tuner.
 
 Formula and parameter count: those of the PEFT tuner named (see its config's `peft_type` and the
 paper cited in its YAML); nothing is re-implemented here.
@@ -20,15 +24,19 @@ ADALORA (needs PEFT's step hook and loss; use `method=adalora`, equal to PEFT's)
 (need their own model wrapper or task ids) are refused with the list of the types that work.
 """
 
-from dataclasses import dataclass, field, fields, replace
+import copy
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from harness.errors import HarnessError
 from methods.base import Method, MethodConfig
 from methods.capabilities import Capabilities
 from methods.inject import is_under, match_targets
+from methods.peft_options import check_options, run_peft
 from methods.registry import register
 
 # Types that need more than injected layers: a step hook and extra loss (ADALORA), a wrapper model
@@ -64,7 +72,10 @@ MODULE_LIST_OPTIONS = ("feedforward_modules",)
 class PeftBridgeConfig(MethodConfig):
     name: str = "peft"
     peft_type: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
+    # composed open (struct off), unlike the rest of the config: its keys are the tuner's, checked here
+    options: dict[str, Any] = field(
+        default_factory=dict, metadata={"composed_as": OmegaConf.create({}, flags={"struct": False})}
+    )
     # Where the model starts: "exact" at W0's outputs; "near" them (a small random init on both factors,
     # VB-LoRA's bank); "away" (the paper's init changes the outputs: FourierFT's spectrum, C3A's kernels)
     start: str = "exact"
@@ -100,8 +111,9 @@ def label(cfg: "PeftBridgeConfig") -> str:
 
 
 def config_class(cfg: "PeftBridgeConfig"):
-    """PEFT's config class for cfg.peft_type, with cfg.options checked against its fields: one-line
-    errors for unknown or undriven types, unknown keyword arguments and those the harness sets."""
+    """PEFT's config class for cfg.peft_type, with cfg.options checked against it (methods/peft_options.py):
+    one-line errors for unknown or undriven types, data-driven inits, and each option PEFT's class would
+    refuse."""
     try:
         from peft import PeftType
         from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
@@ -125,29 +137,31 @@ def config_class(cfg: "PeftBridgeConfig"):
             f"the bridge drives: {', '.join(driven_types())}"
         )
     found = PEFT_TYPE_TO_CONFIG_MAPPING[kind]
-    accepted = [
-        f.name for f in fields(found) if f.name not in HARNESS_SET and f.name not in ("peft_version", "auto_mapping")
-    ]
-    for key in cfg.options:
-        if key in HARNESS_SET:
-            raise HarnessError(f"{where}: method.options.{key} is set by the harness ({HARNESS_SET[key]}); remove it")
-        if key not in accepted:
-            raise HarnessError(f"{where}: {found.__name__} has no option '{key}'; it accepts: {', '.join(accepted)}")
     init = str(cfg.options.get("init_lora_weights", "")).lower()
     if init in DATA_INITS:
         raise HarnessError(
             f"{where}: init_lora_weights={init} starts from data, which the bridge does not run ({DATA_INITS[init]})"
         )
+    check_options(where, found, cfg.options, HARNESS_SET)
     return found
 
 
-def peft_config(cfg: "PeftBridgeConfig", targets: list[str], module_options: dict[str, list[str]]):
-    """PEFT's config object: cfg.options, targets (full module names) and the resolved module lists."""
-    found = config_class(cfg)
-    try:
-        return found(target_modules=targets, **{**cfg.options, **module_options})
-    except (TypeError, ValueError) as error:
-        raise HarnessError(f"{label(cfg)}: {found.__name__}: {str(error).strip().splitlines()[0]}") from None
+def stand_in(model: nn.Module, names: list[str]) -> nn.Module:
+    """A module holding meta-device copies of `model`'s modules `names` at the same paths (no weight copied),
+    where PEFT's tuner can be tried with other options without touching the model."""
+    root = nn.Module()
+    for name in names:
+        module = model.get_submodule(name)
+        memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in module.parameters()}
+        memo |= {id(b): torch.empty_like(b, device="meta") for b in module.buffers()}
+        *path, leaf = name.split(".")
+        parent = root
+        for part in path:
+            if part not in parent._modules:
+                parent.add_module(part, nn.Module())
+            parent = parent._modules[part]
+        parent.add_module(leaf, copy.deepcopy(module, memo))
+    return root
 
 
 def _peft_version() -> str:
@@ -178,13 +192,19 @@ class PeftBridge(Method):
             for key in MODULE_LIST_OPTIONS
             if key in self.cfg.options
         }
-        config = peft_config(self.cfg, targets, module_options)
-        try:
-            self.tuner = PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type](self.model, config, adapter_name="default")
-        except (TypeError, ValueError, NotImplementedError) as error:
-            raise HarnessError(
-                f"{where}: PEFT could not apply {type(config).__name__}: {str(error).strip().splitlines()[0]}"
-            ) from None
+        found = config_class(self.cfg)
+        tuner = PEFT_TYPE_TO_TUNER_MAPPING[self.cfg.peft_type.upper()]
+
+        def applied(model: nn.Module, options: dict[str, Any]):
+            return tuner(model, found(target_modules=targets, **{**options, **module_options}), adapter_name="default")
+
+        self.tuner = run_peft(
+            where,
+            found,
+            self.cfg.options,
+            lambda options: applied(self.model, options),
+            trial=lambda options: applied(stand_in(self.model, targets), options),
+        )
         for name, param in self.model.named_parameters():  # PEFT froze everything but its adapters
             if is_under(name, self.head_modules):
                 param.requires_grad_(True)

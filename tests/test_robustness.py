@@ -175,6 +175,33 @@ BAD_RUNS = [
     (["results_dir=''"], "results_dir must be a folder path, got ''; give a folder, e.g. results_dir=results"),
     (["results_dir=null"], "results_dir must be a folder path, got null; give a folder, e.g. results_dir=results"),
     (["cache_dir=''"], "cache_dir must be a folder path or null, got ''; give a folder, e.g. cache_dir="),
+    # issue 42: PEFT bridge options and targets
+    (
+        ["method=peft/vera", "method.options.r=0"],
+        "peft/vera: method.options.r=0: PEFT fails on it (ZeroDivisionError: float division by zero); VeraConfig's "
+        "default: r=256",
+    ),
+    (
+        ["method=peft/vera", "method.options.foo=1"],
+        "peft/vera: VeraConfig has no option 'foo'; it accepts: r, projection_prng_key, save_projection, vera_dropout, "
+        "d_initial, fan_in_fan_out, bias, init_weights, layers_to_transform, layers_pattern",
+    ),
+    (["method=peft/vera", "method.options.r=abc"], "peft/vera: method.options.r=abc: VeraConfig.r takes an integer"),
+    (
+        ["method=peft/lora", "method.options.lora_dropout=2"],
+        "peft/lora: method.options.lora_dropout=2: PEFT refuses it (dropout probability has to be between 0 and 1, but "
+        "got 2); LoraConfig's default: lora_dropout=0.0",
+    ),
+    (
+        ["method.targets=[classifier]"],
+        "lora: target pattern 'classifier' matches only the task head (model.head_modules: classifier), which the "
+        "harness trains whole and never adapts; choose backbone modules: bert.encoder.layer.<n>.attention.self.query,",
+    ),
+    (
+        ["method=peft/ia3", "method.targets=[re:classifier]"],
+        "peft/ia3: target pattern 're:classifier' matches only the task head (model.head_modules: classifier), which "
+        "the harness trains whole and never adapts; choose backbone modules: ",
+    ),
 ]
 
 

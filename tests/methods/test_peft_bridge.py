@@ -1,13 +1,15 @@
-"""The PEFT bridge (methods/peft_bridge.py): errors, counts, and cross-checks against the harness's
-own methods where the math coincides (LoRA = PEFT's LoRA; LoRA-XS's subspace holds TinyLoRA's update;
+"""The PEFT bridge (methods/peft_bridge.py, methods/peft_options.py): errors, counts, and cross-checks against
+the harness's own methods where the math coincides (LoRA = PEFT's LoRA; LoRA-XS's subspace holds TinyLoRA's update;
 SURM's circulant = PEFT's C3A with one block). The generic invariants (identity at init, every
 trainable tensor used and stepped, merge, save/load) run over the bridge configs in tests/methods/test_invariants.py."""
 
 import pytest
 import torch
 
+from harness.config.preflight import command_line_problems
 from harness.errors import HarnessError
-from methods import build_method
+from methods import build_method, parse_method_config
+from methods.peft_bridge import stand_in
 from tests.conftest import tiny_batch, tiny_bert
 from tests.training import train_steps
 
@@ -53,15 +55,19 @@ def delta(layer) -> torch.Tensor:
         ),
         (
             {"peft_type": "C3A", "options": {"block_size": 7}},
-            "peft/c3a: PEFT could not apply C3AConfig: The block size should be a factor of the input size.",
+            "peft/c3a: method.options.block_size=7: PEFT refuses it (The block size should be a factor of the input "
+            "size. However, the input size is 32 and the block size is 7); C3AConfig's default: block_size=256",
         ),
         (
             {"peft_type": "LORA", "options": {"init_lora_weights": "nonsense"}},
-            "peft/lora: PEFT could not apply LoraConfig: Unknown initialization init_lora_weights='nonsense'",
+            "peft/lora: method.options.init_lora_weights=nonsense: LoraConfig.init_lora_weights takes true or false "
+            "or one of 'gaussian', 'eva', 'olora', 'pissa', 'pissa_niter_[number of iters]',",
         ),
         (
             {"peft_type": "BOFT", "options": {"boft_block_size": 0, "boft_block_num": 0}},
-            "peft/boft: BOFTConfig: Either `boft_block_size` or `boft_block_num` must be non-zero.",
+            "peft/boft: method.options.boft_block_size=0, method.options.boft_block_num=0: PEFT refuses them (Either "
+            "`boft_block_size` or `boft_block_num` must be non-zero. Currently, boft_block_size = 0 and boft_block_num "
+            "= 0.); BOFTConfig's default: boft_block_size=4, boft_block_num=0",
         ),
         (
             {"peft_type": "VERA", "targets": ["quer"]},
@@ -89,6 +95,141 @@ def test_bad_configs_fail_with_one_line_naming_what_is_allowed(node, message):
         assert (
             {"LORA", "LOHA", "VERA", "OFT"} <= set(listed) and "PROMPT_TUNING" not in listed and "ADALORA" not in listed
         )
+
+
+# (peft_type, options, the whole one-line error): a wrong type, a value PEFT refuses in its config, and one its
+# tuner crashes on (named by retrying on meta-device copies with the option at its default), for several tuners
+OPTION_ERRORS = [
+    ("VERA", {"r": "abc"}, "peft/vera: method.options.r=abc: VeraConfig.r takes an integer"),
+    (
+        "VERA",
+        {"r": 0},
+        "peft/vera: method.options.r=0: PEFT fails on it (ZeroDivisionError: float division by zero); VeraConfig's "
+        "default: r=256",
+    ),
+    (
+        "VERA",
+        {"r": -1, "d_initial": 0.5},
+        "peft/vera: method.options.r=-1: PEFT fails on it (RuntimeError: Trying to create tensor with negative "
+        "dimension -1: [-1, 32]); VeraConfig's default: r=256",
+    ),
+    ("VERA", {"d_initial": "big"}, "peft/vera: method.options.d_initial=big: VeraConfig.d_initial takes a number"),
+    ("LORA", {"lora_alpha": True}, "peft/lora: method.options.lora_alpha=true: LoraConfig.lora_alpha takes an integer"),
+    (
+        "LORA",
+        {"r": 0},
+        "peft/lora: method.options.r=0: PEFT refuses it (`r` should be a positive integer value but the value passed "
+        "is 0); LoraConfig's default: r=8",
+    ),
+    (
+        "LORA",
+        {"bias": "some"},
+        "peft/lora: method.options.bias=some: LoraConfig.bias takes one of 'none', 'all', 'lora_only'",
+    ),
+    (
+        "LORA",
+        {"layers_to_transform": [0, "a"]},
+        "peft/lora: method.options.layers_to_transform=[0, 'a']: LoraConfig.layers_to_transform takes a list of "
+        "integers, an integer or null",
+    ),
+    (
+        "IA3",
+        {"feedforward_modules": 3},
+        "peft/ia3: method.options.feedforward_modules=3: IA3Config.feedforward_modules takes a list of strings, a "
+        "string or null",
+    ),
+    ("LOHA", {"alpha": "a"}, "peft/loha: method.options.alpha=a: LoHaConfig.alpha takes an integer"),
+    (
+        "LOHA",
+        {"r": 0},
+        "peft/loha: method.options.r=0: PEFT refuses it (`r` should be a positive integer value but the value passed "
+        "is 0); LoHaConfig's default: r=8",
+    ),
+    (
+        "BOFT",
+        {"boft_block_size": 5},
+        "peft/boft: method.options.boft_block_size=5: PEFT refuses it (in_features (32) must be divisible by "
+        "boft_block_size (5)!); BOFTConfig's default: boft_block_size=4",
+    ),
+    (
+        "OFT",
+        {"r": 2, "oft_block_size": 16},
+        "peft/oft: method.options.r=2, method.options.oft_block_size=16: PEFT refuses them (You can only specify "
+        "either r (2) or oft_block_size (16), but not both simultaneously, because r x oft_block_size == "
+        "in_features.); OFTConfig's default: r=0, oft_block_size=32",
+    ),
+    (
+        "FOURIERFT",
+        {"n_frequency": 0},
+        "peft/fourierft: method.options.n_frequency=0: PEFT refuses it (`n_frequency` should be a positive integer "
+        "value but the value passed is 0); FourierFTConfig's default: n_frequency=1000",
+    ),
+    (
+        "FOURIERFT",
+        {"scaling": "lots"},
+        "peft/fourierft: method.options.scaling=lots: FourierFTConfig.scaling takes a number",
+    ),
+    (
+        "VERA",
+        {"foo": 1},
+        "peft/vera: VeraConfig has no option 'foo'; it accepts: r, projection_prng_key, save_projection, vera_dropout, "
+        "d_initial, fan_in_fan_out, bias, init_weights, layers_to_transform, layers_pattern",
+    ),
+]
+
+
+@pytest.mark.parametrize("peft_type, options, message", OPTION_ERRORS, ids=[f"{t}-{o}" for t, o, _ in OPTION_ERRORS])
+def test_each_bad_option_is_one_line_naming_it_its_value_and_what_the_tuner_takes(peft_type, options, message):
+    with pytest.raises(HarnessError) as error:
+        bridged(peft_type, options)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    "peft_type, options",
+    [("LORA", {"r": "abc"}), ("VERA", {"foo": 1}), ("BOFT", {"boft_block_size": 0, "boft_block_num": 0})],
+)
+def test_options_are_checked_when_the_section_is_parsed_before_any_model(peft_type, options):
+    """Names, types and PEFT's config checks need no model: the run fails before one loads."""
+    with pytest.raises(HarnessError, match=r"^peft/\w+: "):
+        parse_method_config({"name": "peft", "peft_type": peft_type, "options": options})
+
+
+@pytest.mark.parametrize(
+    "peft_type, options",
+    [
+        ("LORA", {"init_lora_weights": "pissa_niter_4", "layers_to_transform": 1, "rank_pattern": {"query": 4}}),
+        ("VERA", {"d_initial": 1}),  # an integer where PEFT's hint says float
+        ("OFT", {"r": 0, "oft_block_size": 16}),
+    ],
+)
+def test_values_of_the_hinted_types_pass(peft_type, options):
+    assert parse_method_config({"name": "peft", "peft_type": peft_type, "options": options}).options == options
+
+
+def test_a_crash_is_blamed_on_meta_copies_and_the_model_is_left_as_it_was():
+    """stand_in: the targets at their own paths on the meta device, no weight copied; the options PEFT crashed on
+    are retried there, never on the model."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    model = tiny_bert()
+    names = ["bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0.attention"]
+    copy = stand_in(model, names)
+    assert {n for n, p in copy.named_parameters() if p.is_meta} == {n for n, _ in copy.named_parameters()}
+    assert {n for n, _ in copy.named_parameters()} == {
+        n for n, _ in model.named_parameters() if n.startswith("bert.encoder.layer.0.attention.")
+    }
+    assert not any(p.is_meta for p in model.parameters())
+    with pytest.raises(HarnessError, match=r"method.options.r=0: PEFT fails on it \(ZeroDivisionError"):
+        bridged("VERA", {"r": 0}, model=model)
+    assert not any(isinstance(m, BaseTunerLayer) for m in model.modules())  # the default r was tried on the copies
+
+
+def test_method_options_is_an_open_section_so_the_tuner_names_an_unknown_key():
+    """`method.options.foo=1` needs no `+`: composing passes, and the run's check lists VeRA's keys (the
+    command line's check would list the base method's)."""
+    assert command_line_problems(["method=peft/vera", "method.options.foo=1", "model=tiny_bert"]) == []
+    assert command_line_problems(["method=lora", "method.foo=1"])[0].startswith("unknown config key 'method.foo'")
 
 
 def test_without_peft_installed_the_bridge_says_what_to_install(monkeypatch):

@@ -209,7 +209,7 @@ def test_lorta_parameter_count_for_minilm(r):
         ),
         (["re:.*\\.attention\\..*"], r"several targets map to the same \(layer, matrix\)"),
         (["pooler.dense"], r"cannot find a layer index \('…layer.<n>.…'\) in target module 'bert.pooler.dense'"),
-        (["classifier"], "matches no Linear module"),
+        (["classifier"], "target pattern 'classifier' matches only the task head"),
     ],
 )
 def test_lorta_unmappable_targets_are_errors(targets, message):
