@@ -175,7 +175,7 @@ BAD_RUNS = [
     (["results_dir=''"], "results_dir must be a folder path, got ''; give a folder, e.g. results_dir=results"),
     (["results_dir=null"], "results_dir must be a folder path, got null; give a folder, e.g. results_dir=results"),
     (["cache_dir=''"], "cache_dir must be a folder path or null, got ''; give a folder, e.g. cache_dir="),
-    # issue 42: PEFT bridge options and targets
+    # PEFT bridge options (checked against the tuner's config class) and target patterns naming the head
     (
         ["method=peft/vera", "method.options.r=0"],
         "peft/vera: method.options.r=0: PEFT fails on it (ZeroDivisionError: float division by zero); VeraConfig's "

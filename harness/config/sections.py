@@ -30,6 +30,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N, GPU N (harness/engine/de
 GPU_INDEX = re.compile(r"cuda:\d+")
 MAX_SEED = 2**32 - 1  # numpy's seeds are 0 to 2**32 - 1
 FOLDER_EXAMPLES = {"results_dir": "results", "cache_dir": "~/.cache/peft-harness"}  # the folder keys, for their errors
+LOGGER_NAMES = ("csv", "wandb")  # harness/engine/loggers.py LOGGERS
 SCHEDULES = ("linear", "cosine", "constant")  # after warmup (harness/engine/schedule.py)
 DEFAULT_SEED = 0
 CACHE_DIR = "${oc.env:PEFT_HARNESS_CACHE,${oc.env:HOME,.}/.cache/peft-harness}"
@@ -189,7 +190,11 @@ class ModelConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "csv"
+    """The run's views (harness/engine/loggers.py): `logger=csv` (the default), `logger=wandb`, both at once with
+    `logger=[csv,wandb]`, none with `logger=none`; each choice of the group switches its own name on in `use`."""
+
+    use: dict[str, bool] = field(default_factory=dict)  # logger name → on
+    name: Optional[str] = None  # the one logger, as configs before `use` name it (records): use={name: true}
     project: str = "peft-harness"
     entity: Optional[str] = None
     group: Optional[str] = None  # null: the sweep's name
@@ -200,12 +205,19 @@ class LoggerConfig:
     )
 
     def __post_init__(self):
-        require(self.name in ("csv", "wandb", "none"), f"logger '{self.name}' unknown; allowed: csv, wandb, none")
+        for name in self.names:
+            require(name in LOGGER_NAMES, f"logger '{name}' unknown; allowed: {', '.join(LOGGER_NAMES)}, none")
         require(self.every > 0, f"logger.every must be a number of steps > 0, got {self.every}")
         require(
             self.mode in ("auto", "online", "offline", "disabled"),
             f"logger.mode '{self.mode}' unknown; allowed: auto, online, offline, disabled",
         )
+
+    @property
+    def names(self) -> list[str]:
+        """The loggers that are on, in the order the group chose them."""
+        names = [name for name, on in self.use.items() if on]
+        return names + [self.name] if self.name not in (None, "none", *names) else names
 
 
 @dataclass
@@ -244,6 +256,7 @@ class OperationalConfig:
     threads: Optional[int] = None  # torch threads per run (null: torch's; under the joblib launcher: cores / n_jobs)
     deterministic: bool = False  # true: deterministic GPU kernels (torch.use_deterministic_algorithms); recorded
     save_adapter: bool = False  # true: keep the trained state (safetensors) beside the record
+    rerun: bool = False  # true: a run that already succeeded is done again (its record and files replaced)
     fsdp: bool = False  # true (torchrun runs): shard the frozen backbone over the ranks (harness/engine/sharding.py)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=NOT_COMPOSED)
@@ -259,7 +272,7 @@ class OperationalConfig:
             self.threads is None or (integer(self.threads) and self.threads > 0),
             f"threads must be a number > 0 or null, got {self.threads!r}",
         )
-        for key in ("progress", "deterministic", "save_adapter", "fsdp"):
+        for key in ("progress", "deterministic", "save_adapter", "rerun", "fsdp"):
             require(isinstance(getattr(self, key), bool), f"{key} must be true or false, got {getattr(self, key)!r}")
         require(
             self.caption is None or isinstance(self.caption, str),

@@ -15,7 +15,6 @@ is deterministic) and continues; the file is removed when the run ends (success 
 it is interrupted or killed.
 """
 
-import os
 import random
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from harness.config.sections import CheckpointConfig
+from harness.store.files import atomic_write
 
 
 def rng_state() -> dict:
@@ -81,9 +81,7 @@ class Checkpointer:
         )
 
     def save(self, state: dict) -> None:
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        torch.save(state, temporary)
-        os.replace(temporary, self.path)
+        atomic_write(self.path, lambda temporary: torch.save(state, temporary))
         self.last_saved = time.monotonic()
 
     def load(self, run_key: str) -> dict | None:

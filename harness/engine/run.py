@@ -9,6 +9,7 @@ continues from the run's checkpoint if an earlier attempt left one: harness/engi
 """
 
 import hashlib
+import json
 import math
 import random
 import sys
@@ -24,12 +25,12 @@ from harness.config.sections import LoggerConfig, RunSettings, parse_section, pa
 from harness.engine import distributed
 from harness.engine.checkpoint import Checkpointer
 from harness.engine.device import autocast_dtype, device_name, make_deterministic, pick_device
-from harness.engine.loggers import NullLogger, build_logger
+from harness.engine.loggers import NullLogger, build_logger, mend_runs_table
 from harness.engine.memory import read_peak, reset_peak
 from harness.engine.train import Outcome, train
-from harness.errors import HarnessError, Interrupted, one_line
+from harness.errors import HarnessError, Interrupted, SignalGate, one_line
 from harness.store.files import ensure_writable
-from harness.store.identity import Identity, identify
+from harness.store.identity import SEMANTIC_SECTIONS, Identity, identify
 from harness.store.provenance import provenance, utc_now
 from harness.store.records import RecordStore, new_record, reported_adapter_params, reported_score
 from methods import METHODS, Method, build_method
@@ -247,17 +248,18 @@ def run_head(record: dict) -> str:
     return f"{record['method']} | {record['task']} | {record['model']} | seed {record['seed']}"
 
 
-def summary_line(record: dict) -> str:
-    head = run_head(record)
+def summary_line(record: dict, store: RecordStore) -> str:
+    """The run's one line: what it is, its counts and score (or its error), its run key and record file."""
+    head, where = run_head(record), f"run {record['run_key']} → {store.path(record['run_key'])}"
     if record["status"] != "success":
-        return f"{head} | {record['status'].upper()}: {record['error']}"
+        return f"{head} | {record['status'].upper()}: {record['error']} | {where}"
     params, metrics, cost = record["params"], record["metrics"], record["cost"]
     adapter = reported_adapter_params(params)
     share = 100 * adapter / max(params["backbone"], 1)
     return (
         f"{head} | adapter params {adapter:,} ({share:.2f}% of backbone) | "
         f"{metrics['report_split']} {metrics['primary']} {100 * reported_score(record):.2f} | "
-        f"{cost['wall_seconds']:.1f} s"
+        f"{cost['wall_seconds']:.1f} s | {where}"
     )
 
 
@@ -271,6 +273,7 @@ def execute_run(cfg: DictConfig) -> dict | None:
     if not distributed.is_main():
         return follow(run, store)
     store.ensure_writable()
+    store.refuse_folders(run.key)
     lock = store.lock(run.key)
     try:
         lock.acquire()
@@ -320,29 +323,85 @@ def wait_for_main(store: RecordStore, key: str, seconds: float = 30.0) -> None:
 
 
 def execute_locked(run: Identity, store: RecordStore) -> dict:
-    """The record's life cycle, with the run key's lock held."""
-    try:
-        store.refuse_newer(run.key)  # a record of a newer harness is never overwritten
-    except HarnessError:
-        distributed.agree(False)  # the other ranks of a data-parallel run leave with rank 0
-        raise
-    previous = store.read(run.key)
-    for problem in store.problems:
-        print(f"note: {problem}; the run is done again", file=sys.stderr)
-    if not distributed.agree(previous is None or previous["status"] != "success"):
-        print(f"skip {run.key}: already succeeded ({summary_line(previous)})", file=sys.stderr)
-        return previous
-    for stale in store.runs_dir.glob(f"{run.key}.rank*.error"):  # an earlier attempt's
-        stale.unlink()
+    """The record's life cycle, with the run key's lock held and SIGINT/SIGTERM behind a SignalGate: they
+    interrupt the run while it computes and wait while its record and views are written, so that the
+    record, runs.csv and the exit status agree whenever a signal lands (harness/errors.py)."""
+    with SignalGate() as gate:
+        gate.run = f"{run_head(new_record(run.config, run.key))} ({run.key})"
+        try:
+            store.refuse_newer(run.key)  # a record of a newer harness is never overwritten
+        except HarnessError:
+            distributed.agree(False)  # the other ranks of a data-parallel run leave with rank 0
+            raise
+        previous = store.read(run.key)
+        for problem in store.problems:
+            print(f"note: {problem}; the run is done again", file=sys.stderr)
+        redo = previous is None or previous["status"] != "success" or bool(run.cfg.get("rerun"))
+        if not distributed.agree(redo):
+            line = f"skip {run.key}: already succeeded ({summary_line(previous, store)}){ignored(previous, run)}"
+            print(line, file=sys.stderr)
+            gate.finished = "success"
+            mend_runs_table(previous, parse_section(LoggerConfig, run.cfg.logger, "logger"), run.cfg.results_dir)
+            return previous
+        for stale in store.runs_dir.glob(f"{run.key}.rank*.error"):  # an earlier attempt's
+            stale.unlink()
+        return attempt(run, store, gate)
+
+
+# operational keys that say how this command goes, not what a run keeps: never reported as ignored by a skip
+THIS_COMMAND = (
+    "results_dir",
+    "cache_dir",
+    "progress",
+    "threads",
+    "job_index",
+    "rerun",
+    "protocol",
+    "tuning",
+    "per_task",
+)
+
+
+def leaves(value, prefix: str) -> dict:
+    """A config value as dotted key → scalar."""
+    if isinstance(value, dict):
+        return {key: leaf for name, part in value.items() for key, leaf in leaves(part, f"{prefix}.{name}").items()}
+    return {prefix: value}
+
+
+def ignored(previous: dict, run: Identity) -> str:
+    """What a skip leaves undone: the operational keys whose value differs from the finished run's record
+    (a logger, save_adapter, checkpointing...), and how to apply them; '' where none differ."""
+    names = [name for name in run.config if name not in SEMANTIC_SECTIONS and name not in THIS_COMMAND]
+    before, now = (
+        {k: v for name in names for k, v in leaves(c.get(name), name).items()} for c in (previous["config"], run.config)
+    )
+    changed = [
+        f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+        for key in {**before, **now}
+        if (value := now.get(key)) != before.get(key) or (key in now) != (key in before)
+    ]
+    if not changed:
+        return ""
+    return (
+        f"; {', '.join(changed)} differ from its record and are not applied to a finished run: "
+        "add rerun=true to do it again with them"
+    )
+
+
+def attempt(run: Identity, store: RecordStore, gate: SignalGate) -> dict:
+    """One attempt at the run: `running`, then the run's computing (the only place a signal interrupts),
+    then the final record and its views, written in `finish`."""
     record = new_record(run.config, run.key)
     logger = NullLogger()  # until the logger's own config is checked
-    store.write(record)
     try:
-        if run.problem is not None:
-            raise run.problem
         logger = build_logger(parse_section(LoggerConfig, run.cfg.logger, "logger"), run.cfg.results_dir)
-        logger.start(record)
-        fine_tune(run.cfg, record, logger, store)
+        store.write(record)
+        with gate.open():
+            if run.problem is not None:
+                raise run.problem
+            logger.start(record)
+            fine_tune(run.cfg, record, logger, store)
         record["status"] = "success"
     except (Interrupted, KeyboardInterrupt) as error:  # recorded, then re-raised: the process exits 130/143
         record["status"], record["error"] = (
@@ -351,7 +410,7 @@ def execute_locked(run: Identity, store: RecordStore) -> dict:
         )
         if (failure := peer_failure(store, run.key)) is not None:  # torchrun stopped this rank because another failed
             record["status"], record["error"] = "failed", failure
-        error.run = f"{run_head(record)} ({run.key})"  # for the one line harness.protocol.app prints
+        error.run = gate.run  # for the one line harness.protocol.app prints
         raise
     except Exception as error:
         failure = peer_failure(store, run.key)
@@ -367,11 +426,31 @@ def execute_locked(run: Identity, store: RecordStore) -> dict:
 
             record["traceback"] = traceback.format_exc()
     finally:
-        if record["status"] in ("success", "failed"):  # an interrupted or killed run keeps its checkpoint
-            store.beside(run.key, "checkpoint.pt").unlink(missing_ok=True)
-        record["provenance"]["ended_at"] = utc_now()
-        store.write(record)
-        logger.finish(record)
-        if record["status"] != "interrupted":
-            print(summary_line(record), file=sys.stderr if record["status"] != "success" else sys.stdout, flush=True)
+        finish(record, store, logger, gate)
     return record
+
+
+def finish(record: dict, store: RecordStore, logger, gate: SignalGate) -> None:
+    """The record made final, then its views (runs.csv, W&B) and the summary line. A signal that lands
+    here waits (the gate holds it) until all of them are written. A view that fails leaves the final
+    record standing: one error line, and a failed command unless the run was interrupted anyway."""
+    key = record["run_key"]
+    if record["status"] in ("success", "failed"):  # an interrupted or killed run keeps its checkpoint
+        store.beside(key, "checkpoint.pt").unlink(missing_ok=True)
+    record["provenance"]["ended_at"] = utc_now()
+    store.write(record)
+    gate.finished = record["status"]
+    try:
+        logger.finish(record)
+        view_error = None
+    except Exception as error:
+        view_error = (
+            f"the record {store.path(key)} is final ({record['status']}), but its logger failed: {one_line(error)}"
+        )
+    if record["status"] != "interrupted":
+        print(summary_line(record, store), file=sys.stderr if record["status"] != "success" else sys.stdout, flush=True)
+    if view_error is not None:
+        if record["status"] == "interrupted":  # the interruption is what the command reports
+            print(f"error: {view_error}", file=sys.stderr)
+        else:
+            raise HarnessError(view_error)

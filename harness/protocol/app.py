@@ -3,7 +3,10 @@
 Exit status: 0 when every run succeeded (or was already done, or is being trained by another
 launcher), 1 when a run failed or a step at the end of a sweep failed (a multirun finishes all its
 runs first and lists the failures), 2 for a bad command line (unknown config choice or key, bad
-override), 130 / 143 when SIGINT / SIGTERM interrupted a run (recorded as `interrupted`)."""
+override), 130 / 143 when SIGINT / SIGTERM interrupted a run (recorded as `interrupted`) or stopped a sweep.
+A signal that comes while a run's record and runs.csv are being written waits until both are final
+(harness.errors.SignalGate): a single run then exits as its record says (0 success, 1 failed) with one line
+saying so; a sweep stops there (130 / 143). A run whose record is final but whose logger failed exits 1."""
 
 import os
 import sys
@@ -29,6 +32,14 @@ def threads_for(launcher: DictConfig, cores: int) -> int | None:
     return max(1, cores // jobs)
 
 
+def finished_before(interruption: Interrupted) -> str:
+    """What a signal that came while a run's record was written left: the run, finished, as recorded."""
+    return (
+        f"it came as run {interruption.run} was being recorded, which had finished and is recorded as "
+        f"{interruption.finished}"
+    )
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> str:
     from harness.engine.run import execute_run
@@ -43,9 +54,15 @@ def app(cfg: DictConfig) -> str:
             cfg.threads = threads_for(hydra_cfg.launcher, os.cpu_count() or 1)
     try:
         record = execute_run(cfg) or {"status": "elsewhere"}  # None: another launcher trains it
-    except Exception as error:  # nothing could be recorded (e.g. results_dir not writable)
+    except Interrupted as interruption:
+        if interruption.finished is None or multirun:  # a sweep stops; harness.protocol.app.main says where
+            raise
+        print(f"{interruption}: {finished_before(interruption)}", file=sys.stderr)  # its record is what it says
+        record = {"status": interruption.finished}
+    except Exception as error:  # nothing could be recorded (e.g. results_dir not writable), or a view failed
         print(f"error: {one_line(error)}", file=sys.stderr)
         record = {"status": "failed"}
+        progress.OUTCOME["step_errors"] += 1  # a sweep fails too, also where its record is a success
     if multirun:
         progress.report_progress(hydra_cfg.sweep.dir)
     elif record["status"] not in ("success", "elsewhere"):
@@ -72,7 +89,12 @@ def main() -> None:
     except (Interrupted, KeyboardInterrupt) as interruption:  # the run's record says `interrupted`
         code = interruption.exit_code if isinstance(interruption, Interrupted) else 130
         run = getattr(interruption, "run", None)
-        what = f"run {run} recorded as interrupted; the same command redoes it" if run else "no run was in progress"
+        if getattr(interruption, "finished", None):
+            what = f"{finished_before(interruption)}; the sweep stops there, and the same command runs the rest"
+        elif run:
+            what = f"run {run} recorded as interrupted; the same command redoes it"
+        else:
+            what = "no run was in progress"
         print(
             f"{one_line(interruption) if isinstance(interruption, Interrupted) else 'interrupted by SIGINT'}: {what}; "
             f"exit status {code}",

@@ -184,7 +184,9 @@ def regenerate(collection: Path, scratch: Path, old: dict) -> list[str]:
     source = RecordStore(scratch)
     beside = {path.name: path for path in source.files(key) if path.suffix != ".json"}
     for name, path in sorted(beside.items()):
-        atomic_write(target.runs_dir / name, lambda temporary, path=path: shutil.copyfile(path, temporary))
+        atomic_write(
+            target.runs_dir / name, lambda temporary, path=path: shutil.copyfile(path, temporary), "the collection"
+        )
     record = source.read(key)
     record["config"].update(
         {name: old["config"][name] for name in ("results_dir", "progress") if name in old["config"]}

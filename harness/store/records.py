@@ -28,6 +28,7 @@ from harness.store.identity import RUN_KEY_VERSION, run_key
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("record.schema.json")
+FILES_BESIDE = ("lock", "checkpoint.pt", "predictions.parquet", "adapter.safetensors", "steps.csv")  # <key>.<suffix>
 LOCK_WAIT_SECONDS = 1.0  # a launcher waits this long for a run's lock before leaving the run to its holder
 
 
@@ -179,6 +180,15 @@ class RecordStore:
     def beside(self, key: str, suffix: str) -> Path:
         """A file that belongs to the record of `key` (predictions, adapter, step log)."""
         return self.runs_dir / f"{key}.{suffix}"
+
+    def refuse_folders(self, key: str) -> None:
+        """A one-line HarnessError where a folder sits in the place of a file run `key` writes (its record,
+        lock, checkpoint, predictions, adapter or step log): found before the run starts, not when it ends."""
+        for path in (self.path(key), *(self.beside(key, suffix) for suffix in FILES_BESIDE)):
+            if path.is_dir():
+                raise HarnessError(
+                    f"{path} is a folder, where run {key} writes a file; move it away (results_dir chooses this folder)"
+                )
 
     def files(self, key: str) -> list[Path]:
         """The files of the record of `key`: the record and every file beside it, its lock aside."""

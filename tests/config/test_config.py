@@ -192,7 +192,7 @@ def test_the_typed_run_config_groups_the_operational_keys(make_config):
     operational = settings.operational
     assert operational.results_dir == "/elsewhere" and operational.threads == 2 and operational.tags == ["a", "b"]
     assert operational.checkpoint == CheckpointConfig(every_steps=5) and operational.checkpoint.enabled
-    assert operational.logger.name == "wandb" and operational.logger.every == 4
+    assert operational.logger.names == ["wandb"] and operational.logger.every == 4
     assert operational.fsdp and operational.job_index == 1 and operational.protocol is None
 
 

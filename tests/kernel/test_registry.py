@@ -59,7 +59,7 @@ def test_a_name_registered_twice_is_an_error_and_keeps_the_first_entry():
         (METHODS, "method", {"lora", "full", "head", "peft"}),
         (TASK_LOADERS, "task", {"bbc_news", "sst2", "mnist5k", "gsm8k"}),
         (MODEL_KINDS, "model kind", {"text", "decoder", "efficientnet_lite0", "mlp_mnist"}),
-        (LOGGERS, "logger", {"csv", "wandb", "none"}),
+        (LOGGERS, "logger", {"csv", "wandb"}),
     ],
 )
 def test_the_four_registries_share_the_type_and_its_error(registry, kind, known):
@@ -75,8 +75,11 @@ def test_the_model_section_accepts_exactly_the_registered_model_kinds():
 
 def test_the_logger_section_accepts_exactly_the_registered_loggers():
     for name in LOGGERS:
-        assert LoggerConfig(name=name).name == name
-    with pytest.raises(HarnessError) as error:
-        LoggerConfig(name="nope")
-    allowed = str(error.value).split("allowed: ")[1]
-    assert allowed.split(", ") == list(LOGGERS)
+        assert LoggerConfig(use={name: True}).names == LoggerConfig(name=name).names == [name]
+    assert LoggerConfig(name="none").names == LoggerConfig().names == []
+    assert LoggerConfig(use={"csv": True, "wandb": False}, name="wandb").names == ["csv", "wandb"]
+    for bad in (LoggerConfig, lambda name: LoggerConfig(use={name: True})):
+        with pytest.raises(HarnessError) as error:
+            bad(name="nope") if bad is LoggerConfig else bad("nope")
+        allowed = str(error.value).split("allowed: ")[1]
+        assert allowed.split(", ") == [*LOGGERS, "none"]

@@ -79,6 +79,7 @@ OPERATIONAL_OVERRIDES = [
     "threads=3",
     "deterministic=true",
     "save_adapter=true",
+    "rerun=true",
     "checkpoint.every_steps=7",
     "checkpoint.every_minutes=2.5",
     "fsdp=true",
