@@ -99,7 +99,7 @@ def test_markdown_equals_the_expected_file(results):
     assert "\\begin{tabular}" in (results / "leaderboard.tex").read_text()
 
 
-def test_a_sweep_caption_heads_its_leaderboard_as_one_paragraph(results, make_config, monkeypatch, tmp_path):
+def test_a_sweep_caption_heads_its_leaderboard_as_one_paragraph(results, make_config, monkeypatch, tmp_path, capsys):
     import harness.report.board
     from harness.protocol.callbacks import LeaderboardCallback
 
@@ -115,6 +115,9 @@ def test_a_sweep_caption_heads_its_leaderboard_as_one_paragraph(results, make_co
     config = OmegaConf.merge(OmegaConf.to_container(demo), {"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
     LeaderboardCallback().on_multirun_end(config)
     assert given["sweep_caption"] == demo.caption and given["sweep"] == "demo"
+    assert f"leaderboard: {tmp_path / 'sweep' / 'leaderboard.md'} (with .csv, .tex and plots beside it)\n" in (
+        capsys.readouterr().out
+    )  # the sweep says where its leaderboard went
 
 
 def test_csv_statistics(results):
