@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from harness.errors import write_failed
 from tasks.base import Generation, Split
 from tasks.padding import right_padded
 from tasks.prompting import EncodedPrompts, encode_prompts
@@ -120,8 +121,13 @@ def encode_cached(
         except Exception:  # a truncated cache file from a killed run: rebuild it
             path.unlink(missing_ok=True)
     encoded = encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(encoded.state() if generation is not None else encoded.__dict__, temporary)
-    os.replace(temporary, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as handle:  # through Python's file: a full disk is an OSError, not torch's
+            torch.save(encoded.state() if generation is not None else encoded.__dict__, handle)
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise write_failed(path, error, "cache_dir") from None
     return encoded, False

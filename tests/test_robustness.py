@@ -1,5 +1,7 @@
 """Sweeps that survive bad input, crashes and concurrency; determinism; launchers; sweep progress."""
 
+import csv
+import errno
 import json
 import os
 import signal
@@ -612,3 +614,110 @@ def test_a_failing_end_of_sweep_step_is_one_error_line_and_a_failed_exit(monkeyp
     with pytest.raises(SystemExit) as exit_:
         harness.protocol.app.main()
     assert exit_.value.code == 1
+
+
+def full_disk_at(monkeypatch, ending: str) -> None:
+    """os.replace of a file whose name ends with `ending` fails as on a full disk."""
+    real = os.replace
+
+    def replace(source, target, *args, **kwargs):
+        if str(target).endswith(ending):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(source))
+        return real(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+# (the file that cannot be written, overrides, where the error shows: the run's record or the command)
+FULL_DISK = [
+    ("predictions.parquet", [], "record"),
+    ("checkpoint.pt", ["checkpoint.every_steps=1", "train.max_steps=3"], "record"),
+    ("adapter.safetensors", ["save_adapter=true"], "record"),
+    ("runs.csv", [], "record"),
+    (".pt", [], "record"),  # the tokenization cache
+    (".json", [], "command"),  # the record itself: it cannot say so
+]
+
+
+@pytest.mark.parametrize("ending,overrides,where", FULL_DISK, ids=[ending for ending, _, _ in FULL_DISK])
+def test_a_full_disk_names_the_file_and_the_key_that_chose_its_folder_and_is_never_a_success(
+    tmp_path, monkeypatch, ending, overrides, where
+):
+    with project_config():
+        cfg = compose(
+            "config",
+            overrides=[
+                f"results_dir={tmp_path}",
+                f"cache_dir={tmp_path / 'cache'}",
+                *TINY,
+                "train.max_steps=2",
+                *overrides,
+            ],
+        )
+    full_disk_at(monkeypatch, ending)
+    if where == "record":
+        error = execute_run(cfg)["error"]
+    else:
+        with pytest.raises(HarnessError) as raised:
+            execute_run(cfg)
+        error = str(raised.value)
+    key = "cache_dir" if ending == ".pt" else "results_dir"
+    folder = (
+        tmp_path / "cache" / "tokenized" if ending == ".pt" else tmp_path / ("" if ending == "runs.csv" else "runs")
+    )
+    assert error.startswith(f"could not write {folder}/") and "\n" not in error, error
+    assert error.endswith(
+        f" (No space left on device); {key} chooses this folder: set it to a writable one with free space"
+    )
+    monkeypatch.undo()
+    assert "success" not in statuses_in(tmp_path)
+
+
+def test_hydra_s_own_output_folder_unwritable_is_one_line_naming_its_key(tmp_path, monkeypatch, capsys):
+    import harness.protocol.app
+
+    for multirun, key in ((False, "hydra.run.dir"), (True, "hydra.sweep.dir")):
+        argv = ["harness", *(["-m"] if multirun else []), *TINY, f"results_dir={tmp_path}", f"{key}=/proc/no/such"]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as exit_:
+            harness.protocol.app.main()
+        assert exit_.value.code == 1
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"error: could not write /proc/no (No such file or directory); {key} chooses this folder: set it to a "
+            "writable one with free space"
+        )
+    assert statuses_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("suffix", ["json", "lock", "checkpoint.pt", "predictions.parquet", "steps.csv"])
+def test_a_folder_where_a_run_writes_a_file_is_refused_before_the_run_starts(tmp_path, suffix):
+    with project_config():
+        cfg = compose("config", overrides=[f"results_dir={tmp_path}", *TINY, "train.max_steps=2"])
+    path = tmp_path / "runs" / f"{identify(cfg).key}.{suffix}"
+    path.mkdir(parents=True)
+    with pytest.raises(HarnessError) as error:
+        execute_run(cfg)
+    assert str(error.value) == (
+        f"{path} is a folder, where run {identify(cfg).key} writes a file; move it away (results_dir chooses this "
+        "folder)"
+    )
+    assert statuses_in(tmp_path) == [] if suffix != "json" else True
+
+
+def test_a_runs_csv_that_is_not_a_runs_table_is_moved_aside_and_rebuilt_from_the_records(tmp_path, capsys):
+    with project_config():
+        cfg = compose("config", overrides=[f"results_dir={tmp_path}", *TINY, "train.max_steps=2"])
+        other = compose("config", overrides=[f"results_dir={tmp_path}", *TINY, "train.max_steps=2", "seed=1"])
+    first = execute_run(cfg)
+    (tmp_path / "runs.csv").write_text("garbage,without\n1,2\n")
+    second = execute_run(other)
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"note: {tmp_path / 'runs.csv'} is not a runs table (no run_key column); moved to runs.csv.unreadable and "
+        f"rebuilt from the 2 records in {tmp_path / 'runs'}"
+    )
+    rows = list(csv.DictReader(open(tmp_path / "runs.csv")))
+    assert [(row["run_key"], row["status"]) for row in rows] == [
+        (first["run_key"], "success"),
+        (second["run_key"], "success"),
+    ]
+    assert (tmp_path / "runs.csv.unreadable").read_text() == "garbage,without\n1,2\n"

@@ -81,7 +81,11 @@ class Checkpointer:
         )
 
     def save(self, state: dict) -> None:
-        atomic_write(self.path, lambda temporary: torch.save(state, temporary))
+        def write(temporary: Path) -> None:
+            with open(temporary, "wb") as handle:  # through Python's file: a full disk is an OSError, not torch's
+                torch.save(state, handle)
+
+        atomic_write(self.path, write)
         self.last_saved = time.monotonic()
 
     def load(self, run_key: str) -> dict | None:

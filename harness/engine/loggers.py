@@ -70,7 +70,7 @@ def upsert_row(path: Path, row: dict, columns: tuple[str, ...]) -> None:
     with FileLock(path.with_name(f".{path.name}.lock")):
         rows = read_rows(path, columns)
         text = {column: "" if row.get(column) is None else str(row[column]) for column in columns}
-        if rows.get(row["run_key"]) == text:
+        if path.exists() and rows.get(row["run_key"]) == text:  # (a rebuilt table is written in any case)
             return
         rows[row["run_key"]] = text
 

@@ -433,7 +433,7 @@ def attempt(run: Identity, store: RecordStore, gate: SignalGate) -> dict:
 def finish(record: dict, store: RecordStore, logger, gate: SignalGate) -> None:
     """The record made final, then its views (runs.csv, W&B) and the summary line. A signal that lands
     here waits (the gate holds it) until all of them are written. A view that fails leaves the final
-    record standing: one error line, and a failed command unless the run was interrupted anyway."""
+    record standing: one error line, which fails the command where the run succeeded."""
     key = record["run_key"]
     if record["status"] in ("success", "failed"):  # an interrupted or killed run keeps its checkpoint
         store.beside(key, "checkpoint.pt").unlink(missing_ok=True)
@@ -450,7 +450,7 @@ def finish(record: dict, store: RecordStore, logger, gate: SignalGate) -> None:
     if record["status"] != "interrupted":
         print(summary_line(record, store), file=sys.stderr if record["status"] != "success" else sys.stdout, flush=True)
     if view_error is not None:
-        if record["status"] == "interrupted":  # the interruption is what the command reports
+        if record["status"] != "success":  # the run's failure or interruption is what the command reports
             print(f"error: {view_error}", file=sys.stderr)
         else:
             raise HarnessError(view_error)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, open_dict
 from harness.config.compose import register_defaults
 from harness.config.preflight import CONF_DIR, command_line_problems
 from harness.engine import distributed
-from harness.errors import Interrupted, handle_interrupts, one_line
+from harness.errors import Interrupted, handle_interrupts, one_line, write_failed
 from harness.protocol import progress
 
 
@@ -84,8 +84,13 @@ def main() -> None:
         plan(arguments)
         return
     handle_interrupts()
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra's own failures reach the handlers below
     try:
         app()
+    except OSError as error:  # our writes name their file and key (harness.store.files); this is Hydra's output folder
+        key = "hydra.sweep.dir" if "-m" in arguments or "--multirun" in arguments else "hydra.run.dir"
+        print(f"error: {write_failed(error.filename or '?', error, key)}", file=sys.stderr)
+        sys.exit(1)
     except (Interrupted, KeyboardInterrupt) as interruption:  # the run's record says `interrupted`
         code = interruption.exit_code if isinstance(interruption, Interrupted) else 130
         run = getattr(interruption, "run", None)
