@@ -23,7 +23,7 @@ from harness.errors import HarnessError
 from harness.protocol.app import threads_for
 from harness.protocol.progress import progress_line, summary
 from harness.report.board import build_and_write
-from harness.store.identity import identify
+from harness.store.identity import identify, run_key
 from harness.store.records import RecordStore, new_record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -392,13 +392,15 @@ def test_launcher_presets_compose():
 
 def test_progress_counts_done_skipped_failed_remaining_with_an_eta(tmp_path):
     store = RecordStore(tmp_path)
-    a, b, c, d, e = (f"{n:012x}" for n in range(10, 15))
+    configs = [
+        {"method": {"name": "lora"}, "task": {"name": "bbc_news"}, "model": {"name": "minilm"}, "seed": seed}
+        for seed in range(5)
+    ]
+    a, b, c, d, e = (run_key(config) for config in configs)
     scores = {"test": {"accuracy": 0.5}}
-    for key, status in ((a, "success"), (b, "success"), (c, "failed"), (d, "running")):
+    for config, key, status in zip(configs, (a, b, c, d), ("success", "success", "failed", "running")):
         store.write(
-            new_record(
-                {"method": {"name": "lora"}, "task": {"name": "bbc_news"}, "model": {"name": "minilm"}, "seed": 0}, key
-            )
+            new_record(config, key)
             | {
                 "status": status,
                 "error": "boom" if status == "failed" else None,
@@ -423,7 +425,7 @@ def test_progress_counts_done_skipped_failed_remaining_with_an_eta(tmp_path):
     text, failed = summary(str(tmp_path / "sweep"))
     assert failed == 3
     assert text.splitlines()[1:] == [
-        f"  FAILED lora | bbc_news | minilm | seed 0 ({c}): boom",
+        f"  FAILED lora | bbc_news | minilm | seed 2 ({c}): boom",
         f"  NO RECORD {d}: see its error above",
         f"  NO RECORD {e}: see its error above",
     ]

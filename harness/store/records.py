@@ -195,13 +195,17 @@ class RecordStore:
         return [path for path in self.runs_dir.glob(f"{key}.*") if path.suffix != ".lock"]
 
     def read(self, key: str) -> dict | None:
-        """The record of `key`, or None if there is none or it is invalid (then it is redone; the reason is
-        added to `problems`). Its config is not hashed again: `load_all` does, for every reader of the folder."""
+        """The record of `key`, or None if there is none, it is invalid or its config hashes to another key
+        (changed after the run): then it is redone, and the reason is added to `problems`."""
         path = self.path(key)
         if not path.exists():
             return None
         try:
             record, note = checked(read_json(path), path.name)
+            if (current := run_key(record["config"])) != key:
+                raise InvalidRecord(
+                    f"{path.name}: its config hashes to run key {current}, not {key} (changed after the run?)"
+                )
         except InvalidRecord as error:
             self.problems.append(str(error))
             return None

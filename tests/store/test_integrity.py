@@ -170,3 +170,19 @@ def test_a_record_of_a_newer_schema_is_listed_and_never_overwritten_by_a_run(mak
             "(upgrade peft-harness to read it); not counted"
         ],
     )
+
+
+def test_a_run_whose_record_config_was_changed_is_done_again_not_skipped(make_config, capsys):
+    cfg = make_config()
+    first = execute_run(cfg)
+    path = RecordStore(cfg.results_dir).path(first["run_key"])
+    changed = json.loads(path.read_text())
+    changed["config"]["method"]["r"] = 99  # the record now claims another run
+    path.write_text(json.dumps(changed))
+    capsys.readouterr()
+    again = execute_run(cfg)
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"note: {path.name}: its config hashes to run key {run_key(changed['config'])}, not {first['run_key']} "
+        "(changed after the run?); the run is done again"
+    )
+    assert again["status"] == "success" and again["provenance"]["started_at"] != first["provenance"]["started_at"]
