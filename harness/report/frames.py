@@ -112,7 +112,7 @@ def clean_note(clean: CleanItems | None, split: str, items: pd.Series | None) ->
     if clean is None:
         return ""
     if items is None:
-        return f"{clean.task} {split}: recorded scores over every item (no per-item predictions to rescore)"
+        return f"{clean.task} {split}: recorded scores over every item (no usable per-item predictions to rescore)"
     return clean.describe(split)
 
 

@@ -13,7 +13,7 @@ from harness.report import plots
 from harness.report.board import Board
 from harness.report.cells import REFERENCES
 from harness.report.flags import flag_note, flags
-from harness.report.markdown import clean_items_sentence, with_interval
+from harness.report.markdown import clean_items_sentence, lost_items_sentence, with_interval
 from harness.report.palette import style
 from harness.report.site_html import (
     cell_href,
@@ -206,7 +206,7 @@ def index_page(
         body.append("<p>No successful runs yet.</p>")
     for model in board.models:
         part = board.summary[board.summary["model"] == model]
-        note = clean_items_sentence(part).strip()
+        note = (clean_items_sentence(part) + lost_items_sentence(part)).strip()
         items = f'<p class="caption">{escape(note)}</p>' if note else ""
         body += [f"<h2>{escape(model)}</h2>", items, model_table(board, model), flag_list(board, model, flag_notes)]
         if not board.aggregates[board.aggregates["model"] == model].empty:

@@ -367,4 +367,4 @@ def test_the_index_says_which_items_were_scored_where_a_clean_items_set_left_som
     site = build_site(str(results), str(tmp_path / "site"), sweep="site").parent
     index = (site / "index.html").read_text()
     # these records kept no predictions: the index says their scores are over every item
-    assert "bbc_news test: recorded scores over every item (no per-item predictions to rescore)" in index
+    assert "bbc_news test: recorded scores over every item (no usable per-item predictions to rescore)" in index

@@ -16,6 +16,7 @@ from harness.engine.run import execute_run
 from harness.errors import HarnessError
 from harness.protocol import verify
 from harness.report.board import build_and_write
+from harness.report.site import build_site
 from harness.store.identity import identify, run_key
 from harness.store.records import SCHEMA_VERSION, RecordStore
 from tests.report.test_leaderboard import record, write_predictions
@@ -100,6 +101,9 @@ def test_a_truncated_predictions_file_is_listed_and_the_caption_names_the_cell_t
     )
     half = stats.t.ppf(0.975, 1) * np.std([90, 80], ddof=1) / np.sqrt(2)  # seeds only: t(1)·sd/√2
     assert f"**85.00** [{85 - half:.2f}, {min(85 + half, 100):.2f}] (n=2)" in text
+    build_site(str(results), str(results / "site"))
+    index = (results / "site" / "index.html").read_text()
+    assert f"only: lora on bbc_news ({key}.predictions.parquet: sha256 differs from the record&#x27;s)." in index
 
 
 def test_a_missing_predictions_file_is_listed(results):
