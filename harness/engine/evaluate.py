@@ -1,6 +1,9 @@
 """Evaluation of one split: batched inference in the split's evaluation order (text: shortest
-examples first), then the task's metrics. Splits are EncodedSplit (text) or PixelSplit (images);
-generative splits (EncodedPrompts) are evaluated by generation instead (harness/engine/generate.py)."""
+examples first), then the task's metrics; `on_batch(k, n)` after each batch k of n (the progress bar's
+"evaluating <split> k/n"). Splits are EncodedSplit (text) or PixelSplit (images); generative splits
+(EncodedPrompts) are evaluated by generation instead (harness/engine/generate.py, no per-batch report)."""
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -10,13 +13,20 @@ from harness.store.predictions import predictions
 
 @torch.no_grad()
 def predict(
-    model, encoded, batch_size: int, pad_id: int, device: torch.device, dtype: torch.dtype | None
+    model,
+    encoded,
+    batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """The model's outputs in the split's order: N×classes logits, or N×1 for a regression head."""
     model.eval()
     order = encoded.eval_order()
     outputs = None
-    for start in range(0, len(order), batch_size):
+    batches = -(-len(order) // batch_size)
+    for number, start in enumerate(range(0, len(order), batch_size), 1):
         indices = order[start : start + batch_size]
         batch = encoded.batch(indices, pad_id)
         batch.pop("labels")
@@ -26,6 +36,8 @@ def predict(
         if outputs is None:
             outputs = torch.empty(len(encoded), logits.shape[-1], dtype=torch.float32)
         outputs[indices] = logits
+        if on_batch is not None:
+            on_batch(number, batches)
     return outputs.numpy()
 
 
@@ -38,6 +50,7 @@ def evaluate(
     pad_id: int,
     device: torch.device,
     dtype: torch.dtype | None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, float], np.ndarray]:
     """The task's metrics on `split` and the model's outputs: see `predict`, or for a generative task
     the generated texts (harness/engine/generate.py)."""
@@ -46,7 +59,7 @@ def evaluate(
 
         return evaluate_generative(model, encoded[split], split, task, batch_size, pad_id, device, dtype)
     encoded = encoded[split]
-    outputs = predict(model, encoded, batch_size, pad_id, device, dtype)
+    outputs = predict(model, encoded, batch_size, pad_id, device, dtype, on_batch)
     labels = encoded.labels.numpy()
     preds = predictions(outputs)
     if not task.is_regression:

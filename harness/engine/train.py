@@ -16,6 +16,10 @@ split every `eval_every` steps (default: once per epoch) and at the end; `best` 
 with the best primary metric on the validation split; the model's outputs at the final and the best
 evaluation are kept (the run's predictions). The logger flushes at every evaluation. A non-finite
 loss stops the run with an error naming its step.
+The progress bar shows the loss, "evaluating <split> k/n" (batches) while it evaluates, the validation
+split's primary metric (×100, as the run's summary line) after each evaluation, and an ETA of the training
+and evaluation left (`time_left`: steps left × measured seconds per step + evaluations left × measured
+seconds per evaluation; "+ n evaluations" until one has been measured).
 """
 
 import math
@@ -52,6 +56,23 @@ def plan_steps(train, n_train: int) -> Plan:
     return Plan(
         total, steps_per_epoch, train.eval_every or min(steps_per_epoch, total), int(round(train.warmup_ratio * total))
     )
+
+
+def evaluations_after(step: int, plan: Plan) -> int:
+    """The evaluations the loop makes after `step`: every `eval_every` steps and at the last step."""
+    if step >= plan.total_steps:
+        return 0
+    return plan.total_steps // plan.eval_every - step // plan.eval_every + (plan.total_steps % plan.eval_every != 0)
+
+
+def time_left(step: int, plan: Plan, seconds_per_step: float, seconds_per_evaluation: float | None) -> str:
+    """The bar's ETA after `step`: training and evaluation left, each at its measured speed; the evaluations
+    are counted, not timed, until one has been measured."""
+    seconds = (plan.total_steps - step) * seconds_per_step
+    evaluations = evaluations_after(step, plan)
+    if seconds_per_evaluation is None and evaluations:
+        return f"ETA {tqdm.format_interval(seconds)} + {evaluations} evaluation{'s' if evaluations > 1 else ''}"
+    return f"ETA {tqdm.format_interval(seconds + evaluations * (seconds_per_evaluation or 0.0))}"
 
 
 def batch_indices(n: int, batch_size: int, seed: int) -> Iterator[tuple[float, list[int]]]:
@@ -155,6 +176,34 @@ class StepRunner:
         return distributed.mean_over_ranks(torch.stack(losses))
 
 
+class BarStatus:
+    """The progress bar's postfix: the loss, the last validation score and the ETA (`parts`), or what the loop
+    is doing now (evaluating a split, batch k of n; redrawn at most every `bar.mininterval` seconds)."""
+
+    def __init__(self, bar):
+        self.bar = bar
+        self.parts = {"loss": "", "score": "", "eta": ""}
+        self.drawn = 0.0
+
+    def text(self, doing: str | None = None) -> str:
+        return ", ".join(part for part in [*self.parts.values(), doing] if part)
+
+    def show(self, doing: str | None = None, refresh: bool = True) -> None:
+        self.bar.set_postfix_str(self.text(doing), refresh=refresh)
+        self.drawn = time.monotonic()
+
+    def batches_of(self, split: str):
+        """`on_batch` for evaluate: "evaluating <split> k/n" (None where the bar is off)."""
+        if self.bar.disable:
+            return None
+
+        def on_batch(number: int, batches: int) -> None:
+            if number == batches or time.monotonic() - self.drawn >= self.bar.mininterval:
+                self.show(f"evaluating {split} {number}/{batches}")
+
+        return on_batch
+
+
 def checkpoint_state(step: int, outcome: Outcome, method, step_once: StepRunner, train_seconds: float) -> dict:
     """What a run continues from after `step` (harness/engine/checkpoint.py)."""
     saved = {
@@ -227,15 +276,21 @@ def train(
     batches = batch_indices(len(encoded["train"]), cfg.batch_size, run.seed)
     outcome = Outcome()
 
+    evaluations = 0  # in this attempt (the ETA's measured seconds per evaluation)
+
     def run_evaluation(step: int, epoch: float) -> None:
+        nonlocal evaluations
         started = time.perf_counter()
-        evaluated = {
-            split: evaluate(model, encoded, task, split, cfg.eval_batch_size, pad_id, device, dtype)
-            for split in task.eval_splits
-        }
+        evaluated = {}
+        for split in task.eval_splits:
+            status.show(f"evaluating {split}")
+            evaluated[split] = evaluate(
+                model, encoded, task, split, cfg.eval_batch_size, pad_id, device, dtype, status.batches_of(split)
+            )
         values = task.with_report({split: split_values for split, (split_values, _) in evaluated.items()})
         outputs = {split: split_outputs for split, (_, split_outputs) in evaluated.items()}
         outcome.eval_seconds += time.perf_counter() - started
+        evaluations += 1
         if outcome.loss_count:
             outcome.curve.append(
                 {
@@ -252,6 +307,7 @@ def train(
         logger.flush()
         outcome.final, outcome.final_outputs = values, outputs
         score = values[SELECT_SPLIT][task.primary]
+        status.parts["score"] = f"{SELECT_SPLIT} {task.primary} {100 * score:.2f}"  # as the run's summary line
         if is_better(score, outcome.best_score, task.higher_is_better):
             outcome.best_score, outcome.best, outcome.best_step, outcome.best_outputs = score, values, step, outputs
 
@@ -285,7 +341,9 @@ def train(
         desc=f"{method.name}/{task.name}",
         disable=not progress,
         leave=False,
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]",  # the ETA: time_left
     )
+    status = BarStatus(bar)
     unlogged = []  # (step, epoch, lr, loss on the device) since the last read
 
     def read_losses() -> None:
@@ -299,7 +357,7 @@ def train(
                 raise HarnessError(f"loss is {value} at step {step}; lower train.lr or check the data")
             outcome.loss_sum, outcome.loss_count = outcome.loss_sum + value, outcome.loss_count + 1
             logger.log(step, epoch, {"train/loss": value, "train/lr": lr})
-        bar.set_postfix(loss=f"{values[-1]:.4f}", refresh=False)
+        status.parts["loss"] = f"loss {values[-1]:.4f}"
         unlogged.clear()
 
     for step in range(first_step, plan.total_steps + 1):
@@ -320,6 +378,14 @@ def train(
             rank == 0 or step_once.sharded
         ):  # rank 0 only, unless every forward needs every rank's shards
             run_evaluation(step, epoch)
+        if progress:
+            status.parts["eta"] = time_left(
+                step,
+                plan,
+                (train_seconds() - spent) / (step - first_step + 1),
+                (outcome.eval_seconds - eval_before) / evaluations if evaluations else None,
+            )
+            status.show(refresh=evaluate_now)  # else drawn with the next step
         if rank == 0 and checkpointer is not None and checkpointer.due(step, plan.total_steps):
             if unlogged:
                 read_losses()

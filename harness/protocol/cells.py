@@ -3,11 +3,17 @@ composed config, and the overrides of every run it makes (a search point on the 
 the seeds stage at the pick), with the `tuning` section each run records outside its run key.
 """
 
+import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hydra import compose
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig
 
+from harness.config.preflight import group_options
 from harness.protocol.spec import Protocol, Suite
 from harness.store.identity import identify
 
@@ -91,14 +97,52 @@ def rounded(value: float) -> float:
 
 class Composer:
     """Hydra's compose API over the project's config (inside `project_config()`), to read
-    defaults and compute run keys (each run's key composed once: the protocol asks for it repeatedly)."""
+    defaults and compute run keys (each run's key composed once: the protocol asks for it repeatedly).
+    Hydra composes once per choice of config groups (a cell's model, method and task): a run's other
+    overrides (its seed, lr, tuning section, a seeds stage's budget) are applied to a copy of that
+    composition by Hydra's own function, in their order, after the groups, as Hydra applies them, so that
+    a protocol of hundreds of runs costs one composition per cell (0.3 s each), not per run. A run's config
+    is kept too (the same object each time: read it, do not change it)."""
 
     def __init__(self, base: list[str]):
         self.base = base
         self.keys: dict[tuple[str, ...], str] = {}
+        self.configs: dict[tuple[str, ...], DictConfig] = {}
+        self.compositions: dict[tuple[str, ...], DictConfig] = {}
+        self.parser = OverridesParser.create()
+        self.parsed: dict[str, Override] = {}
+        self.groups = set(group_options())
 
     def __call__(self, overrides: list[str]) -> DictConfig:
-        return compose("config", overrides=[*self.base, *overrides])
+        if tuple(overrides) not in self.configs:
+            self.configs[tuple(overrides)] = self.composed([*self.base, *overrides])
+        return self.configs[tuple(overrides)]
+
+    def composed(self, overrides: list[str]) -> DictConfig:
+        for text in overrides:
+            if text not in self.parsed:
+                self.parsed[text] = self.parser.parse_overrides([text])[0]
+        parsed = [self.parsed[text] for text in overrides]
+        values = [o for o in parsed if self.is_value(o)]
+        choices = tuple(o.input_line for o in parsed if not self.is_value(o))
+        if choices not in self.compositions:
+            self.compositions[choices] = compose("config", overrides=list(choices))
+        cfg = copy.deepcopy(self.compositions[choices])
+        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)  # noqa: SLF001 (what compose itself applies)
+        return cfg
+
+    def is_value(self, override: Override) -> bool:
+        """A key's value (seed=0, train.lr=..., +tuning=...), not a config group's choice, a deletion, a sweep
+        or a Hydra setting (those are composed)."""
+        key = override.key_or_group
+        return not (
+            key in self.groups
+            or "/" in key
+            or key.startswith("hydra")
+            or override.package is not None
+            or override.is_delete()
+            or override.is_sweep_override()
+        )
 
     def key(self, overrides: list[str]) -> str:
         if tuple(overrides) not in self.keys:
@@ -106,10 +150,11 @@ class Composer:
         return self.keys[tuple(overrides)]
 
 
-def plan_cells(protocol: Protocol, composer: Composer) -> list[Cell]:
+def plan_cells(protocol: Protocol, composer: Composer, on_cell: Callable[[int, int], None] | None = None) -> list[Cell]:
     """Every cell of the protocol, suite by suite, method by method, task by task; each one's default
-    (lr, head lr) as its runs compose it (the pinned centre where the protocol pins one)."""
-    cells = []
+    (lr, head lr) as its runs compose it (the pinned centre where the protocol pins one). `on_cell(k, n)`
+    after each (progress)."""
+    cells, total = [], sum(len(suite.methods) * len(suite.tasks) for suite in protocol.suites)
     for suite in protocol.suites:
         for method in suite.methods:
             for task in suite.tasks:
@@ -119,4 +164,6 @@ def plan_cells(protocol: Protocol, composer: Composer) -> list[Cell]:
                 cfg = composer(cell.base_overrides())
                 cell.lr, cell.head_lr = cfg.method.lr, cfg.method.head_lr
                 cells.append(cell)
+                if on_cell is not None:
+                    on_cell(len(cells), total)
     return cells

@@ -2,7 +2,8 @@
 
 Expands the command line and the config's own sweep (`hydra.sweeper.params`, e.g. an experiment's
 method × task × seed) exactly as Hydra's basic sweeper does, composes every run (per-task tables
-applied), and lists its run key, whether a success record already exists, and its optimizer steps
+applied), and lists its run key (a run whose key an earlier one has, e.g. from `seed=0,0`, is listed as
+that run and counted once), whether a success record already exists, and its optimizer steps
 (from the task's training-set size: GLUE's published sizes, the packaged tasks' own splits, the hub
 recipes' approximate sizes where their data is not here, marked ~), with the
 total and the device-hours it takes at S steps per second. Works offline; runs nothing.
@@ -25,13 +26,41 @@ from harness.store.records import RecordStore, method_label
 
 def expand(arguments: list[str]) -> list[list[str]]:
     """Every run's overrides: the config's sweeper params, then the command line (which wins)."""
+    return sweep_of(arguments)[0]
+
+
+def sweep_of(arguments: list[str]) -> tuple[list[list[str]], list[str]]:
+    """Every run's overrides (`expand`) and the keys the sweep varies (e.g. ["method", "seed"])."""
     loader = GlobalHydra.instance().config_loader()
     parser = OverridesParser.create(config_loader=loader)
     parsed = parser.parse_overrides(arguments)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     params = compose("config", overrides=fixed, return_hydra_config=True).hydra.sweeper.params or {}
     overrides = parser.parse_overrides([*(f"{k}={v}" for k, v in params.items()), *arguments])
-    return BasicSweeper.split_arguments(overrides, None)[0]
+    swept = list(dict.fromkeys(o.key_or_group for o in overrides if o.is_sweep_override()))
+    return BasicSweeper.split_arguments(overrides, None)[0], swept
+
+
+def shared_keys(runs: list[list[str]], keys: list[str | None], swept: list[str]) -> list[str]:
+    """One line per run key that several runs of a sweep share (a value given twice, or two values that make
+    the same run, e.g. train.lr=1e-3,0.001), naming the swept keys' values of those runs: the run is done and
+    counted once."""
+    groups: dict[str, list[list[str]]] = {}
+    for run, key in zip(runs, keys):
+        if key is not None:
+            groups.setdefault(key, []).append(run)
+    lines = []
+    for key, group in groups.items():
+        if len(group) < 2:
+            continue
+        values = {name: [] for name in swept}
+        for run in group:
+            for override in run:
+                name, value = override.split("=", 1)
+                values.get(name.lstrip("+~"), []).append(value)
+        text = " ".join(f"{name}={','.join(found)}" for name, found in values.items() if found) or " ".join(group[0])
+        lines.append(f"{text}: {len(group)} runs with the same run key {key}; counted once")
+    return lines
 
 
 def train_size(task_cfg, sizes: dict) -> tuple[int | None, bool]:
@@ -71,7 +100,7 @@ def main(argv: list[str]) -> None:
     overrides = [o for o in overrides if o not in ("-m", "--multirun")]
     with project_config():
         runs = expand(overrides)
-        sizes, total, todo_steps, todo, unknown, rough = {}, 0, 0, 0, 0, 0
+        sizes, total, todo_steps, todo, unknown, rough, numbers = {}, 0, 0, 0, 0, 0, {}
         for number, run in enumerate(runs):
             try:
                 identity = identify(compose("config", overrides=run))
@@ -85,6 +114,10 @@ def main(argv: list[str]) -> None:
             except HarnessError as error:
                 print(f"#{number}: {' '.join(run)}: error: {one_line(error)}")
                 continue
+            if key in numbers:
+                print(f"#{number}: {key} the same run as #{numbers[key]} (the same run key): counted once")
+                continue
+            numbers[key] = number
             previous = RecordStore(cfg.results_dir).read(key)
             status = previous["status"] if previous else "to do"
             size, approximate = train_size(task, sizes)

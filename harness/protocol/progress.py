@@ -2,8 +2,13 @@
 
 At the start of a multirun the callback composes every run of the sweep (as Hydra's basic sweeper
 expands it, per-task tables applied), computes their run keys and writes them to
-`<sweep dir>/sweep_plan.json` with the start time and the keys that had already succeeded. After each
-run, the process that ran it reads the plan and the records and prints one line:
+`<sweep dir>/sweep_plan.json` with the start time and the keys that had already succeeded. A run key
+that several runs share (`seed=0,0`) is planned once, with a line saying so; then one line for the plan:
+
+    seed=0,0: 2 runs with the same run key eb70283904f5; counted once
+    [sweep plan] 1 run, 0 already succeeded → results/runs/
+
+After each run, the process that ran it reads the plan and the records and prints one line:
 
     [sweep 7/20] 5 done, 1 skipped, 1 failed, 13 remaining; ETA 6m40s
 
@@ -18,33 +23,49 @@ import sys
 import time
 from pathlib import Path
 
-from hydra import compose
 from omegaconf import DictConfig
 
-from harness.store.identity import identify
+from harness.protocol.cells import Composer
 from harness.store.records import RecordStore
 
 PLAN_FILE = "sweep_plan.json"
 OUTCOME = {"failed_runs": 0, "step_errors": 0}  # set by the multirun's callback, read by harness.protocol.app.main
 
 
+def key_of(composer: Composer, run: list[str]) -> str | None:
+    """The run key of one run's overrides (None where the run cannot be composed)."""
+    try:
+        return composer.key(run)
+    except Exception:
+        return None
+
+
 def planned_keys(arguments: list[str]) -> list[str | None]:
-    """The run key of every run of the sweep (None where a run cannot be composed)."""
+    """The run key of every run of the sweep (None where a run cannot be composed); one composition per
+    choice of config groups (harness.protocol.cells.Composer)."""
     from harness.protocol.plan import expand
 
-    keys = []
-    for run in expand(arguments):
-        try:
-            keys.append(identify(compose("config", overrides=run)).key)
-        except Exception:
-            keys.append(None)
-    return keys
+    composer = Composer([])
+    return [key_of(composer, run) for run in expand(arguments)]
 
 
 def write_plan(config: DictConfig) -> None:
-    keys = planned_keys(list(config.hydra.overrides.task))
+    from harness.protocol.plan import shared_keys, sweep_of
+
+    runs, swept = sweep_of(list(config.hydra.overrides.task))
+    composer = Composer([])
+    keys = [key_of(composer, run) for run in runs]
+    for line in shared_keys(runs, keys, swept):
+        print(line, file=sys.stderr, flush=True)
+    keys = [key for number, key in enumerate(keys) if key is None or key not in keys[:number]]  # each run once
     store = RecordStore(config.results_dir)
     done = [k for k in keys if k and (r := store.read(k)) is not None and r["status"] == "success"]
+    print(
+        f"[sweep plan] {len(keys)} run{'s' if len(keys) != 1 else ''}, {len(done)} already succeeded → "
+        f"{Path(config.results_dir) / 'runs'}/",
+        file=sys.stderr,
+        flush=True,
+    )
     sweep_dir = Path(config.hydra.sweep.dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / PLAN_FILE).write_text(
@@ -93,6 +114,27 @@ def progress_line(plan: dict, now: float | None = None, groups: dict[str, list[s
         elapsed = (now or time.time()) - plan["started"]
         line += f"; ETA {duration(elapsed / finished * len(groups['remaining']))}"
     return line
+
+
+class Counter:
+    """`counter(k, n)` shows "<what> k/n" on stderr while a long loop works (e.g. `cells composed 12/30` in
+    `python -m harness.tune --dry-run`): redrawn in place on a terminal, elsewhere a line at most every `every`
+    seconds; at the end, one line with the seconds it took."""
+
+    def __init__(self, what: str, every: float = 5.0, stream=None):
+        self.what, self.every, self.stream = what, every, stream or sys.stderr
+        self.started = self.shown = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now, tty = time.monotonic(), self.stream.isatty()
+        if done == total:
+            self.stream.write(f"{chr(13) if tty else ''}{self.what} {done}/{total} ({now - self.started:.1f} s)\n")
+        elif tty:
+            self.stream.write(f"\r{self.what} {done}/{total}")
+        elif now - self.shown >= self.every:
+            self.stream.write(f"{self.what} {done}/{total}\n")
+            self.shown = now
+        self.stream.flush()
 
 
 def report_progress(sweep_dir: str) -> None:
