@@ -1,4 +1,4 @@
-"""What the command line shows while it works (issue 42, item 5): the first line before torch is imported,
+"""What the command line shows while it works: the first line before torch is imported,
 Ctrl-C during the imports, the bar's "evaluating <split> k/n", validation score and ETA with evaluation,
 a duplicate run key counted once; `harness.tune --dry-run`'s progress and its composition per cell."""
 
