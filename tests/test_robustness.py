@@ -431,6 +431,26 @@ def test_progress_counts_done_skipped_failed_remaining_with_an_eta(tmp_path):
     ]
 
 
+def test_a_sweep_whose_runs_csv_row_disagrees_with_a_record_fails_whichever_process_ran_it(tmp_path):
+    """A launcher's worker whose logger failed after the record was final: the sweep's summary (in the parent)
+    sees the row and counts the run as not done."""
+    store = RecordStore(tmp_path)
+    config = {"method": {"name": "lora"}, "task": {"name": "bbc_news"}, "model": {"name": "minilm"}, "seed": 0}
+    key = run_key(config)
+    store.write(new_record(config, key) | {"status": "failed", "error": "boom"})
+    (tmp_path / "runs.csv").write_text(f"run_key,status\n{key},running\n")
+    (tmp_path / "sweep").mkdir()
+    plan = {"started": 0.0, "keys": [key], "done_before": [], "results_dir": str(tmp_path), "runs_table": True}
+    (tmp_path / "sweep" / "sweep_plan.json").write_text(json.dumps(plan))
+    text, failed = summary(str(tmp_path / "sweep"))
+    assert failed == 2 and text.splitlines()[-1] == (
+        f"  RUNS.CSV {key}: its row in {tmp_path / 'runs.csv'} says running, its record failed (its logger failed: "
+        "see the error above); the same command mends it"
+    )
+    (tmp_path / "runs.csv").write_text(f"run_key,status\n{key},failed\n")
+    assert summary(str(tmp_path / "sweep"))[1] == 1
+
+
 def harness(tmp_path, *args, results="results", **kwargs) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PEFT_HARNESS_CACHE": str(tmp_path / "cache")}
     return subprocess.Popen(

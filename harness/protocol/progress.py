@@ -13,11 +13,13 @@ After each run, the process that ran it reads the plan and the records and print
     [sweep 7/20] 5 done, 1 skipped, 1 failed, 13 remaining; ETA 6m40s
 
 At the end the callback prints every failed or interrupted run with its error, runs that left no
-record, and runs that another launcher is training (it holds their lock; not a failure of this
-sweep), and marks the sweep as failed if any run failed or left no record, which makes
-`python -m harness` exit with status 1.
+record, runs that another launcher is training (it holds their lock; not a failure of this
+sweep) and finished runs whose runs.csv row says otherwise than their record (their logger failed after
+the record was final, in whichever process ran them), and marks the sweep as failed if any run failed,
+left no record or has such a row, which makes `python -m harness` exit with status 1.
 """
 
+import csv
 import json
 import sys
 import time
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from harness.config.sections import LoggerConfig, parse_section
 from harness.protocol.cells import Composer
 from harness.store.records import RecordStore
 
@@ -69,7 +72,15 @@ def write_plan(config: DictConfig) -> None:
     sweep_dir = Path(config.hydra.sweep.dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / PLAN_FILE).write_text(
-        json.dumps({"started": time.time(), "keys": keys, "done_before": done, "results_dir": str(config.results_dir)})
+        json.dumps(
+            {
+                "started": time.time(),
+                "keys": keys,
+                "done_before": done,
+                "results_dir": str(config.results_dir),
+                "runs_table": "csv" in parse_section(LoggerConfig, config.logger, "logger").names,
+            }
+        )
     )
 
 
@@ -164,4 +175,27 @@ def summary(sweep_dir: str) -> tuple[str, int]:
             lines.append(f"  ELSEWHERE {key}: another process is training it (it holds the run's lock)")
         else:
             lines.append(f"  NO RECORD {key or '(run could not be composed)'}: see its error above")
-    return "\n".join(lines), len(groups["failed"]) + len(groups["remaining"]) - len(elsewhere)
+    stale = stale_rows(plan, groups["done"] + groups["failed"]) if plan.get("runs_table") else []
+    lines += stale
+    return "\n".join(lines), len(groups["failed"]) + len(groups["remaining"]) - len(elsewhere) + len(stale)
+
+
+def stale_rows(plan: dict, keys: list[str]) -> list[str]:
+    """One line per finished run of the sweep whose runs.csv row does not say what its record says (its logger
+    failed after the record was final, in whichever process ran it): the sweep fails, and its next run mends them."""
+    table = Path(plan["results_dir"]) / "runs.csv"
+    store = RecordStore(plan["results_dir"])
+    try:
+        with open(table, newline="") as handle:
+            rows = {row.get("run_key"): row.get("status") for row in csv.DictReader(handle)}
+    except (OSError, csv.Error):
+        rows = {}
+    lines = []
+    for key in keys:
+        status = store.read(key)["status"]
+        if rows.get(key) != status:
+            lines.append(
+                f"  RUNS.CSV {key}: its row in {table} says {rows.get(key) or 'nothing'}, its record {status} (its "
+                "logger failed: see the error above); the same command mends it"
+            )
+    return lines

@@ -180,6 +180,7 @@ def test_a_run_key_given_twice_is_planned_once_and_said_so(tmp_path, capsys):
     config = OmegaConf.create(
         {
             "results_dir": str(tmp_path),
+            "logger": {"use": {"csv": True}},
             "hydra": {
                 "overrides": {"task": ["seed=0,0", "model=tiny_bert"]},
                 "sweep": {"dir": str(tmp_path / "sweep")},
@@ -189,7 +190,7 @@ def test_a_run_key_given_twice_is_planned_once_and_said_so(tmp_path, capsys):
     with project_config():
         write_plan(config)
     plan = json.loads((tmp_path / "sweep" / PLAN_FILE).read_text())
-    assert len(plan["keys"]) == 1 and plan["done_before"] == []
+    assert len(plan["keys"]) == 1 and plan["done_before"] == [] and plan["runs_table"] is True
     assert capsys.readouterr().err.splitlines() == [
         f"seed=0,0: 2 runs with the same run key {plan['keys'][0]}; counted once",
         f"[sweep plan] 1 run, 0 already succeeded → {tmp_path / 'runs'}/",
