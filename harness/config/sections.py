@@ -341,24 +341,33 @@ SECTIONS = {"train": TrainConfig, "task": TaskConfig, "model": ModelConfig, "log
 
 
 def scalars_as_lists(cfg: DictConfig) -> DictConfig:
-    """A copy of `cfg` in which a scalar given where a section's schema expects a list (`tags=smoke`,
-    `method.targets=query`) is that one-element list, so it runs, and keys, as the list would."""
+    """`cfg`, or where a scalar is given where a section's schema expects a list (`tags=smoke`,
+    `method.targets=query`) a copy in which it is that one-element list, so it runs, and keys, as the list
+    would (a copy only then: copying a composed config costs more than the rest of keying it)."""
     from methods.registry import METHODS
 
-    cfg = cfg.copy()
     schemas = dict(SECTIONS)
     method = cfg.get("method")
     if isinstance(method, DictConfig) and method.get("name") in METHODS:
         schemas["method"] = METHODS[method.name].Config
-    places = [(cfg, "tags")] + [
-        (cfg[section], f.name)
+    places = [("tags",)] + [
+        (section, f.name)
         for section, schema in schemas.items()
         if isinstance(cfg.get(section), DictConfig)
         for f in fields(schema)
         if is_list_type(f.type)
     ]
-    for node, key in places:
-        value = node.get(key)
-        if value is not None and not OmegaConf.is_list(value) and not isinstance(value, (list, DictConfig)):
-            node[key] = [value]
+    node_of = lambda config, place: config if len(place) == 1 else config[place[0]]  # noqa: E731
+    scalars = [
+        place
+        for place in places
+        if (value := node_of(cfg, place).get(place[-1])) is not None
+        and not OmegaConf.is_list(value)
+        and not isinstance(value, (list, DictConfig))
+    ]
+    if not scalars:
+        return cfg
+    cfg = cfg.copy()
+    for place in scalars:
+        node_of(cfg, place)[place[-1]] = [node_of(cfg, place)[place[-1]]]
     return cfg
