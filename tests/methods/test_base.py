@@ -148,7 +148,7 @@ KNOWN = "adalora, dora, dora_dynamic, full, head, lora, lora_xs, lorta, melora, 
 
 
 def test_unknown_method_error_lists_the_methods():
-    assert ", ".join(sorted(METHODS)).startswith("adalora, dora")
+    assert ", ".join(sorted(METHODS)).startswith("adalora, aurora, dora")
     with pytest.raises(HarnessError) as error:
         METHODS["nope"]
     assert str(error.value) == f"unknown method 'nope'; available: {', '.join(sorted(METHODS))}"
