@@ -743,3 +743,27 @@ def test_a_runs_csv_that_is_not_a_runs_table_is_moved_aside_and_rebuilt_from_the
         (second["run_key"], "success"),
     ]
     assert (tmp_path / "runs.csv.unreadable").read_text() == "garbage,without\n1,2\n"
+
+
+def test_a_full_disk_under_the_step_log_names_it_and_the_run_fails(tmp_path, monkeypatch):
+    import harness.engine.loggers
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+    monkeypatch.setattr(harness.engine.loggers, "open", lambda *a, **k: FullDisk(open(*a, **k)), raising=False)
+    with project_config():
+        cfg = compose("config", overrides=[f"results_dir={tmp_path}", *TINY, "train.max_steps=2"])
+    record = execute_run(cfg)
+    assert (record["status"], record["error"]) == (
+        "failed",
+        f"could not write {tmp_path / 'runs' / (record['run_key'] + '.steps.csv')} (No space left on device); "
+        "results_dir chooses this folder: set it to a writable one with free space",
+    )

@@ -19,7 +19,7 @@ from typing import Callable
 
 from harness.errors import HarnessError
 from harness.registry import Registry
-from harness.store.files import atomic_write
+from harness.store.files import atomic_write, writes_to
 from harness.store.records import RecordStore, reported_adapter_params
 
 RUNS_CSV_COLUMNS = (
@@ -148,31 +148,36 @@ class CsvLogger(NullLogger):
         self.handle = None
 
     def start(self, record: dict) -> None:
-        path = self.results_dir / "runs" / f"{record['run_key']}.steps.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.earlier = (
-            path.read_text().splitlines()[1:] if path.exists() else []
-        )  # an earlier attempt's rows, for `resume`
-        self.handle = open(path, "w", newline="")
-        self.writer = csv.writer(self.handle)
-        self.writer.writerow(("step", "epoch", "metric", "value"))
+        self.path = self.results_dir / "runs" / f"{record['run_key']}.steps.csv"
+        with writes_to(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.earlier = (
+                self.path.read_text().splitlines()[1:] if self.path.exists() else []
+            )  # an earlier attempt's rows, for `resume`
+            self.handle = open(self.path, "w", newline="")
+            self.writer = csv.writer(self.handle)
+            self.writer.writerow(("step", "epoch", "metric", "value"))
         upsert_row(self.results_dir / "runs.csv", summary_row(record), RUNS_CSV_COLUMNS)
 
     def log(self, step: int, epoch: float, values: dict[str, float]) -> None:
-        for name, value in values.items():
-            self.writer.writerow((step, round(epoch, 4), name, value))
+        with writes_to(self.path):
+            for name, value in values.items():
+                self.writer.writerow((step, round(epoch, 4), name, value))
 
     def resume(self, step: int) -> None:
         """The earlier attempt's rows up to the checkpoint's step are kept (they were flushed before it was saved)."""
-        self.writer.writerows(row for row in csv.reader(self.earlier) if int(row[0]) <= step)
+        with writes_to(self.path):
+            self.writer.writerows(row for row in csv.reader(self.earlier) if int(row[0]) <= step)
 
     def flush(self) -> None:
-        self.handle.flush()
+        with writes_to(self.path):
+            self.handle.flush()
 
     def finish(self, record: dict) -> None:
         if self.handle is not None:
-            self.handle.close()
-            self.handle = None
+            handle, self.handle = self.handle, None
+            with writes_to(self.path):
+                handle.close()
         upsert_row(self.results_dir / "runs.csv", summary_row(record), RUNS_CSV_COLUMNS)
 
 

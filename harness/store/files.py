@@ -3,6 +3,7 @@ process leaves the previous complete file or the new one, never a truncated one;
 line naming the file and the config key that chose its folder; created with the
 process umask (0644 under the usual 022), like any file `open` creates; checksummed with SHA-256."""
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -42,6 +43,15 @@ def atomic_write(path: Path, write: Callable[[Path], None], key: str = "results_
         if isinstance(error, OSError):
             raise write_failed(path, error, key) from None
         raise
+
+
+@contextlib.contextmanager
+def writes_to(path: Path, key: str = "results_dir"):
+    """An OSError inside the block (writing `path` in place, as a log does) is one line naming `path` and `key`."""
+    try:
+        yield
+    except OSError as error:
+        raise write_failed(path, error, key) from None
 
 
 def atomic_write_text(path: Path, text: str, key: str = "results_dir") -> None:
