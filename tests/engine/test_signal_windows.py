@@ -172,9 +172,14 @@ def test_a_sweep_stops_at_a_signal_held_while_its_run_was_recorded(tmp_path, mon
     signal_after_replace(monkeypatch, ".json", '"success"')
     assert harness_main(tmp_path, "-m", "seed=0,1") == 143
     assert agreeing(tmp_path) == ["success"]  # the second run never started
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
-        "which had finished and is recorded as success; the sweep stops there, and the same command runs the rest; "
-        "exit status 143"
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .endswith(
+            "which had finished and is recorded as success; the sweep stops there, and the same command runs the rest; "
+            "exit status 143"
+        )
     )
 
 
@@ -188,9 +193,7 @@ def test_a_rerun_after_a_stale_runs_csv_row_makes_it_agree(tmp_path, capsys):
     assert "skip " in capsys.readouterr().err
 
 
-def test_a_logger_that_fails_after_the_record_is_final_fails_the_command_single_or_sweep(
-    tmp_path, monkeypatch, capsys
-):
+def test_a_logger_that_fails_after_the_record_is_final_fails_the_command_single_or_sweep(tmp_path, monkeypatch, capsys):
     import harness.engine.loggers
 
     real = harness.engine.loggers.upsert_row
