@@ -97,6 +97,7 @@ class AdaLora(BudgetMethod):
     name = "adalora"
     Config = AdaLoraConfig
     capabilities = Capabilities(step_hook=True)
+    scored_factors: tuple[str, ...] = ("A", "E", "B")  # the layer's lora_<factor> tensors whose entries are scored
 
     def new_layer(self, base: nn.Linear) -> AdaLoraLinear:
         return AdaLoraLinear(base, self.cfg.r, self.cfg.alpha, self.cfg.dropout)
@@ -114,8 +115,8 @@ class AdaLora(BudgetMethod):
         )
         if self.schedule.t_init >= self.schedule.freeze_step():
             raise HarnessError(
-                f"adalora: no budgeting phase: t_init ({self.schedule.t_init} steps) must be < total steps − t_final "
-                f"({total_steps} − {self.schedule.t_final} = {self.schedule.freeze_step()}); lower "
+                f"{self.name}: no budgeting phase: t_init ({self.schedule.t_init} steps) must be < total steps "
+                f"− t_final ({total_steps} − {self.schedule.t_final} = {self.schedule.freeze_step()}); lower "
                 "method.t_init/t_final or train longer"
             )
         self.sensitivity: dict[tuple[str, str], torch.Tensor] = {}
@@ -147,7 +148,7 @@ class AdaLora(BudgetMethod):
         with torch.no_grad():
             beta1, beta2 = self.cfg.beta1, self.cfg.beta2
             for name, layer in self.layers.items():
-                for factor in ("A", "E", "B"):
+                for factor in self.scored_factors:
                     param = getattr(layer, f"lora_{factor}")
                     key = (name, factor)
                     importance = (param * param.grad).abs() if param.grad is not None else torch.zeros_like(param)
