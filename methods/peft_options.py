@@ -163,7 +163,9 @@ def described(hint: Any) -> str:
     """Type hint `hint` in words: 'an integer', 'a list of integers, an integer or null', ..."""
     origin, args = get_origin(hint), get_args(hint)
     if origin in (Union, types.UnionType):
-        parts = list(dict.fromkeys(described(arg) for arg in args))
+        # sorted, null last: typing caches a Union by its set of members, so the order of its args is the order
+        # in which the process first built that Union (Union[int, list[int]] and Union[list[int], int] are one)
+        parts = sorted(set(described(arg) for arg in args), key=lambda part: (part == "null", part))
         return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} or {parts[-1]}"
     if origin is Literal:
         return "one of " + ", ".join(shown(arg) if isinstance(arg, bool) else repr(arg) for arg in args)

@@ -35,11 +35,14 @@ def test_all_means_our_text_methods_then_the_peft_bridges_configs():
         options = group_options()["method"]
         assert available_methods() == [
             "adalora",
+            "aurora",
             "dora",
             "dora_dynamic",
             "full",
+            "hadamard",
             "head",
             "lora",
+            "lora2",
             "lora_ga",
             "lora_xs",
             "lorta",

@@ -60,8 +60,8 @@ def delta(layer) -> torch.Tensor:
         ),
         (
             {"peft_type": "LORA", "options": {"init_lora_weights": "nonsense"}},
-            "peft/lora: method.options.init_lora_weights=nonsense: LoraConfig.init_lora_weights takes true or false "
-            "or one of 'gaussian', 'eva', 'olora', 'pissa', 'pissa_niter_[number of iters]',",
+            "peft/lora: method.options.init_lora_weights=nonsense: LoraConfig.init_lora_weights takes one of "
+            "'gaussian', 'eva', 'olora', 'pissa', 'pissa_niter_[number of iters]',",
         ),
         (
             {"peft_type": "BOFT", "options": {"boft_block_size": 0, "boft_block_num": 0}},
