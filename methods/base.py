@@ -8,6 +8,7 @@ the step-end hook, merging, and parameter counts for the run record.
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -145,6 +146,11 @@ class Method:
 
     def on_step_end(self, step: int) -> None:
         """Called after optimizer.step() and before zero_grad() (gradients are still there)."""
+
+    def select(self, predict: Callable[[], np.ndarray], score: Callable[[np.ndarray], float]) -> None:
+        """Called at every evaluation before the splits are evaluated, for methods that train several candidates
+        and keep the best on validation (InCA's taps): `predict()` gives the model's validation outputs (N×width),
+        `score(outputs)` the primary metric of N×classes outputs, higher better."""
 
     def merge(self) -> None:
         """Fold the update into the base weights; outputs stay the same (nothing to fold here)."""

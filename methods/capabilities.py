@@ -34,6 +34,9 @@ class Capabilities:
     rewrites_frozen: bool = False
     # Every backbone weight is trained (full fine-tuning): nothing is frozen.
     trains_backbone: bool = False
+    # The logits come from heads of the method's own that read the backbone's activations (InCA); the model's task
+    # head is frozen and unused, so the outputs at step 0 are those heads', not the pretrained model's.
+    replaces_head: bool = False
     # Can run on a generative task, where the model answers through its pretrained LM head (no task head).
     generative_ok: bool = True
     # Which trainable tensors AdamW decays (toward 0, at train.weight_decay), as the method's reference

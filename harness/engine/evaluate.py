@@ -58,10 +58,14 @@ def evaluate(
         from harness.engine.generate import evaluate_generative
 
         return evaluate_generative(model, encoded[split], split, task, batch_size, pad_id, device, dtype)
-    encoded = encoded[split]
-    outputs = predict(model, encoded, batch_size, pad_id, device, dtype, on_batch)
+    outputs = predict(model, encoded[split], batch_size, pad_id, device, dtype, on_batch)
+    return metrics(task, encoded[split], outputs), outputs
+
+
+def metrics(task, encoded, outputs: np.ndarray) -> dict[str, float]:
+    """The task's metrics of `outputs` (N×classes, in the split's order) against the split's labels."""
     labels = encoded.labels.numpy()
     preds = predictions(outputs)
     if not task.is_regression:
         preds, labels = preds.astype(np.int64), labels.astype(np.int64)
-    return task.metric_fn(preds, labels), outputs
+    return task.metric_fn(preds, labels)

@@ -12,10 +12,11 @@ steps), then each step's loss is checked and logged. In a data-parallel run (tor
 harness/engine/distributed.py) each rank trains its share of the step's grad_accum micro-batches (with the
 frozen backbone sharded: harness/engine/sharding.py). Checkpoints (harness/engine/checkpoint.py) on their
 cadence, after a step, and the run continues from the last one. Evaluation of every non-train
-split every `eval_every` steps (default: once per epoch) and at the end; `best` is the evaluation
-with the best primary metric on the validation split; the model's outputs at the final and the best
-evaluation are kept (the run's predictions). The logger flushes at every evaluation. A non-finite
-loss stops the run with an error naming its step.
+split every `eval_every` steps (default: once per epoch) and at the end, each after
+`method.select(predict, score)`, which lets a method with several candidates keep the best on validation
+(InCA's taps); `best` is the evaluation with the best primary metric on the validation split; the model's
+outputs at the final and the best evaluation are kept (the run's predictions). The logger flushes at every
+evaluation. A non-finite loss stops the run with an error naming its step.
 The progress bar shows the loss, "evaluating <split> k/n" (batches) while it evaluates, the validation
 split's primary metric (×100, as the run's summary line) after each evaluation, and an ETA of the training
 and evaluation left (`time_left`: steps left × measured seconds per step + evaluations left × measured
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 
 from harness.engine import distributed, sharding
 from harness.engine.checkpoint import Checkpointer, from_portable, portable, rng_state, set_rng_state
-from harness.engine.evaluate import evaluate
+from harness.engine.evaluate import evaluate, metrics, predict
 from harness.engine.schedule import build_optimizer
 from harness.errors import HarnessError
 
@@ -281,6 +282,11 @@ def train(
     def run_evaluation(step: int, epoch: float) -> None:
         nonlocal evaluations
         started = time.perf_counter()
+        validation = encoded[SELECT_SPLIT]
+        method.select(  # a method with candidates keeps the best on validation (InCA's taps)
+            lambda: predict(model, validation, cfg.eval_batch_size, pad_id, device, dtype),
+            lambda outputs: metrics(task, validation, outputs)[task.primary] * (1 if task.higher_is_better else -1),
+        )
         evaluated = {}
         for split in task.eval_splits:
             status.show(f"evaluating {split}")

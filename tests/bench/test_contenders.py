@@ -41,6 +41,7 @@ def test_all_means_our_text_methods_then_the_peft_bridges_configs():
             "full",
             "hadamard",
             "head",
+            "inca",
             "lora",
             "lora2",
             "lora_ga",

@@ -52,6 +52,20 @@ def test_trains_backbone_is_declared_exactly_where_every_weight_is_trained(name)
     assert method.capabilities.trains_backbone == all(p.requires_grad for p in model.parameters())
 
 
+@pytest.mark.parametrize("name", OWN)
+def test_replaces_head_is_declared_exactly_where_the_task_head_is_frozen_and_unused(name):
+    model, method = applied(name)
+    head = list(model.classifier.parameters())
+    assert method.capabilities.replaces_head == (not any(p.requires_grad for p in head))
+    if method.capabilities.replaces_head:
+        batch = invariants.batch_for(name)
+        before = model(**batch).logits
+        with torch.no_grad():
+            for param in head:
+                param.add_(1.0)
+        assert torch.equal(model(**batch).logits, before)
+
+
 @pytest.mark.parametrize("name", [name for name in OWN if issubclass(METHODS[name], LayerMethod)])
 def test_the_adapted_layers_are_of_the_declared_kinds(name):
     _, method = applied(name)
