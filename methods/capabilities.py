@@ -34,6 +34,9 @@ class Capabilities:
     rewrites_frozen: bool = False
     # Every backbone weight is trained (full fine-tuning): nothing is frozen.
     trains_backbone: bool = False
+    # The method rebuilds the backbone's forward around its frozen blocks (MEFT's reversible encoder): its outputs at
+    # step 0 are its paper's starting point, away from the pretrained model's, and nothing merges into the weights.
+    restructures: bool = False
     # The logits come from heads of the method's own that read the backbone's activations (InCA); the model's task
     # head is frozen and unused, so the outputs at step 0 are those heads', not the pretrained model's.
     replaces_head: bool = False

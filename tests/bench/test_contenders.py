@@ -47,6 +47,7 @@ def test_all_means_our_text_methods_then_the_peft_bridges_configs():
             "lora_ga",
             "lora_xs",
             "lorta",
+            "meft",
             "melora",
             "rac_lora",
             "surm",
