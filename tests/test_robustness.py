@@ -604,8 +604,10 @@ def test_sigint_and_sigterm_record_the_run_as_interrupted_with_one_line_and_a_re
         out, err = process.communicate(timeout=120)
         assert process.returncode == code
         assert err.strip().splitlines() == [
+            f"peft-harness: 1 run (lora | bbc_news | tiny_bert | seed 0) → {results / 'runs'}/; loading torch and the "
+            "config ...",
             f"interrupted by {name}: run lora | bbc_news | tiny_bert | seed 0 ({key}) recorded as "
-            f"interrupted; the same command redoes it; exit status {code}"
+            f"interrupted; the same command redoes it; exit status {code}",
         ]
         record = json.loads((results / "runs" / f"{key}.json").read_text())
         assert (record["status"], record["error"]) == ("interrupted", f"interrupted by {name}")

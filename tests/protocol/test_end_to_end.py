@@ -77,15 +77,12 @@ def test_multirun_full_and_lora_on_packaged_bbc_news_then_resume(tmp_path):
 def test_failing_single_run_exits_1_with_one_line_and_a_failed_record(tmp_path):
     done = harness(tmp_path, "model=tiny_bert", "method.targets=[valeu]")
     assert done.returncode == 1
-    assert (
-        done.stderr.strip()
-        .splitlines()[-1]
-        .endswith(
-            "FAILED: lora: target pattern 'valeu' matches no Linear/Conv2d module; the model has: "
-            "bert.encoder.layer.<n>.attention.self.query, bert.encoder.layer.<n>.attention.self.key, "
-            "bert.encoder.layer.<n>.attention.self.value, bert.encoder.layer.<n>.attention.output.dense, "
-            "bert.encoder.layer.<n>.intermediate.dense, bert.encoder.layer.<n>.output.dense, bert.pooler.dense"
-        )
-    )
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*.json")]
     assert record["status"] == "failed"
+    assert done.stderr.strip().splitlines()[-1] == (
+        "lora | bbc_news | tiny_bert | seed 0 | FAILED: lora: target pattern 'valeu' matches no Linear/Conv2d module; "
+        "the model has: bert.encoder.layer.<n>.attention.self.query, bert.encoder.layer.<n>.attention.self.key, "
+        "bert.encoder.layer.<n>.attention.self.value, bert.encoder.layer.<n>.attention.output.dense, "
+        "bert.encoder.layer.<n>.intermediate.dense, bert.encoder.layer.<n>.output.dense, bert.pooler.dense | "
+        f"run {record['run_key']} → {tmp_path / 'results' / 'runs' / (record['run_key'] + '.json')}"
+    )
