@@ -48,6 +48,11 @@ Where this differs from the reference code (same mathematics):
   is saved and restored in a forked RNG scope, so the run's random stream is the same whether or not MEFT replays;
 - the reference's options `layernorm_in_adapter` and `freeze_irreversible_layers` (both off in its scripts) are
   not offered; decoders (its code is BERT only) are refused in one line.
+Precision (measured, MiniLM fp32, 8×64 tokens, dropout off): each inversion divides the rounding error of its output
+by λ (or β), so it grows ~10× per reversible layer at 0.1: the adapters' gradients differ from plain autograd's by
+1.7e-6 (relative, worst tensor) with 2 reversible layers, 1.5e-4 with 4 and 2.3 with all 6 (MEFT1); MEFT2 4.4e-2
+with all 6; MEFT3 5.5e-5 with 2, 3.7e-3 with 3. The reference code computes the same; in float64 they agree to 1e-10.
+On MiniLM in fp32, `reversible_layers` ≤ 4 (MEFT1) keeps the gradients right at some cost in memory.
 Not for fsdp=true: the couplings call the blocks' sub-modules directly, outside the blocks' own forward, where FSDP
 gathers a block's sharded weights (harness/engine/sharding.py has no refusal for it yet); DDP is fine.
 """
