@@ -50,8 +50,9 @@ class Capabilities:
     @property
     def shardable(self) -> bool:
         """Whether the frozen backbone can be sharded over the ranks (fsdp=true): it must stay frozen
-        and untouched, and the start must not need the gradients of whole frozen weights."""
-        return not (self.trains_backbone or self.rewrites_frozen or self.needs_data_at_init)
+        and untouched, the start must not need the gradients of whole frozen weights, and its blocks must
+        run through their own forward (where FSDP gathers the shards), not be restructured."""
+        return not (self.trains_backbone or self.rewrites_frozen or self.needs_data_at_init or self.restructures)
 
     def adapts(self, kind: type[nn.Module]) -> bool:
         """Whether layers of type `kind` can be targets."""

@@ -52,6 +52,11 @@ def refusal(method: Method) -> str | None:
             f"method '{method.name}' initialises from the gradients of every frozen weight, which fsdp=true keeps "
             "sharded; run it with fsdp=false"
         )
+    if capabilities.restructures:
+        return (
+            f"method '{method.name}' restructures the model and calls parts of its blocks outside their forward, "
+            "where fsdp=true gathers the shards; run it with fsdp=false"
+        )
     return None
 
 

@@ -126,6 +126,11 @@ def test_a_sharded_decoder_generates_its_answers_as_one_process(tmp_path):
             "method 'lora_ga' initialises from the gradients of every frozen weight, which fsdp=true keeps sharded; "
             "run it with fsdp=false",
         ),
+        (
+            "meft",
+            "method 'meft' restructures the model and calls parts of its blocks outside their forward, where "
+            "fsdp=true gathers the shards; run it with fsdp=false",
+        ),
     ],
 )
 def test_methods_that_need_whole_frozen_weights_are_refused_in_one_line(tmp_path, method, why):

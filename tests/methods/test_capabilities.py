@@ -83,7 +83,12 @@ def test_frozen_tensors_change_during_training_only_where_declared(name):
 
 def test_shardable_is_a_frozen_untouched_backbone_that_needs_no_data_at_init():
     assert Capabilities().shardable
-    for declared in ({"trains_backbone": True}, {"rewrites_frozen": True}, {"needs_data_at_init": True}):
+    for declared in (
+        {"trains_backbone": True},
+        {"rewrites_frozen": True},
+        {"needs_data_at_init": True},
+        {"restructures": True},
+    ):
         assert not Capabilities(**declared).shardable
 
 
