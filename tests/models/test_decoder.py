@@ -170,12 +170,12 @@ def test_lorta_on_the_narrower_k_v_only_has_one_output_factor_of_their_width(mak
 # block-sized configs get blocks that divide the tiny model's 16/32/64.
 LLAMA_OVERRIDES = {
     "surm": ["method.targets=[q_proj,o_proj]"],
-    "aurora": ["method.targets=[q_proj,o_proj,gate_proj,down_proj]"],  # shared U, V: GQA k, v are not d wide
+    "aurora": ["method.targets=${roles:q,o,ffn_in,ffn_out}"],  # shared U, V: GQA's k, v are not d wide
     "peft/c3a": ["method.options.block_size=16"],
     "peft/vblora": ["method.options.vector_length=16"],
     "peft/fourierft": ["method.options.n_frequency=100"],
 }
-NOT_ON_LLAMA = {"projection"}  # convolutions only
+NOT_ON_LLAMA = {"projection", "meft"}  # convolutions only; a BERT-family encoder made reversible
 
 
 def llama_configs():
