@@ -163,12 +163,13 @@ class Parsed(Exception):
 
 def parsed_arguments(main, arguments: list[str], monkeypatch, capsys) -> argparse.Namespace:
     """The namespace `main(arguments)` parses; fails with the parser's message where it refuses them."""
-    original = argparse.ArgumentParser.parse_args
+    for name in ("parse_args", "parse_intermixed_args"):
+        original = getattr(argparse.ArgumentParser, name)
 
-    def parse_then_stop(parser, args=None, namespace=None):
-        raise Parsed(original(parser, args, namespace))
+        def parse_then_stop(parser, args=None, namespace=None, original=original):
+            raise Parsed(original(parser, args, namespace))
 
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+        monkeypatch.setattr(argparse.ArgumentParser, name, parse_then_stop)
     try:
         main(arguments)
     except Parsed as parsed:

@@ -103,7 +103,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="remove the records of the protocol's cells that are no longer among its runs; run nothing",
     )
     parser.add_argument("overrides", nargs="*", help="config overrides: sweep=<protocol sweep> first, then any others")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def set_up(overrides: list[str]) -> tuple[DictConfig, list[Cell], Outcomes]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.protocol.tune import parse_arguments
 from harness.report.selection import lr_pair
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,3 +61,16 @@ def test_protocol_end_to_end_searches_picks_runs_seeds_and_writes_the_leaderboar
     )
     assert again.returncode == 0 and "$ python" not in again.stdout  # all done: nothing launched
     assert (tmp_path / "board" / "leaderboard.md").read_text() == board
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sweep=official", "--dry-run", "threads=1"],
+        ["--dry-run", "sweep=official", "threads=1"],
+        ["sweep=official", "threads=1", "--dry-run"],
+    ],
+)
+def test_flags_may_come_between_overrides(argv):
+    arguments = parse_arguments(argv)
+    assert arguments.dry_run and arguments.overrides == ["sweep=official", "threads=1"]
