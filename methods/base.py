@@ -63,6 +63,7 @@ class Method:
 
     def __init__(self, model: nn.Module, cfg: MethodConfig, head_modules: list[str]):
         self.model, self.cfg, self.head_modules = model, cfg, list(head_modules)
+        self.fixed: dict[str, nn.Parameter] = {}  # trained tensors an optimizer holds fixed (hold_fixed)
         modules = dict(model.named_modules())
         missing = [h for h in self.head_modules if h not in modules]
         if missing:
@@ -117,16 +118,39 @@ class Method:
         }
         return {n for n, p in self.model.named_parameters() if p.requires_grad and (is_bias(n) or n in in_norm_layers)}
 
-    def param_groups(self, train) -> list[dict]:
-        """AdamW groups: adapter at train.lr, head at train.head_lr, each split into the tensors the
-        method's policy decays (at train.weight_decay) and the others (weight decay 0)."""
+    def param_groups(self, train, adapter_rate: Optional[Callable[[str, nn.Parameter], float]] = None) -> list[dict]:
+        """The optimizer's groups: adapter at train.lr, head at train.head_lr, each split into the tensors the
+        method's policy decays (at train.weight_decay) and the others (weight decay 0). `adapter_rate(name,
+        tensor)` multiplies train.lr per adapter tensor (LoRA+'s B), a group per distinct factor."""
         undecayed, groups = self.undecayed(), []
-        for named, lr in ((self.named_adapter_parameters(), train.lr), (self.named_head_parameters(), train.head_lr)):
+        for named, lr, rate in (
+            (self.named_adapter_parameters(), train.lr, adapter_rate),
+            (self.named_head_parameters(), train.head_lr, None),
+        ):
             for decay in (True, False):
-                chosen = [p for n, p in named if (n not in undecayed) == decay]
-                if chosen:
-                    groups.append({"params": chosen, "lr": lr, "weight_decay": train.weight_decay if decay else 0.0})
+                by_rate: dict[float, list[nn.Parameter]] = {}
+                for n, p in named:
+                    if (n not in undecayed) == decay:
+                        by_rate.setdefault(1.0 if rate is None else rate(n, p), []).append(p)
+                for factor, chosen in by_rate.items():
+                    groups.append(
+                        {"params": chosen, "lr": lr * factor, "weight_decay": train.weight_decay if decay else 0.0}
+                    )
         return groups
+
+    def lora_pairs(self) -> list[tuple[str, nn.Parameter, nn.Parameter, float]]:
+        """(layer name, A, B, scaling s) of every layer whose update is LoRA's s·B·A (a method whose capabilities
+        declare `lora_pairs`): what LoRA's optimizers (LoRA+, LoRA-FA, Riemannian) act on."""
+        return [
+            (name, *module.lora_pair()) for name, module in self.model.named_modules() if hasattr(module, "lora_pair")
+        ]
+
+    def hold_fixed(self, tensors: dict[str, nn.Parameter]) -> None:
+        """Freeze trained tensors that stay part of the method's function (LoRA-FA's A): no longer trained or
+        counted as trained, still saved, checksummed and restored with what the method learned."""
+        for tensor in tensors.values():
+            tensor.requires_grad_(False)
+        self.fixed.update(tensors)
 
     def initialise(self, loss_of: Callable[[dict], torch.Tensor], batches: Iterable[dict]) -> None:
         """A data-dependent start, before `start` (LoRA-GA's gradient), called where the method declares
@@ -175,7 +199,7 @@ class Method:
         """Tensors outside the optimizer that training changes and the model's function depends on,
         by their names in the model: the running statistics of BatchNorm layers that are trained
         (they run in train mode); subclasses add theirs (masks, folded weights, redrawn factors)."""
-        tensors = {}
+        tensors = dict(self.fixed)  # held fixed by the optimizer (hold_fixed)
         for name, module in self.model.named_modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and any(
                 p.requires_grad for p in module.parameters(recurse=False)

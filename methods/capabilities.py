@@ -42,6 +42,9 @@ class Capabilities:
     replaces_head: bool = False
     # Can run on a generative task, where the model answers through its pretrained LM head (no task head).
     generative_ok: bool = True
+    # Its layers' update is LoRA's s·B·A (`lora_pair()`: A r×d_in, B d_out×r): LoRA's optimizers apply (loraplus,
+    # lorafa, riemannian: optimizers/).
+    lora_pairs: bool = False
     # Which trainable tensors AdamW decays (toward 0, at train.weight_decay), as the method's reference
     # code does (each method's docstring cites it): "trainer", all but biases and normalisation-layer
     # parameters (HF Trainer's rule); "all", every trainable tensor (a plain torch AdamW over all of them).

@@ -68,5 +68,5 @@ class DoraLinear(LoraLinear):
 class Dora(Lora):
     name = "dora"
     Config = DoraConfig
-    capabilities = Capabilities(layer_kinds=(nn.Linear,))
+    capabilities = Capabilities(layer_kinds=(nn.Linear,), lora_pairs=True)
     layer_class = DoraLinear

@@ -42,7 +42,14 @@ def lora_scaling(alpha: float, r: int, rslora: bool) -> float:
     return alpha / math.sqrt(r) if rslora else alpha / r
 
 
-class LoraLinear(AdditiveLayer):
+class LoraPairLayer(AdditiveLayer):
+    """A layer whose update is s·B·A with trained factors `lora_A`, `lora_B` and scale `scaling`."""
+
+    def lora_pair(self) -> tuple[nn.Parameter, nn.Parameter, float]:
+        return self.lora_A, self.lora_B, self.scaling
+
+
+class LoraLinear(LoraPairLayer):
     """A frozen nn.Linear plus a trainable low-rank update."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, rslora: bool):
@@ -60,7 +67,7 @@ class LoraLinear(AdditiveLayer):
         return scaled(F.linear(F.linear(x, self.lora_A), self.lora_B), self.scaling)
 
 
-class LoraConv2d(AdditiveLayer):
+class LoraConv2d(LoraPairLayer):
     """A frozen nn.Conv2d (or subclass) plus B(A(x)): A k×k C_in → r, B 1×1 r → C_out."""
 
     def __init__(self, base: nn.Conv2d, r: int, alpha: float, dropout: float, rslora: bool):
@@ -82,7 +89,7 @@ class LoraConv2d(AdditiveLayer):
 class Lora(LayerMethod):
     name = "lora"
     Config = LoraConfig
-    capabilities = Capabilities(layer_kinds=(nn.Linear, nn.Conv2d))
+    capabilities = Capabilities(layer_kinds=(nn.Linear, nn.Conv2d), lora_pairs=True)
     layer_class = LoraLinear
 
     def make_layer(self, name: str, base: nn.Module) -> nn.Module:

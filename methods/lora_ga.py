@@ -109,7 +109,7 @@ class LoraGaLinear(LoraLinear):
 class LoraGa(LayerMethod):
     name = "lora_ga"
     Config = LoraGaConfig
-    capabilities = Capabilities(needs_data_at_init=True)
+    capabilities = Capabilities(needs_data_at_init=True, lora_pairs=True)
 
     @property
     def init_batches(self) -> int:

@@ -74,6 +74,14 @@ BAD_RUNS = [
         ["method=surm", "method.targets=[intermediate.dense]"],
         "surm: structure=circulant needs a square layer, but 'bert.encoder.layer.0.intermediate.dense' is 64×32",
     ),
+    (["optimizer=adam"], "unknown optimizer 'adam'; available: adamw, lorafa, loraplus, riemannian, sgd"),
+    (
+        ["method=surm", "optimizer=lorafa"],
+        "optimizer 'lorafa' applies to the methods with LoRA's factor pairs (A, B): dora, lora, lora_ga; not to "
+        "method 'surm' (use optimizer=adamw or optimizer=sgd)",
+    ),
+    (["optimizer=loraplus", "optimizer.lr_ratio=0"], "optimizer.lr_ratio must be > 0 (η_B / η_A), got 0.0"),
+    (["optimizer=sgd", "optimizer.lr_ratio=4"], "unknown config key 'optimizer.lr_ratio'"),
     (["train.lr=-1"], "train.lr and train.head_lr must be > 0, got -1.0, 0.005"),
     (["train.batch_size=0"], "train.batch_size must be > 0, got 0"),
     (["train.schedule=cosinus"], "train.schedule 'cosinus' unknown; allowed: linear, cosine, constant"),

@@ -149,8 +149,16 @@ def method_config(name: str, model_name: str):
     return parse_method_config(composed(name, model_name).method)
 
 
+def split_label(label: str) -> tuple[str, str | None]:
+    """A contender label's method and optimizer: `lora+loraplus` is LoRA trained by LoRA+ (None: AdamW)."""
+    method, _, optimizer = label.partition("+")
+    return method, optimizer or None
+
+
 def contender_method(model: nn.Module, label: str, total_steps: int, model_name: str) -> Method:
-    """`label`'s method applied to `model` (changed in place): `limit`, `peft_<method>` or one of ours."""
+    """`label`'s method applied to `model` (changed in place): `limit`, `peft_<method>` or one of ours (its
+    optimizer after a `+` left to the caller)."""
+    label = split_label(label)[0]
     head = head_of(model_name)
     if label == "limit":
         return FrozenBackbone(model, MethodConfig(name="limit"), head)

@@ -1,5 +1,5 @@
 """One contender being timed: a method on its own copy of the model, stepped through the training loop's
-own step (`harness.engine.train.StepRunner`: forward, task + extra loss, backward, clip, AdamW step, the
+own step (`harness.engine.train.StepRunner`: forward, task + extra loss, backward, clip, optimizer step, the
 method's step hook, zero_grad), its seconds per step and peak memory kept; then the activation memory
 autograd saves for one backward and the optimizer state's size."""
 
@@ -9,12 +9,14 @@ import time
 import torch
 from torch import nn
 
-from harness.bench.contenders import contender_method
+from harness.bench.contenders import contender_method, split_label
 from harness.config.sections import TrainConfig
 from harness.engine.memory import current_mb, read_peak, reset_peak
 from harness.engine.schedule import build_optimizer
 from harness.engine.train import StepRunner
+from methods import METHODS
 from methods.base import Method
+from optimizers import check_applies, optimizer_rule, parse_optimizer_config
 
 
 def saved_activations_mb(contender: "Contender", batch: dict) -> float:
@@ -62,11 +64,12 @@ class Contender:
         dtype,
         total_steps: int,
         absolute_peak: bool = False,
+        optimizer_cfg=None,
     ):
         self.label, self.model, self.method = label, model.to(device), method
         self.batch, self.device, self.absolute_peak = batch, device, absolute_peak
         train = TrainConfig(lr=1e-4, head_lr=1e-4, schedule="constant", warmup_ratio=0.0)
-        optimizer, scheduler = build_optimizer(method, train, 0, total_steps)  # the loop's builder
+        optimizer, scheduler = build_optimizer(method, train, optimizer_cfg, 0, total_steps)  # the loop's builder
         method.start(total_steps, optimizer)
         self.step = StepRunner(method.model, method, optimizer, scheduler, device, dtype, train.max_grad_norm)
         self.trainable = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
@@ -111,6 +114,12 @@ def build_contender(
     absolute_peak: bool = False,
     model_name: str = "minilm",
 ) -> Contender:
-    """`label`'s method applied to `model` (changed in place), ready to step."""
+    """`label`'s method applied to `model` (changed in place), ready to step with its optimizer (`lora+lorafa`:
+    LoRA-FA; harness/bench/contenders.py split_label)."""
+    optimizer = split_label(label)[1]
+    optimizer_cfg = None if optimizer is None else parse_optimizer_config({"name": optimizer})
     method = contender_method(model, label, total_steps, model_name)
-    return Contender(label, model, method, batch, device, dtype, total_steps, absolute_peak)
+    if optimizer_cfg is not None:
+        check_applies(optimizer_cfg.name, method.name, METHODS)
+        optimizer_rule(optimizer_cfg).prepare(method)
+    return Contender(label, model, method, batch, device, dtype, total_steps, absolute_peak, optimizer_cfg)

@@ -9,6 +9,8 @@ the base nodes that the YAMLs extend, so that a YAML states only what differs fr
   registry name; a `targets` field made by `role_targets` is the `${roles:...}` interpolation of its
   roles, resolved on the chosen model. conf/method/<name>.yaml starts with
   `defaults: [/base/method/<name>@_here_, _self_]`.
+- `base/optimizer/<name>`: every field of the optimizer's config dataclass (`OPTIMIZERS[name].Config`),
+  which conf/optimizer/<name>.yaml extends the same way.
 - `base/task`, `base/model`, `base/logger`: the fields of TaskConfig, ModelConfig and LoggerConfig but
   `name` (each YAML names itself).
 
@@ -64,11 +66,14 @@ def run_node() -> dict:
 @functools.cache  # once per process: the CLI and every compose context call it
 def register_defaults() -> None:
     from methods import METHODS  # importing the package registers every method
+    from optimizers import OPTIMIZERS  # and every optimizer
 
     store = ConfigStore.instance()
     store.store(group="base", name="run", node=run_node())
     for name, method in METHODS.items():
         store.store(group="base/method", name=name, node=base_node(method.Config) | {"name": name})
+    for name, optimizer in OPTIMIZERS.items():
+        store.store(group="base/optimizer", name=name, node=base_node(optimizer.Config) | {"name": name})
     for group, schema in SECTION_BASES.items():
         store.store(group="base", name=group, node=base_node(schema, leave_out=("name",)))
 

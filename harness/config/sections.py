@@ -6,7 +6,7 @@ that the YAMLs extend); each section is then checked against its dataclass here 
 types, out-of-range values: seeds from 0 to 2**32 - 1, a device by name or GPU index), before any data or
 model is loaded; the folder keys (`require_folders`: results_dir, cache_dir) before the record store
 opens. `parse_settings` gives the typed run config, `RunSettings`: the semantic sections (seed, train,
-method, task, model: what a run computes, the run key's allow-list) and the operational section
+method, optimizer, task, model: what a run computes, the run key's allow-list) and the operational section
 (`OperationalConfig`: where and how it runs). On the command line the operational keys stay top-level
 keys (`results_dir=...`, `checkpoint.every_steps=5`, `logger=wandb`); the typed view groups them.
 """
@@ -294,6 +294,7 @@ class RunSettings:
     task: TaskConfig
     model: ModelConfig
     operational: OperationalConfig
+    optimizer: Any = None  # the optimizer's config dataclass (optimizers/<name>.py); AdamW's where none is given
 
 
 def operational_section(cfg: DictConfig) -> OperationalConfig:
@@ -314,19 +315,24 @@ def operational_section(cfg: DictConfig) -> OperationalConfig:
 
 
 def parse_settings(cfg: DictConfig) -> RunSettings:
-    from methods import parse_method_config  # imports torch: readers of records (leaderboard) need not
+    from methods import METHODS, parse_method_config  # imports torch: readers of records (leaderboard) need not
+    from optimizers import check_applies, parse_optimizer_config
 
     integer = lambda value: isinstance(value, int) and not isinstance(value, bool)  # noqa: E731
     require(integer(cfg.seed), f"seed must be an integer, got {cfg.seed!r}")
     require_seed("seed", cfg.seed)
     operational = operational_section(cfg)
+    method = parse_method_config(cfg.method)
+    optimizer = parse_optimizer_config(cfg.get("optimizer"))
+    check_applies(optimizer.name, method.name, METHODS)
     return RunSettings(
         seed=cfg.seed,
         train=parse_section(TrainConfig, cfg.train, "train"),
         task=parse_section(TaskConfig, cfg.task, "task"),
         model=parse_section(ModelConfig, cfg.model, "model"),
         operational=operational,
-        method=parse_method_config(cfg.method),
+        method=method,
+        optimizer=optimizer,
     )
 
 

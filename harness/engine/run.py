@@ -34,6 +34,7 @@ from harness.store.identity import SEMANTIC_SECTIONS, Identity, identify
 from harness.store.provenance import provenance, utc_now
 from harness.store.records import RecordStore, new_record, reported_adapter_params, reported_score
 from methods import METHODS, Method, build_method
+from optimizers import optimizer_rule
 from tasks import TaskData, load_task
 from tasks.pixels import PixelSplit
 from tasks.tokenize import encode_cached
@@ -182,6 +183,7 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
             f"model writes its answer with its pretrained LM head); choose an adapter method or full"
         )
     method = build_method(model, cfg.method, [] if task.is_generative else run.model.head_modules)
+    optimizer_rule(run.optimizer).prepare(method)  # what it holds fixed is not counted as trained (LoRA-FA's A)
     if cfg.get("fsdp"):  # the frozen backbone sharded over the ranks (harness/engine/sharding.py)
         from harness.engine.sharding import shard
 

@@ -1,5 +1,6 @@
 """The optimizer and its learning-rate schedule, built one way for the training loop and the benchmark:
-AdamW over the method's parameter groups; linear warmup, then linear decay to 0, cosine decay to 0, or constant.
+the run's optimizer (AdamW by default; optimizers/) over the method's parameter groups; linear warmup, then
+linear decay to 0, cosine decay to 0, or constant.
 
 The same formulas as transformers' get_{linear,cosine,constant}_schedule_with_warmup (tested
 against them); written on torch's LambdaLR because importing transformers.optimization pulls in
@@ -8,7 +9,6 @@ its Trainer utilities (and peft, when installed): seconds of start-up for every 
 
 import math
 
-import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -28,8 +28,11 @@ def build_scheduler(optimizer: Optimizer, kind: str, warmup: int, total: int) ->
     return LambdaLR(optimizer, lambda step: lr_factor(kind, step, warmup, total))
 
 
-def build_optimizer(method, train, warmup: int, total: int) -> tuple[Optimizer, LambdaLR]:
-    """AdamW over `method.param_groups(train)` (adapter and head rates, each method's weight-decay policy)
-    and train.schedule's schedule over `total` steps after `warmup`."""
-    optimizer = torch.optim.AdamW(method.param_groups(train))
+def build_optimizer(method, train, optimizer_cfg, warmup: int, total: int) -> tuple[Optimizer, LambdaLR]:
+    """The run's optimizer (`optimizer_cfg`, a parsed optimizer section; None: AdamW) over the method's parameter
+    groups (adapter and head rates, each method's weight-decay policy; optimizers/), and train.schedule's
+    schedule over `total` steps after `warmup`."""
+    from optimizers import optimizer_rule
+
+    optimizer = optimizer_rule(optimizer_cfg).build(method, train)
     return optimizer, build_scheduler(optimizer, train.schedule, warmup, total)

@@ -271,7 +271,7 @@ def train(
     cfg = run.train
     rank = distributed.world()[0]
     plan = plan_steps(cfg, len(encoded["train"]))
-    optimizer, scheduler = build_optimizer(method, cfg, plan.warmup_steps, plan.total_steps)
+    optimizer, scheduler = build_optimizer(method, cfg, run.optimizer, plan.warmup_steps, plan.total_steps)
     log_every = run.operational.logger.every
     step_once = StepRunner(model, method, optimizer, scheduler, device, dtype, cfg.max_grad_norm)
     batches = batch_indices(len(encoded["train"]), cfg.batch_size, run.seed)

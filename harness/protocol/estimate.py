@@ -18,7 +18,7 @@ import statistics
 from harness.config.sections import TaskConfig, TrainConfig, parse_section
 from harness.engine.train import plan_steps
 from harness.protocol.plan import train_size
-from harness.store.records import method_label
+from harness.store.records import record_label
 
 LAUNCH_SECONDS = 8.0  # a run's process before its record's clock starts: interpreter, imports, Hydra's multirun
 
@@ -48,7 +48,7 @@ def estimate(cells, protocol, outcomes, store) -> str:
     for record in store.load_all()[0]:
         found = rates(record)
         if found is not None:
-            label = method_label(record["method"], record.get("variant"))
+            label = record_label(record)
             measured.setdefault((record["model"], label, record["task"]), []).append(found)
     by_model_task: dict[tuple, list[tuple]] = {}
     for (model, _, task), values in measured.items():

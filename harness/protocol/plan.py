@@ -129,7 +129,7 @@ def main(argv: list[str]) -> None:
                 todo_steps += steps or 0
                 unknown += steps is None
                 rough += approximate
-            label = method_label(cfg.method.name, cfg.method.get("variant"))
+            label = method_label(cfg.method.name, cfg.method.get("variant"), (cfg.get("optimizer") or {}).get("name"))
             print(
                 f"#{number}: {key} {status:7} {label} {cfg.task.name} {cfg.model.name} seed {cfg.seed} "
                 f"lr {train.lr:g} batch {train.batch_size} epochs {train.epochs:g} steps "

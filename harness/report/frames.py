@@ -9,7 +9,7 @@ import pandas as pd
 from harness.report.cells import Cell, cell_of, item_scores, with_comparisons, with_significance
 from harness.store.clean_items import CleanItems, applies
 from harness.store.identity import semantic_config
-from harness.store.records import method_label, reported_adapter_params
+from harness.store.records import record_label, reported_adapter_params
 
 METRIC_RANGE = {"accuracy": (0.0, 100.0), "f1": (0.0, 100.0), "macro_f1": (0.0, 100.0)}  # ×100
 
@@ -64,7 +64,7 @@ def runs_frame(
         rows.append(
             {
                 "model": record["model"],
-                "method": method_label(record["method"], record.get("variant")),
+                "method": record_label(record),
                 "task": record["task"],
                 "seed": record["seed"],
                 "metric": name,

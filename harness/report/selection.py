@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from harness.store.records import method_label
+from harness.store.records import record_label
 
 FAILED = float("-inf")
 
@@ -94,9 +94,7 @@ def select_tuned(records: list[dict]) -> tuple[list[dict], pd.DataFrame]:
         if tuning_of(record) is None:
             kept.append(record)
         else:
-            groups.setdefault(
-                (record["model"], method_label(record["method"], record.get("variant")), record["task"]), []
-            ).append(record)
+            groups.setdefault((record["model"], record_label(record), record["task"]), []).append(record)
     rows = []
     for (model, method, task), group in sorted(groups.items()):
         winner = best_tuned(group)

@@ -12,7 +12,7 @@ from harness.report.frames import separate_settings, setting_of
 from harness.report.markdown import tuning_table
 from harness.report.palette import COLOURS
 from harness.report.site_html import definition_list, escape, frame_table, page, plot_div, plot_layout, slug
-from harness.store.records import method_label
+from harness.store.records import record_label
 
 TRAIN_KEYS = ("epochs", "max_steps", "batch_size", "schedule", "warmup_ratio", "weight_decay")
 
@@ -26,7 +26,7 @@ def labelled_records(records: list[dict]) -> dict[tuple[str, str, str], list[dic
     frame = pd.DataFrame(
         {
             "model": [r["model"] for r in successful],
-            "method": [method_label(r["method"], r.get("variant")) for r in successful],
+            "method": [record_label(r) for r in successful],
             "task": [r["task"] for r in successful],
             "setting": [setting_of(r) for r in successful],
         }

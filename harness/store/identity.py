@@ -1,7 +1,10 @@
 """Run identity: which composed configs are the same run, and the short key that names it.
 
 The run key is a short hash of an allow-list, the semantic sections of the resolved config: `seed`,
-`train`, `method`, `task` and `model`, what a run computes. Every other top-level key is operational and
+`train`, `method`, `optimizer`, `task` and `model`, what a run computes. The optimizer section is left out where
+it is the default, AdamW with torch's betas and eps (`DEFAULT_OPTIMIZER`), what every run trained with before
+the section existed: their keys stay as they were, and `optimizer=adamw` on the command line is the same run as
+no optimizer at all. Every other top-level key is operational and
 never moves a key: where results and caches go, the logger, progress display, threads, the sweep's name,
 caption and tags, a tuning protocol's instructions and a run's place in it, the per-task table (its values
 are already in the sections it names), deterministic GPU kernels (the flag is recorded), the job's index
@@ -36,7 +39,10 @@ from harness.digest import sha256_file
 from harness.errors import HarnessError
 
 RUN_KEY_VERSION = 1
-SEMANTIC_SECTIONS = ("seed", "train", "method", "task", "model")
+SEMANTIC_SECTIONS = ("seed", "train", "method", "optimizer", "task", "model")
+# The optimizer section every run had before the optimizer axis existed (AdamW with torch's defaults): left out of
+# the key, so that those runs keep theirs; any other optimizer, or AdamW with other settings, is hashed.
+DEFAULT_OPTIMIZER = {"name": "adamw", "betas": [0.9, 0.999], "eps": 1e-8}
 FINGERPRINTED = {"source": "source_fingerprint", "eval_source": "eval_source_fingerprint"}  # task key: its entry
 
 
@@ -47,6 +53,8 @@ def resolved_config(cfg: DictConfig) -> dict:
 def semantic_config(config: dict) -> dict:
     """The part of a resolved config that the run key hashes: its semantic sections, the role map aside."""
     semantic = {key: copy.deepcopy(config[key]) for key in SEMANTIC_SECTIONS if key in config}
+    if semantic.get("optimizer") == DEFAULT_OPTIMIZER:
+        del semantic["optimizer"]
     if isinstance(semantic.get("model"), dict):
         semantic["model"].pop("roles", None)
     return semantic

@@ -32,9 +32,16 @@ FILES_BESIDE = ("lock", "checkpoint.pt", "predictions.parquet", "adapter.safeten
 LOCK_WAIT_SECONDS = 1.0  # a launcher waits this long for a run's lock before leaving the run to its holder
 
 
-def method_label(method: str, variant: str | None) -> str:
-    """A method's display label in tables and listings: its registry name, the variant in brackets."""
-    return f"{method}[{variant}]" if variant else method
+def method_label(method: str, variant: str | None, optimizer: str | None = None) -> str:
+    """A method's display label in tables and listings: its registry name, the variant in brackets, and the
+    optimizer after a `+` where it is not the default AdamW (`lora+loraplus`)."""
+    label = f"{method}[{variant}]" if variant else method
+    return f"{label}+{optimizer}" if optimizer not in (None, "adamw") else label
+
+
+def record_label(record: dict) -> str:
+    """The label of a record's method (a record from before the optimizer axis trained with AdamW)."""
+    return method_label(record["method"], record.get("variant"), record.get("optimizer"))
 
 
 def reported_adapter_params(params: dict) -> int:
@@ -66,6 +73,7 @@ def new_record(config: dict, key: str) -> dict:
         "error": None,
         "method": text_or_none(section("method").get("name")),
         "variant": text_or_none(section("method").get("variant")),
+        "optimizer": text_or_none(section("optimizer").get("name", "adamw")),
         "task": text_or_none(section("task").get("name")),
         "model": text_or_none(section("model").get("name")),
         "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) else None,

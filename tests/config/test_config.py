@@ -169,7 +169,7 @@ def test_the_top_level_is_the_dataclasses_defaults():
     }
     operational |= {"cache_dir": CACHE_DIR, "checkpoint": {"every_steps": None, "every_minutes": None}}
     assert {key: cfg[key] for key in operational} == operational
-    assert list(cfg) == ["seed", *operational, "train", "method", "task", "model", "logger"]
+    assert list(cfg) == ["seed", *operational, "train", "method", "optimizer", "task", "model", "logger"]
     assert cfg["seed"] == 0 and type(cfg["train"]["epochs"]) is int  # `epochs: 1` as the YAML wrote it: same key
 
 

@@ -65,7 +65,16 @@ def outputs(record: dict) -> tuple:
 def test_a_killed_run_continues_from_its_checkpoint_and_ends_bit_for_bit_as_an_uninterrupted_one(
     make_config, tmp_path, monkeypatch, method
 ):
-    extra = {
+    continues_bit_for_bit(make_config, tmp_path, monkeypatch, method, [])
+
+
+@pytest.mark.parametrize("optimizer", ["lorafa", "riemannian", "loraplus", "sgd"])
+def test_an_optimizer_s_state_continues_from_the_checkpoint_bit_for_bit(make_config, tmp_path, monkeypatch, optimizer):
+    continues_bit_for_bit(make_config, tmp_path, monkeypatch, "lora", [f"optimizer={optimizer}"])
+
+
+def continues_bit_for_bit(make_config, tmp_path, monkeypatch, method: str, extra: list[str]) -> None:
+    extra = extra + {
         "adalora": [
             "method.t_init=2",
             "method.t_final=2",

@@ -62,8 +62,8 @@ def curve(record: dict) -> list[tuple]:
     ]
 
 
-def equivalent(tmp_path: Path, method: str) -> None:
-    overrides = [*BASE, f"method={method}", *METHOD[method]]
+def equivalent(tmp_path: Path, method: str, extra: tuple[str, ...] = ()) -> None:
+    overrides = [*BASE, f"method={method}", *METHOD[method], *extra]
     two = launch(tmp_path, [*overrides, "train.grad_accum=2", f"results_dir={tmp_path / 'two'}"], processes=2)
     one = launch(tmp_path, [*overrides, "train.grad_accum=2", f"results_dir={tmp_path / 'one'}"], processes=1)
     assert two.returncode == 0 and one.returncode == 0, two.stderr[-2000:] + one.stderr[-2000:]
@@ -94,6 +94,13 @@ def test_two_processes_train_lora_as_one_process_with_the_same_accumulation(tmp_
 )
 def test_two_processes_train_methods_with_step_hooks_as_one_process(tmp_path, method):
     equivalent(tmp_path, method)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["lorafa", "riemannian"])
+def test_two_processes_train_with_an_optimizer_of_lora_s_pairs_as_one_process(tmp_path, optimizer):
+    """LoRA-FA's frozen A is outside DDP's buckets (no gradient); both precondition the averaged gradients."""
+    equivalent(tmp_path, "lora", (f"optimizer={optimizer}",))
 
 
 ENTRY = """

@@ -4,14 +4,21 @@ semantic key does; the key version is recorded and checked."""
 import copy
 import hashlib
 import json
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from harness.config.sections import OperationalConfig
-from harness.store.identity import RUN_KEY_VERSION, SEMANTIC_SECTIONS, identify, resolved_config, run_key
+from harness.store.identity import (
+    DEFAULT_OPTIMIZER,
+    RUN_KEY_VERSION,
+    SEMANTIC_SECTIONS,
+    identify,
+    resolved_config,
+    run_key,
+)
 from harness.store.records import new_record, schema_problem
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,14 +55,58 @@ def test_a_committed_config_run_again_keeps_its_key():
 
 
 def test_the_semantic_part_of_every_committed_record_is_the_allow_list():
-    """Each committed config has the five semantic sections, and its every other key is an operational one
-    (a field of the typed run config's operational section)."""
-    assert SEMANTIC_SECTIONS == ("seed", "train", "method", "task", "model")
+    """Each committed config has the semantic sections (the optimizer's where it is not the default AdamW: none
+    of the committed ones), and its every other key is an operational one (a field of the typed run config's
+    operational section)."""
+    assert SEMANTIC_SECTIONS == ("seed", "train", "method", "optimizer", "task", "model")
+    before_the_optimizer_axis = {"seed", "train", "method", "task", "model"}
     operational = {spec.name for spec in fields(OperationalConfig)}
     for record in committed_records():
-        assert set(SEMANTIC_SECTIONS) <= set(record["config"]), record["run_key"]
+        assert before_the_optimizer_axis <= set(record["config"]), record["run_key"]
         assert set(record["config"]) - set(SEMANTIC_SECTIONS) <= operational, record["run_key"]
+        assert record["config"].get("optimizer", DEFAULT_OPTIMIZER) == DEFAULT_OPTIMIZER, record["run_key"]
     assert not operational & set(SEMANTIC_SECTIONS)
+
+
+def test_the_default_optimizer_is_adamw_with_its_config_defaults():
+    from optimizers import OPTIMIZERS
+
+    assert (
+        DEFAULT_OPTIMIZER
+        == asdict(OPTIMIZERS["adamw"].Config())
+        == {"name": "adamw", "betas": [0.9, 0.999], "eps": 1e-8}
+    )
+
+
+def test_every_committed_record_with_the_default_optimizer_section_keeps_its_key():
+    """A committed config run again today is composed with `optimizer: adamw` (conf/config.yaml's default): the
+    same run, the same key, for every record."""
+    records = committed_records()
+    moved = [r["run_key"] for r in records if run_key(r["config"] | {"optimizer": DEFAULT_OPTIMIZER}) != r["run_key"]]
+    assert moved == []
+
+
+def test_the_default_optimizer_composed_or_named_keeps_the_key_and_any_other_moves_it(make_config):
+    plain = resolved_config(make_config(quick=False))
+    assert plain["optimizer"] == DEFAULT_OPTIMIZER
+    without = {key: value for key, value in plain.items() if key != "optimizer"}
+    assert run_key(plain) == run_key(without) == identify(make_config("optimizer=adamw", quick=False)).key
+    keys = {
+        identify(make_config(*choice, quick=False)).key
+        for choice in [
+            [],
+            ["optimizer.eps=1e-6"],
+            ["optimizer.betas=[0.9,0.99]"],
+            ["optimizer=sgd"],
+            ["optimizer=sgd", "optimizer.momentum=0.9"],
+            ["optimizer=loraplus"],
+            ["optimizer=loraplus", "optimizer.lr_ratio=8"],
+            ["optimizer=lorafa"],
+            ["optimizer=riemannian"],
+            ["optimizer=riemannian", "optimizer.reg=0.1"],
+        ]
+    }
+    assert len(keys) == 10
 
 
 def test_the_key_is_the_hash_of_the_semantic_sections(make_config):
@@ -126,7 +177,7 @@ def changed(value):
 def semantic_leaves(config: dict) -> list[tuple[str, ...]]:
     """The path of every value in the semantic sections (a section's keys, and seed), the role map aside."""
     leaves = [("seed",)]
-    for section in ("train", "method", "task", "model"):
+    for section in ("train", "method", "optimizer", "task", "model"):
         leaves += [(section, key) for key in config[section] if (section, key) != ("model", "roles")]
     return leaves
 
@@ -143,7 +194,7 @@ def test_every_semantic_key_moves_the_key(make_config, choice):
             node = node[key]
         node[path[-1]] = changed(node[path[-1]])
         assert run_key(other) != run_key(config), path
-    for section in ("train", "method", "task", "model"):  # a key added to a section is a different run too
+    for section in ("train", "method", "optimizer", "task", "model"):  # a key added to a section: another run
         assert run_key(config | {section: {**config[section], "extra": 1}}) != run_key(config), section
 
 
