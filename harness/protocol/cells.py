@@ -1,4 +1,5 @@
-"""The cells of a tuning protocol: one (model, method, task) each, its default (lr, head lr) read from the
+"""The cells of a tuning protocol: one (model, method, task) each (the method a record label: `lora+loraplus` is
+LoRA with optimizer=loraplus), its default (lr, head lr) read from the
 composed config, and the overrides of every run it makes (a search point on the search seed, or a seed of
 the seeds stage at the pick), with the `tuning` section each run records outside its run key.
 """
@@ -40,9 +41,11 @@ class Cell:
         ]
         set_keys = {override.split("=", 1)[0] for override in given}
         pins = [pin for pin in self.pins if pin.split("=", 1)[0] not in set_keys]
+        method, _, optimizer = self.method.partition("+")  # `lora+loraplus`: LoRA trained by LoRA+
         return [
             f"model={self.suite.model}",
-            f"method={self.method}",
+            f"method={method}",
+            *([f"optimizer={optimizer}"] if optimizer else []),
             f"task={self.task}",
             *self.suite.overrides,
             *self.suite.task_overrides.get(self.task, []),

@@ -8,7 +8,7 @@ from harness.protocol import lr_search
 from harness.protocol.cells import Cell, Composer
 from harness.protocol.spec import Protocol
 from harness.report.selection import selection_score, tuning_of
-from harness.store.records import RecordStore
+from harness.store.records import RecordStore, record_label
 
 
 class Outcomes:
@@ -72,7 +72,7 @@ class Outcomes:
             for r in self.store.load_all()[0]
             if tuning_of(r) is not None
             and r["status"] in ("success", "failed")
-            and (r["model"], r["method"], r["task"]) in names
+            and (r["model"], record_label(r), r["task"]) in names
             and r["run_key"] not in current
         ]
 

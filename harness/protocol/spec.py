@@ -2,10 +2,10 @@
 checked into typed parts.
 
 A protocol has suites (one model, its tasks and the methods it compares, each named: a method joins a
-protocol only where a suite lists it), one search shared by every cell (initial grid points, trials,
-step), the seeds, the selection split, where its leaderboard goes, each method's search axis and pinned
-centre, and per model a note on the sanity flags its table cannot clear. Bad values are one-line errors
-naming the key, the value and what is allowed.
+protocol only where a suite lists it; `lora+loraplus` is LoRA trained by the LoRA+ optimizer, a row of its
+own), one search shared by every cell (initial grid points, trials, step), the seeds, the selection split,
+where its leaderboard goes, each method's search axis and pinned centre, and per model a note on the sanity
+flags its table cannot clear. Bad values are one-line errors naming the key, the value and what is allowed.
 """
 
 from dataclasses import dataclass, field, fields
@@ -53,11 +53,21 @@ class Protocol:
 
 
 def check_methods(names: list[str], where: str) -> list[str]:
-    """`names` if each is a method config (conf/method), else a one-line error naming the unknown ones."""
-    options = group_options()["method"]
-    unknown = [name for name in names if name not in options]
+    """`names` if each is a method config (conf/method), or one trained by a named optimizer (conf/optimizer) as
+    `<method>+<optimizer>` (`lora+loraplus`: the label of its records), else a one-line error naming the
+    unknown ones."""
+    options = group_options()
+    unknown = [
+        name
+        for name in names
+        for method, _, optimizer in [name.partition("+")]
+        if method not in options["method"] or (optimizer and optimizer not in options["optimizer"])
+    ]
     if unknown:
-        raise HarnessError(f"{where} names unknown methods {unknown}; available: {', '.join(options)}")
+        raise HarnessError(
+            f"{where} names unknown methods {unknown}; available: {', '.join(options['method'])}, each as "
+            f"<method>+<optimizer> with an optimizer of {', '.join(options['optimizer'])}"
+        )
     return list(names)
 
 

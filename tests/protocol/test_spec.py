@@ -6,7 +6,7 @@ import pytest
 from harness.config.compose import project_config
 from harness.config.preflight import group_options
 from harness.errors import HarnessError
-from harness.protocol.cells import Composer
+from harness.protocol.cells import Composer, plan_cells
 from harness.protocol.spec import parse_protocol
 
 
@@ -39,6 +39,9 @@ def test_the_official_suites_name_exactly_their_methods():
                 "aurora",
                 "inca",
                 "meft",
+                "lora+loraplus",
+                "lora+lorafa",
+                "lora+riemannian",
             ],
         ),
     ]
@@ -81,7 +84,13 @@ def test_the_official_suites_name_exactly_their_methods():
         ),
         (
             "{model:minilm,tasks:[bbc_news],methods:[lora,lorra]}",
-            "protocol.suites[0].methods names unknown methods ['lorra']; available: {methods}",
+            "protocol.suites[0].methods names unknown methods ['lorra']; available: {methods}, each as "
+            "<method>+<optimizer> with an optimizer of adamw, lorafa, loraplus, riemannian, sgd",
+        ),
+        (
+            "{model:minilm,tasks:[bbc_news],methods:[lora+loraplus,lora+adam,lorra+sgd]}",
+            "protocol.suites[0].methods names unknown methods ['lora+adam', 'lorra+sgd']; available: {methods}, each "
+            "as <method>+<optimizer> with an optimizer of adamw, lorafa, loraplus, riemannian, sgd",
         ),
         (
             "{model:minilm,tasks:[bbc_news],methods:[lora],exclude:[head]}",
@@ -128,3 +137,22 @@ def test_flag_notes_are_texts_under_model_names():
                 r"models: .*efficientnet_lite0.*, minilm, .*tiny_bert",
             ):
                 parse_protocol(composer([override]))
+
+
+def test_a_method_with_an_optimizer_is_a_cell_of_its_own_run_with_that_optimizer():
+    with project_config():
+        composer = Composer(["sweep=official"])
+        protocol = parse_protocol(
+            composer(["protocol.suites=[{model:tiny_bert,tasks:[bbc_news],methods:[lora,lora+loraplus]}]"])
+        )
+        plain, plus = plan_cells(protocol, composer)
+        assert plus.method == "lora+loraplus" and plus.base_overrides()[:4] == [
+            "model=tiny_bert",
+            "method=lora",
+            "optimizer=loraplus",
+            "task=bbc_news",
+        ]
+        assert composer(plus.run(protocol, 0, 0)).optimizer.name == "loraplus"
+        assert composer(plain.run(protocol, 0, 0)).optimizer.name == "adamw"
+        assert composer.key(plus.run(protocol, 0, 0)) != composer.key(plain.run(protocol, 0, 0))
+        assert (plus.lr, plus.head_lr) == (plain.lr, plain.head_lr)
