@@ -178,7 +178,7 @@ def test_hyper_parameters_are_a_key_value_list_without_unset_values(site):
 
 
 def delta_cells(index: str, method: str) -> list[str]:
-    row = re.search(rf'<tr data-method="{method}">(.*?)</tr>', index).group(1)
+    row = re.search(rf'<tr data-method="{re.escape(method)}">(.*?)</tr>', index).group(1)
     return re.findall(r'<td[^>]*class="delta"[^>]*>(.*?)</td>', row)
 
 
@@ -368,3 +368,36 @@ def test_the_index_says_which_items_were_scored_where_a_clean_items_set_left_som
     index = (site / "index.html").read_text()
     # these records kept no predictions: the index says their scores are over every item
     assert "bbc_news test: recorded scores over every item (no usable per-item predictions to rescore)" in index
+
+
+def optimizer_record(method: str, optimizer: str | None, seed: int, final: float) -> dict:
+    """A run of `method` trained by `optimizer` (None: a record from before the optimizer axis, AdamW)."""
+    rec = full_record(method, "bbc_news", seed, final, 1000)
+    if optimizer is not None:
+        rec["optimizer"] = optimizer
+        rec["config"]["optimizer"] = {"name": optimizer, "betas": [0.9, 0.999], "eps": 1e-8, "lr_ratio": 16.0}
+    return keyed(rec)
+
+
+def test_a_method_trained_by_another_optimizer_is_a_row_and_a_page_of_its_own_compared_with_lora(tmp_path):
+    results = tmp_path / "results"
+    write_records(
+        results,
+        [
+            *(optimizer_record("full", None, seed, 0.95) for seed in range(3)),
+            *(optimizer_record("lora", None, seed, 0.90 + seed / 100) for seed in range(3)),
+            *(optimizer_record("lora", "loraplus", seed, 0.92 + seed / 100) for seed in range(3)),
+        ],
+    )
+    site = build_site(str(results), str(tmp_path / "site"), sweep="site").parent
+    assert sorted(p.name for p in (site / "cells").iterdir()) == [
+        "minilm--full--bbc_news.html",
+        "minilm--lora--bbc_news.html",
+        "minilm--lora_loraplus--bbc_news.html",
+    ]
+    index = (site / "index.html").read_text()
+    assert '<tr data-method="lora+loraplus">' in index and '<tr data-method="lora">' in index
+    # against full: 92 − 95 + seed/100 − 0; against lora (AdamW): +2 on every seed (no spread: ≈)
+    assert [re.sub(r"<[^>]+>", "", cell) for cell in delta_cells(index, "lora+loraplus")] == ["-2.00 ≈", "+2.00 ≈"]
+    page = (site / "cells" / "minilm--lora_loraplus--bbc_news.html").read_text()
+    assert "<title>minilm / lora+loraplus / bbc_news</title>" in page
