@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from harness.checks import require
 from optimizers.base import AdamConfig, OptimizerRule
 from optimizers.registry import register
 from optimizers.riemannian import damped, linear_pairs
@@ -51,8 +52,8 @@ class LoraFaAdamW(torch.optim.Optimizer):
         grad = torch.linalg.solve(gram, tensor.grad.to(dtype).T).T / scaling**2
         return grad.to(tensor.grad.dtype)
 
-    @torch.no_grad()
     def step(self, closure=None):
+        require(closure is None, "the LoRA-FA optimizer takes no closure")
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for tensor in group["params"]:
@@ -66,9 +67,10 @@ class LoraFaAdamW(torch.optim.Optimizer):
                 state["exp_avg"].mul_(beta1).add_(grad, alpha=1.0 - beta1)
                 state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
                 step_size = group["lr"] * math.sqrt(1.0 - beta2 ** state["step"]) / (1.0 - beta1 ** state["step"])
-                tensor.addcdiv_(state["exp_avg"], state["exp_avg_sq"].sqrt().add_(group["eps"]), value=-step_size)
-                if group["weight_decay"] > 0:
-                    tensor.add_(tensor, alpha=-group["lr"] * group["weight_decay"])
+                with torch.no_grad():  # in place on a trained leaf
+                    tensor.addcdiv_(state["exp_avg"], state["exp_avg_sq"].sqrt().add_(group["eps"]), value=-step_size)
+                    if group["weight_decay"] > 0:
+                        tensor.add_(tensor, alpha=-group["lr"] * group["weight_decay"])
 
 
 @register

@@ -54,8 +54,7 @@ class RiemannianAdamW(torch.optim.AdamW):
         super().__init__(groups, **adam)
         self.pairs, self.reg = pairs, reg
 
-    @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure=None):  # on detached factors and on .grad: nothing for autograd to record
         require(closure is None, "the Riemannian-preconditioned optimizer takes no closure")
         for a, b, _ in self.pairs:
             dtype = torch.promote_types(a.dtype, torch.float32)

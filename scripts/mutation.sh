@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing of methods/ against the method tests. Not part of .ci/run.
+# Mutation testing of methods/ and optimizers/ against their tests. Not part of .ci/run.
 #
 #   bash scripts/mutation.sh            # full run from scratch, then results/quality/mutation.md
 #   KEEP=1 bash scripts/mutation.sh     # reuse mutants/ (mutmut reruns only changed functions/tests)

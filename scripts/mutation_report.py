@@ -239,7 +239,7 @@ def main() -> int:
     started = args.started or datetime.now(timezone.utc).isoformat(timespec="seconds")
     wall = f"{args.wall_seconds / 60:.1f} min ({args.wall_seconds:.0f} s)" if args.wall_seconds else "not given"
     lines += [
-        "# Mutation testing: methods/ against the method tests",
+        "# Mutation testing: methods/ and optimizers/ against their tests",
         "",
         f"- Command: `{args.command}` (mutmut {version}; config in `pyproject.toml` `[tool.mutmut]`)",
         f"- Run started: {started}; wall time of `mutmut run`: {wall}",
