@@ -208,7 +208,8 @@ def report(
         + ("each method in a process of its own" if args.isolate else "all methods in one process")
         + ", interleaved by round (shuffled order per round). `limit` = frozen backbone (no adapter; head trained; "
         "backward through every layer to the input embeddings). Activations: the tensors autograd saves for "
-        "the backward of one training forward (each storage once). Optimizer state: AdamW's moments. "
+        "the backward of one training forward (each storage once). Optimizer state: the optimizer's tensors "
+        "(AdamW's two moments, or those of the optimizer after a `+`: `lora+lorafa`). "
         + PEAK_NOTES[peak],
         "",
         pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True),

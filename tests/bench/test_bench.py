@@ -124,3 +124,21 @@ def test_isolated_bench_runs_each_method_in_its_own_process_and_reports_its_peak
     assert rows["full"]["optimizer state MB"] == f"{2 * 4 * 1_011_525 / 2**20:.2f}"  # AdamW's two fp32 moments
     for row in rows.values():  # a whole process's peak: Python, torch and the model, well over 100 MB
         assert float(row["peak RSS MB"].replace(",", "")) > 100
+
+
+def test_bench_times_lora_under_each_optimizer_with_its_state_and_refuses_one_that_does_not_apply(tmp_path, capsys):
+    main([*TINY, "--methods", "lora,lora+lorafa,lora+sgd,surm+lorafa", "--no-peft", "--out", str(tmp_path)])
+    text = capsys.readouterr().out
+    rows = table_rows(text)
+    assert set(rows) == {"limit", "lora", "lora+lorafa", "lora+sgd"}
+    head = 32 * 5 + 5
+    adapter = 2 * 2 * 2 * 8 * 32  # A and B of q and v (32×32, r 8) in 2 layers
+    assert rows["lora"]["trainable params"] == f"{adapter + head:,}"
+    assert rows["lora+lorafa"]["trainable params"] == f"{adapter // 2 + head:,}"  # A held fixed
+    four_bytes = 4 / 2**20
+    assert float(rows["lora"]["optimizer state MB"]) == pytest.approx(2 * (adapter + head) * four_bytes, abs=0.006)
+    assert float(rows["lora+lorafa"]["optimizer state MB"]) == pytest.approx(
+        2 * (adapter // 2 + head) * four_bytes, abs=0.006
+    )
+    assert rows["lora+sgd"]["optimizer state MB"] == "0.00"
+    assert "- `surm+lorafa`: optimizer 'lorafa' applies to the methods with LoRA's factor pairs" in text
