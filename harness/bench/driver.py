@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", (device_name(device) if device.type == "cuda" else "cpu").lower()).strip("-")
-    (out / f"{slug}-{args.model}-b{args.batch}x{args.length}.md").write_text(text)
+    suffix = "-checkpointed" if args.gradient_checkpointing else ""
+    (out / f"{slug}-{args.model}-b{args.batch}x{args.length}{suffix}.md").write_text(text)
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -107,6 +108,11 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--overhead", action="store_true", help="also time a default run's overhead (~5 min on 2 cores)"
     )
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="every contender's blocks recomputed in the backward (train.gradient_checkpointing)",
+    )
     parser.add_argument("--out", default="results/bench")
     return parser.parse_args(argv)
 
@@ -123,6 +129,7 @@ def build_contenders(args: argparse.Namespace, labels: list[str], device, dtype)
         "precision": args.precision,
         "total": total,
         "threads": torch.get_num_threads(),
+        "checkpointed": args.gradient_checkpointing,
     }
     if not args.isolate:
         base = text_model(args.model)
@@ -133,7 +140,16 @@ def build_contenders(args: argparse.Namespace, labels: list[str], device, dtype)
             contenders.append(
                 IsolatedContender(label, settings)
                 if args.isolate
-                else build_contender(copy.deepcopy(base), label, batch, device, dtype, total, model_name=args.model)
+                else build_contender(
+                    copy.deepcopy(base),
+                    label,
+                    batch,
+                    device,
+                    dtype,
+                    total,
+                    model_name=args.model,
+                    checkpointed=args.gradient_checkpointing,
+                )
             )
         except (Refused, HarnessError) as error:  # the method does not apply to this model: said under the table
             refused.append(f"- `{label}`: {error}")
@@ -201,7 +217,8 @@ def report(
     precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[dtype]
     command = " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
-        f"# Training-step benchmark: {args.model}, batch {args.batch} × {args.length} tokens, {precision}",
+        f"# Training-step benchmark: {args.model}, batch {args.batch} × {args.length} tokens, {precision}"
+        + (", gradient checkpointing" if args.gradient_checkpointing else ""),
         "",
         f"Machine: {machine(device)}. Command: `python -m harness.bench {command}`.",
         f"Median of {args.rounds} rounds × {args.steps} timed steps per method (after {args.warmup} warm-up steps), "
@@ -209,8 +226,7 @@ def report(
         + ", interleaved by round (shuffled order per round). `limit` = frozen backbone (no adapter; head trained; "
         "backward through every layer to the input embeddings). Activations: the tensors autograd saves for "
         "the backward of one training forward (each storage once). Optimizer state: the optimizer's tensors "
-        "(AdamW's two moments, or those of the optimizer after a `+`: `lora+lorafa`). "
-        + PEAK_NOTES[peak],
+        "(AdamW's two moments, or those of the optimizer after a `+`: `lora+lorafa`). " + PEAK_NOTES[peak],
         "",
         pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True),
         "",

@@ -44,6 +44,7 @@ def contender_process(connection, settings: dict, label: str) -> None:
                 settings["total"],
                 absolute_peak=True,
                 model_name=settings["model"],
+                checkpointed=settings["checkpointed"],
             )
             release_heap()
             connection.send(("ready", contender.trainable))

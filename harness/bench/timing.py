@@ -12,6 +12,7 @@ from torch import nn
 from harness.bench.contenders import contender_method, split_label
 from harness.config.sections import TrainConfig
 from harness.engine.memory import current_mb, read_peak, reset_peak
+from harness.engine.recompute import recompute_activations, refuse_method
 from harness.engine.schedule import build_optimizer
 from harness.engine.train import StepRunner
 from methods import METHODS
@@ -113,10 +114,16 @@ def build_contender(
     total_steps: int,
     absolute_peak: bool = False,
     model_name: str = "minilm",
+    checkpointed: bool = False,
 ) -> Contender:
     """`label`'s method applied to `model` (changed in place), ready to step with its optimizer (`lora+lorafa`:
-    LoRA-FA; harness/bench/contenders.py split_label)."""
-    optimizer = split_label(label)[1]
+    LoRA-FA; harness/bench/contenders.py split_label), the model's blocks recomputed in the backward where
+    `checkpointed` (harness/engine/recompute.py)."""
+    method_name, optimizer = split_label(label)
+    if checkpointed:
+        if method_name in METHODS:
+            refuse_method(method_name, METHODS[method_name].capabilities)
+        recompute_activations(model, model_name)
     optimizer_cfg = None if optimizer is None else parse_optimizer_config({"name": optimizer})
     method = contender_method(model, label, total_steps, model_name)
     if optimizer_cfg is not None:

@@ -81,6 +81,9 @@ class TrainConfig:
     max_grad_norm: Optional[float] = 1.0
     eval_every: Optional[int] = None  # steps; null: once per epoch (and always at the end)
     precision: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | fp32 | bf16 | fp16
+    gradient_checkpointing: bool = field(
+        default=False, metadata=NOT_COMPOSED
+    )  # recompute each block's activations in the backward (harness/engine/recompute.py)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
 
     def __post_init__(self):

@@ -27,6 +27,7 @@ from harness.engine.checkpoint import Checkpointer
 from harness.engine.device import autocast_dtype, device_name, make_deterministic, pick_device
 from harness.engine.loggers import NullLogger, build_logger, mend_runs_table
 from harness.engine.memory import read_peak, reset_peak
+from harness.engine.recompute import recompute_activations, refuse_method
 from harness.engine.train import Outcome, train
 from harness.errors import HarnessError, Interrupted, SignalGate, one_line
 from harness.store.files import ensure_writable
@@ -176,7 +177,11 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
     task = load_task(run.task)
     encoded, cache_hits, pad_id = model_inputs(task, run, cfg.get("cache_dir"))
     seed_everything(run.seed)
+    if run.train.gradient_checkpointing:
+        refuse_method(cfg.method.name, METHODS[cfg.method.name].capabilities)
     model = load_model(run.model, task.num_labels, cfg.get("cache_dir"))
+    if run.train.gradient_checkpointing:
+        recompute_activations(model, run.model.name)
     if task.is_generative and not METHODS[cfg.method.name].capabilities.generative_ok:
         raise HarnessError(
             f"method '{cfg.method.name}' trains a fresh task head, and generative task '{task.name}' has none (the "

@@ -142,3 +142,17 @@ def test_bench_times_lora_under_each_optimizer_with_its_state_and_refuses_one_th
     )
     assert rows["lora+sgd"]["optimizer state MB"] == "0.00"
     assert "- `surm+lorafa`: optimizer 'lorafa' applies to the methods with LoRA's factor pairs" in text
+
+
+def test_bench_with_gradient_checkpointing_keeps_fewer_activations_and_refuses_meft(tmp_path, capsys):
+    main([*TINY, "--methods", "lora", "--no-peft", "--out", str(tmp_path)])
+    plain = table_rows(capsys.readouterr().out)
+    main([*TINY, "--methods", "lora,meft", "--no-peft", "--gradient-checkpointing", "--out", str(tmp_path)])
+    text = capsys.readouterr().out
+    checkpointed = table_rows(text)
+    assert text.startswith("# Training-step benchmark: tiny_bert, batch 2 × 8 tokens, fp32, gradient checkpointing")
+    assert set(checkpointed) == {"limit", "lora"}
+    for label in ("limit", "lora"):
+        assert float(checkpointed[label]["activations MB"]) < float(plain[label]["activations MB"])
+    assert "- `meft`: train.gradient_checkpointing=true: method 'meft' rebuilds the encoder's" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu-tiny_bert-b2x8-checkpointed.md", "cpu-tiny_bert-b2x8.md"]
