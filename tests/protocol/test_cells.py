@@ -28,7 +28,7 @@ def test_search_points_scale_the_axis_the_method_searches():
     assert head.values(-1, 3.0) == (1e-3, 1.67e-3) and full.values(1, 3.0) == (1.5e-4, 1.5e-4)
 
 
-@pytest.mark.parametrize("sweep, cells", [("official", 30), ("official_peft", 30), ("official_decoder", 22)])
+@pytest.mark.parametrize("sweep, cells", [("official", 50), ("official_peft", 28), ("official_decoder", 22)])
 def test_the_official_plans_set_each_key_once_per_run_and_group_into_multiruns(sweep, cells):
     """Pinned centres and a suite's own lr overrides (EfficientNet's full fine-tuning) never both reach a run:
     a key given twice would make the multirun grouping fail. Every run of every official suite composes."""
