@@ -13,7 +13,7 @@ from harness.errors import HarnessError
 from methods import METHODS
 from methods.aurora import Aurora, AuroraConfig
 from tests.conftest import tiny_batch, tiny_bert
-from tests.methods.references import FFN_OUT, HEAD, build, check_linear_layers, message, trained
+from tests.methods.references import FFN_OUT, HEAD, build, check_linear_layers, effective_weight, message, trained
 from tests.training import settings
 
 ALL_SIX = ["query", "key", "value", "attention.output.dense", "intermediate.dense", FFN_OUT]
@@ -89,6 +89,10 @@ def test_aurora_init_v_zero_u_kaiming_c_and_p_xavier():
     ):
         assert tensor.dtype == torch.float64
         assert 0.9 < tensor.abs().max().item() / bound <= 1.0
+    # U (2048 draws) and C (R³ draws) reach their bound to within 1%: a = √6 (bound √(6/7)/√d) would not
+    assert (
+        factors.U.abs().max().item() * math.sqrt(32) > 0.99 and factors.C.abs().max().item() * r / math.sqrt(3) > 0.99
+    )
     assert method.layers["bert.encoder.layer.1.intermediate.dense"].aurora_p.shape == (r, 4)
 
 
@@ -114,6 +118,7 @@ COUNTS = [
     ),
     (chunked_bert(96), {"r": 8, "targets": ["intermediate.dense"]}, 2 * 32 * 8 + 8**3 + 8 * 2 * 3),
     (chunked_bert(48), {}, 2 * 32 * 32 + 32**3 + 32 * 6),  # R = 32
+    (chunked_bert(48), {"r": 1}, 2 * 32 * 1 + 1**3 + 1 * 6),  # R = 1 is a valid rank
 ]
 
 
@@ -131,6 +136,31 @@ def test_minilm_shape_all_six_matrices_is_4_chunks_per_ffn_matrix():
         model = BertForSequenceClassification(config)
         method = Aurora(model, AuroraConfig(targets=ALL_SIX), HEAD)
     assert method.param_counts()["adapter"] == 2 * 384 * 32 + 32**3 + 32 * 6 * (4 + 4 + 4)
+
+
+def test_the_adapter_tensors_live_on_the_backbone_device():
+    """A backbone on another device than the default (here meta): U, V, C and every p are created beside it."""
+    with torch.device("meta"):
+        model = chunked_bert(64)()
+    method = Aurora(model, AuroraConfig(r=4, targets=["query", "intermediate.dense"]), HEAD)
+    factors = model.aurora_factors
+    tensors = [factors.U, factors.V, factors.C, *(layer.aurora_p for layer in method.layers.values())]
+    assert [t.device.type for t in tensors] == ["meta"] * 7
+
+
+def test_a_single_adapted_matrix_is_V_Mt_U():
+    """One target (one matrix in the whole model): 2dR + R³ + R parameters and W0 + s·V M_kᵀ U per chunk."""
+    torch.manual_seed(0)
+    model = Plain((24, 8)).double()
+    w0 = model.square.weight.detach().clone()
+    method = Aurora(model, AuroraConfig(r=2, scale=1.5, dropout=0.0, targets=["square"]), HEAD)
+    assert list(method.layers) == ["square"] and method.param_counts()["adapter"] == 2 * 8 * 2 + 2**3 + 2
+    factors, layer = model.aurora_factors, method.layers["square"]
+    with torch.no_grad():
+        factors.V.normal_()
+    U, V, C = factors.U, factors.V, factors.C
+    expected = w0 + reference_delta(U, V, C, layer.aurora_p, 1.5, 8, 8)
+    assert torch.allclose(effective_weight(layer, 8), expected, atol=1e-12)
 
 
 # -- errors -------------------------------------------------------------------------------------------------------
@@ -151,6 +181,12 @@ def error(model, targets) -> str:
     with pytest.raises(HarnessError) as caught:
         Aurora(model, AuroraConfig(r=2, targets=targets), HEAD)
     return str(caught.value)
+
+
+def test_an_unmatched_target_names_the_method():
+    assert error(tiny_bert(), ["nothing_here"]).startswith(
+        "aurora: target pattern 'nothing_here' matches no Linear module; the model has: "
+    )
 
 
 def test_an_ffn_width_not_a_multiple_of_d_is_one_line():
