@@ -207,9 +207,10 @@ def classes_of(model: nn.Module, head_modules: list[str]) -> int | None:
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy, or for one output (regression) the mean squared error, as the models' own heads compute it."""
+    """Cross-entropy, or for one output (regression) the mean squared error, as the models' own heads compute it
+    (the targets as given: under bf16 autocast not rounded to the logits' dtype)."""
     if logits.shape[-1] == 1:
-        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+        return F.mse_loss(logits.squeeze(-1), labels)
     return F.cross_entropy(logits, labels)
 
 

@@ -2,12 +2,14 @@
 pristine backbone's activations), the summed loss, tap selection and the ensemble, the closed-form counts, the
 frozen backbone under no_grad, the engine's call of `select`, and every error."""
 
+import copy
 import math
 
 import numpy as np
 import pytest
 import torch
 from hydra import compose
+from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
 from harness.config.compose import project_config
@@ -15,7 +17,7 @@ from harness.engine.run import execute_run
 from harness.errors import HarnessError
 from harness.store.records import RecordStore
 from methods import METHODS
-from methods.inca import Inca, IncaConfig
+from methods.inca import CrossAttentionAdapter, Inca, IncaConfig
 from tests.conftest import tiny_batch, tiny_bert, tiny_cnn, tiny_images
 from tests.methods.references import HEAD, build, message
 from tests.test_robustness import TINY
@@ -97,6 +99,7 @@ def test_select_keeps_the_best_scoring_tap_from_one_side_by_side_prediction():
         scored.append(outputs)
         return [0.2, 0.7][len(scored) - 1]
 
+    assert method.tap_scores == [] and method.chosen is None  # nothing scored before the first selection
     method.select(predict, score)
     assert len(predicted) == 1 and torch.allclose(predicted[0], torch.cat([expected[0], expected[1]], -1), atol=1e-10)
     assert [s.shape for s in scored] == [(4, 3), (4, 3)]
@@ -133,6 +136,128 @@ def test_one_output_is_trained_by_the_summed_squared_error():
     expected = bert_tap_logits(original, model, method, batch)[1]
     outputs = model(**batch, labels=targets)
     assert torch.allclose(outputs.loss, ((expected[:, 0] - targets) ** 2).mean(), atol=1e-10)
+
+
+def test_regression_targets_keep_their_precision_under_bf16_autocast():
+    """As the models' own regression heads (MSELoss on the float32 targets): the targets are not rounded to the
+    bf16 logits' precision (3.8 is 3.796875 in bf16)."""
+    model = tiny_bert(num_labels=1)
+    Inca(model, IncaConfig(dim=8, heads=2, taps=[-1]), HEAD)
+    batch, targets = tiny_batch(), torch.tensor([3.8, -1.1, 2.3, 0.7])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = model(**batch, labels=targets)
+    assert outputs.logits.dtype == torch.bfloat16
+    expected = ((outputs.logits[:, 0].float() - targets) ** 2).mean()
+    rounded = ((outputs.logits[:, 0].float() - targets.bfloat16().float()) ** 2).mean()
+    assert not torch.allclose(expected, rounded, rtol=0, atol=1e-4)
+    assert torch.allclose(outputs.loss, expected, rtol=1e-6, atol=0)
+
+
+def test_one_head_and_a_width_of_one_are_valid():
+    assert IncaConfig(dim=1, heads=1).dim == 1
+    original, model, method = trained_bert(dim=6, heads=1)
+    batch = padded_batch()
+    expected = bert_tap_logits(original, model, method, batch)
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).logits, (expected[0] + expected[1]) / 2, atol=1e-10)
+
+
+def test_the_query_is_drawn_from_a_normal_of_standard_deviation_0_02():
+    torch.manual_seed(0)
+    query = CrossAttentionAdapter(width=4, dim=40_000, heads=1, classes=2).query.detach()
+    assert query.shape == (1, 40_000)
+    assert abs(query.mean().item()) < 1e-3 and abs(query.std().item() - 0.02) < 5e-4
+
+
+def test_the_first_block_is_tapped_by_minus_the_block_count():
+    model = tiny_bert()
+    Inca(model, IncaConfig(taps=[-2], dim=8, heads=2), HEAD)
+    assert model.inca.indices == [0]
+
+
+def test_the_selection_buffer_is_made_on_the_models_device():
+    model = tiny_bert().to("meta")
+    Inca(model, IncaConfig(dim=8, heads=2), HEAD)
+    assert model.inca.selected.device.type == "meta" and int(model.inca.selected.numel()) == 1
+    assert all(p.device.type == "meta" for p in model.inca.parameters())
+
+
+class TupleBlock(nn.Module):
+    """A block that returns (hidden states, another tensor), as older transformers layers do."""
+
+    def __init__(self, width_in: int, width_out: int):
+        super().__init__()
+        self.dense = nn.Linear(width_in, width_out)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.tanh(self.dense(x))
+        return y, y.transpose(1, 2)
+
+
+class MeanPool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(1)
+
+
+class ToyTextModel(nn.Module):
+    """Three lists of blocks: the longest (`layers`) is neither the first registered nor the last by name; its
+    blocks return tuples, and its last one pools the tokens to one vector (no width of its own, no attention_mask
+    of its shape)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.embed = nn.Embedding(100, 6)
+        self.extra = nn.ModuleList([nn.Linear(6, 6)])
+        self.layers = nn.ModuleList([TupleBlock(6, 8), TupleBlock(8, 8), MeanPool()])
+        self.zz_side = nn.ModuleList([nn.Linear(6, 6), nn.Linear(6, 6)])
+        self.classifier = nn.Linear(8, 3)
+
+    def forward(self, input_ids, attention_mask, labels=None):
+        x = self.embed(input_ids)
+        x = self.layers[0](x)[0]
+        x = self.layers[1](x)[0]
+        return self.classifier(self.layers[2](x))
+
+
+def test_the_longest_block_list_is_tapped_through_tuples_and_a_pooled_token():
+    original = ToyTextModel().double()
+    model = copy.deepcopy(original)
+    torch.manual_seed(6)
+    method = Inca(model, IncaConfig(dim=4, heads=2), HEAD)
+    assert model.inca.indices == [0, 1, 2]
+    assert method.param_counts()["adapter"] == 3 * per_tap(8, 4, 3)
+    batch = padded_batch()
+    mask = batch["attention_mask"]
+    adapters = model.inca.adapters
+    with torch.no_grad():
+        first = original.layers[0](original.embed(batch["input_ids"]))[0]
+        second = original.layers[1](first)[0]
+        expected = (
+            reference_logits(adapters["0"], first, mask, 2)
+            + reference_logits(adapters["1"], second, mask, 2)
+            + reference_logits(adapters["2"], second.mean(1)[:, None, :], None, 2)
+        ) / 3
+        assert torch.allclose(model(**batch).logits, expected, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "norm", [nn.BatchNorm2d(3), nn.GroupNorm(1, 3), nn.InstanceNorm2d(3, affine=True)], ids=lambda n: type(n).__name__
+)
+def test_a_norm_states_the_width_of_the_first_block(norm):
+    from harness.models.vision import ImageClassifier
+
+    torch.manual_seed(2)
+    backbone = nn.Sequential(norm, nn.Conv2d(3, 8, 3, stride=2), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    original = ImageClassifier(backbone, 8, 3).double().eval()
+    model = copy.deepcopy(original)
+    method = Inca(model, IncaConfig(blocks="backbone", taps=[0], dim=4, heads=2), HEAD)
+    assert method.param_counts()["adapter"] == per_tap(3, 4, 3)
+    pixels = tiny_images(seed=9)["pixel_values"].double()
+    with torch.no_grad():
+        tokens = original.backbone[0](pixels).flatten(2).transpose(1, 2)  # 256 tokens of width 3
+        expected = reference_logits(model.inca.adapters["0"], tokens, None, 2)
+        assert torch.allclose(model(pixel_values=pixels).logits, expected, atol=1e-10)
 
 
 def test_image_taps_read_the_feature_map_as_h_times_w_tokens():
