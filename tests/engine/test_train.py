@@ -51,6 +51,7 @@ def settings(**train) -> SimpleNamespace:
             **{"max_steps": 2, "batch_size": 8, "max_grad_norm": None, "lr": 5e-4, "head_lr": 5e-4, **train}
         ),
         seed=0,
+        optimizer=None,  # the default, AdamW
     )
 
 
