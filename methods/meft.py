@@ -201,13 +201,14 @@ class replayed:
     """A scope with the generators (CPU, and `device`'s if CUDA) at a saved state, restored after it."""
 
     def __init__(self, state: tuple, device: torch.device):
-        self.state, self.fork = state, torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+        self.state, self.device = state, device
+        self.fork = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
     def __enter__(self):
         self.fork.__enter__()
         torch.set_rng_state(self.state[0])
         if self.state[1] is not None:
-            torch.cuda.set_rng_state(self.state[1])
+            torch.cuda.set_rng_state(self.state[1], self.device)  # the model's GPU, not the current one
 
     def __exit__(self, *exc):
         return self.fork.__exit__(*exc)

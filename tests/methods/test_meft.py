@@ -11,7 +11,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from harness.errors import HarnessError
 from methods import METHODS
-from methods.meft import MeftConfig
+from methods.meft import MeftConfig, replayed, rng_state
 from tests.conftest import tiny_batch, tiny_bert, tiny_cnn
 from tests.methods.references import HEAD, check_adapter_count, message
 
@@ -80,18 +80,42 @@ def test_reversible_backward_equals_plain_autograd_through_the_same_coupling(var
     )
 
 
-def test_the_backward_recomputes_under_the_forwards_autocast():
-    """A bf16 autocast forward and a backward outside it: F and G are re-run in bf16, as they ran forward."""
+@pytest.mark.parametrize("autocast", [torch.bfloat16, torch.float16, None])
+def test_the_backward_recomputes_under_the_forwards_autocast(autocast):
+    """An autocast forward (bf16, CPU's default, or fp16) and a backward outside it: F and G are re-run in the
+    forward's dtype; a forward without autocast is re-run in fp32, outside autocast."""
     model = tiny_bert(**DROPOUT)
     Meft(model, MeftConfig(), HEAD)
     model.train()
     dtypes = []
     query = model.bert.encoder.layer[1].attention.self.query
     query.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
         loss = model(**padded_batch(), labels=LABELS).loss
     loss.backward()
-    assert dtypes == [torch.bfloat16, torch.bfloat16]  # forward, then the backward's recomputation
+    expected = autocast or torch.float32
+    assert dtypes == [expected, expected]  # forward, then the backward's recomputation
+
+
+def test_with_no_reversible_layer_the_encoder_is_plain_autograd_that_torch_func_differentiates():
+    """reversible_layers=0 records no custom autograd Function (torch.func's transforms refuse one without
+    setup_context): torch.func.grad of the loss in the input embeddings is its derivative, checked along a random
+    direction against a central difference (float64, eval mode)."""
+    _, model, _ = meft(reversible_layers=0)
+    perturb(model)
+    batch = padded_batch()
+    embeds = model.bert.embeddings.word_embeddings(batch["input_ids"]).detach()
+    direction = torch.randn(embeds.shape, generator=torch.Generator().manual_seed(2), dtype=embeds.dtype)
+
+    def loss(inputs_embeds):
+        return model(inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"], labels=LABELS).loss
+
+    grad = torch.func.grad(loss)(embeds)
+    with torch.no_grad():
+        step = 1e-5
+        difference = (loss(embeds + step * direction) - loss(embeds - step * direction)) / (2 * step)
+    assert (grad * direction).sum().item() == pytest.approx(difference.item(), rel=1e-6)
+    assert abs(difference.item()) > 1e-3
 
 
 def test_the_reversible_stack_saves_its_last_output_only():
@@ -192,6 +216,31 @@ def test_the_forward_is_the_coupling_of_the_papers_formulas(variant, factors):
         assert torch.allclose(model.bert(**batch).last_hidden_state, expected, rtol=0, atol=1e-10)
         pooled = torch.tanh(linear(tensors(original, "bert.pooler."), "dense", expected[:, 0]))
         assert torch.allclose(model(**batch).logits, linear(tensors(original, ""), "classifier", pooled), atol=1e-10)
+
+
+class Wrapper(torch.nn.Module):
+    """A model that holds the classifier one level down (the encoder at model.bert.encoder)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config = model, model.config
+
+
+@pytest.mark.parametrize("where", ["a BertModel", "a wrapper"])
+def test_the_encoder_is_replaced_wherever_it_sits(where):
+    """MEFT on the bare BertModel (its encoder at the top: `encoder`, the pooler as head) or on a module holding the
+    classifier (`model.bert.encoder`): the forward is the coupling of the paper's formulas."""
+    original, model = (tiny_bert(seed=0, **DROPOUT).double() for _ in range(2))
+    torch.manual_seed(100)
+    if where == "a BertModel":
+        Meft(model.bert, MeftConfig(), ["pooler"])
+    else:
+        Meft(Wrapper(model), MeftConfig(), ["model.classifier"])
+    perturb(model)
+    batch = padded_batch()
+    with torch.no_grad():
+        expected = reference_encoder(model, original, "1", batch, *FACTORS["1"])
+        assert torch.allclose(model.bert(**batch).last_hidden_state, expected, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("variant, factors", [("1", {"x1_factor": 1e-13}), ("2", {"x2_factor": 1e-13})])
@@ -321,6 +370,21 @@ def test_more_reversible_layers_than_the_model_has_is_one_line():
     assert str(error.value) == "method.reversible_layers=3: the model has 2 encoder layers"
 
 
+@pytest.mark.parametrize("missing", ["intermediate", "attention.self"])
+def test_an_encoder_whose_blocks_lack_a_bert_part_is_one_line(missing):
+    """Blocks without their FFN's `intermediate`, or whose attention has no `self`: not a BERT encoder."""
+    model = tiny_bert()
+    for block in model.bert.encoder.layer:
+        parent, _, part = missing.rpartition(".")
+        delattr(block.get_submodule(parent), part)
+    with pytest.raises(HarnessError) as error:
+        Meft(model, MeftConfig(), HEAD)
+    assert str(error.value) == (
+        "method meft restructures a BERT-family encoder (a ModuleList `layer` of blocks with attention, "
+        "intermediate and output), and BertForSequenceClassification has none; use a BERT, MiniLM or RoBERTa model"
+    )
+
+
 def test_a_model_without_a_bert_encoder_is_one_line():
     with pytest.raises(HarnessError) as error:
         Meft(tiny_cnn(), MeftConfig(), HEAD)
@@ -328,3 +392,62 @@ def test_a_model_without_a_bert_encoder_is_one_line():
         "method meft restructures a BERT-family encoder (a ModuleList `layer` of blocks with attention, "
         "intermediate and output), and ImageClassifier has none; use a BERT, MiniLM or RoBERTa model"
     )
+
+
+# -- the RNG replay on a GPU (torch.cuda's generators faked: two GPUs, the current one 0) ---------------------------
+class FakeCudaGenerators:
+    """torch.cuda.get_rng_state / set_rng_state over one state per GPU, with their signatures and device rules
+    (a device without an index, or "cuda", is the current GPU, 0; None has no index: an error, as in torch)."""
+
+    def __init__(self):
+        self.states = {0: torch.tensor([10], dtype=torch.uint8), 1: torch.tensor([11], dtype=torch.uint8)}
+        self.calls = 0
+
+    @staticmethod
+    def index(device) -> int:
+        device = torch.device(device) if isinstance(device, str) else device
+        device = torch.device("cuda", device) if isinstance(device, int) else device
+        return 0 if device.index is None else device.index
+
+    def get_rng_state(self, device="cuda") -> torch.Tensor:
+        self.calls += 1
+        return self.states[self.index(device)].clone()
+
+    def set_rng_state(self, new_state: torch.Tensor, device="cuda") -> None:
+        self.calls += 1
+        self.states[self.index(device)] = new_state.clone()
+
+
+@pytest.fixture
+def cuda_generators(monkeypatch) -> FakeCudaGenerators:
+    fake = FakeCudaGenerators()
+    monkeypatch.setattr(torch.cuda, "get_rng_state", fake.get_rng_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", fake.set_rng_state)
+    return fake
+
+
+def test_the_replay_on_a_gpu_sets_that_gpus_generator_and_restores_it(cuda_generators):
+    """A model on cuda:1 while the current GPU is 0: the state saved before F is cuda:1's; replayed, cuda:1's
+    generator (and the CPU's) is at it, cuda:0's untouched; after the replay both are back where they were."""
+    device = torch.device("cuda", 1)
+    torch.manual_seed(5)
+    state = rng_state(device)
+    assert torch.equal(state[0], torch.get_rng_state()) and torch.equal(state[1], torch.tensor([11], dtype=torch.uint8))
+    torch.rand(3)  # the run goes on: both generators move
+    cuda_generators.states[1] = torch.tensor([21], dtype=torch.uint8)
+    cpu_after = torch.get_rng_state()
+    with replayed(state, device):
+        assert torch.equal(torch.get_rng_state(), state[0])
+        assert cuda_generators.states == {0: torch.tensor([10]), 1: torch.tensor([11])}
+        cuda_generators.states[1] = torch.tensor([31], dtype=torch.uint8)  # the replayed dropout draws
+        torch.rand(3)
+    assert torch.equal(torch.get_rng_state(), cpu_after)
+    assert cuda_generators.states == {0: torch.tensor([10]), 1: torch.tensor([21])}
+
+
+def test_the_replay_on_the_cpu_never_touches_a_gpus_generator(cuda_generators):
+    _, model, _ = meft()
+    perturb(model)
+    gradients(model, seed=3)
+    assert cuda_generators.calls == 0
+    assert rng_state(torch.device("cpu"))[1] is None
