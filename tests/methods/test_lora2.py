@@ -125,6 +125,16 @@ def test_lora2_orthogonality_loss_keeps_the_models_dtype():
     assert lora2(model=tiny_bert().to(torch.bfloat16)).extra_loss().dtype == torch.bfloat16
 
 
+def test_lora2_mask_and_orthogonality_loss_on_the_base_device():
+    """A backbone on another device than the default (here meta): the kept-triplet mask is created beside the
+    factors, and the loss's identity matrices beside the Gram matrices (a CPU identity cannot meet them)."""
+    method = lora2(model=tiny_bert().to("meta"))
+    assert {layer.kept.device.type for layer in method.layers.values()} == {"meta"}
+    assert {layer.lora_E.device.type for layer in method.layers.values()} == {"meta"}
+    loss = method.extra_loss()
+    assert loss.device.type == "meta" and loss.shape == ()
+
+
 # -- the allocation -----------------------------------------------------------------------------------------
 
 
@@ -204,6 +214,7 @@ COUNTS = [
         {"r": 3, "k": 2, "target_r": 2, "targets": ["query", FFN_OUT]},
         2 * sum(per_matrix(d, 32, 2, 3) for d in (32, 48)),
     ),
+    ({"r": 2, "k": 1, "target_r": 1, "targets": ["value"]}, 2 * per_matrix(32, 32, 1, 2)),  # k = 1: rank-1 P, Q
 ]
 
 
