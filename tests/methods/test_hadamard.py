@@ -10,7 +10,7 @@ from transformers import BertConfig, BertForSequenceClassification, LlamaConfig,
 
 from harness.errors import HarnessError
 from methods import METHODS
-from methods.hadamard import HadamardConfig
+from methods.hadamard import HadamardConfig, HadamardLinear
 from tests.conftest import tiny_batch, tiny_bert, tiny_cnn
 from tests.methods.references import FFN_OUT, HEAD, build, check_adapter_count, effective_weight, message, trained
 from tests.training import LABELS, settings, train_steps
@@ -57,6 +57,23 @@ def test_each_projection_is_the_papers_affine_folded_into_w_o_before_and_after_m
     for name, layer in method.layers.items():
         assert torch.allclose(layer.base.weight, expected[name][0], atol=1e-10), f"{name}: merged weight"
         assert torch.allclose(layer.base.bias, expected[name][1], atol=1e-10), f"{name}: merged bias"
+
+
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_a_bias_less_projection_of_one_input_feature_folds_the_papers_affine(side):
+    """d_in = 1 (W^O a single column) without b^O: the merged bias is the reference's with b^O = 0."""
+    base = torch.nn.Linear(1, 3, bias=False, dtype=torch.float64)
+    layer = HadamardLinear(base, side)
+    size = 1 if side == "input" else 3
+    with torch.no_grad():
+        layer.hadamard_weight.copy_(torch.linspace(0.5, 2.0, size, dtype=torch.float64))
+        layer.hadamard_bias.copy_(torch.linspace(-1.0, 3.0, size, dtype=torch.float64))
+    w0 = base.weight.detach().clone()
+    weight, bias = reference(side, w0, torch.zeros(3, dtype=torch.float64), layer.hadamard_weight, layer.hadamard_bias)
+    assert torch.allclose(layer.merged_bias(), bias, atol=1e-12)
+    assert torch.allclose(layer.merged_weight(), weight, atol=1e-12)
+    x = torch.tensor([[0.7], [-1.3]], dtype=torch.float64)
+    assert torch.allclose(layer(x), x @ weight.T + bias, atol=1e-12)
 
 
 @pytest.mark.parametrize("side", ["input", "output"])
@@ -140,6 +157,14 @@ def test_the_first_floor_of_head_phase_times_the_steps_train_the_head_only_then_
     assert not any(moved[n] for n in moved if n not in adapter and n not in head)  # the backbone stays frozen
     assert all(optimizer.state[p]["step"] == 2 for p in adapter.values())  # Adam's state began at the switch
     assert all(optimizer.state[p]["step"] == 4 for p in head.values())
+
+
+def test_a_single_head_step_rests_the_adapter_at_step_1_only():
+    method, optimizer, adapter, head, seen = phase_run(total=10, steps=2, head_phase=0.1)  # ⌊1.0⌋ = 1 head step
+    assert method.head_steps == 1
+    assert resting_in(adapter, *seen[0]) and training_in(head, *seen[0])
+    assert training_in(adapter, *seen[1]) and training_in(head, *seen[1])
+    assert method.total_steps == 10 and method.optimizer is optimizer  # recorded by start, as every method's
 
 
 def test_head_after_false_freezes_the_head_once_the_adapter_trains():
@@ -241,6 +266,24 @@ def test_a_target_with_no_layernorm_after_it_is_refused():
         "LayerNorm after the attention output: target attention output projections (role o), or name that "
         "LayerNorm with method.norms"
     )
+
+
+class RootNormModel(torch.nn.Module):
+    """An attention output projection and its LayerNorm as children of the model itself (no parent module)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = torch.nn.Linear(4, 4)
+        self.LayerNorm = torch.nn.LayerNorm(4)
+        self.classifier = torch.nn.Linear(4, 2)
+
+
+def test_a_layernorm_at_the_models_root_is_found_by_its_bare_name():
+    model = RootNormModel()
+    method = METHODS["hadamard"](model, HadamardConfig(targets=["dense"]), ["classifier"])
+    assert method.norms == {"dense": "LayerNorm"}
+    assert model.LayerNorm.weight.requires_grad and model.LayerNorm.bias.requires_grad
+    assert method.param_counts()["adapter"] == 2 * 4 + 2 * 4
 
 
 @pytest.mark.parametrize("side", ["input", "output"])
