@@ -23,7 +23,7 @@ import torch
 from harness.checks import require
 from optimizers.base import AdamConfig, OptimizerRule
 from optimizers.registry import register
-from optimizers.riemannian import damped, linear_pairs
+from optimizers.riemannian import damped, linear_pairs, times_inverse
 
 DELTA = 1e-8  # PEFT's damping of AAᵀ before its inverse
 
@@ -48,8 +48,7 @@ class LoraFaAdamW(torch.optim.Optimizer):
         a, scaling = self.projected[id(tensor)]
         dtype = torch.promote_types(a.dtype, torch.float32)
         factor = a.detach().to(dtype)
-        gram = damped(factor @ factor.T, DELTA)  # symmetric: g_B G⁻¹ = (G⁻¹ g_Bᵀ)ᵀ
-        grad = torch.linalg.solve(gram, tensor.grad.to(dtype).T).T / scaling**2
+        grad = times_inverse(tensor.grad.to(dtype), damped(factor @ factor.T, DELTA)) / scaling**2
         return grad.to(tensor.grad.dtype)
 
     def step(self, closure=None):

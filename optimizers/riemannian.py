@@ -47,6 +47,11 @@ def damped(gram: torch.Tensor, reg: float) -> torch.Tensor:
     return gram + reg * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
 
 
+def times_inverse(grad: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+    """grad · gram⁻¹ for a symmetric gram: (gram⁻¹ gradᵀ)ᵀ, one solve."""
+    return torch.linalg.solve(gram, grad.T).T
+
+
 class RiemannianAdamW(torch.optim.AdamW):
     """AdamW whose step first preconditions each pair's gradients."""
 
@@ -62,8 +67,7 @@ class RiemannianAdamW(torch.optim.AdamW):
             if a.grad is not None:
                 a.grad.copy_(torch.linalg.solve(damped(factor_b.T @ factor_b, self.reg), a.grad.to(dtype)))
             if b.grad is not None:
-                gram = damped(factor_a @ factor_a.T, self.reg)  # symmetric: g_B G⁻¹ = (G⁻¹ g_Bᵀ)ᵀ
-                b.grad.copy_(torch.linalg.solve(gram, b.grad.to(dtype).T).T)
+                b.grad.copy_(times_inverse(b.grad.to(dtype), damped(factor_a @ factor_a.T, self.reg)))
         return super().step()
 
 
