@@ -159,7 +159,7 @@ def test_the_top_level_is_the_dataclasses_defaults():
     method's), then the groups."""
     with project_config():
         cfg = OmegaConf.to_container(compose("config"), resolve=False)
-    train = {spec.name: spec.default for spec in dataclass_fields(TrainConfig)}
+    train = {spec.name: spec.default for spec in dataclass_fields(TrainConfig) if spec.metadata.get("composed", True)}
     train |= {"lr": "${method.lr}", "head_lr": "${method.head_lr}"}
     assert cfg["train"] == train and list(cfg["train"]) == list(train)
     operational = {
