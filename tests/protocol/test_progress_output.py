@@ -115,6 +115,9 @@ def test_sigint_inside_import_torch_is_one_line_and_records_nothing(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # as a terminal starts it: a shell's background job (`... &`, a CI script run so) inherits SIGINT ignored,
+        # and Python then installs no KeyboardInterrupt handler of its own
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     first = child.stderr.readline()
     assert first.startswith("peft-harness: 1 run (lora | bbc_news | minilm | seed 0)")
