@@ -240,10 +240,11 @@ def height(lines: list[str]) -> float:
 
 def pack(caption_pt: float, heights: list[float]) -> list[list[int]]:
     """The parts (by index, in order) of each float: a float takes parts while they fit under FLOAT_HEIGHT_PT
-    (the first holds the `caption_pt` of its caption, a later one its two-line continuation caption); none is empty."""
+    (the first holds the `caption_pt` of its caption, a later one its two-line continuation caption). Only the
+    first may hold no part: its caption alone, where the caption and the first part would not fit together."""
     packed, used = [[]], caption_pt
     for index, size in enumerate(heights):
-        if packed[-1] and used + size > FLOAT_HEIGHT_PT:
+        if (packed[-1] or index == 0) and used + size > FLOAT_HEIGHT_PT:
             packed.append([])
             used = 2 * CAPTION_LINE_PT
         packed[-1].append(index)
