@@ -12,6 +12,8 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from optimizers import optimizer_rule
+
 
 def lr_factor(kind: str, step: int, warmup: int, total: int) -> float:
     if step < warmup:
@@ -32,7 +34,5 @@ def build_optimizer(method, train, optimizer_cfg, warmup: int, total: int) -> tu
     """The run's optimizer (`optimizer_cfg`, a parsed optimizer section; None: AdamW) over the method's parameter
     groups (adapter and head rates, each method's weight-decay policy; optimizers/), and train.schedule's
     schedule over `total` steps after `warmup`."""
-    from optimizers import optimizer_rule
-
     optimizer = optimizer_rule(optimizer_cfg).build(method, train)
     return optimizer, build_scheduler(optimizer, train.schedule, warmup, total)
