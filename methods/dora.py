@@ -5,10 +5,13 @@ The adapted weight is split into a trained magnitude and a LoRA-updated directio
 with the norm per output row (over d_in; NVlabs' code and PEFT, not the paper's per-column
 wording) and detached from the graph (paper §4.3: treated as a constant, no gradient through it).
 m (d_out) starts at the row norms of W0, A and B as LoRA (A kaiming-uniform(a=√5), B = 0), so
-W' = W0 at step 0. W' is never materialised in the forward:
-    y = x W0ᵀ + b + (m/‖·‖ − 1) ⊙ (x̃ W0ᵀ) + (m/‖·‖) ⊙ s·(x̃ Aᵀ Bᵀ),   x̃ = dropout(x)
-(x̃ W0ᵀ is the base output without bias when dropout is off or in evaluation, where dropout is the
-identity; one extra matmul only in training with dropout, as in PEFT's DoraLinearVariant).
+W' = W0 at step 0. Neither W' nor W0 + s·B A is materialised: the norm is
+    ‖W0 + s·B A‖² = ‖W0‖² (cached, W0 frozen) + 2s·rowsum(W0 Aᵀ ⊙ B) + s²·rowsum(B (A Aᵀ) ⊙ B)
+and the forward, with g = m/‖·‖ and x̃ = dropout(x),
+    y = x W0ᵀ + b + (g − 1) ⊙ (x̃ W0ᵀ) + g ⊙ s·(x̃ Aᵀ Bᵀ)          (NVlabs' code, PEFT's DoraLinearVariant)
+is computed as x W0ᵀ + b + (g − 1) ⊙ t + s·x̃ Aᵀ Bᵀ with t = x̃ W0ᵀ + s·x̃ Aᵀ Bᵀ (one matmul, the LoRA
+output added in its epilogue); when dropout is off or in evaluation (x̃ = x) it is b + g ⊙ t, one matmul with
+W0, as the base layer alone. Training with dropout needs x W0ᵀ and x̃ W0ᵀ: two matmuls with W0.
 Merge: W0 ← (m/‖W0 + s·B A‖) ⊙_row (W0 + s·B A).
 Trainable params: r·(d_in + d_out) + d_out per adapted matrix.
 Weight decay (`decay="trainer"`): A, B and the magnitude m decayed (toward 0, as HF Trainer does in
@@ -41,27 +44,47 @@ class DoraLinear(LoraLinear):
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, rslora: bool):
         super().__init__(base, r, alpha, dropout, rslora)
         self.magnitude = nn.Parameter(torch.linalg.vector_norm(base.weight.detach(), dim=1))
+        self.base_norms = None  # ((W0's storage, its version), ‖W0‖² per row): see base_row_norms_sq
 
-    def magnitude_scale(self, weight: torch.Tensor) -> torch.Tensor:
-        """m / ‖weight‖ per output row (weight = W0 + s·B A), with the norm detached."""
-        return self.magnitude / torch.linalg.vector_norm(weight, dim=1).detach()
+    def base_row_norms_sq(self) -> torch.Tensor:
+        """‖W0‖² per output row (W0 is frozen), computed again when W0 is in another storage (replaced, or its
+        `.data` set) or written in place (fold, load_state_dict: its version counter moves on); `_apply` (moved or
+        cast) drops it, as the storage of a cast-back weight may reuse the address. Writes through `.data` are
+        not seen."""
+        weight = self.base.weight
+        stamp = (weight.data_ptr(), weight._version)
+        if self.base_norms is None or self.base_norms[0] != stamp:
+            self.base_norms = (stamp, torch.linalg.vector_norm(weight.detach(), dim=1).square())
+        return self.base_norms[1]
+
+    def _apply(self, fn, recurse=True):
+        self.base_norms = None
+        return super()._apply(fn, recurse)
+
+    def weight_norm(self) -> torch.Tensor:
+        """‖W0 + s·B A‖ per output row without building W0 + s·B A (detached):
+        ‖W0‖² (cached) + s·rowsum((2·W0 Aᵀ + s·B (A Aᵀ)) ⊙ B)."""
+        with torch.no_grad():
+            A, B, s = self.lora_A, self.lora_B, self.scaling
+            cross_and_square = torch.addmm(F.linear(self.base.weight, A), B, A @ A.T, beta=2, alpha=s)
+            return (self.base_row_norms_sq() + s * torch.linalg.vecdot(cross_and_square, B)).clamp_min(0).sqrt()
 
     def adapted(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
-        with torch.no_grad():  # the norm is a constant (no graph for W0 + s·B A)
-            weight = self.base.weight + self.delta_weight()
-        scale = self.magnitude_scale(weight)
-        if isinstance(self.dropout, nn.Identity) or not self.training:  # x̃ = x
-            dropped, base_part = x, out if self.base.bias is None else out - self.base.bias
-        else:
-            dropped = self.dropout(x)
-            base_part = F.linear(dropped, self.base.weight)
-        lora = F.linear(F.linear(dropped, self.lora_A), self.lora_B)
-        return out + (scale - 1) * base_part + (scale * self.scaling) * lora  # s folded into the d_out vector
+        scale = self.magnitude / self.weight_norm()
+        weight, bias = self.base.weight, self.base.bias
+        dropped = x if isinstance(self.dropout, nn.Identity) or not self.training else self.dropout(x)
+        rows = dropped.reshape(-1, dropped.shape[-1])
+        lora = F.linear(F.linear(rows, self.lora_A), self.lora_B * self.scaling)  # s·x̃ Aᵀ Bᵀ
+        adapted = torch.addmm(lora, rows, weight.T)  # x̃ W0ᵀ + s·x̃ Aᵀ Bᵀ
+        if dropped is x:  # y = b + m/‖·‖ ⊙ (x W0ᵀ + s·x Aᵀ Bᵀ)
+            out = scale * adapted if bias is None else torch.addcmul(bias, scale, adapted)
+        else:  # y = x W0ᵀ + b + (m/‖·‖ − 1) ⊙ x̃ W0ᵀ + m/‖·‖ ⊙ s·x̃ Aᵀ Bᵀ
+            base = self.base(x).reshape(rows.shape[0], -1)
+            out = torch.addcmul(base, scale - 1, adapted).add_(lora)
+        return out.reshape(*x.shape[:-1], out.shape[-1])
 
     def merged_weight(self) -> torch.Tensor:
-        weight = self.base.weight + self.delta_weight()
-        return self.magnitude_scale(weight)[:, None] * weight
+        return (self.magnitude / self.weight_norm())[:, None] * (self.base.weight + self.delta_weight())
 
 
 @register

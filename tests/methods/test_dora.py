@@ -76,6 +76,15 @@ def test_dora_with_dropout_equals_peft_in_training_mode():
     torch.manual_seed(11)
     theirs_out = theirs(**tiny_batch()).logits
     assert torch.allclose(ours_out, theirs_out, atol=1e-12)
+    ours_out.pow(2).sum().backward(), theirs_out.pow(2).sum().backward()
+    for name, layer in ours.layers.items():
+        theirs_layer = peft_layer(theirs, name)
+        for ours_grad, theirs_grad in [
+            (layer.lora_A.grad, theirs_layer.lora_A["default"].weight.grad),
+            (layer.lora_B.grad, theirs_layer.lora_B["default"].weight.grad),
+            (layer.magnitude.grad, theirs_layer.lora_magnitude_vector["default"].weight.grad),
+        ]:
+            torch.testing.assert_close(ours_grad, theirs_grad, rtol=1e-12, atol=1e-12)
 
 
 def test_dora_with_dropout_equals_peft_in_evaluation_at_the_cost_of_dropout_off():
@@ -102,7 +111,7 @@ def test_dora_with_dropout_equals_peft_in_evaluation_at_the_cost_of_dropout_off(
 def test_dora_norm_is_detached():
     ours, _ = dora_pair()
     layer = ours.layers["bert.encoder.layer.0.attention.self.query"]
-    scale = layer.magnitude_scale(layer.base.weight + layer.delta_weight())
+    scale = layer.magnitude / layer.weight_norm()
     (grad,) = torch.autograd.grad(scale.sum(), layer.lora_B, allow_unused=True)
     assert grad is None  # m/‖W0 + sBA‖ carries no gradient into B: the norm is a constant
 
@@ -162,6 +171,33 @@ def test_dora_is_the_magnitude_times_the_row_normalised_direction():
         return layer.magnitude[:, None] * direction / norms
 
     check_linear_layers(original, model, method, reference)
+
+
+def dense_dora(layer: DoraLinear, x: torch.Tensor) -> torch.Tensor:
+    """x W'ᵀ + b with W' = m ⊙ (W0 + s·B A)/‖W0 + s·B A‖ built densely from the layer's current tensors."""
+    weight = layer.base.weight + layer.scaling * layer.lora_B @ layer.lora_A
+    return x @ (layer.magnitude[:, None] * weight / weight.norm(dim=1, keepdim=True)).T + layer.base.bias
+
+
+def test_dora_cached_base_norms_follow_every_change_of_w0():
+    """‖W0‖² per row is cached: a W0 written in place (fold, load_state_dict), replaced or cast is read afresh."""
+    torch.manual_seed(0)
+    layer = DoraLinear(nn.Linear(8, 6).double(), r=2, alpha=4.0, dropout=0.0, rslora=False)
+    with torch.no_grad():
+        layer.lora_B.copy_(torch.randn(layer.lora_B.shape, dtype=torch.float64))
+    x = torch.randn(4, 8, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), dense_dora(layer, x), rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        layer.base.weight.mul_(3)
+    torch.testing.assert_close(layer(x), dense_dora(layer, x), rtol=1e-12, atol=1e-12)
+    layer.fold()  # W0 ← m ⊙ (W0 + s·B A)/‖·‖, the update still applied on top
+    torch.testing.assert_close(layer(x), dense_dora(layer, x), rtol=1e-12, atol=1e-12)
+    layer.load_state_dict({**layer.state_dict(), "base.weight": torch.randn(6, 8, dtype=torch.float64)})
+    torch.testing.assert_close(layer(x), dense_dora(layer, x), rtol=1e-12, atol=1e-12)
+    layer.base.weight = nn.Parameter(torch.randn(6, 8, dtype=torch.float64), requires_grad=False)
+    torch.testing.assert_close(layer(x), dense_dora(layer, x), rtol=1e-12, atol=1e-12)
+    layer.float()
+    torch.testing.assert_close(layer(x.float()), dense_dora(layer, x.float()))
 
 
 # -- closed-form parameter counts (tiny models: tests/methods/references.py) --------------------------------
