@@ -57,6 +57,7 @@ from harness.checks import require
 from harness.errors import HarnessError
 from methods.base import LayerMethod, MethodConfig, role_targets
 from methods.capabilities import Capabilities
+from methods.frozen import trained_factory
 from methods.inject import inject, match_targets
 from methods.lowrank import AdditiveLayer, scaled
 from methods.registry import register
@@ -101,7 +102,7 @@ class AuroraLinear(AdditiveLayer):
         super().__init__(base, 0.0)  # dropout acts on U x, not on x (module docstring)
         object.__setattr__(self, "factors", factors)  # shared, registered once on the model (not per layer)
         r = factors.C.shape[0]
-        self.aurora_p = nn.Parameter(torch.empty(r, chunks, dtype=base.weight.dtype, device=base.weight.device))
+        self.aurora_p = nn.Parameter(torch.empty(r, chunks, **trained_factory(base)))
         nn.init.xavier_uniform_(self.aurora_p)
         self.latent_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.chunks, self.chunked_input, self.scale = chunks, chunked_input, scale
@@ -135,8 +136,7 @@ class Aurora(LayerMethod):
             min(module.in_features, module.out_features) for module in modules.values()
         )
         chunking = {name: self.chunking(name, module, d) for name, module in modules.items()}
-        weight = modules[names[0]].weight
-        self.factors = AuroraFactors(d, self.cfg.r, dtype=weight.dtype, device=weight.device)
+        self.factors = AuroraFactors(d, self.cfg.r, **trained_factory(modules[names[0]]))
         self.model.add_module("aurora_factors", self.factors)
 
         def wrap(name: str, base: nn.Linear) -> AuroraLinear:

@@ -14,6 +14,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 from methods.capabilities import Capabilities
+from methods.frozen import parameter_count
 from methods.inject import bert_targets, inject, is_under, match_targets
 
 NORM_LAYERS = tuple(
@@ -56,12 +57,18 @@ class Method:
     name: ClassVar[str]
     Config: ClassVar[type] = MethodConfig
     # What the method declares (methods/capabilities.py); a method whose declarations depend on its config
-    # (PEFT bridge's start, SURM's placement) narrows them on the instance in __init__.
+    # (PEFT bridge's start and tuner, SURM's placement) narrows them in `declared(cfg)`.
     capabilities: Capabilities = Capabilities()
     total_steps: Optional[int] = None  # set by start()
     optimizer: Optional[torch.optim.Optimizer] = None
 
+    @classmethod
+    def declared(cls, cfg: MethodConfig) -> Capabilities:
+        """The capabilities of the method under `cfg` (known before a model loads)."""
+        return cls.capabilities
+
     def __init__(self, model: nn.Module, cfg: MethodConfig, head_modules: list[str]):
+        self.capabilities = self.declared(cfg)
         self.model, self.cfg, self.head_modules = model, cfg, list(head_modules)
         self.fixed: dict[str, nn.Parameter] = {}  # trained tensors an optimizer holds fixed (hold_fixed)
         modules = dict(model.named_modules())
@@ -71,7 +78,9 @@ class Method:
                 f"head modules {missing} not found in the model; top-level modules: "
                 f"{[n for n, _ in model.named_children()]}"
             )
-        self.backbone_params = sum(p.numel() for n, p in model.named_parameters() if not is_under(n, self.head_modules))
+        self.backbone_params = sum(
+            parameter_count(p) for n, p in model.named_parameters() if not is_under(n, self.head_modules)
+        )
         for name, param in model.named_parameters():
             param.requires_grad_(is_under(name, self.head_modules))
         self.apply()
@@ -190,7 +199,7 @@ class Method:
             "adapter": adapter,
             "head": head,
             "trainable": adapter + head,
-            "total": sum(p.numel() for p in self.model.parameters()),
+            "total": sum(parameter_count(p) for p in self.model.parameters()),
             "backbone": self.backbone_params,
         }
 

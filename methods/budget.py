@@ -19,6 +19,7 @@ from torch import nn
 from harness.checks import require
 from harness.errors import HarnessError
 from methods.base import LayerMethod
+from methods.frozen import trained_factory
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 
 
@@ -53,7 +54,7 @@ class TripletLinear(AdditiveLayer):
 
     def __init__(self, base: nn.Linear, r: int, scaling: float, dropout: float):
         super().__init__(base, dropout)
-        factory = {"dtype": base.weight.dtype, "device": base.weight.device}
+        factory = trained_factory(base)
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, **factory))
         self.lora_E = nn.Parameter(torch.zeros(r, **factory))
         self.lora_B = nn.Parameter(torch.empty(base.out_features, r, **factory))

@@ -42,6 +42,9 @@ class Capabilities:
     replaces_head: bool = False
     # Can run on a generative task, where the model answers through its pretrained LM head (no task head).
     generative_ok: bool = True
+    # Trains on a base whose linear layers are quantized (model.quantize: harness/models/storage.py): it reads W0 only
+    # through methods/frozen.py and never writes into it. Methods that train or rewrite the backbone never do.
+    quantized_base_ok: bool = True
     # Its layers' update is LoRA's s·B·A (`lora_pair()`: A r×d_in, B d_out×r): LoRA's optimizers apply (loraplus,
     # lorafa, riemannian: optimizers/).
     lora_pairs: bool = False
@@ -56,6 +59,11 @@ class Capabilities:
         and untouched, the start must not need the gradients of whole frozen weights, and its blocks must
         run through their own forward (where FSDP gathers the shards), not be restructured."""
         return not (self.trains_backbone or self.rewrites_frozen or self.needs_data_at_init or self.restructures)
+
+    @property
+    def quantizable(self) -> bool:
+        """Whether the method can train on a quantized base (model.quantize=nf4 | int8)."""
+        return self.quantized_base_ok and not (self.trains_backbone or self.rewrites_frozen)
 
     def adapts(self, kind: type[nn.Module]) -> bool:
         """Whether layers of type `kind` can be targets."""

@@ -74,7 +74,8 @@ from harness.checks import require
 from harness.errors import HarnessError
 from methods.base import LayerMethod, MethodConfig, role_targets
 from methods.capabilities import Capabilities
-from methods.layer import AdaptedLayer
+from methods.frozen import frozen_weight, is_quantized, trained_factory
+from methods.layer import AdaptedLayer, dequantised_linear
 from methods.registry import register
 
 SIDES = ("input", "output")
@@ -107,7 +108,7 @@ class HadamardLinear(AdaptedLayer):
     def __init__(self, base: nn.Linear, side: str):
         super().__init__(base)
         size = base.in_features if side == "input" else base.out_features
-        factory = {"dtype": base.weight.dtype, "device": base.weight.device}
+        factory = trained_factory(base)
         self.hadamard_weight = nn.Parameter(torch.ones(size, **factory))
         self.hadamard_bias = nn.Parameter(torch.zeros(size, **factory))
         self.side = side
@@ -118,20 +119,27 @@ class HadamardLinear(AdaptedLayer):
         return self.base(x) * self.hadamard_weight + self.hadamard_bias
 
     def merged_weight(self) -> torch.Tensor:
+        weight = frozen_weight(self.base)
         if self.side == "input":
-            return self.base.weight * self.hadamard_weight  # W^O diag(W): column j scaled by W_j
-        return self.hadamard_weight[:, None] * self.base.weight  # diag(W) W^O: row i scaled by W_i
+            return weight * self.hadamard_weight  # W^O diag(W): column j scaled by W_j
+        return self.hadamard_weight[:, None] * weight  # diag(W) W^O: row i scaled by W_i
 
     def merged_bias(self) -> torch.Tensor:
-        bias = self.base.bias if self.base.bias is not None else torch.zeros_like(self.base.weight[:, 0])
+        weight = frozen_weight(self.base)
+        bias = (
+            self.base.bias.detach().to(weight.dtype) if self.base.bias is not None else torch.zeros_like(weight[:, 0])
+        )
         if self.side == "input":
-            return bias + self.base.weight @ self.hadamard_bias
+            return bias + weight @ self.hadamard_bias
         return self.hadamard_weight * bias + self.hadamard_bias
 
     def fold(self) -> None:
         with torch.no_grad():
             weight, bias = self.merged_weight(), self.merged_bias()  # both from the unfolded W^O
-            self.base.weight.copy_(weight)
+            if is_quantized(self.base):
+                self.base = dequantised_linear(self.base, weight)
+            else:
+                self.base.weight.copy_(weight)
             if self.base.bias is None:  # a bias-less projection (Llama's o_proj) gets one, frozen
                 self.base.bias = nn.Parameter(bias, requires_grad=False)
             else:

@@ -9,6 +9,17 @@ supply only their ΔW.
 import torch
 from torch import nn
 
+from methods.frozen import is_quantized
+
+
+def dequantised_linear(quantized: nn.Module, weight: torch.Tensor) -> nn.Linear:
+    """A plain linear layer with `weight` (fp32) and `quantized`'s bias, in place of a quantized one."""
+    linear = nn.Linear(quantized.in_features, quantized.out_features, bias=quantized.bias is not None)
+    linear.weight = nn.Parameter(weight.float(), requires_grad=False)
+    if quantized.bias is not None:
+        linear.bias = nn.Parameter(quantized.bias.detach().float(), requires_grad=False)
+    return linear.to(weight.device)
+
 
 class AdaptedLayer(nn.Module):
     def __init__(self, base: nn.Module):
@@ -21,16 +32,21 @@ class AdaptedLayer(nn.Module):
         raise NotImplementedError
 
     def merged_weight(self) -> torch.Tensor:
-        """The base weight with the update folded in (same outputs as `adapted`, in the weight's dtype)."""
+        """The base weight with the update folded in (same outputs as `adapted`; full precision, `fold` stores it as
+        the base holds its weight)."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) if self.merged else self.adapted(x)
 
     def fold(self) -> None:
-        """W0 ← merged_weight(), the update still in place (a method that restarts it calls this)."""
+        """W0 ← merged_weight(), the update still in place (a method that restarts it calls this). A quantized base
+        cannot hold the merged weight exactly: its layer becomes a plain fp32 linear layer holding it (de-quantised)."""
         with torch.no_grad():
-            self.base.weight.copy_(self.merged_weight())
+            if is_quantized(self.base):
+                self.base = dequantised_linear(self.base, self.merged_weight())
+            else:
+                self.base.weight.copy_(self.merged_weight())
 
     def merge(self) -> None:
         """Fold the update into the base weight once; from then on the layer is the base layer."""

@@ -26,6 +26,7 @@ from torch import nn
 from harness.errors import HarnessError
 from methods.base import LayerMethod, role_targets
 from methods.capabilities import Capabilities
+from methods.frozen import trained_factory
 from methods.inject import run_with
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register
@@ -54,7 +55,7 @@ class LoraLinear(LoraPairLayer):
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, rslora: bool):
         super().__init__(base, dropout)
-        factory = {"dtype": base.weight.dtype, "device": base.weight.device}
+        factory = trained_factory(base)
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, **factory))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, **factory))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
@@ -72,7 +73,7 @@ class LoraConv2d(LoraPairLayer):
 
     def __init__(self, base: nn.Conv2d, r: int, alpha: float, dropout: float, rslora: bool):
         super().__init__(base, dropout)
-        factory = {"dtype": base.weight.dtype, "device": base.weight.device}
+        factory = trained_factory(base)
         self.lora_A = nn.Parameter(torch.empty(r, base.in_channels, *base.kernel_size, **factory))
         self.lora_B = nn.Parameter(torch.zeros(base.out_channels, r, 1, 1, **factory))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))

@@ -57,6 +57,7 @@ from methods.adalora import AdaLora, AdaLoraConfig
 from methods.base import role_targets
 from methods.budget import TripletLinear
 from methods.capabilities import Capabilities
+from methods.frozen import trained_factory
 from methods.lowrank import AdditiveLayer, scaled
 from methods.registry import register
 
@@ -80,7 +81,7 @@ class Lora2Linear(AdditiveLayer):
 
     def __init__(self, base: nn.Linear, r: int, k: int, alpha: float, dropout: float):
         super().__init__(base, dropout)
-        factory = {"dtype": base.weight.dtype, "device": base.weight.device}
+        factory = trained_factory(base)
         self.lora_A = nn.Parameter(torch.empty(k, base.in_features, **factory))
         self.lora_E = nn.Parameter(torch.zeros(r, **factory))
         self.lora_B = nn.Parameter(torch.empty(r, k, **factory))

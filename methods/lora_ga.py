@@ -109,7 +109,8 @@ class LoraGaLinear(LoraLinear):
 class LoraGa(LayerMethod):
     name = "lora_ga"
     Config = LoraGaConfig
-    capabilities = Capabilities(needs_data_at_init=True, lora_pairs=True)
+    # it differentiates W0 and writes W0 − s·B0 A0 into it before step 1: a quantized base can do neither exactly
+    capabilities = Capabilities(needs_data_at_init=True, lora_pairs=True, quantized_base_ok=False)
 
     @property
     def init_batches(self) -> int:

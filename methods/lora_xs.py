@@ -22,6 +22,7 @@ from torch import nn
 from harness.checks import require
 from methods.base import LayerMethod, role_targets
 from methods.capabilities import Capabilities
+from methods.frozen import frozen_weight, trained_factory
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register
 
@@ -49,10 +50,10 @@ def svd_factors(weight: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tenso
 class LoraXsLinear(AdditiveLayer):
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, init_std: float):
         super().__init__(base, dropout)
-        up, down = svd_factors(base.weight, r)
+        up, down = svd_factors(frozen_weight(base), r)
         self.register_buffer("lora_B", up)
         self.register_buffer("lora_A", down)
-        self.lora_R = nn.Parameter(torch.randn(r, r, dtype=base.weight.dtype, device=base.weight.device) * init_std)
+        self.lora_R = nn.Parameter(torch.randn(r, r, **trained_factory(base)) * init_std)
         self.scaling = alpha / r
 
     def delta_weight(self) -> torch.Tensor:

@@ -40,6 +40,7 @@ from torch import nn
 from harness.errors import HarnessError
 from methods.base import LayerMethod, role_targets
 from methods.capabilities import Capabilities
+from methods.frozen import trained_factory
 from methods.inject import inject, match_targets, pattern_matches
 from methods.lowrank import AdditiveLayer, LowRankConfig
 from methods.registry import register
@@ -151,7 +152,7 @@ class Lorta(LayerMethod):
         if d % heads:
             raise HarnessError(f"lorta: hidden size {d} is not divisible by num_attention_heads={heads}")
         layer_ids = sorted({layer for layer, _ in positions.values()})
-        factory = {"dtype": first.weight.dtype, "device": first.weight.device}
+        factory = trained_factory(first)
         self.factors = LortaFactors(
             d, heads, len(layer_ids), len(self.cfg.targets), self.cfg.r, *narrow, width=width, **factory
         )

@@ -9,6 +9,7 @@ from torch import nn
 from harness.checks import require
 from harness.errors import HarnessError
 from methods.base import MethodConfig
+from methods.frozen import frozen_weight
 from methods.layer import AdaptedLayer
 
 
@@ -56,4 +57,4 @@ class AdditiveLayer(AdaptedLayer):
         return self.base(x) + self.update(self.dropout(x))
 
     def merged_weight(self) -> torch.Tensor:
-        return self.base.weight + self.delta_weight().to(self.base.weight.dtype)
+        return frozen_weight(self.base) + self.delta_weight()

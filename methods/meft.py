@@ -68,6 +68,7 @@ from harness.checks import require
 from harness.errors import HarnessError
 from methods.base import Method, MethodConfig
 from methods.capabilities import Capabilities
+from methods.frozen import trained_factory
 from methods.registry import register
 
 # variant → (F, G, λ, β, switch the halves): scripts/bert_glue.sh (f_arch layer | adapter | attn)
@@ -108,8 +109,7 @@ class Adapter(nn.Module):
 
     def __init__(self, block: nn.Module, bottleneck: int, std: float):
         super().__init__()
-        reference = block.output.dense.weight
-        d, factory = reference.shape[0], {"dtype": reference.dtype, "device": reference.device}
+        d, factory = block.output.dense.out_features, trained_factory(block.output.dense)
         self.dense1 = nn.Linear(d, bottleneck, **factory)
         self.dense2 = nn.Linear(bottleneck, d, **factory)
         for dense in (self.dense1, self.dense2):

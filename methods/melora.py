@@ -23,6 +23,7 @@ from harness.checks import require
 from harness.errors import HarnessError
 from methods.base import LayerMethod, role_targets
 from methods.capabilities import Capabilities
+from methods.frozen import trained_factory
 from methods.lowrank import AdditiveLayer, LowRankConfig, check_rank, scaled
 from methods.registry import register
 
@@ -45,7 +46,7 @@ class MeloraLinear(AdditiveLayer):
     def __init__(self, base: nn.Linear, r: int, n: int, alpha: float, dropout: float):
         super().__init__(base, dropout)
         self.n = n
-        factory = {"dtype": base.weight.dtype, "device": base.weight.device}
+        factory = trained_factory(base)
         self.lora_A = nn.Parameter(torch.empty(n, r, base.in_features // n, **factory))
         self.lora_B = nn.Parameter(torch.zeros(n, base.out_features // n, r, **factory))
         for block in self.lora_A:  # per block, so the fan-in is d_in/n

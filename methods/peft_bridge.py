@@ -170,15 +170,23 @@ def _peft_version() -> str:
     return peft.__version__
 
 
+# Measured on a quantized base (tests/models/test_storage.py): these tuners read the packed weight as a matrix, and
+# PEFT refuses the SVD starts on one ("initialize PiSSA under float32, float16, or bfloat16")
+UNQUANTIZABLE_TUNERS = {"C3A", "HRA", "LOHA", "LOKR", "TINYLORA"}
+UNQUANTIZABLE_INITS = {"pissa", "olora"}
+
+
 @register
 class PeftBridge(Method):
     name = "peft"
     Config = PeftBridgeConfig
     capabilities = Capabilities(layer_kinds=(nn.Module,))  # any: PEFT says which module types its tuner supports
 
-    def __init__(self, model: nn.Module, cfg: PeftBridgeConfig, head_modules: list[str]):
-        self.capabilities = replace(PeftBridge.capabilities, identity_at_init=cfg.start == "exact")
-        super().__init__(model, cfg, head_modules)
+    @classmethod
+    def declared(cls, cfg: PeftBridgeConfig) -> Capabilities:
+        init = str(cfg.options.get("init_lora_weights", "")).lower()
+        quantizable = cfg.peft_type.upper() not in UNQUANTIZABLE_TUNERS and init not in UNQUANTIZABLE_INITS
+        return replace(cls.capabilities, identity_at_init=cfg.start == "exact", quantized_base_ok=quantizable)
 
     def apply(self) -> None:
         from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING

@@ -21,6 +21,7 @@ from torch import nn
 
 from methods.base import LayerMethod, MethodConfig
 from methods.capabilities import Capabilities
+from methods.frozen import trained_factory
 from methods.inject import is_under, run_with
 from methods.layer import AdaptedLayer
 from methods.registry import register
@@ -37,9 +38,7 @@ class GatedConv2d(AdaptedLayer):
     def __init__(self, base: nn.Conv2d):
         super().__init__(base)
         self.gates = nn.Parameter(
-            torch.ones(
-                base.out_channels, base.in_channels // base.groups, dtype=base.weight.dtype, device=base.weight.device
-            )
+            torch.ones(base.out_channels, base.in_channels // base.groups, **trained_factory(base))
         )
 
     def merged_weight(self) -> torch.Tensor:

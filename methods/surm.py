@@ -35,6 +35,7 @@ from harness.checks import require
 from harness.errors import HarnessError
 from methods.base import LayerMethod, MethodConfig
 from methods.capabilities import Capabilities
+from methods.frozen import trained_factory
 from methods.inject import bert_targets, replace_module
 from methods.lowrank import AdditiveLayer
 from methods.registry import register
@@ -113,9 +114,7 @@ class SurmAdapter(nn.Module):
         self.base, self.block_dropout, self.structured, self.scale = base, block_dropout, structured, scale
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.activation = ACTIVATIONS[activation]()
-        self.adapter_bias = nn.Parameter(
-            torch.zeros(base.out_features, dtype=base.weight.dtype, device=base.weight.device)
-        )
+        self.adapter_bias = nn.Parameter(torch.zeros(base.out_features, **trained_factory(base)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.block_dropout(self.base(x))
@@ -128,14 +127,14 @@ class Surm(LayerMethod):
     Config = SurmConfig
     capabilities = Capabilities()
 
-    def __init__(self, model: nn.Module, cfg: SurmConfig, head_modules: list[str]):
+    @classmethod
+    def declared(cls, cfg: SurmConfig) -> Capabilities:
         # the adapter placement is not mergeable: its activation makes the update non-linear
-        self.capabilities = replace(Surm.capabilities, mergeable=cfg.placement == "lora")
-        super().__init__(model, cfg, head_modules)
+        return replace(cls.capabilities, mergeable=cfg.placement == "lora")
 
     def make_layer(self, name: str, base: nn.Linear) -> nn.Module:
         cfg = self.cfg
-        factory = {"dtype": base.weight.dtype, "device": base.weight.device}
+        factory = trained_factory(base)
         if cfg.placement == "lora":
             structured = build_structure(
                 cfg.structure, base.in_features, base.out_features, cfg.r, 1.0, name, **factory

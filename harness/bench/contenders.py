@@ -14,6 +14,7 @@ from harness.models import load_model
 from methods import METHODS, build_method, parse_method_config
 from methods.base import Method, MethodConfig
 from methods.budget import schedule_steps
+from methods.capabilities import Capabilities
 
 PEFT_METHODS = ("lora", "dora", "adalora")  # the methods PEFT has: each also timed as PEFT builds it
 
@@ -153,6 +154,17 @@ def split_label(label: str) -> tuple[str, str | None]:
     """A contender label's method and optimizer: `lora+loraplus` is LoRA trained by LoRA+ (None: AdamW)."""
     method, _, optimizer = label.partition("+")
     return method, optimizer or None
+
+
+def contender_capabilities(label: str, model_name: str) -> Capabilities:
+    """What `label`'s method declares (PEFT's implementation of one of ours: ours'; `limit`: an adapter's defaults)."""
+    label = split_label(label)[0]
+    if label == "limit":
+        return Capabilities()
+    if label.startswith("peft_"):
+        return METHODS[label[5:]].capabilities
+    node = composed(label, model_name).method
+    return METHODS[node.name].declared(parse_method_config(node))
 
 
 def contender_method(model: nn.Module, label: str, total_steps: int, model_name: str) -> Method:

@@ -41,8 +41,11 @@ from harness.bench.isolation import IsolatedContender, Refused
 from harness.bench.overhead import overhead
 from harness.bench.timing import build_contender
 from harness.config.compose import project_config
+from harness.config.sections import ModelConfig
 from harness.engine.device import autocast_dtype, device_name, pick_device
 from harness.errors import HarnessError
+from harness.models.storage import resolve_storage
+from methods.capabilities import Capabilities
 
 PEAK_NOTES = {
     None: "(Peak RSS is not reported here: all contenders share one process; `--isolate` reports it.)",
@@ -56,10 +59,13 @@ PEAK_NOTES = {
 def main(argv: list[str] | None = None) -> None:
     args = parse_arguments(argv)
     device = pick_device(args.device)
-    dtype = autocast_dtype(args.precision, device)
+    section = ModelConfig(name=args.model, dtype=args.dtype, quantize=args.quantize)
+    storage = resolve_storage(
+        section, args.precision, autocast_dtype(args.precision, device), device, "limit", Capabilities()
+    )  # an adapter's: the table's (a method that trains the backbone keeps fp32, or is refused)
     with project_config():
         methods = available_methods() if args.methods == "all" else args.methods.split(",")
-        contenders, refused = build_contenders(args, contender_labels(methods, not args.no_peft), device, dtype)
+        contenders, refused = build_contenders(args, contender_labels(methods, not args.no_peft), device)
         time_in_rounds(contenders, args)
     peak = (
         ("peak RSS MB" if device.type == "cpu" else "peak memory MB")
@@ -70,12 +76,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.overhead:
         with tempfile.TemporaryDirectory() as scratch:
             measured = overhead(Path(scratch))
-    text = report(args, argv, device, dtype, table(contenders, peak), peak, refused, measured)
+    text = report(args, argv, device, storage, table(contenders, peak), peak, refused, measured)
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", (device_name(device) if device.type == "cuda" else "cpu").lower()).strip("-")
-    suffix = "-checkpointed" if args.gradient_checkpointing else ""
+    suffix = "".join(
+        [f"-{storage.dtype}"] * (storage.dtype != "fp32")
+        + [f"-{args.quantize}"] * (args.quantize is not None)
+        + ["-checkpointed"] * args.gradient_checkpointing
+    )
     (out / f"{slug}-{args.model}-b{args.batch}x{args.length}{suffix}.md").write_text(text)
 
 
@@ -98,6 +108,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", help="auto | fp32 | bf16")
+    parser.add_argument(
+        "--dtype", default="auto", help="the frozen base's storage (model.dtype): auto | fp32 | bf16 | fp16"
+    )
+    parser.add_argument("--quantize", default=None, help="the base's linear layers (model.quantize): nf4 | int8")
     parser.add_argument("--no-peft", action="store_true")
     parser.add_argument(
         "--isolate",
@@ -117,7 +131,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_contenders(args: argparse.Namespace, labels: list[str], device, dtype) -> tuple[list, list[str]]:
+def build_contenders(args: argparse.Namespace, labels: list[str], device) -> tuple[list, list[str]]:
     """The contenders, built one after the other (only one model being built at a time), each on its own copy
     of the model; and one line per method that refuses the model."""
     total = args.warmup + args.rounds * args.steps
@@ -130,6 +144,7 @@ def build_contenders(args: argparse.Namespace, labels: list[str], device, dtype)
         "total": total,
         "threads": torch.get_num_threads(),
         "checkpointed": args.gradient_checkpointing,
+        "base": (args.dtype, args.quantize),
     }
     if not args.isolate:
         base = text_model(args.model)
@@ -145,10 +160,11 @@ def build_contenders(args: argparse.Namespace, labels: list[str], device, dtype)
                     label,
                     batch,
                     device,
-                    dtype,
+                    args.precision,
                     total,
                     model_name=args.model,
                     checkpointed=args.gradient_checkpointing,
+                    base=(args.dtype, args.quantize),
                 )
             )
         except (Refused, HarnessError) as error:  # the method does not apply to this model: said under the table
@@ -185,6 +201,7 @@ def table(contenders: list, peak: str | None) -> list[dict]:
                 "× full": f"{median[c.label] / median['full']:.3f}" if "full" in median else "—",
                 "ours / PEFT": f"{median[c.label] / median[peft]:.3f}" if peft in by_label else "—",
                 "activations MB": f"{c.activations_mb:,.1f}",
+                "frozen weights MB": f"{c.frozen_mb:,.1f}",
                 **({peak: f"{c.peak_mb:,.0f}"} if peak else {}),
                 "optimizer state MB": f"{c.optimizer_mb:.2f}",
             }
@@ -210,11 +227,13 @@ def machine(device: torch.device) -> str:
 
 
 def report(
-    args, argv, device, dtype, rows: list[dict], peak: str | None, refused: list[str], overhead_lines: list[str]
+    args, argv, device, storage, rows: list[dict], peak: str | None, refused: list[str], overhead_lines: list[str]
 ) -> str:
     """The Markdown page: what was measured and how, the table, the methods that refused the model, and the
     harness's overhead where measured."""
-    precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[dtype]
+    precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[storage.autocast]
+    if storage.dtype != "fp32" or storage.quantize:
+        precision += f", {storage.dtype} base" + (f" with {storage.quantize} linear layers" if storage.quantize else "")
     command = " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
         f"# Training-step benchmark: {args.model}, batch {args.batch} × {args.length} tokens, {precision}"
@@ -225,7 +244,8 @@ def report(
         + ("each method in a process of its own" if args.isolate else "all methods in one process")
         + ", interleaved by round (shuffled order per round). `limit` = frozen backbone (no adapter; head trained; "
         "backward through every layer to the input embeddings). Activations: the tensors autograd saves for "
-        "the backward of one training forward (each storage once). Optimizer state: the optimizer's tensors "
+        "the backward of one training forward (each storage once). Frozen weights: the bytes of every frozen tensor "
+        "(quantized ones with their scales). Optimizer state: the optimizer's tensors "
         "(AdamW's two moments, or those of the optimizer after a `+`: `lora+lorafa`). " + PEAK_NOTES[peak],
         "",
         pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True),

@@ -12,7 +12,7 @@ import torch
 from harness.bench.contenders import random_batch, text_model
 from harness.bench.timing import build_contender
 from harness.config.compose import project_config
-from harness.engine.device import autocast_dtype, pick_device
+from harness.engine.device import pick_device
 from harness.errors import HarnessError, one_line
 
 
@@ -40,14 +40,15 @@ def contender_process(connection, settings: dict, label: str) -> None:
                 label,
                 batch,
                 device,
-                autocast_dtype(settings["precision"], device),
+                settings["precision"],
                 settings["total"],
                 absolute_peak=True,
                 model_name=settings["model"],
                 checkpointed=settings["checkpointed"],
+                base=settings["base"],
             )
             release_heap()
-            connection.send(("ready", contender.trainable))
+            connection.send(("ready", contender.trainable, contender.frozen_mb))
             while True:
                 command, steps, timed = connection.recv()
                 if command == "finish":
@@ -73,7 +74,7 @@ class IsolatedContender:
         self.process = context.Process(target=contender_process, args=(child, settings, label), daemon=True)
         self.process.start()
         self.label, self.seconds, self.peak_mb = label, [], 0.0
-        (self.trainable,) = self.receive("ready")
+        self.trainable, self.frozen_mb = self.receive("ready")
 
     def receive(self, expected: str) -> tuple:
         try:

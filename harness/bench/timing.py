@@ -9,12 +9,14 @@ import time
 import torch
 from torch import nn
 
-from harness.bench.contenders import contender_method, split_label
-from harness.config.sections import TrainConfig
+from harness.bench.contenders import contender_capabilities, contender_method, head_of, split_label
+from harness.config.sections import ModelConfig, TrainConfig
+from harness.engine.device import autocast_dtype
 from harness.engine.memory import current_mb, read_peak, reset_peak
 from harness.engine.recompute import recompute_activations, refuse_method
 from harness.engine.schedule import build_optimizer
 from harness.engine.train import StepRunner
+from harness.models.storage import frozen_bytes, resolve_storage, store_frozen_base, train_in_fp32
 from methods import METHODS
 from methods.base import Method
 from optimizers import check_applies, optimizer_rule, parse_optimizer_config
@@ -74,6 +76,7 @@ class Contender:
         method.start(total_steps, optimizer)
         self.step = StepRunner(method.model, method, optimizer, scheduler, device, dtype, train.max_grad_norm)
         self.trainable = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
+        self.frozen_mb = frozen_bytes(model) / 2**20
         self.seconds: list[float] = []
         self.peak_mb = 0.0
         self.activations_mb = self.optimizer_mb = 0.0
@@ -110,23 +113,29 @@ def build_contender(
     label: str,
     batch: dict,
     device,
-    dtype,
+    precision: str,
     total_steps: int,
     absolute_peak: bool = False,
     model_name: str = "minilm",
     checkpointed: bool = False,
+    base: tuple[str, str | None] = ("auto", None),
 ) -> Contender:
     """`label`'s method applied to `model` (changed in place), ready to step with its optimizer (`lora+lorafa`:
-    LoRA-FA; harness/bench/contenders.py split_label), the model's blocks recomputed in the backward where
-    `checkpointed` (harness/engine/recompute.py)."""
+    LoRA-FA; harness/bench/contenders.py split_label), on the frozen base stored as `base` says (model.dtype,
+    model.quantize: harness/models/storage.py) and under `precision`'s autocast, the model's blocks recomputed in the
+    backward where `checkpointed` (harness/engine/recompute.py)."""
     method_name, optimizer = split_label(label)
+    capabilities = contender_capabilities(label, model_name)
+    section = ModelConfig(name=model_name, dtype=base[0], quantize=base[1])
+    storage = resolve_storage(section, precision, autocast_dtype(precision, device), device, method_name, capabilities)
     if checkpointed:
-        if method_name in METHODS:
-            refuse_method(method_name, METHODS[method_name].capabilities)
+        refuse_method(method_name, capabilities)
         recompute_activations(model, model_name)
+    store_frozen_base(model, storage, head_of(model_name), model_name)
     optimizer_cfg = None if optimizer is None else parse_optimizer_config({"name": optimizer})
     method = contender_method(model, label, total_steps, model_name)
+    train_in_fp32(model)
     if optimizer_cfg is not None:
         check_applies(optimizer_cfg.name, method.name, METHODS)
         optimizer_rule(optimizer_cfg).prepare(method)
-    return Contender(label, model, method, batch, device, dtype, total_steps, absolute_peak, optimizer_cfg)
+    return Contender(label, model, method, batch, device, storage.autocast, total_steps, absolute_peak, optimizer_cfg)

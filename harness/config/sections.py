@@ -19,7 +19,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from harness.checks import parse_section, require
-from harness.models import MODEL_KINDS
+from harness.models import BASE_DTYPES, MODEL_KINDS, QUANTIZATIONS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Field metadata: not in the base node, so not in the composed config unless a YAML, a launcher or the command
@@ -174,8 +174,19 @@ class ModelConfig:
     )  # ImageNet normalisation
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225], metadata=NOT_COMPOSED)
     roles: dict[str, Any] = field(default_factory=dict)  # role -> module-name pattern(s) (harness/config/roles.py)
+    dtype: str = field(
+        default="auto", metadata=NOT_COMPOSED
+    )  # the frozen base's storage: auto (bf16 on GPUs that support it, else fp32) | fp32 | bf16 | fp16
+    quantize: Optional[str] = field(
+        default=None, metadata=NOT_COMPOSED
+    )  # the base's linear layers quantized: nf4 | int8 | null (harness/models/storage.py)
 
     def __post_init__(self):
+        require(self.dtype in BASE_DTYPES, f"model.dtype '{self.dtype}' unknown; allowed: {', '.join(BASE_DTYPES)}")
+        require(
+            self.quantize is None or self.quantize in QUANTIZATIONS,
+            f"model.quantize '{self.quantize}' unknown; allowed: {', '.join(QUANTIZATIONS)} or null",
+        )
         require(self.kind in MODEL_KINDS, f"model.kind '{self.kind}' unknown; allowed: {', '.join(MODEL_KINDS)}")
         require(
             self.image_size is None or self.image_size >= 8,

@@ -30,11 +30,12 @@ from harness.engine.memory import read_peak, reset_peak
 from harness.engine.recompute import recompute_activations, refuse_method
 from harness.engine.train import Outcome, train
 from harness.errors import HarnessError, Interrupted, SignalGate, one_line
+from harness.models.storage import frozen_bytes, resolve_storage, store_frozen_base, train_in_fp32
 from harness.store.files import ensure_writable
 from harness.store.identity import SEMANTIC_SECTIONS, Identity, identify
 from harness.store.provenance import provenance, utc_now
 from harness.store.records import RecordStore, new_record, reported_adapter_params, reported_score
-from methods import METHODS, Method, build_method
+from methods import METHODS, Method, build_method, parse_method_config
 from optimizers import optimizer_rule
 from tasks import TaskData, load_task
 from tasks.pixels import PixelSplit
@@ -162,12 +163,17 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
             f"accumulates grad_accum / {processes} micro-batches); allowed: {processes}, {2 * processes}, ..."
         )
     device = distributed.set_up(pick_device(run.train.device, cfg.get("job_index")))
-    dtype = autocast_dtype(run.train.precision, device)
+    capabilities = METHODS[cfg.method.name].declared(parse_method_config(cfg.method))
+    precision = run.train.precision
+    storage = resolve_storage(
+        run.model, precision, autocast_dtype(precision, device), device, cfg.method.name, capabilities
+    )
     record["provenance"] = {
         **provenance(device_name(device)),
         "deterministic": bool(cfg.get("deterministic")),
         "processes": processes,
         **({"sharding": "fsdp"} if cfg.get("fsdp") else {}),
+        **storage.describe(),
     }
 
     from harness.models import load_model  # transformers import: only when running
@@ -178,16 +184,19 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
     encoded, cache_hits, pad_id = model_inputs(task, run, cfg.get("cache_dir"))
     seed_everything(run.seed)
     if run.train.gradient_checkpointing:
-        refuse_method(cfg.method.name, METHODS[cfg.method.name].capabilities)
+        refuse_method(cfg.method.name, capabilities)
     model = load_model(run.model, task.num_labels, cfg.get("cache_dir"))
+    head_modules = [] if task.is_generative else run.model.head_modules
+    store_frozen_base(model, storage, head_modules, run.model.name)
     if run.train.gradient_checkpointing:
         recompute_activations(model, run.model.name)
-    if task.is_generative and not METHODS[cfg.method.name].capabilities.generative_ok:
+    if task.is_generative and not capabilities.generative_ok:
         raise HarnessError(
             f"method '{cfg.method.name}' trains a fresh task head, and generative task '{task.name}' has none (the "
             f"model writes its answer with its pretrained LM head); choose an adapter method or full"
         )
-    method = build_method(model, cfg.method, [] if task.is_generative else run.model.head_modules)
+    method = build_method(model, cfg.method, head_modules)
+    train_in_fp32(model)
     optimizer_rule(run.optimizer).prepare(method)  # what it holds fixed is not counted as trained (LoRA-FA's A)
     if cfg.get("fsdp"):  # the frozen backbone sharded over the ranks (harness/engine/sharding.py)
         from harness.engine.sharding import shard
@@ -196,7 +205,7 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
     else:
         model.to(device)
     record["params"] = method.param_counts()
-    return Setup(run, device, dtype, task, encoded, cache_hits, pad_id, model, method, wall_started)
+    return Setup(run, device, storage.autocast, task, encoded, cache_hits, pad_id, model, method, wall_started)
 
 
 def assemble(record: dict, setup: Setup, outcome: Outcome, store: RecordStore, save_adapter: bool) -> None:
@@ -245,6 +254,7 @@ def assemble(record: dict, setup: Setup, outcome: Outcome, store: RecordStore, s
         "examples_per_second": round(outcome.examples / max(outcome.train_seconds, 1e-9), 2),
         "seconds_per_step": round(outcome.train_seconds / max(outcome.steps, 1), 4),
         "tokenize_cache_hits": setup.cache_hits,
+        "frozen_weight_mb": round(frozen_bytes(setup.model) / 2**20, 1),
         **{k: round(v, 1) for k, v in read_peak(setup.device).items()},
         **({"resumed_from_step": outcome.resumed_from_step} if outcome.resumed_from_step is not None else {}),
     }

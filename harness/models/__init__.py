@@ -19,6 +19,9 @@ MODEL_KINDS: Registry[str] = Registry(
     },
 )
 
+BASE_DTYPES = ("auto", "fp32", "bf16", "fp16")  # model.dtype: the frozen base's storage (harness/models/storage.py)
+QUANTIZATIONS = ("nf4", "int8")  # model.quantize: bitsandbytes' 4-bit NormalFloat or 8-bit rows
+
 
 def family(cfg):
     return importlib.import_module(MODEL_KINDS[cfg.kind])

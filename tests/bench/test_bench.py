@@ -156,3 +156,19 @@ def test_bench_with_gradient_checkpointing_keeps_fewer_activations_and_refuses_m
         assert float(checkpointed[label]["activations MB"]) < float(plain[label]["activations MB"])
     assert "- `meft`: train.gradient_checkpointing=true: method 'meft' rebuilds the encoder's" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu-tiny_bert-b2x8-checkpointed.md", "cpu-tiny_bert-b2x8.md"]
+
+
+def test_bench_on_a_quantized_base_reports_its_frozen_bytes_and_refuses_full_fine_tuning(tmp_path, capsys):
+    pytest.importorskip("bitsandbytes")
+    main([*TINY, "--methods", "lora,full", "--out", str(tmp_path)])
+    plain = table_rows(capsys.readouterr().out)
+    main([*TINY, "--methods", "lora,full", "--quantize", "nf4", "--out", str(tmp_path)])
+    text = capsys.readouterr().out
+    quantized = table_rows(text)
+    assert text.startswith("# Training-step benchmark: tiny_bert, batch 2 × 8 tokens, fp32, fp32 base with nf4 linear")
+    assert set(quantized) == {"limit", "lora", "peft_lora"}  # PEFT's LoRA on the same bitsandbytes layers
+    for label in quantized:
+        assert float(quantized[label]["frozen weights MB"]) < float(plain[label]["frozen weights MB"])
+        assert quantized[label]["trainable params"] == plain[label]["trainable params"]
+    assert "- `full`: model.quantize=nf4: method 'full' trains the backbone's weights" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu-tiny_bert-b2x8-nf4.md", "cpu-tiny_bert-b2x8.md"]

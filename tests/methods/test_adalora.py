@@ -246,10 +246,13 @@ def test_adalora_orthogonality_loss_at_weight_one(gamma):
     torch.testing.assert_close(method.extra_loss().detach(), expected)
 
 
-def test_adalora_orthogonality_loss_keeps_the_models_dtype():
-    method = adalora(model=tiny_bert().to(torch.bfloat16))
-    method.start(20)
-    assert method.extra_loss().dtype == torch.bfloat16
+def test_adalora_orthogonality_loss_keeps_the_adapters_dtype():
+    """float64 beside a float64 base; fp32 beside a bf16 one (trained tensors stay fp32: methods/frozen.py)."""
+    for base, trained in [(torch.float64, torch.float64), (torch.bfloat16, torch.float32)]:
+        method = adalora(model=tiny_bert().to(base))
+        method.start(20)
+        assert method.layers and {p.dtype for p in method.adapter_parameters()} == {trained}
+        assert method.extra_loss().dtype == trained
 
 
 def test_adalora_steps_without_gradients_score_zero_importance():

@@ -1,0 +1,201 @@
+"""The frozen base's storage (harness/models/storage.py): bf16 and quantized (NF4, int8) bases.
+
+A method on a quantized base must equal the same method on a full-precision base holding the de-quantised
+weights (bitsandbytes' own de-quantisation for NF4, the int8 formula W = q·scale/127 written here): outputs and
+gradients within 1e-5 (fp32; both compute x·Wᵀ with the same de-quantised W). A bf16 base under bf16 autocast is
+within bf16 rounding of an fp32 base holding the bf16-rounded weights under the same autocast. The frozen bytes
+follow from the storage's closed formulas.
+"""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from harness.config.sections import ModelConfig
+from harness.errors import HarnessError
+from harness.models.storage import BaseStorage, frozen_bytes, resolve_storage, store_frozen_base, train_in_fp32
+from methods import METHODS, build_method, parse_method_config
+from methods.capabilities import Capabilities
+from methods.frozen import frozen_weight
+from tests.conftest import tiny_batch, tiny_bert, tiny_cnn
+from tests.methods.test_invariants import CONFIGS, HEAD, for_images, method_node, perturb_trainable
+from tests.training import LABELS
+
+bnb = pytest.importorskip("bitsandbytes")
+
+TEXT = [name for name in CONFIGS if not for_images(name)]
+CPU = torch.device("cpu")
+
+
+def dequantised(layer: nn.Module) -> torch.Tensor:
+    """W of a quantized layer, independently of methods/frozen.py for int8 (NF4: bitsandbytes' own)."""
+    weight = layer.weight
+    if isinstance(layer, bnb.nn.Linear4bit):
+        return bnb.functional.dequantize_4bit(weight.data, weight.quant_state)
+    return weight.data.float() * weight.SCB[:, None] / 127
+
+
+def quantized_and_twin(kind: str):
+    """A tiny BERT with its backbone quantized, and the same BERT in fp32 holding the de-quantised weights."""
+    quantized, twin = tiny_bert(), tiny_bert()
+    store_frozen_base(quantized, BaseStorage("fp32", kind, None), HEAD, "tiny")
+    for name, module in quantized.named_modules():
+        if isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)):
+            twin.get_submodule(name).weight.data = dequantised(module).clone()
+    return quantized, twin
+
+
+def applied(model, name: str):
+    torch.manual_seed(100)
+    method = build_method(model, method_node(name), HEAD)
+    train_in_fp32(model)
+    perturb_trainable(model)
+    return method
+
+
+def outputs_and_grads(model) -> tuple[torch.Tensor, dict]:
+    model.train()
+    torch.manual_seed(5)  # the same dropout masks
+    logits = model(**tiny_batch()).logits
+    nn.functional.cross_entropy(logits, LABELS[: logits.shape[0]]).backward()
+    return logits.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+
+def declared(name: str):
+    node = method_node(name)
+    return METHODS[node.name].declared(parse_method_config(node))
+
+
+@pytest.mark.parametrize("kind", ["nf4", "int8"])
+@pytest.mark.parametrize("name", TEXT)
+def test_a_method_on_a_quantized_base_equals_it_on_the_dequantised_weights(name, kind):
+    if not declared(name).quantizable:  # refused before the model loads
+        with pytest.raises(HarnessError, match=f"model.quantize={kind}: method"):
+            resolve_storage(model_section("fp32", kind), "auto", None, CPU, name, declared(name))
+        return
+    quantized, twin = quantized_and_twin(kind)
+    applied(quantized, name), applied(twin, name)
+    logits, grads = outputs_and_grads(quantized)
+    expected_logits, expected_grads = outputs_and_grads(twin)
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-5, atol=1e-5)
+    assert grads.keys() == expected_grads.keys() and grads
+    for param, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[param], rtol=1e-5, atol=1e-5, msg=param)
+
+
+def test_the_quantized_layers_are_the_backbones_linear_ones_and_the_head_stays():
+    quantized, _ = quantized_and_twin("nf4")
+    kinds = {name: type(module) for name, module in quantized.named_modules()}
+    assert kinds["classifier"] is nn.Linear
+    assert kinds["bert.encoder.layer.0.attention.self.query"] is bnb.nn.Linear4bit
+    assert sum(kind is bnb.nn.Linear4bit for kind in kinds.values()) == 2 * 6 + 1  # 6 per layer, the pooler
+
+
+def test_frozen_weight_is_the_dequantised_weight_close_to_the_original():
+    quantized, _ = quantized_and_twin("nf4")
+    original = tiny_bert().bert.encoder.layer[0].intermediate.dense.weight
+    layer = quantized.bert.encoder.layer[0].intermediate.dense
+    weight = frozen_weight(layer)
+    assert weight.dtype == torch.float32 and torch.equal(weight, dequantised(layer))
+    # NF4's widest gap between neighbouring levels is 0.304 of a block's absmax (-1 to -0.696): rounding errs by at
+    # most half of it (0.152), and the double-quantised absmax by a little more (measured: at most 0.153)
+    blocks = original.detach().reshape(-1, 64).abs().amax(dim=1, keepdim=True)
+    errors = (weight.reshape(-1, 64) - original.detach().reshape(-1, 64)).abs() / blocks
+    assert errors.max() <= 0.16 and errors.max() > 0.05
+
+
+def nf4_bytes(values: int) -> int:
+    """Packed 4-bit values, a uint8 scale per 64, an fp32 scale per 256 of those, the two code tables."""
+    return values // 2 + values // 64 + 4 * math.ceil(values / 64 / 256) + 4 * (16 + 256)
+
+
+def test_frozen_bytes_follow_the_storage():
+    plain = tiny_bert()
+    for param in plain.parameters():
+        param.requires_grad_(False)
+    counts = {name: param.numel() for name, param in plain.named_parameters()}
+    assert frozen_bytes(plain) == 4 * sum(counts.values())
+    half = tiny_bert()
+    store_frozen_base(half, BaseStorage("bf16", None, torch.bfloat16), HEAD, "tiny")
+    for param in half.parameters():
+        param.requires_grad_(False)
+    assert frozen_bytes(half) == 2 * sum(n for name, n in counts.items() if not name.startswith("classifier")) + 4 * (
+        counts["classifier.weight"] + counts["classifier.bias"]
+    )
+    quantized, _ = quantized_and_twin("nf4")
+    for param in quantized.parameters():
+        param.requires_grad_(False)
+    linear = {name for name, module in quantized.named_modules() if isinstance(module, bnb.nn.Linear4bit)}
+    weights = [counts[f"{name}.weight"] for name in linear]
+    others = sum(n for name, n in counts.items() if not (name.endswith(".weight") and name[:-7] in linear))
+    assert frozen_bytes(quantized) == sum(nf4_bytes(n) for n in weights) + 4 * others
+
+
+def test_bf16_storage_equals_fp32_holding_bf16_rounded_weights_under_bf16_autocast():
+    stored, rounded = tiny_bert(), tiny_bert()
+    store_frozen_base(stored, BaseStorage("bf16", None, torch.bfloat16), HEAD, "tiny")
+    with torch.no_grad():
+        for name, param in rounded.named_parameters():
+            if not name.startswith("classifier"):
+                param.copy_(param.to(torch.bfloat16).float())
+    assert stored.bert.encoder.layer[0].attention.self.query.weight.dtype == torch.bfloat16
+    for model in (stored, rounded):
+        applied(model, "lora")
+    assert {p.dtype for p in stored.parameters() if p.requires_grad} == {torch.float32}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, grads = outputs_and_grads(stored)
+        expected_logits, expected_grads = outputs_and_grads(rounded)
+    # the matmuls see the same bf16 weights; the rest (embedding sums, LayerNorm, residuals) runs in bf16 on the stored
+    # base and in fp32 on the other, and the roundings add up through the layers: within eight bf16 roundings (8 · 2^-8)
+    # in norm, each tensor relative to its own norm (measured: logits 4e-3, gradients at most 1.9e-2)
+    assert {grad.dtype for grad in grads.values()} == {torch.float32}
+    for got, expected in [(logits, expected_logits), *((grads[name], expected_grads[name]) for name in grads)]:
+        assert (got.float() - expected.float()).norm() <= 8 * 2**-8 * expected.float().norm()
+
+
+def test_merging_on_a_quantized_base_dequantises_the_layer_and_keeps_the_outputs():
+    quantized, _ = quantized_and_twin("nf4")
+    method = applied(quantized, "lora")
+    quantized.eval()
+    before = quantized(**tiny_batch()).logits
+    method.merge()
+    layer = quantized.bert.encoder.layer[0].attention.self.query
+    assert type(layer.base) is nn.Linear and layer.base.weight.dtype == torch.float32
+    torch.testing.assert_close(quantized(**tiny_batch()).logits, before, rtol=1e-5, atol=1e-5)
+
+
+def model_section(dtype: str = "auto", quantize=None) -> ModelConfig:
+    return ModelConfig(dtype=dtype, quantize=quantize)
+
+
+@pytest.mark.parametrize(
+    "dtype, quantize, precision, name, message",
+    [
+        ("bf16", None, "auto", "full", "trains the backbone, whose weights stay fp32"),
+        ("fp32", "nf4", "auto", "full", "trains the backbone's weights"),
+        ("fp32", "int8", "auto", "rac_lora", "writes into the frozen weights during training"),
+        ("fp32", "nf4", "auto", "lora_ga", "rewrites or differentiates the frozen weights to start"),
+        ("fp16", None, "auto", "lora", "model.dtype=fp16 needs a GPU"),
+        ("bf16", None, "fp32", "lora", "train.precision=fp32 asks for fp32; use train.precision=auto or bf16"),
+    ],
+)
+def test_what_cannot_run_is_one_line(dtype, quantize, precision, name, message):
+    with pytest.raises(HarnessError, match=message):
+        resolve_storage(model_section(dtype, quantize), precision, None, CPU, name, METHODS[name].capabilities)
+
+
+def test_auto_is_fp32_on_a_cpu_and_autocast_follows_a_bf16_base():
+    assert resolve_storage(model_section(), "auto", None, CPU, "lora", Capabilities()) == BaseStorage(
+        "fp32", None, None
+    )
+    storage = resolve_storage(model_section("bf16", "nf4"), "auto", None, CPU, "lora", Capabilities())
+    assert storage == BaseStorage("bf16", "nf4", torch.bfloat16)
+    storage = resolve_storage(model_section("bf16"), "bf16", torch.bfloat16, CPU, "lora", Capabilities())
+    assert storage.describe() == {"base_dtype": "bf16", "quantize": None, "autocast": "bf16"}
+
+
+def test_a_model_without_linear_layers_in_its_backbone_cannot_be_quantized():
+    with pytest.raises(HarnessError, match="has no linear layers in its backbone to quantize"):
+        store_frozen_base(tiny_cnn(), BaseStorage("fp32", "nf4", None), HEAD, "tiny_cnn")
