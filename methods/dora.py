@@ -27,6 +27,7 @@ from torch import nn
 
 from methods.base import role_targets
 from methods.capabilities import Capabilities
+from methods.frozen import frozen_weight, is_quantized
 from methods.lora import Lora, LoraConfig, LoraLinear
 from methods.registry import register
 
@@ -43,7 +44,7 @@ class DoraConfig(LoraConfig):
 class DoraLinear(LoraLinear):
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, rslora: bool):
         super().__init__(base, r, alpha, dropout, rslora)
-        self.magnitude = nn.Parameter(torch.linalg.vector_norm(base.weight.detach(), dim=1))
+        self.magnitude = nn.Parameter(torch.linalg.vector_norm(frozen_weight(base), dim=1))
         self.base_norms = None  # ((W0's storage, its version), ‖W0‖² per row): see base_row_norms_sq
 
     def base_row_norms_sq(self) -> torch.Tensor:
@@ -54,7 +55,7 @@ class DoraLinear(LoraLinear):
         weight = self.base.weight
         stamp = (weight.data_ptr(), weight._version)
         if self.base_norms is None or self.base_norms[0] != stamp:
-            self.base_norms = (stamp, torch.linalg.vector_norm(weight.detach(), dim=1).square())
+            self.base_norms = (stamp, torch.linalg.vector_norm(frozen_weight(self.base), dim=1).square())
         return self.base_norms[1]
 
     def _apply(self, fn, recurse=True):
@@ -63,10 +64,11 @@ class DoraLinear(LoraLinear):
 
     def weight_norm(self) -> torch.Tensor:
         """‖W0 + s·B A‖ per output row without building W0 + s·B A (detached):
-        ‖W0‖² (cached) + s·rowsum((2·W0 Aᵀ + s·B (A Aᵀ)) ⊙ B)."""
-        with torch.no_grad():
+        ‖W0‖² (cached) + s·rowsum((2·W0 Aᵀ + s·B (A Aᵀ)) ⊙ B), in fp32 whatever the base's storage (outside
+        autocast; W0 de-quantised or upcast: methods/frozen.py)."""
+        with torch.no_grad(), torch.autocast(self.lora_A.device.type, enabled=False):
             A, B, s = self.lora_A, self.lora_B, self.scaling
-            cross_and_square = torch.addmm(F.linear(self.base.weight, A), B, A @ A.T, beta=2, alpha=s)
+            cross_and_square = torch.addmm(F.linear(frozen_weight(self.base), A), B, A @ A.T, beta=2, alpha=s)
             return (self.base_row_norms_sq() + s * torch.linalg.vecdot(cross_and_square, B)).clamp_min(0).sqrt()
 
     def adapted(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,7 +77,11 @@ class DoraLinear(LoraLinear):
         dropped = x if isinstance(self.dropout, nn.Identity) or not self.training else self.dropout(x)
         rows = dropped.reshape(-1, dropped.shape[-1])
         lora = F.linear(F.linear(rows, self.lora_A), self.lora_B * self.scaling)  # s·x̃ Aᵀ Bᵀ
-        adapted = torch.addmm(lora, rows, weight.T)  # x̃ W0ᵀ + s·x̃ Aᵀ Bᵀ
+        if is_quantized(self.base):  # x̃ W0ᵀ through the quantized layer (its own kernel; it keeps W0 packed)
+            product = self.base(rows)
+            adapted = (product if bias is None else product - bias) + lora
+        else:
+            adapted = torch.addmm(lora, rows, weight.T)  # x̃ W0ᵀ + s·x̃ Aᵀ Bᵀ
         if dropped is x:  # y = b + m/‖·‖ ⊙ (x W0ᵀ + s·x Aᵀ Bᵀ)
             out = scale * adapted if bias is None else torch.addcmul(bias, scale, adapted)
         else:  # y = x W0ᵀ + b + (m/‖·‖ − 1) ⊙ x̃ W0ᵀ + m/‖·‖ ⊙ s·x̃ Aᵀ Bᵀ
@@ -84,7 +90,7 @@ class DoraLinear(LoraLinear):
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     def merged_weight(self) -> torch.Tensor:
-        return (self.magnitude / self.weight_norm())[:, None] * (self.base.weight + self.delta_weight())
+        return (self.magnitude / self.weight_norm())[:, None] * (frozen_weight(self.base) + self.delta_weight())
 
 
 @register
