@@ -17,7 +17,8 @@ projection's gated filters) read it gathered, since the weight's unit is gathere
 of its block. Refused, with one line: a run of one process (nothing to shard over); methods that train
 every weight (full: nothing frozen to shard; use DDP, `fsdp=false`); methods that change frozen weights
 during training (RAC-LoRA folds each link into W0); methods that initialise from the gradients of the
-frozen weights (LoRA-GA: each rank would need every whole weight and its gradient at once).
+frozen weights (LoRA-GA: each rank would need every whole weight and its gradient at once); a quantized base
+(model.quantize: bitsandbytes' packed tensors are not sharded).
 """
 
 import torch
@@ -27,6 +28,7 @@ from torch import nn
 from harness.engine import distributed
 from harness.errors import HarnessError
 from methods.base import Method
+from methods.frozen import is_quantized
 
 
 def refusal(method: Method) -> str | None:
@@ -51,6 +53,11 @@ def refusal(method: Method) -> str | None:
         return (
             f"method '{method.name}' initialises from the gradients of every frozen weight, which fsdp=true keeps "
             "sharded; run it with fsdp=false"
+        )
+    if any(is_quantized(module) for module in method.model.modules()):
+        return (
+            "model.quantize packs the frozen weights in bitsandbytes' own tensors, which fsdp=true does not shard; "
+            "run it with fsdp=false (data-parallel) or model.quantize=null"
         )
     if capabilities.restructures:
         return (

@@ -9,7 +9,12 @@ import textwrap
 
 import pytest
 
+from harness.engine import distributed, sharding
+from harness.models.storage import BaseStorage, store_frozen_base
+from methods import build_method
+from tests.conftest import tiny_bert
 from tests.engine.test_distributed import BASE, METHOD, curve, launch, only_record
+from tests.methods.test_invariants import method_node
 
 SHARDING_METHODS = {
     **METHOD,
@@ -148,4 +153,16 @@ def test_sharding_one_process_is_refused_in_one_line(tmp_path):
     assert record["error"] == (
         "fsdp=true shards the frozen weights over the processes of a torchrun run "
         "(torchrun --nproc_per_node N -m harness ... fsdp=true); this run has one process"
+    )
+
+
+def test_a_quantized_base_is_refused_in_one_line(monkeypatch):
+    pytest.importorskip("bitsandbytes")
+    model = tiny_bert()
+    store_frozen_base(model, BaseStorage("fp32", "nf4", None), ["classifier"], "tiny")
+    method = build_method(model, method_node("lora"), ["classifier"])
+    monkeypatch.setattr(distributed, "world", lambda: (0, 2))
+    assert sharding.refusal(method) == (
+        "model.quantize packs the frozen weights in bitsandbytes' own tensors, which fsdp=true does not shard; "
+        "run it with fsdp=false (data-parallel) or model.quantize=null"
     )
