@@ -1,13 +1,14 @@
 """The frozen base's storage: `model.dtype` (fp32 | bf16 | fp16 | auto) and `model.quantize` (nf4 | int8 | null).
 
-The model loads in fp32 as always; before the method applies, every backbone tensor (all but the task head) is
-stored in the base dtype, and with `quantize` every backbone nn.Linear becomes a bitsandbytes layer holding its
-weight in 4-bit NormalFloat (QLoRA's NF4, blocks of 64 with double-quantised scales) or 8-bit rows (LLM.int8()
-without outliers, threshold 0). bitsandbytes because it is what QLoRA, transformers and PEFT use: a PEFT tuner on
-its layers is PEFT's own QLoRA path, and since 0.49 it runs on CPU, so the same code is tested here. The method
-then applies on that base and reads W0 through methods/frozen.py (de-quantised, fp32). After it has applied,
-everything it trains is fp32 (`train_in_fp32`): the adapters, the head and any backbone tensor it unfroze; so is
-the optimizer's state. The forward runs under autocast in the base's dtype (harness/engine/device.py).
+The model loads in fp32 as always; before the method applies, every backbone tensor (all but the task head and the
+normalisation layers, which stay fp32 as in QLoRA's preparation of a model) is stored in the base dtype, and with
+`quantize` every backbone nn.Linear becomes a bitsandbytes layer holding its weight in 4-bit NormalFloat (QLoRA's
+NF4, blocks of 64 with double-quantised scales) or 8-bit rows (LLM.int8() without outliers, threshold 0).
+bitsandbytes because it is what QLoRA, transformers and PEFT use: a PEFT tuner on its layers is PEFT's own QLoRA
+path, and since 0.49 it runs on CPU, so the same code is tested here. The method then applies on that base and reads
+W0 through methods/frozen.py (de-quantised, fp32). After it has applied, everything it trains is fp32
+(`train_in_fp32`): the adapters, the head and any backbone tensor it unfroze; so is the optimizer's state. The
+forward runs under autocast in the base's dtype (harness/engine/device.py).
 
 `auto` is bf16 on CUDA GPUs that support it and fp32 elsewhere, and fp32 for a method that trains the backbone
 (full fine-tuning keeps fp32 master weights); fp16 and bf16 need autocast in the same dtype, and fp16 a GPU.
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
-from methods.base import is_under
+from methods.base import NORM_LAYERS, is_under
 from methods.frozen import is_quantized
 
 STORED = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -84,9 +85,12 @@ def store_frozen_base(model: nn.Module, storage: BaseStorage, head_modules: list
     """Before the method applies: the backbone's tensors in the base dtype, its linear layers quantized."""
     dtype = STORED[storage.dtype]
     if dtype != torch.float32:
-        for name, param in model.named_parameters():
-            if not is_under(name, head_modules) and param.is_floating_point():
-                param.data = param.data.to(dtype)
+        for module_name, module in model.named_modules():
+            if is_normalisation(module) or is_under(module_name, head_modules):
+                continue
+            for param in module.parameters(recurse=False):
+                if param.is_floating_point():
+                    param.data = param.data.to(dtype)
     if storage.quantize is not None:
         count = quantize_linears(model, storage.quantize, head_modules, storage.autocast or torch.float32)
         if count == 0:
@@ -94,6 +98,12 @@ def store_frozen_base(model: nn.Module, storage: BaseStorage, head_modules: list
                 f"model.quantize={storage.quantize}: model '{model_name}' has no linear layers in its backbone to "
                 "quantize (the text and decoder models have); use model.quantize=null"
             )
+
+
+def is_normalisation(module: nn.Module) -> bool:
+    """Normalisation layers keep fp32 weights on a half-precision base (as QLoRA's preparation does): a LayerNorm
+    whose input an fp32 adapter output reaches would otherwise mix dtypes, which the CPU kernel refuses."""
+    return isinstance(module, NORM_LAYERS) or type(module).__name__.endswith(("LayerNorm", "RMSNorm"))
 
 
 def quantize_linears(model: nn.Module, kind: str, head_modules: list[str], compute_dtype: torch.dtype) -> int:

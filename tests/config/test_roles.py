@@ -32,6 +32,7 @@ FAMILY_OF = {
     "llama3_8b": LLAMA_ROLES,
     "smollm2_135m": LLAMA_ROLES,
     "tiny_llama": LLAMA_ROLES,
+    "llama32_1b_random": LLAMA_ROLES,
     "efficientnet_lite0": {"default": ["re:.*_(expand|project)_conv", "_conv_head"]},
     "mlp_mnist": {"default": ["l1", "l2", "l3"]},
 }

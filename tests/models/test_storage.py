@@ -121,9 +121,11 @@ def test_frozen_bytes_follow_the_storage():
     store_frozen_base(half, BaseStorage("bf16", None, torch.bfloat16), HEAD, "tiny")
     for param in half.parameters():
         param.requires_grad_(False)
-    assert frozen_bytes(half) == 2 * sum(n for name, n in counts.items() if not name.startswith("classifier")) + 4 * (
-        counts["classifier.weight"] + counts["classifier.bias"]
+    full = {name for name in counts if name.startswith("classifier") or "LayerNorm" in name}  # fp32: head, norms
+    assert frozen_bytes(half) == 2 * sum(n for name, n in counts.items() if name not in full) + 4 * sum(
+        counts[name] for name in full
     )
+    assert half.bert.encoder.layer[0].output.LayerNorm.weight.dtype == torch.float32
     quantized, _ = quantized_and_twin("nf4")
     for param in quantized.parameters():
         param.requires_grad_(False)
@@ -138,7 +140,7 @@ def test_bf16_storage_equals_fp32_holding_bf16_rounded_weights_under_bf16_autoca
     store_frozen_base(stored, BaseStorage("bf16", None, torch.bfloat16), HEAD, "tiny")
     with torch.no_grad():
         for name, param in rounded.named_parameters():
-            if not name.startswith("classifier"):
+            if not name.startswith("classifier") and "LayerNorm" not in name:  # norms stay fp32
                 param.copy_(param.to(torch.bfloat16).float())
     assert stored.bert.encoder.layer[0].attention.self.query.weight.dtype == torch.bfloat16
     for model in (stored, rounded):
@@ -199,3 +201,16 @@ def test_auto_is_fp32_on_a_cpu_and_autocast_follows_a_bf16_base():
 def test_a_model_without_linear_layers_in_its_backbone_cannot_be_quantized():
     with pytest.raises(HarnessError, match="has no linear layers in its backbone to quantize"):
         store_frozen_base(tiny_cnn(), BaseStorage("fp32", "nf4", None), HEAD, "tiny_cnn")
+
+
+@pytest.mark.parametrize("name", TEXT)
+def test_every_method_trains_on_a_bf16_base_with_fp32_trained_tensors(name):
+    """A step's forward and backward under bf16 autocast on the CPU (whose LayerNorm refuses mixed dtypes: an fp32
+    adapter output reaching a bf16 norm would fail here)."""
+    model = tiny_bert()
+    store_frozen_base(model, BaseStorage("bf16", None, torch.bfloat16), HEAD, "tiny")
+    applied(model, name)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, grads = outputs_and_grads(model)
+    assert grads and {grad.dtype for grad in grads.values()} == {torch.float32}
+    assert all(torch.isfinite(grad).all() for grad in grads.values())
