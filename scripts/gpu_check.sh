@@ -6,7 +6,7 @@
 #      bases, gradient checkpointing and deterministic mode bit for bit);
 #   2. the training-step bench (python -m harness.bench) at bf16: MiniLM (every method), SmolLM2-135M and a random
 #      Llama-3.2-1B-shaped model (conf/model/llama32_1b_random.yaml; LoRA and DoRA, ours and PEFT's), each of the
-#      two decoders also on an NF4 base with gradient checkpointing (LoRA, ours and PEFT's);
+#      two decoders also on an NF4 base with gradient checkpointing (QLoRA and QDoRA, ours and PEFT's);
 #   3. one short demo run: LoRA on bbc_news with MiniLM at the demo sweep's settings (conf/sweep/demo.yaml: 60 steps
 #      of batch 16 at 64 tokens, 300 validation and 300 test articles).
 # Estimated time on an H100 (not yet measured there): tests 1 min, MiniLM bench 1.5 min, SmolLM2 benches 2 × 0.7 min
@@ -16,8 +16,8 @@
 # counts as failed.
 #
 # Without a GPU it runs the same steps at tiny size (the CPU fallback, tested by tests/bench/test_gpu_check.py): the
-# GPU tests (they skip), the bench on tiny_bert (bf16 autocast; LoRA, DoRA) and tiny_llama (NF4 base, checkpointed;
-# LoRA), one step, and a one-step demo run on tiny_bert; this proves the script's plumbing, not the GPU.
+# GPU tests (they skip), the bench on tiny_bert (bf16 base; LoRA, DoRA) and tiny_llama (NF4 base, checkpointed;
+# LoRA, DoRA), one step, and a one-step demo run on tiny_bert; this proves the script's plumbing, not the GPU.
 #
 # Output: the bench pages <device>-<model>-b<batch>x<length>[-bf16][-nf4][-checkpointed].md and a summary
 # gpu-check-<device>.md in the output folder: $GPU_CHECK_OUT, else the first argument, else results/bench (CPU
@@ -67,7 +67,7 @@ if [[ "$cuda" == True ]]; then
     device=cuda
     bench=(python -m harness.bench --device cuda --precision bf16 --dtype bf16 --out "$out")
     decoder=(--methods lora,dora --batch 8 --length 256 --warmup 1 --rounds 2 --steps 2)
-    nf4=(--methods lora --quantize nf4 --gradient-checkpointing)  # DoRA on an NF4 base: see docs/benchmarks.md
+    nf4=(--quantize nf4 --gradient-checkpointing)  # QLoRA and QDoRA, ours and PEFT's
     step gpu-tests 80 "${tests[@]}"
     step bench-minilm 90 "${bench[@]}" --model minilm --batch 16 --length 128 --warmup 1 --rounds 2 --steps 2
     step bench-smollm2 70 "${bench[@]}" --model smollm2_135m "${decoder[@]}"
@@ -82,10 +82,8 @@ else
     bench=(python -m harness.bench --device cpu --methods lora,dora --no-peft --batch 2 --length 16 --warmup 0
         --rounds 1 --steps 1 --out "$out")
     step gpu-tests 120 "${tests[@]}"
-    # bf16 autocast over an fp32 base (a bf16 base under the bench fails on the CPU: LayerNorm's mixed dtypes)
-    step bench-tiny-bert-bf16 120 "${bench[@]}" --model tiny_bert --precision bf16 --dtype fp32
-    step bench-tiny-llama-nf4-checkpointed 120 "${bench[@]}" --model tiny_llama --methods lora --quantize nf4 \
-        --gradient-checkpointing
+    step bench-tiny-bert-bf16 120 "${bench[@]}" --model tiny_bert --precision bf16 --dtype bf16
+    step bench-tiny-llama-nf4-checkpointed 120 "${bench[@]}" --model tiny_llama --quantize nf4 --gradient-checkpointing
     demo=(method=lora model=tiny_bert train.device=cpu train.max_steps=1 train.eval_every=1 train.batch_size=4
         task.limit_train=8 task.limit_eval=8)
     step demo 120 "${run[@]}" "${demo[@]}"

@@ -23,8 +23,8 @@ from optimizers import check_applies, optimizer_rule, parse_optimizer_config
 
 
 def saved_activations_mb(contender: "Contender", batch: dict) -> float:
-    """Bytes autograd keeps for the backward pass of one training forward (each storage counted
-    once): the activation memory a method costs, the same on every device."""
+    """Bytes autograd keeps for the backward pass of one training forward under the step's autocast (each storage
+    counted once): the activation memory a method costs, the same on every device."""
     storages: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -33,7 +33,11 @@ def saved_activations_mb(contender: "Contender", batch: dict) -> float:
         return tensor
 
     contender.method.train_mode()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    dtype = contender.dtype
+    with (
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor),
+        torch.autocast(contender.device.type, dtype=dtype, enabled=dtype is not None),  # as the step runs it
+    ):
         loss = contender.method.model(**batch).loss
         extra = contender.method.extra_loss()
         if extra is not None:
@@ -70,7 +74,7 @@ class Contender:
         optimizer_cfg=None,
     ):
         self.label, self.model, self.method = label, model.to(device), method
-        self.batch, self.device, self.absolute_peak = batch, device, absolute_peak
+        self.batch, self.device, self.dtype, self.absolute_peak = batch, device, dtype, absolute_peak
         train = TrainConfig(lr=1e-4, head_lr=1e-4, schedule="constant", warmup_ratio=0.0)
         optimizer, scheduler = build_optimizer(method, train, optimizer_cfg, 0, total_steps)  # the loop's builder
         method.start(total_steps, optimizer)

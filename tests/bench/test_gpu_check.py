@@ -18,10 +18,10 @@ def test_the_cpu_fallback_runs_every_step_and_writes_its_pages(tmp_path):
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the script's `python` is this one
     done = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    pages = ["cpu-tiny_bert-b2x16.md", "cpu-tiny_llama-b2x16-nf4-checkpointed.md"]
+    pages = ["cpu-tiny_bert-b2x16-bf16.md", "cpu-tiny_llama-b2x16-nf4-checkpointed.md"]
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted([*pages, "gpu-check-cpu.md"])
     assert "| limit " in (tmp_path / pages[0]).read_text() and "| dora " in (tmp_path / pages[0]).read_text()
-    assert "| lora " in (tmp_path / pages[1]).read_text()
+    assert "| lora " in (tmp_path / pages[1]).read_text() and "| dora " in (tmp_path / pages[1]).read_text()
     summary = (tmp_path / "gpu-check-cpu.md").read_text()
     assert summary.startswith("# GPU check (cpu): 4 of 4 steps passed")
     for step in ["gpu-tests", "bench-tiny-bert-bf16", "bench-tiny-llama-nf4-checkpointed", "demo"]:
