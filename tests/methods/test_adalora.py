@@ -248,11 +248,11 @@ def test_adalora_orthogonality_loss_at_weight_one(gamma):
 
 def test_adalora_orthogonality_loss_keeps_the_adapters_dtype():
     """float64 beside a float64 base; fp32 beside a bf16 one (trained tensors stay fp32: methods/frozen.py)."""
-    for base, trained in [(torch.float64, torch.float64), (torch.bfloat16, torch.float32)]:
+    for base, adapters in [(torch.float64, torch.float64), (torch.bfloat16, torch.float32)]:
         method = adalora(model=tiny_bert().to(base))
         method.start(20)
-        assert method.layers and {p.dtype for p in method.adapter_parameters()} == {trained}
-        assert method.extra_loss().dtype == trained
+        assert method.layers and {p.dtype for p in method.adapter_parameters()} == {adapters}
+        assert method.extra_loss().dtype == adapters
 
 
 def test_adalora_steps_without_gradients_score_zero_importance():
