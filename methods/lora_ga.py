@@ -17,7 +17,10 @@ The reference and PEFT take the singular pairs from torch.svd_lowrank(q=4r, nite
 approximation of the same top-2r pairs (in float32); this one is exact and deterministic (the
 differences to PEFT are measured in tests/methods/test_lora_ga.py). Singular vectors have arbitrary signs, so
 one exact init differs from another by signs of A's rows and B's columns (same subspace, same scale).
-The gradient pass counts into the run's cost (cost.init_seconds, inside train_seconds).
+The gradient pass counts into the run's cost (cost.init_seconds, inside train_seconds). On a bf16 base
+(model.dtype) each batch's gradient comes in bf16, as autocast computes it in bf16 either way; the sum and the SVD
+are float64, and W0 − s·B0 A0 is written back in bf16 (rounded). A quantized base is refused: W0 can be neither
+differentiated nor rewritten exactly.
 Saved state: A, B and the initial factors A0, B0 (buffers): loading them re-applies W0 − s·B0 A0 to
 a freshly built model, so the round trip needs no data.
 Weight decay (`decay="trainer"`): as LoRA (the reference trains through HF Trainer).

@@ -7,7 +7,8 @@ matrix R between them is trained:
     y = x W0ᵀ + b + s · dropout(x) Aᵀ Rᵀ Bᵀ,      ΔW = s · B R A,   s = α/r
 R ~ N(0, σ²) with σ = 1e-5 (the paper's init: near zero, not zero). Merge: W0 ← W0 + s·B R A.
 Trainable params: r² per adapted matrix; A and B are buffers (r·(d_in + d_out) frozen values).
-The SVD is exact (torch.linalg.svd in float64, computed once per matrix), hence deterministic.
+The SVD is exact (torch.linalg.svd in float64, computed once per matrix), hence deterministic; it reads W0 in
+full precision (methods/frozen.py: de-quantised on a quantized base, upcast on a bf16 one).
 Weight decay (`decay="all"`): every trained tensor, R and the whole head (biases included), as the
 reference's own torch AdamW over all of them (MohammadrezaBanaei/LoRA-XS main_glue.py; no
 weight_decay given, so torch's default 0.01).
