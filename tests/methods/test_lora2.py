@@ -121,8 +121,12 @@ def test_lora2_without_orthogonality_weight_adds_no_loss():
     assert lora2(orth_reg=0.0).extra_loss() is None
 
 
-def test_lora2_orthogonality_loss_keeps_the_models_dtype():
-    assert lora2(model=tiny_bert().to(torch.bfloat16)).extra_loss().dtype == torch.bfloat16
+def test_lora2_orthogonality_loss_keeps_the_adapters_dtype():
+    """float64 beside a float64 base; fp32 beside a bf16 one (trained tensors stay fp32: methods/frozen.py)."""
+    for base, adapters in [(torch.float64, torch.float64), (torch.bfloat16, torch.float32)]:
+        method = lora2(model=tiny_bert().to(base))
+        assert {p.dtype for p in method.adapter_parameters()} == {adapters}
+        assert method.extra_loss().dtype == adapters
 
 
 def test_lora2_mask_and_orthogonality_loss_on_the_base_device():
