@@ -74,8 +74,8 @@ from harness.checks import require
 from harness.errors import HarnessError
 from methods.base import LayerMethod, MethodConfig, role_targets
 from methods.capabilities import Capabilities
-from methods.frozen import frozen_weight, is_quantized, trained_factory
-from methods.layer import AdaptedLayer, dequantised_linear
+from methods.frozen import frozen_weight, trained_factory
+from methods.layer import AdaptedLayer
 from methods.registry import register
 
 SIDES = ("input", "output")
@@ -136,10 +136,7 @@ class HadamardLinear(AdaptedLayer):
     def fold(self) -> None:
         with torch.no_grad():
             weight, bias = self.merged_weight(), self.merged_bias()  # both from the unfolded W^O
-            if is_quantized(self.base):
-                self.base = dequantised_linear(self.base, weight)
-            else:
-                self.base.weight.copy_(weight)
+            self.write_base_weight(weight)
             if self.base.bias is None:  # a bias-less projection (Llama's o_proj) gets one, frozen
                 self.base.bias = nn.Parameter(bias, requires_grad=False)
             else:

@@ -43,10 +43,14 @@ class AdaptedLayer(nn.Module):
         """W0 ← merged_weight(), the update still in place (a method that restarts it calls this). A quantized base
         cannot hold the merged weight exactly: its layer becomes a plain fp32 linear layer holding it (de-quantised)."""
         with torch.no_grad():
-            if is_quantized(self.base):
-                self.base = dequantised_linear(self.base, self.merged_weight())
-            else:
-                self.base.weight.copy_(self.merged_weight())
+            self.write_base_weight(self.merged_weight())
+
+    def write_base_weight(self, weight: torch.Tensor) -> None:
+        """W0 ← `weight` in the base's storage; a quantized base is replaced by a plain fp32 layer holding it."""
+        if is_quantized(self.base):
+            self.base = dequantised_linear(self.base, weight)
+        else:
+            self.base.weight.copy_(weight)
 
     def merge(self) -> None:
         """Fold the update into the base weight once; from then on the layer is the base layer."""
