@@ -3,16 +3,18 @@
 #
 # On a CUDA GPU it runs
 #   1. the GPU-marked tests (tests/engine/test_gpu.py: a LoRA step under bf16 autocast against fp32, bf16 and NF4
-#      bases, gradient checkpointing and deterministic mode bit for bit);
+#      bases, gradient checkpointing and deterministic mode bit for bit, LoRA compiled by inductor against eager);
 #   2. the training-step bench (python -m harness.bench) at bf16: MiniLM (every method), SmolLM2-135M and a random
 #      Llama-3.2-1B-shaped model (conf/model/llama32_1b_random.yaml; LoRA and DoRA, ours and PEFT's), each of the
-#      two decoders also on an NF4 base with gradient checkpointing (QLoRA and QDoRA, ours and PEFT's);
+#      two decoders also on an NF4 base with gradient checkpointing (QLoRA and QDoRA, ours and PEFT's), and MiniLM's
+#      limit and LoRA eager and compiled (train.compile, inductor) beside PEFT's eager LoRA (goal: >= 1.2x faster);
 #   3. one short demo run: LoRA on bbc_news with MiniLM at the demo sweep's settings (conf/sweep/demo.yaml: 60 steps
 #      of batch 16 at 64 tokens, 300 validation and 300 test articles).
-# Estimated time on an H100 (not yet measured there): tests 1 min, MiniLM bench 1.5 min, SmolLM2 benches 2 × 0.7 min
-# (the first converts the packaged GGUF once, ~0.5 min), Llama-1B benches 2 × 1.1 min (random init and a copy per
-# contender of 1.24B parameters on the CPU dominate), demo 0.6 min, startup and summary 0.1 min: about 7 minutes.
-# Each step has its own timeout (their sum is 470 s) so a hung step cannot take the whole budget; a step over it
+# Estimated time on an H100 (not yet measured there): tests 1.2 min, MiniLM bench 1.4 min, MiniLM compiled 1.2 min
+# (inductor compiles the limit and LoRA, for training and for the activation count), SmolLM2 benches 2 × 0.6 min
+# (the first converts the packaged GGUF once, ~0.5 min), Llama-1B benches 2 × 1 min (random init and a copy per
+# contender of 1.24B parameters on the CPU dominate), demo 0.5 min, startup and summary 0.1 min: about 7.6 minutes.
+# Each step has its own timeout (their sum is 520 s) so a hung step cannot take the whole budget; a step over it
 # counts as failed.
 #
 # Without a GPU it runs the same steps at tiny size (the CPU fallback, tested by tests/bench/test_gpu_check.py): the
@@ -69,14 +71,16 @@ if [[ "$cuda" == True ]]; then
     decoder=(--methods lora,dora --batch 8 --length 256 --warmup 1 --rounds 2 --steps 2)
     nf4=(--quantize nf4 --gradient-checkpointing)  # QLoRA and QDoRA, ours and PEFT's
     step gpu-tests 80 "${tests[@]}"
-    step bench-minilm 90 "${bench[@]}" --model minilm --batch 16 --length 128 --warmup 1 --rounds 2 --steps 2
-    step bench-smollm2 70 "${bench[@]}" --model smollm2_135m "${decoder[@]}"
-    step bench-smollm2-nf4-checkpointed 50 "${bench[@]}" --model smollm2_135m "${decoder[@]}" "${nf4[@]}"
-    step bench-llama1b 75 "${bench[@]}" --model llama32_1b_random "${decoder[@]}"
-    step bench-llama1b-nf4-checkpointed 65 "${bench[@]}" --model llama32_1b_random "${decoder[@]}" "${nf4[@]}"
+    step bench-minilm 85 "${bench[@]}" --model minilm --batch 16 --length 128 --warmup 1 --rounds 2 --steps 2
+    step bench-minilm-compiled 85 "${bench[@]}" --model minilm --methods lora --compile --batch 16 --length 128 \
+        --warmup 2 --rounds 2 --steps 3
+    step bench-smollm2 60 "${bench[@]}" --model smollm2_135m "${decoder[@]}"
+    step bench-smollm2-nf4-checkpointed 45 "${bench[@]}" --model smollm2_135m "${decoder[@]}" "${nf4[@]}"
+    step bench-llama1b 70 "${bench[@]}" --model llama32_1b_random "${decoder[@]}"
+    step bench-llama1b-nf4-checkpointed 60 "${bench[@]}" --model llama32_1b_random "${decoder[@]}" "${nf4[@]}"
     demo=(method=lora train.device=cuda train.max_steps=60 train.eval_every=60 task.max_length=64
         task.limit_eval=300)
-    step demo 40 "${run[@]}" "${demo[@]}"
+    step demo 35 "${run[@]}" "${demo[@]}"
 else
     device=cpu
     bench=(python -m harness.bench --device cpu --methods lora,dora --no-peft --batch 2 --length 16 --warmup 0

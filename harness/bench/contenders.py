@@ -129,9 +129,23 @@ def available_methods() -> list[str]:
     return ours + [m for m in options if m.startswith("peft/")]
 
 
-def contender_labels(methods: list[str], with_peft: bool) -> list[str]:
-    """The limit, the methods, then PEFT's build of those PEFT has."""
-    return ["limit", *methods, *([f"peft_{m}" for m in PEFT_METHODS if m in methods] if with_peft else [])]
+COMPILED = "@compiled"  # a label's suffix: the same contender with its forward compiled (harness/engine/compiled.py)
+
+
+def contender_labels(methods: list[str], with_peft: bool, compiled: bool = False) -> list[str]:
+    """The limit, the methods, PEFT's build of those PEFT has, then (`compiled`) the limit and the methods again
+    with their forward compiled."""
+    eager = ["limit", *methods]
+    return [
+        *eager,
+        *([f"peft_{m}" for m in PEFT_METHODS if m in methods] if with_peft else []),
+        *([label + COMPILED for label in eager] if compiled else []),
+    ]
+
+
+def uncompiled(label: str) -> tuple[str, bool]:
+    """A contender label without its `@compiled` suffix, and whether it had one."""
+    return label.removesuffix(COMPILED), label.endswith(COMPILED)
 
 
 def composed(method: str, model_name: str):

@@ -12,7 +12,9 @@ shape it measures, through the training loop's own step (`harness.engine.train.S
   method/full;
 - for LoRA, DoRA and AdaLoRA, Hugging Face PEFT's implementation with the same settings on the same
   model and batch (ratio ours/PEFT);
-- PEFT's other tuners through the bridge (`peft/<tuner>`, conf/method/peft/), each with its config's defaults.
+- PEFT's other tuners through the bridge (`peft/<tuner>`, conf/method/peft/), each with its config's defaults;
+- with `--compile`, the limit and each method again with its forward compiled (`<method>@compiled`: train.compile),
+  their ratio to the same method eager and to PEFT's eager build.
 Methods are timed in rounds (every method once per round, in a shuffled order, `--rounds` rounds) so
 that slow drifts of the machine hit all of them alike. The table is printed and written to results/bench/<device>.md.
 `--overhead` also times the default run (`python -m harness`) and reports the share of its wall time
@@ -36,7 +38,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from harness.bench.contenders import available_methods, contender_labels, random_batch, text_model
+from harness.bench.contenders import available_methods, contender_labels, random_batch, text_model, uncompiled
 from harness.bench.isolation import IsolatedContender, Refused
 from harness.bench.overhead import overhead
 from harness.bench.timing import build_contender
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     )  # an adapter's: the table's (a method that trains the backbone keeps fp32, or is refused)
     with project_config():
         methods = available_methods() if args.methods == "all" else args.methods.split(",")
-        contenders, refused = build_contenders(args, contender_labels(methods, not args.no_peft), device)
+        labels = contender_labels(methods, not args.no_peft, args.compile is not None)
+        contenders, refused = build_contenders(args, labels, device)
         time_in_rounds(contenders, args)
     peak = (
         ("peak RSS MB" if device.type == "cpu" else "peak memory MB")
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         [f"-{storage.dtype}"] * (storage.dtype != "fp32")
         + [f"-{args.quantize}"] * (args.quantize is not None)
         + ["-checkpointed"] * args.gradient_checkpointing
+        + ["-compiled"] * (args.compile is not None)
     )
     (out / f"{slug}-{args.model}-b{args.batch}x{args.length}{suffix}.md").write_text(text)
 
@@ -127,6 +131,15 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="every contender's blocks recomputed in the backward (train.gradient_checkpointing)",
     )
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        default=None,
+        metavar="BACKEND",
+        help="also time the limit and each method with its forward compiled (train.compile; `<method>@compiled` "
+        "rows, their ratio to the same method eager and to PEFT's eager build); BACKEND: torch.compile's (inductor)",
+    )
     parser.add_argument("--out", default="results/bench")
     return parser.parse_args(argv)
 
@@ -144,6 +157,7 @@ def build_contenders(args: argparse.Namespace, labels: list[str], device) -> tup
         "total": total,
         "threads": torch.get_num_threads(),
         "checkpointed": args.gradient_checkpointing,
+        "backend": args.compile,
         "base": (args.dtype, args.quantize),
     }
     if not args.isolate:
@@ -164,6 +178,7 @@ def build_contenders(args: argparse.Namespace, labels: list[str], device) -> tup
                     total,
                     model_name=args.model,
                     checkpointed=args.gradient_checkpointing,
+                    backend=args.compile,
                     base=(args.dtype, args.quantize),
                 )
             )
@@ -189,9 +204,11 @@ def table(contenders: list, peak: str | None) -> list[dict]:
     """One row per contender; `peak` names the peak-memory column (None: left out)."""
     by_label = {c.label: c for c in contenders}
     median = {c.label: statistics.median(c.seconds) for c in contenders}
+    any_compiled = any(uncompiled(label)[1] for label in median)
     rows = []
     for c in contenders:
-        peft = f"peft_{c.label}"
+        eager, compiled = uncompiled(c.label)
+        peft = f"peft_{eager}"  # a compiled method against PEFT's eager build
         rows.append(
             {
                 "method": c.label,
@@ -200,6 +217,11 @@ def table(contenders: list, peak: str | None) -> list[dict]:
                 "× limit": f"{median[c.label] / median['limit']:.3f}",
                 "× full": f"{median[c.label] / median['full']:.3f}" if "full" in median else "—",
                 "ours / PEFT": f"{median[c.label] / median[peft]:.3f}" if peft in by_label else "—",
+                **(
+                    {"compiled / eager": f"{median[c.label] / median[eager]:.3f}" if compiled else "—"}
+                    if any_compiled
+                    else {}
+                ),
                 "activations MB": f"{c.activations_mb:,.1f}",
                 "frozen weights MB": f"{c.frozen_mb:,.1f}",
                 **({peak: f"{c.peak_mb:,.0f}"} if peak else {}),
@@ -237,7 +259,8 @@ def report(
     command = " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
         f"# Training-step benchmark: {args.model}, batch {args.batch} × {args.length} tokens, {precision}"
-        + (", gradient checkpointing" if args.gradient_checkpointing else ""),
+        + (", gradient checkpointing" if args.gradient_checkpointing else "")
+        + (f", eager and compiled ({args.compile})" if args.compile else ""),
         "",
         f"Machine: {machine(device)}. Command: `python -m harness.bench {command}`.",
         f"Median of {args.rounds} rounds × {args.steps} timed steps per method (after {args.warmup} warm-up steps), "

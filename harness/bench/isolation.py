@@ -46,6 +46,7 @@ def contender_process(connection, settings: dict, label: str) -> None:
                 model_name=settings["model"],
                 checkpointed=settings["checkpointed"],
                 base=settings["base"],
+                backend=settings["backend"],
             )
             release_heap()
             connection.send(("ready", contender.trainable, contender.frozen_mb))

@@ -9,8 +9,9 @@ import time
 import torch
 from torch import nn
 
-from harness.bench.contenders import contender_capabilities, contender_method, head_of, split_label
+from harness.bench.contenders import contender_capabilities, contender_method, head_of, split_label, uncompiled
 from harness.config.sections import ModelConfig, TrainConfig
+from harness.engine.compiled import compile_forward
 from harness.engine.device import autocast_dtype
 from harness.engine.memory import current_mb, read_peak, reset_peak
 from harness.engine.recompute import recompute_activations, refuse_method
@@ -123,13 +124,16 @@ def build_contender(
     model_name: str = "minilm",
     checkpointed: bool = False,
     base: tuple[str, str | None] = ("auto", None),
+    backend: str | None = None,
 ) -> Contender:
     """`label`'s method applied to `model` (changed in place), ready to step with its optimizer (`lora+lorafa`:
     LoRA-FA; harness/bench/contenders.py split_label), on the frozen base stored as `base` says (model.dtype,
     model.quantize: harness/models/storage.py) and under `precision`'s autocast, the model's blocks recomputed in the
-    backward where `checkpointed` (harness/engine/recompute.py)."""
-    method_name, optimizer = split_label(label)
-    capabilities = contender_capabilities(label, model_name)
+    backward where `checkpointed` (harness/engine/recompute.py); `lora@compiled`: its forward compiled by `backend`
+    (None: inductor; harness/engine/compiled.py)."""
+    built, compiled = uncompiled(label)
+    method_name, optimizer = split_label(built)
+    capabilities = contender_capabilities(built, model_name)
     section = ModelConfig(name=model_name, dtype=base[0], quantize=base[1])
     storage = resolve_storage(section, precision, autocast_dtype(precision, device), device, method_name, capabilities)
     if checkpointed:
@@ -137,9 +141,11 @@ def build_contender(
         recompute_activations(model, model_name)
     store_frozen_base(model, storage, head_of(model_name), model_name)
     optimizer_cfg = None if optimizer is None else parse_optimizer_config({"name": optimizer})
-    method = contender_method(model, label, total_steps, model_name)
+    method = contender_method(model, built, total_steps, model_name)
     train_in_fp32(model)
     if optimizer_cfg is not None:
         check_applies(optimizer_cfg.name, method.name, METHODS)
         optimizer_rule(optimizer_cfg).prepare(method)
+    if compiled:
+        compile_forward(method.model, backend)
     return Contender(label, model, method, batch, device, storage.autocast, total_steps, absolute_peak, optimizer_cfg)

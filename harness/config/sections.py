@@ -84,6 +84,7 @@ class TrainConfig:
     gradient_checkpointing: bool = field(
         default=False, metadata=NOT_COMPOSED
     )  # recompute each block's activations in the backward (harness/engine/recompute.py)
+    compile: bool = field(default=False, metadata=NOT_COMPOSED)  # torch.compile the forward (engine/compiled.py)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
 
     def __post_init__(self):

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from harness.config.sections import LoggerConfig, RunSettings, parse_section, parse_settings
 from harness.engine import distributed
 from harness.engine.checkpoint import Checkpointer
+from harness.engine.compiled import compile_forward, refuse_compile
 from harness.engine.device import autocast_dtype, device_name, make_deterministic, pick_device
 from harness.engine.loggers import NullLogger, build_logger, mend_runs_table
 from harness.engine.memory import read_peak, reset_peak
@@ -185,6 +186,8 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
     seed_everything(run.seed)
     if run.train.gradient_checkpointing:
         refuse_method(cfg.method.name, capabilities)
+    if run.train.compile:
+        refuse_compile(bool(cfg.get("fsdp")), processes)
     model = load_model(run.model, task.num_labels, cfg.get("cache_dir"))
     head_modules = [] if task.is_generative else run.model.head_modules
     store_frozen_base(model, storage, head_modules, run.model.name)
@@ -204,6 +207,8 @@ def set_up(cfg: DictConfig, record: dict) -> Setup:
         shard(method, device)
     else:
         model.to(device)
+    if run.train.compile:
+        compile_forward(model)
     record["params"] = method.param_counts()
     return Setup(run, device, storage.autocast, task, encoded, cache_hits, pad_id, model, method, wall_started)
 

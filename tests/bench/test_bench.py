@@ -172,3 +172,20 @@ def test_bench_on_a_quantized_base_reports_its_frozen_bytes_and_refuses_full_fin
         assert quantized[label]["trainable params"] == plain[label]["trainable params"]
     assert "- `full`: model.quantize=nf4: method 'full' trains the backbone's weights" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu-tiny_bert-b2x8-nf4.md", "cpu-tiny_bert-b2x8.md"]
+
+
+@pytest.mark.slow
+def test_bench_with_compile_times_each_contender_eager_and_compiled_side_by_side(tmp_path, capsys):
+    main([*TINY, "--methods", "lora", "--compile", "aot_eager", "--out", str(tmp_path)])  # inductor: minutes here
+    text = capsys.readouterr().out
+    rows = table_rows(text)
+    assert text.startswith("# Training-step benchmark: tiny_bert, batch 2 × 8 tokens, fp32, eager and compiled (aot_")
+    assert set(rows) == {"limit", "lora", "peft_lora", "limit@compiled", "lora@compiled"}
+    for label in ("limit", "lora"):  # the same contender: as many trained parameters, a ratio to its eager self
+        compiled = rows[f"{label}@compiled"]
+        assert compiled["trainable params"] == rows[label]["trainable params"]
+        ratio = float(compiled["s/step"]) / float(rows[label]["s/step"])
+        assert compiled["compiled / eager"] == f"{ratio:.3f}" and rows[label]["compiled / eager"] == "—"
+    ratio = float(rows["lora@compiled"]["s/step"]) / float(rows["peft_lora"]["s/step"])
+    assert rows["lora@compiled"]["ours / PEFT"] == f"{ratio:.3f}"  # against PEFT's eager build
+    assert [p.name for p in tmp_path.iterdir()] == ["cpu-tiny_bert-b2x8-compiled.md"]

@@ -27,5 +27,5 @@ def test_the_cpu_fallback_runs_every_step_and_writes_its_pages(tmp_path):
     for step in ["gpu-tests", "bench-tiny-bert-bf16", "bench-tiny-llama-nf4-checkpointed", "demo"]:
         assert f"| {step} | passed |" in summary
     assert all(f"- {page}" in summary for page in pages)
-    assert "Tests: 7 skipped" in summary and "test accuracy" in summary  # the GPU tests skip; the demo ran
+    assert "Tests: 8 skipped" in summary and "test accuracy" in summary  # the GPU tests skip; the demo ran
     assert f"summary: {tmp_path / 'gpu-check-cpu.md'}" in done.stdout

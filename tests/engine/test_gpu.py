@@ -1,12 +1,14 @@
 """The CUDA paths (`-m gpu`; skipped without a CUDA GPU, so the default CPU suite passes over them): a LoRA step
 under bf16 autocast against the fp32 step, bf16 and NF4 bases training fp32 tensors, gradient checkpointing and
-deterministic mode bit for bit. `bash scripts/gpu_check.sh` runs these on a GPU machine.
+deterministic mode bit for bit, LoRA compiled by inductor against eager. `bash scripts/gpu_check.sh` runs these on a
+GPU machine.
 
 Tolerances (written for an H100, from the bf16 and fp32 formats, not yet measured there): bf16 autocast against fp32
 within eight bf16 roundings (8 · 2^-8) in norm, each tensor relative to its own norm, the bound of the CPU test of a
 bf16 base (tests/models/test_storage.py); an NF4 base against an fp32 base holding the de-quantised weights within
 1e-5 (fp32, the same W in both matmuls; TF32 is off in torch by default); checkpointing and repeated steps bitwise
-(deterministic kernels: recomputation replays the same kernels and dropout masks).
+(deterministic kernels: recomputation replays the same kernels and dropout masks); inductor's kernels against eager
+within 1e-5 + 1e-4 relative without dropout (the CPU test's bound, tests/engine/test_compiled.py).
 """
 
 import pytest
@@ -111,3 +113,23 @@ def test_deterministic_runs_on_cuda_repeat_bit_for_bit(tmp_path, deterministic):
     assert first["provenance"]["deterministic"] is True
     assert first["params"]["trainable_sha256"] == second["params"]["trainable_sha256"]
     assert first["metrics"]["final"] == second["metrics"]["final"]
+
+
+def test_lora_compiled_by_inductor_on_cuda_equals_eager_without_dropout():
+    from harness.engine.compiled import compile_forward
+
+    eager, compiled = lora_on_tiny_bert(False).model, lora_on_tiny_bert(False).model
+    compile_forward(compiled)
+    for model in (eager, compiled):  # no dropout: inductor draws its masks from its own stream
+        model.to(CUDA).eval()
+    batch = {key: value.to(CUDA) for key, value in tiny_batch(batch=8, length=32).items()}
+    results = []
+    for model in (eager, compiled):
+        logits = model(**batch).logits
+        logits.pow(2).sum().backward()
+        results.append((logits.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
+    (expected_logits, expected_grads), (logits, grads) = results
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-4, atol=1e-5)
+    assert grads.keys() == expected_grads.keys() and grads
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-5, msg=name)
