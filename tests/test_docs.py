@@ -346,21 +346,19 @@ def subprocess_arguments(module: str, arguments: list[str]) -> list[str]:
     return [sys.executable, "-m", "harness", *first_values(overrides_of(arguments)), "--cfg", "job"]
 
 
-def distinct_invocations() -> list[str]:
-    """Each quoted `python -m` command once, as `module arguments...`."""
+def distinct_checks() -> list[str]:
+    """What the quoted `python -m` commands run, each once, as `module arguments...` after the interpreter (the
+    commands of one module other than harness share its --help)."""
     return sorted(
         {
-            shlex.join([module, *arguments])
+            shlex.join(subprocess_arguments(module, arguments)[1:])
             for module, arguments in map(module_and_arguments, (command.words for command in python_commands()))
         }
     )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("invocation", distinct_invocations())
-def test_quoted_command_runs_its_entry_point(invocation):
-    module, *arguments = shlex.split(invocation)
-    done = subprocess.run(
-        subprocess_arguments(module, arguments), cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+@pytest.mark.parametrize("check", distinct_checks())
+def test_quoted_command_runs_its_entry_point(check):
+    done = subprocess.run([sys.executable, *shlex.split(check)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -80,11 +80,15 @@ def test_bench_on_a_decoder_resolves_its_roles_and_head(tmp_path, capsys):
     )
 
 
-@pytest.mark.parametrize("isolate", [[], pytest.param(["--isolate"], marks=pytest.mark.slow)])
-def test_a_method_that_refuses_the_model_is_listed_under_the_table_and_the_others_are_measured(
-    tmp_path, capsys, isolate
-):
-    """SURM's circulant default targets q and v; on the GQA Llama v is 32 → 16, so SURM refuses it."""
+SURM_REFUSES_TINY_LLAMA = (
+    "- `surm`: surm: structure=circulant needs a square layer, but 'model.layers.0.self_attn.v_proj' is 16×32; "
+    "target square layers or use structure=kronecker"
+)
+
+
+def test_a_method_that_refuses_the_model_is_listed_under_the_table_and_the_others_are_measured(tmp_path, capsys):
+    """SURM's circulant default targets q and v; on the GQA Llama v is 32 → 16, so SURM refuses it (in a process of
+    its own: the isolated test below)."""
     main(
         [
             "--model",
@@ -104,26 +108,40 @@ def test_a_method_that_refuses_the_model_is_listed_under_the_table_and_the_other
             "1",
             "--out",
             str(tmp_path),
-            *isolate,
         ]
     )
     text = capsys.readouterr().out
     assert set(table_rows(text)) == {"limit", "lora"}
-    assert (
-        "- `surm`: surm: structure=circulant needs a square layer, but 'model.layers.0.self_attn.v_proj' is 16×32; "
-        "target square layers or use structure=kronecker"
-    ) in text.splitlines()
+    assert SURM_REFUSES_TINY_LLAMA in text.splitlines()
 
 
 @pytest.mark.slow
 def test_isolated_bench_runs_each_method_in_its_own_process_and_reports_its_peak_rss(tmp_path, capsys):
-    main([*TINY, "--methods", "full,lora", "--warmup", "1", "--rounds", "2", "--out", str(tmp_path), "--isolate"])
-    rows = table_rows(capsys.readouterr().out)
+    """Each contender in a process of its own, and a refusal in one (SURM on the GQA Llama) sent back to the table."""
+    tiny_llama = ["--model", "tiny_llama", *TINY[2:]]
+    main(
+        [
+            *tiny_llama,
+            "--methods",
+            "full,lora,surm",
+            "--warmup",
+            "1",
+            "--rounds",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--isolate",
+        ]
+    )
+    text = capsys.readouterr().out
+    rows = table_rows(text)
     assert set(rows) == {"limit", "full", "lora", "peft_lora"}
-    assert rows["lora"]["trainable params"] == rows["peft_lora"]["trainable params"] == "2,213"
-    assert rows["full"]["optimizer state MB"] == f"{2 * 4 * 1_011_525 / 2**20:.2f}"  # AdamW's two fp32 moments
+    assert rows["lora"]["trainable params"] == rows["peft_lora"]["trainable params"]
+    full = int(rows["full"]["trainable params"].replace(",", ""))
+    assert rows["full"]["optimizer state MB"] == f"{2 * 4 * full / 2**20:.2f}"  # AdamW's two fp32 moments
     for row in rows.values():  # a whole process's peak: Python, torch and the model, well over 100 MB
         assert float(row["peak RSS MB"].replace(",", "")) > 100
+    assert SURM_REFUSES_TINY_LLAMA in text.splitlines()
 
 
 def test_bench_times_lora_under_each_optimizer_with_its_state_and_refuses_one_that_does_not_apply(tmp_path, capsys):

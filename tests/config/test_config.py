@@ -78,6 +78,7 @@ def test_demo_sweep_is_a_multirun_over_every_text_method(make_config):
         hydra_cfg = compose("config", overrides=["sweep=demo"], return_hydra_config=True).hydra
     assert hydra_cfg.mode == RunMode.MULTIRUN
     assert hydra_cfg.sweeper.params.method == "glob(*,exclude=projection)"
+    assert "joblib" in hydra_cfg.launcher._target_ and hydra_cfg.launcher.n_jobs == 2  # two runs at a time
     from harness.protocol.plan import expand
 
     with project_config():  # the glob sees the method YAMLs only (not the base/ nodes they extend, nor peft/*)
