@@ -202,8 +202,9 @@ def test_bench_with_compile_times_each_contender_eager_and_compiled_side_by_side
     for label in ("limit", "lora"):  # the same contender: as many trained parameters, a ratio to its eager self
         compiled = rows[f"{label}@compiled"]
         assert compiled["trainable params"] == rows[label]["trainable params"]
-        ratio = float(compiled["s/step"]) / float(rows[label]["s/step"])
-        assert compiled["compiled / eager"] == f"{ratio:.3f}" and rows[label]["compiled / eager"] == "—"
+        ratio = float(compiled["s/step"]) / float(rows[label]["s/step"])  # of s/step rounded to 4 decimals
+        assert float(compiled["compiled / eager"]) == pytest.approx(ratio, rel=0.02)
+        assert rows[label]["compiled / eager"] == "—"
     ratio = float(rows["lora@compiled"]["s/step"]) / float(rows["peft_lora"]["s/step"])
-    assert rows["lora@compiled"]["ours / PEFT"] == f"{ratio:.3f}"  # against PEFT's eager build
+    assert float(rows["lora@compiled"]["ours / PEFT"]) == pytest.approx(ratio, rel=0.02)  # PEFT's eager build
     assert [p.name for p in tmp_path.iterdir()] == ["cpu-tiny_bert-b2x8-compiled.md"]

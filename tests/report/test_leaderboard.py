@@ -107,8 +107,12 @@ def test_a_sweep_caption_heads_its_leaderboard_as_one_paragraph(results, make_co
     captioned = build_and_write(str(results), sweep="fixture", with_plot=False, sweep_caption="One seed,\n60 steps.")
     assert captioned == plain.replace("# Leaderboard\n\n", "# Leaderboard\n\nOne seed, 60 steps.\n\n", 1)
     demo = make_config("sweep=demo", quick=False)
-    assert demo.caption.startswith(
-        "Demo sweep: a smoke test of every text method, not a comparison. One seed, 60 steps"
+    assert demo.caption.startswith(  # the caption states the budget the config runs
+        f"Demo sweep: a smoke test of every text method, not a comparison. One seed, {demo.train.max_steps} steps "
+        f"of batch {demo.train.batch_size}"
+    )
+    assert (
+        f"at {demo.task.max_length} tokens" in demo.caption and f"on {demo.task.limit_eval} validation" in demo.caption
     )
     given = {}
     monkeypatch.setattr(harness.report.board, "build_and_write", lambda *args, **kwargs: given.update(kwargs) or "")
