@@ -8,8 +8,8 @@
 #      Llama-3.2-1B-shaped model (conf/model/llama32_1b_random.yaml; LoRA and DoRA, ours and PEFT's), each of the
 #      two decoders also on an NF4 base with gradient checkpointing (QLoRA and QDoRA, ours and PEFT's), and MiniLM's
 #      limit and LoRA eager and compiled (train.compile, inductor) beside PEFT's eager LoRA (goal: >= 1.2x faster);
-#   3. one short demo run: LoRA on bbc_news with MiniLM at the demo sweep's settings (conf/sweep/demo.yaml: 60 steps
-#      of batch 16 at 64 tokens, 300 validation and 300 test articles).
+#   3. one short demo run: LoRA on bbc_news with MiniLM at the demo sweep's settings (conf/sweep/demo.yaml: 30 steps
+#      of batch 16 at 32 tokens, 150 validation and 150 test articles).
 # Estimated time on an H100 (not yet measured there): tests 1.2 min, MiniLM bench 1.4 min, MiniLM compiled 1.2 min
 # (inductor compiles the limit and LoRA, for training and for the activation count), SmolLM2 benches 2 × 0.6 min
 # (the first converts the packaged GGUF once, ~0.5 min), Llama-1B benches 2 × 1 min (random init and a copy per
@@ -78,8 +78,8 @@ if [[ "$cuda" == True ]]; then
     step bench-smollm2-nf4-checkpointed 45 "${bench[@]}" --model smollm2_135m "${decoder[@]}" "${nf4[@]}"
     step bench-llama1b 70 "${bench[@]}" --model llama32_1b_random "${decoder[@]}"
     step bench-llama1b-nf4-checkpointed 60 "${bench[@]}" --model llama32_1b_random "${decoder[@]}" "${nf4[@]}"
-    demo=(method=lora train.device=cuda train.max_steps=60 train.eval_every=60 task.max_length=64
-        task.limit_eval=300)
+    demo=(method=lora train.device=cuda train.max_steps=30 train.eval_every=30 task.max_length=32
+        task.limit_eval=150)
     step demo 35 "${run[@]}" "${demo[@]}"
 else
     device=cpu
