@@ -44,6 +44,7 @@ from harness.bench.overhead import overhead
 from harness.bench.timing import build_contender
 from harness.config.compose import project_config
 from harness.config.sections import ModelConfig
+from harness.engine.compiled import BACKEND
 from harness.engine.device import autocast_dtype, device_name, pick_device
 from harness.errors import HarnessError
 from harness.models.storage import resolve_storage
@@ -134,7 +135,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--compile",
         nargs="?",
-        const="inductor",
+        const=BACKEND,
         default=None,
         metavar="BACKEND",
         help="also time the limit and each method with its forward compiled (train.compile; `<method>@compiled` "
