@@ -123,7 +123,8 @@ def test_isolated_bench_runs_each_method_in_its_own_process_and_reports_its_peak
         [
             *tiny_llama,
             "--methods",
-            "full,lora,surm",
+            "lora,surm",
+            "--no-peft",
             "--warmup",
             "1",
             "--rounds",
@@ -135,10 +136,9 @@ def test_isolated_bench_runs_each_method_in_its_own_process_and_reports_its_peak
     )
     text = capsys.readouterr().out
     rows = table_rows(text)
-    assert set(rows) == {"limit", "full", "lora", "peft_lora"}
-    assert rows["lora"]["trainable params"] == rows["peft_lora"]["trainable params"]
-    full = int(rows["full"]["trainable params"].replace(",", ""))
-    assert rows["full"]["optimizer state MB"] == f"{2 * 4 * full / 2**20:.2f}"  # AdamW's two fp32 moments
+    assert set(rows) == {"limit", "lora"}
+    lora = int(rows["lora"]["trainable params"].replace(",", ""))
+    assert rows["lora"]["optimizer state MB"] == f"{2 * 4 * lora / 2**20:.2f}"  # AdamW's two fp32 moments
     for row in rows.values():  # a whole process's peak: Python, torch and the model, well over 100 MB
         assert float(row["peak RSS MB"].replace(",", "")) > 100
     assert SURM_REFUSES_TINY_LLAMA in text.splitlines()

@@ -92,13 +92,14 @@ def test_a_sharded_backbone_trains_lora_as_one_process(tmp_path):
 @pytest.mark.parametrize(
     "method",
     [
-        *[pytest.param(method, marks=pytest.mark.slow) for method in ("dora", "adalora", "lora_xs", "peft/lora")],
+        *[pytest.param(method, marks=pytest.mark.slow) for method in ("dora", "lora_xs", "peft/lora")],
         *[
             pytest.param(method, marks=pytest.mark.exhaustive)
-            for method in ("dora_dynamic", "lorta", "melora", "head", "surm")
+            for method in ("adalora", "dora_dynamic", "lorta", "melora", "head", "surm")
         ],
     ],
-)  # dora: a magnitude beside the pair; adalora: step hooks; lora_xs: factors from the frozen weight; the bridge
+)  # dora: a magnitude beside the pair; lora_xs: factors from the frozen weight; the bridge. AdaLoRA's step hooks
+# over two processes: tests/engine/test_distributed.py
 def test_a_sharded_backbone_trains_each_method_as_one_process(tmp_path, method):
     sharded_as_one_process(tmp_path, method)
 
@@ -138,19 +139,28 @@ def test_a_sharded_decoder_generates_its_answers_as_one_process(tmp_path):
         ),
     ],
 )
-def test_methods_that_need_whole_frozen_weights_are_refused_in_one_line(tmp_path, method, why):
+def test_methods_that_need_whole_frozen_weights_are_refused_in_one_line(monkeypatch, method, why):
+    method = build_method(tiny_bert(), method_node(method), ["classifier"])
+    monkeypatch.setattr(distributed, "world", lambda: (0, 2))
+    assert sharding.refusal(method) == why
+
+
+def test_a_refused_two_process_run_is_recorded_as_failed_with_its_one_line(tmp_path):
     done = launch(
-        tmp_path, [*BASE, f"method={method}", "train.grad_accum=2", "fsdp=true", f"results_dir={tmp_path / 'r'}"], 2
+        tmp_path, [*BASE, "method=full", "train.grad_accum=2", "fsdp=true", f"results_dir={tmp_path / 'r'}"], 2
     )
-    record = only_record(tmp_path / "r")
-    assert done.returncode != 0 and record["status"] == "failed" and record["error"] == why
-
-
-def test_sharding_one_process_is_refused_in_one_line(tmp_path):
-    done = launch(tmp_path, [*BASE, "method=lora", "fsdp=true", f"results_dir={tmp_path / 'r'}"], 1)
     record = only_record(tmp_path / "r")
     assert done.returncode != 0 and record["status"] == "failed"
     assert record["error"] == (
+        "fsdp=true shards the frozen weights, and method 'full' trains every weight; run it with fsdp=false "
+        "(data-parallel)"
+    )
+
+
+def test_sharding_one_process_is_refused_in_one_line(monkeypatch):
+    method = build_method(tiny_bert(), method_node("lora"), ["classifier"])
+    monkeypatch.setattr(distributed, "world", lambda: (0, 1))
+    assert sharding.refusal(method) == (
         "fsdp=true shards the frozen weights over the processes of a torchrun run "
         "(torchrun --nproc_per_node N -m harness ... fsdp=true); this run has one process"
     )
