@@ -558,25 +558,6 @@ def test_two_joblib_jobs_and_a_second_launcher_writing_at_once_give_the_sequenti
     assert ours == theirs
 
 
-@pytest.mark.slow
-def test_submitit_local_executor_runs_a_real_multirun_and_a_failure_exits_1(tmp_path):
-    done = harness(
-        tmp_path,
-        "hydra/launcher=submitit_local",
-        "method=head,lora",
-        *TINY,
-        "train.max_steps=2",
-        "method.targets=[valeu]",
-    )
-    out, err = done.communicate(timeout=900)
-    assert done.returncode == 1  # lora's targets match nothing: the sweep finishes, lists it, exits 1
-    assert "[sweep end 2/2] 1 done, 0 skipped, 1 failed, 0 remaining" in err
-    assert "  FAILED lora | bbc_news | tiny_bert | seed 0" in err and "target pattern 'valeu' matches no" in err
-    statuses = sorted(json.loads(c)["status"] for c in records_in(tmp_path / "results").values())
-    assert statuses == ["failed", "success"]
-    assert list((tmp_path / "multirun" / "results" / ".submitit").iterdir())  # submitit's own job folders
-
-
 def run_until_evaluated(tmp_path, results: Path) -> tuple[subprocess.Popen, Path]:
     """A long tiny run in a process of its own, returned once its first evaluation is in steps.csv."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PEFT_HARNESS_CACHE": str(tmp_path / "cache")}

@@ -162,9 +162,10 @@ def test_an_accumulation_the_processes_cannot_share_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_submitit_job_of_two_tasks_is_one_data_parallel_run(tmp_path):
+def test_a_submitit_job_of_two_tasks_is_one_data_parallel_run_and_a_failing_job_exits_1(tmp_path):
     """hydra/launcher=slurm with tasks_per_node=2, through submitit's local executor: the tasks become the
-    run's two ranks (RANK, WORLD_SIZE, MASTER_ADDR from the job's environment) and write one record."""
+    run's two ranks (RANK, WORLD_SIZE, MASTER_ADDR from the job's environment) and write one record; the sweep's
+    other job (targets that match nothing) fails, the sweep finishes, lists it and exits 1."""
     overrides = [*BASE, "method=lora", "train.grad_accum=2"]
     job = subprocess.run(
         [
@@ -175,6 +176,7 @@ def test_a_submitit_job_of_two_tasks_is_one_data_parallel_run(tmp_path):
             "hydra/launcher=submitit_local",
             "hydra.launcher.tasks_per_node=2",
             *overrides,
+            "method.targets=[query,value],[valeu]",
             f"results_dir={tmp_path / 'job'}",
             f"hydra.sweep.dir={tmp_path / 'multirun'}",
         ],
@@ -184,10 +186,14 @@ def test_a_submitit_job_of_two_tasks_is_one_data_parallel_run(tmp_path):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         timeout=600,
     )
-    launch(tmp_path, [*overrides, f"results_dir={tmp_path / 'one'}"], processes=1)
-    assert (
-        job.returncode == 0 and "[sweep end 1/1] 1 done, 0 skipped, 0 failed, 0 remaining" in job.stdout + job.stderr
-    ), job.stderr[-2000:]
-    ran, single = only_record(tmp_path / "job"), only_record(tmp_path / "one")
+    launch(tmp_path, [*overrides, "method.targets=[query,value]", f"results_dir={tmp_path / 'one'}"], processes=1)
+    said = job.stdout + job.stderr
+    assert job.returncode == 1 and "[sweep end 2/2] 1 done, 0 skipped, 1 failed, 0 remaining" in said, said[-2000:]
+    assert "  FAILED lora | bbc_news | tiny_bert | seed 0" in said and "target pattern 'valeu' matches no" in said
+    records = [json.loads(path.read_text()) for path in (tmp_path / "job" / "runs").glob("*.json")]
+    assert sorted(record["status"] for record in records) == ["failed", "success"]
+    (ran,) = [record for record in records if record["status"] == "success"]
+    single = only_record(tmp_path / "one")
     assert ran["provenance"]["processes"] == 2 and ran["run_key"] == single["run_key"]
     assert ran["params"]["trainable_sha256"] == single["params"]["trainable_sha256"]
+    assert list((tmp_path / "multirun" / ".submitit").iterdir())  # submitit's own job folders
