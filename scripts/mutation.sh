@@ -6,7 +6,7 @@
 #   bash scripts/mutation.sh 'methods.lora.*'   # only these mutants (mutmut name globs); partial report
 #
 # What is mutated and which tests run is configured in pyproject.toml [tool.mutmut]: methods/ against
-# tests/methods/, tests/tasks/test_images.py, tests/engine/test_checkpoint.py and tests/models/test_decoder.py.
+# tests/methods/, tests/tasks/test_images.py, tests/engine/test_checkpoint.py, tests/models/test_decoder.py and tests/models/test_storage.py.
 # Environment: JOBS (parallel mutant workers, default 2), MUTMUT_VERSION (pip spec, default ">=3.8,<4"),
 # REPORT / SURVIVORS (output paths), KEEP=1 (do not delete mutants/ first).
 set -euo pipefail

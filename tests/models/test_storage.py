@@ -37,9 +37,23 @@ def dequantised(layer: nn.Module) -> torch.Tensor:
     return weight.data.float() * weight.SCB[:, None] / 127
 
 
+def with_biases(model: nn.Module) -> nn.Module:
+    """The backbone's Linear layers with nonzero biases (BERT initialises them to 0, where a method that mishandles
+    a quantized layer's bias would go unseen), and the queries with none (bias-free, as in Llama)."""
+    generator = torch.Generator().manual_seed(3)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and name not in HEAD:
+            if name.endswith("attention.self.query"):
+                module.bias = None
+            else:
+                module.bias.data = torch.randn(module.bias.shape, generator=generator) / 10
+    return model
+
+
 def quantized_and_twin(kind: str):
-    """A tiny BERT with its backbone quantized, and the same BERT in fp32 holding the de-quantised weights."""
-    quantized, twin = tiny_bert(), tiny_bert()
+    """A tiny BERT with its backbone quantized, and the same BERT in fp32 holding the de-quantised weights (both
+    with the biases of `with_biases`)."""
+    quantized, twin = with_biases(tiny_bert()), with_biases(tiny_bert())
     store_frozen_base(quantized, BaseStorage("fp32", kind, None), HEAD, "tiny")
     for name, module in quantized.named_modules():
         if isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)):
@@ -112,12 +126,12 @@ def nf4_bytes(values: int) -> int:
 
 
 def test_frozen_bytes_follow_the_storage():
-    plain = tiny_bert()
+    plain = with_biases(tiny_bert())  # the counts of the quantized model below
     for param in plain.parameters():
         param.requires_grad_(False)
     counts = {name: param.numel() for name, param in plain.named_parameters()}
     assert frozen_bytes(plain) == 4 * sum(counts.values())
-    half = tiny_bert()
+    half = with_biases(tiny_bert())
     store_frozen_base(half, BaseStorage("bf16", None, torch.bfloat16), HEAD, "tiny")
     for param in half.parameters():
         param.requires_grad_(False)
