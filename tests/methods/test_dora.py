@@ -200,6 +200,15 @@ def test_dora_cached_base_norms_follow_every_change_of_w0():
     torch.testing.assert_close(layer(x.float()), dense_dora(layer, x.float()))
 
 
+def test_dora_reads_w0_s_row_norms_once_while_w0_is_unchanged():
+    layer = DoraLinear(nn.Linear(8, 6), r=2, alpha=4.0, dropout=0.0, rslora=False)
+    first = layer.base_row_norms_sq()
+    assert layer.base_row_norms_sq() is first  # the cache, not ‖W0‖² again
+    with torch.no_grad():
+        layer.base.weight.mul_(2)
+    assert layer.base_row_norms_sq() is not first
+
+
 # -- closed-form parameter counts (tiny models: tests/methods/references.py) --------------------------------
 COUNTS = [
     ({"r": 4, "targets": ["query", "value"]}, 2 * 2 * (4 * (32 + 32) + 32)),

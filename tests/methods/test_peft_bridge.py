@@ -213,12 +213,18 @@ def test_a_crash_is_blamed_on_meta_copies_and_the_model_is_left_as_it_was():
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     model = tiny_bert()
-    names = ["bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0.attention"]
+    model.bert.encoder.layer[0].attention.self.key.requires_grad_(False)  # a frozen weight stays frozen
+    names = ["bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0.attention", "bert.embeddings"]
     copy = stand_in(model, names)
     assert {n for n, p in copy.named_parameters() if p.is_meta} == {n for n, _ in copy.named_parameters()}
-    assert {n for n, _ in copy.named_parameters()} == {
-        n for n, _ in model.named_parameters() if n.startswith("bert.encoder.layer.0.attention.")
+    assert {n: p.requires_grad for n, p in copy.named_parameters()} == {
+        n: p.requires_grad
+        for n, p in model.named_parameters()
+        if n.startswith(("bert.encoder.layer.0.attention.", "bert.embeddings."))
     }
+    buffers = dict(copy.named_buffers())  # the embeddings' position and token-type ids: meta copies too
+    assert buffers.keys() == {"bert.embeddings.position_ids", "bert.embeddings.token_type_ids"}
+    assert all(b.is_meta for b in buffers.values()) and not any(b.is_meta for b in model.buffers())
     assert not any(p.is_meta for p in model.parameters())
     with pytest.raises(HarnessError, match=r"method.options.r=0: PEFT fails on it \(ZeroDivisionError"):
         bridged("VERA", {"r": 0}, model=model)
