@@ -55,16 +55,24 @@ def test_a_committed_config_run_again_keeps_its_key():
 
 
 def test_the_semantic_part_of_every_committed_record_is_the_allow_list():
-    """Each committed config has the semantic sections (the optimizer's where it is not the default AdamW: none
-    of the committed ones), and its every other key is an operational one (a field of the typed run config's
-    operational section)."""
+    """Each committed config has the semantic sections (the optimizer's where the record was written after the
+    optimizer axis came), and its every other key is an operational one (a field of the typed run config's
+    operational section). A recorded optimizer section is the whole config of a registered rule: every field of
+    its dataclass and nothing else (the official protocol's LoRA+ and LoRA-FA records among them)."""
+    from optimizers import OPTIMIZERS
+
     assert SEMANTIC_SECTIONS == ("seed", "train", "method", "optimizer", "task", "model")
     before_the_optimizer_axis = {"seed", "train", "method", "task", "model"}
     operational = {spec.name for spec in fields(OperationalConfig)}
+    optimizers_seen = set()
     for record in committed_records():
         assert before_the_optimizer_axis <= set(record["config"]), record["run_key"]
         assert set(record["config"]) - set(SEMANTIC_SECTIONS) <= operational, record["run_key"]
-        assert record["config"].get("optimizer", DEFAULT_OPTIMIZER) == DEFAULT_OPTIMIZER, record["run_key"]
+        optimizer = record["config"].get("optimizer", DEFAULT_OPTIMIZER)
+        rule = OPTIMIZERS[optimizer["name"]]
+        assert set(optimizer) == {spec.name for spec in fields(rule.Config)}, record["run_key"]
+        optimizers_seen.add(optimizer["name"])
+    assert "adamw" in optimizers_seen
     assert not operational & set(SEMANTIC_SECTIONS)
 
 
@@ -79,11 +87,19 @@ def test_the_default_optimizer_is_adamw_with_its_config_defaults():
 
 
 def test_every_committed_record_with_the_default_optimizer_section_keeps_its_key():
-    """A committed config run again today is composed with `optimizer: adamw` (conf/config.yaml's default): the
-    same run, the same key, for every record."""
+    """A committed AdamW config run again today is composed with `optimizer: adamw` (conf/config.yaml's
+    default): the same run, the same key, for every such record, whether it was written before the optimizer
+    axis (no section) or after it (the default section). A record of another optimizer is another run: given
+    the default section instead of its own, its key moves."""
     records = committed_records()
-    moved = [r["run_key"] for r in records if run_key(r["config"] | {"optimizer": DEFAULT_OPTIMIZER}) != r["run_key"]]
+    adamw = [r for r in records if r["config"].get("optimizer", DEFAULT_OPTIMIZER) == DEFAULT_OPTIMIZER]
+    others = [r for r in records if r not in adamw]
+    assert len(adamw) >= 297
+    assert {"optimizer" in r["config"] for r in adamw} == {True, False}
+    moved = [r["run_key"] for r in adamw if run_key(r["config"] | {"optimizer": DEFAULT_OPTIMIZER}) != r["run_key"]]
     assert moved == []
+    kept = [r["run_key"] for r in others if run_key(r["config"] | {"optimizer": DEFAULT_OPTIMIZER}) == r["run_key"]]
+    assert kept == []
 
 
 def test_the_default_optimizer_composed_or_named_keeps_the_key_and_any_other_moves_it(make_config):
