@@ -138,6 +138,10 @@ def quantized_linear(bnb, linear: nn.Linear, kind: str, compute_dtype: torch.dty
             device="meta",
         )
         layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4", compress_statistics=True)
+        # On a CPU with AVX512-BF16, bitsandbytes (0.49, 0.50) repacks a 4-bit weight in place for its own kernel at
+        # the first forward in eval mode: a layout dequantize_4bit does not read (W0 in methods/frozen.py would be
+        # wrong after an evaluation), and one it cannot build for a layer narrower than a block of 64 inputs.
+        layer.support_avx512bf16_for_cpu = False
     else:
         layer = bnb.nn.Linear8bitLt(
             linear.in_features,
