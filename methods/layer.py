@@ -13,9 +13,10 @@ from methods.frozen import is_quantized
 
 
 def dequantised_linear(quantized: nn.Module, weight: torch.Tensor) -> nn.Linear:
-    """A plain linear layer with `weight` (fp32) and `quantized`'s bias, in place of a quantized one."""
+    """A plain linear layer with `weight` (a merged weight: fp32, as methods/frozen.py de-quantises W0) and
+    `quantized`'s bias in fp32, frozen, in place of a quantized one."""
     linear = nn.Linear(quantized.in_features, quantized.out_features, bias=quantized.bias is not None)
-    linear.weight = nn.Parameter(weight.float(), requires_grad=False)
+    linear.weight = nn.Parameter(weight, requires_grad=False)
     if quantized.bias is not None:
         linear.bias = nn.Parameter(quantized.bias.detach().float(), requires_grad=False)
     return linear.to(weight.device)

@@ -201,6 +201,26 @@ def test_merging_on_a_quantized_base_dequantises_the_layer_and_keeps_the_outputs
     torch.testing.assert_close(quantized(**tiny_batch()).logits, before, rtol=1e-5, atol=1e-5)
 
 
+def test_a_merged_quantized_layer_is_a_frozen_fp32_linear_with_the_merged_weight_and_its_bias_upcast():
+    """On a bf16 NF4 base (its biases stored in bf16): each merged layer holds the update folded into the
+    de-quantised W0 in fp32, keeps its own bias in fp32 (none where it had none: the queries), trains nothing."""
+    model = with_biases(tiny_bert())
+    store_frozen_base(model, BaseStorage("bf16", "nf4", torch.bfloat16), HEAD, "tiny")
+    method = applied(model, "lora")
+    attention = model.bert.encoder.layer[0].attention.self
+    query, value = attention.query, attention.value
+    expected = {name: layer.merged_weight().float() for name, layer in (("query", query), ("value", value))}
+    stored_bias = value.base.bias.detach().clone()
+    assert stored_bias.dtype == torch.bfloat16 and query.base.bias is None
+    method.merge()
+    for name, layer in (("query", query), ("value", value)):
+        assert type(layer.base) is nn.Linear and layer.base.weight.dtype == torch.float32
+        assert torch.equal(layer.base.weight, expected[name]) and not layer.base.weight.requires_grad
+    assert query.base.bias is None
+    assert value.base.bias.dtype == torch.float32 and torch.equal(value.base.bias, stored_bias.float())
+    assert not value.base.bias.requires_grad
+
+
 def model_section(dtype: str = "auto", quantize=None) -> ModelConfig:
     return ModelConfig(dtype=dtype, quantize=quantize)
 
