@@ -82,10 +82,25 @@ def declared(name: str):
     return METHODS[node.name].declared(parse_method_config(node))
 
 
+# Refused on a quantized base (docs/running.md): full fine-tuning trains the weights, RAC-LoRA folds into them, LoRA-GA
+# differentiates and rewrites them; the PEFT tuners that read the packed weight as a matrix, and PiSSA's and OLoRA's
+# starts (an SVD or QR of W0).
+REFUSED_ON_A_QUANTIZED_BASE = {
+    "full",
+    "rac_lora",
+    "lora_ga",
+    *("peft/c3a", "peft/hra", "peft/loha", "peft/lokr", "peft/tinylora", "peft/lora_pissa", "peft/lora_olora"),
+}
+
+
+def test_the_methods_refused_on_a_quantized_base_are_those_that_read_or_write_the_weight_as_a_matrix():
+    assert {name for name in TEXT if not declared(name).quantizable} == REFUSED_ON_A_QUANTIZED_BASE
+
+
 @pytest.mark.parametrize("kind", ["nf4", "int8"])
 @pytest.mark.parametrize("name", TEXT)
 def test_a_method_on_a_quantized_base_equals_it_on_the_dequantised_weights(name, kind):
-    if not declared(name).quantizable:  # refused before the model loads
+    if name in REFUSED_ON_A_QUANTIZED_BASE:  # refused before the model loads
         with pytest.raises(HarnessError, match=f"model.quantize={kind}: method"):
             resolve_storage(model_section("fp32", kind), "auto", None, CPU, name, declared(name))
         return
