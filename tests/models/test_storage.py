@@ -140,6 +140,18 @@ def test_frozen_weight_is_the_dequantised_weight_close_to_the_original():
     assert errors.max() <= 0.16 and errors.max() > 0.05
 
 
+@pytest.mark.parametrize("kind", ["nf4", "int8"])
+def test_a_quantized_base_counts_its_values_not_its_packed_bytes(kind):
+    """The record's parameter counts on a quantized base are those on the fp32 base: an NF4 weight holds two values
+    per stored byte, and the backbone and total count values."""
+    plain, quantized = tiny_bert(), tiny_bert()
+    values = sum(param.numel() for param in plain.parameters())
+    store_frozen_base(quantized, BaseStorage("fp32", kind, None), HEAD, "tiny")
+    counts = build_method(plain, method_node("lora"), HEAD).param_counts()
+    assert build_method(quantized, method_node("lora"), HEAD).param_counts() == counts
+    assert counts["total"] == values + counts["adapter"]
+
+
 def test_an_evaluation_forward_leaves_the_frozen_weight_as_it_was():
     """bitsandbytes would repack the 4-bit weight in place at the first forward in eval mode on a CPU with
     AVX512-BF16 (this machine's and maybe not CI's: on others the check holds trivially); W0 read after an
