@@ -2,7 +2,8 @@
 weights. Each lives in a folder under the cache root (`cache_dir`, else $PEFT_HARNESS_CACHE, else
 ~/.cache/peft-harness) named by a fingerprint of what it is built from. A folder is written in a temporary
 folder beside it and then renamed, so a reader never sees half an asset; an incomplete or corrupt folder
-(copied in part, a damaged file) is built again.
+(copied in part, a damaged file) is built again. Building draws no number from the run's random generators, so the
+run that builds an asset initialises its model (a fresh head, an adapter) as every later run with its seed does.
 """
 
 import os
@@ -10,6 +11,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+import torch
 
 
 def cache_root(cache_dir: str | None) -> Path:
@@ -24,7 +27,8 @@ def cached_folder(folder: Path, is_complete: Callable[[Path], bool], write: Call
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
     try:
-        write(scratch)
+        with torch.random.fork_rng(devices=[]):  # a model built for the asset draws its init from a fork
+            write(scratch)
         if not is_complete(folder):  # absent, or incomplete or corrupt: replaced
             shutil.rmtree(folder, ignore_errors=True)
         scratch.rename(folder)

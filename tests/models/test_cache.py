@@ -2,6 +2,7 @@
 kept while complete, built again where not, and never left half-written."""
 
 import pytest
+import torch
 
 from harness.models.cache import cache_root, cached_folder
 
@@ -16,6 +17,22 @@ def writer(text: str, calls: list):
         (scratch / "data").write_text(text)
 
     return write
+
+
+def test_building_draws_nothing_from_the_runs_random_stream(tmp_path):
+    """The run that builds an asset (GGUF de-quantisation builds a model with a random init) goes on drawing what a run
+    that finds the asset built draws: the same seed gives the same fresh head either way."""
+
+    def write(scratch):
+        torch.rand(1000)  # a random init
+        (scratch / "data").write_text("built")
+
+    torch.manual_seed(3)
+    cached_folder(tmp_path / "a", has_data, write)
+    after_building = torch.rand(4)
+    torch.manual_seed(3)
+    cached_folder(tmp_path / "a", has_data, write)  # found: nothing built
+    assert torch.equal(torch.rand(4), after_building)
 
 
 def test_a_folder_is_built_once_then_kept(tmp_path):
