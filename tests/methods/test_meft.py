@@ -381,7 +381,9 @@ def test_an_encoder_whose_blocks_lack_a_bert_part_is_one_line(missing):
         Meft(model, MeftConfig(), HEAD)
     assert str(error.value) == (
         "method meft restructures a BERT-family encoder (a ModuleList `layer` of blocks with attention, "
-        "intermediate and output), and BertForSequenceClassification has none; use a BERT, MiniLM or RoBERTa model"
+        "intermediate and output) or a Llama-layout decoder (a ModuleList `layers` of blocks with self_attn, mlp, "
+        "input_layernorm and post_attention_layernorm), and BertForSequenceClassification has neither; use a BERT, "
+        "MiniLM, RoBERTa or Llama-layout model"
     )
 
 
@@ -390,7 +392,9 @@ def test_a_model_without_a_bert_encoder_is_one_line():
         Meft(tiny_cnn(), MeftConfig(), HEAD)
     assert str(error.value) == (
         "method meft restructures a BERT-family encoder (a ModuleList `layer` of blocks with attention, "
-        "intermediate and output), and ImageClassifier has none; use a BERT, MiniLM or RoBERTa model"
+        "intermediate and output) or a Llama-layout decoder (a ModuleList `layers` of blocks with self_attn, mlp, "
+        "input_layernorm and post_attention_layernorm), and ImageClassifier has neither; use a BERT, "
+        "MiniLM, RoBERTa or Llama-layout model"
     )
 
 
