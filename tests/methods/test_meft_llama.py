@@ -238,10 +238,12 @@ def per_layer(d: int, b: int) -> int:
     return 2 * (2 * d * b + b + d)
 
 
-@pytest.mark.parametrize("values", [{}, {"variant": "2", "bottleneck": 3}, {"variant": "3", "bottleneck": 16}])
-def test_adapter_count_is_two_bottleneck_adapters_per_layer(values):
-    _, _, method = meft(**values)
-    assert method.param_counts()["adapter"] == 2 * per_layer(32, values.get("bottleneck", 8))
+@pytest.mark.parametrize(
+    "layers, values", [(2, {}), (2, {"variant": "2", "bottleneck": 3}), (1, {"variant": "3", "bottleneck": 16})]
+)
+def test_adapter_count_is_two_bottleneck_adapters_per_layer(layers, values):
+    _, _, method = meft(layers=layers, **values)
+    assert method.param_counts()["adapter"] == layers * per_layer(32, values.get("bottleneck", 8))
 
 
 def test_smollm2_135m_with_bottleneck_8():
@@ -312,8 +314,8 @@ class TupleLayer(LlamaDecoderLayer):
 
 
 def test_a_decoder_whose_blocks_return_a_tuple_is_one_line():
-    model = llama()
-    model.model.layers = torch.nn.ModuleList(TupleLayer(model.config, i) for i in range(2))
+    model = llama(layers=1)
+    model.model.layers = torch.nn.ModuleList([TupleLayer(model.config, 0)])
     with pytest.raises(HarnessError) as error:
         Meft(model, MeftConfig(), HEAD)
     assert str(error.value) == (
