@@ -46,11 +46,12 @@ def perturb(model) -> None:
                 param.copy_(0.3 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
 
 
-def gradients(model, seed: int) -> tuple[float, dict[str, torch.Tensor]]:
+def gradients(model, seed: int, inputs: dict | None = None) -> tuple[float, dict[str, torch.Tensor]]:
+    """The loss and every trained tensor's gradient of one training step on `inputs` (default padded_batch())."""
     model.train()
     model.zero_grad()
     torch.manual_seed(seed)
-    loss = model(**padded_batch(), labels=LABELS).loss
+    loss = model(**(inputs or padded_batch()), labels=LABELS).loss
     loss.backward()
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 

@@ -13,11 +13,11 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 from harness.errors import HarnessError
 from methods import METHODS
 from methods.meft import MeftConfig
+from tests.methods.test_meft import gradients, per_layer, perturb
 
 Meft = METHODS["meft"]
 HEAD = ["score"]
 FACTORS = {"1": (0.1, 1.0), "2": (1.0, 0.1), "3": (0.1, 0.1)}  # (λ, β), as on BERT
-LABELS = torch.tensor([0, 1, 2, 0])
 SHAPE = {
     "vocab_size": 100,
     "hidden_size": 32,
@@ -50,38 +50,21 @@ def batch() -> dict:
     return {"input_ids": input_ids.masked_fill(attention_mask == 0, 0), "attention_mask": attention_mask}
 
 
-def perturb(model) -> None:
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "adapter" in name:
-                param.copy_(0.3 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
-
-
-def gradients(model, seed: int) -> tuple[float, dict[str, torch.Tensor]]:
-    model.train()
-    model.zero_grad()
-    torch.manual_seed(seed)
-    loss = model(**batch(), labels=LABELS).loss
-    loss.backward()
-    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
 @pytest.mark.parametrize("variant, reversible", [("1", None), ("2", None), ("3", None), ("1", 1)])
 def test_reversible_backward_equals_plain_autograd_through_the_same_coupling(variant, reversible):
     _, plain, _ = meft(variant=variant, reversible_layers=0)
     _, model, _ = meft(variant=variant, reversible_layers=reversible)
     perturb(plain), perturb(model)
-    loss, expected = gradients(plain, seed=3)
+    loss, expected = gradients(plain, 3, batch())
     after_plain = torch.get_rng_state()
-    reversible_loss, got = gradients(model, seed=3)
+    reversible_loss, got = gradients(model, 3, batch())
     assert torch.equal(torch.get_rng_state(), after_plain)
     assert reversible_loss == pytest.approx(loss, abs=1e-12)
     assert set(got) == set(expected) and len(got) == 2 * 2 * 4 + 1  # two adapters of 4 tensors per layer, score
     for name in expected:
         assert torch.allclose(got[name], expected[name], rtol=0, atol=1e-10), name
         assert torch.count_nonzero(expected[name]) > 0, name
-    _, other = gradients(plain, seed=4)  # the attention dropout's masks matter, so equal gradients mean replayed ones
+    _, other = gradients(plain, 4, batch())  # the attention dropout matters: equal gradients above mean replayed masks
     assert not torch.allclose(
         other["model.layers.0.ffn_adapter.dense1.weight"], expected["model.layers.0.ffn_adapter.dense1.weight"]
     )
@@ -232,10 +215,6 @@ def test_only_the_two_adapters_of_every_layer_and_the_head_train_and_block_names
     assert frozen.keys() == dict(original.named_parameters()).keys() - {"score.weight"}
     assert all(torch.equal(p, original.get_parameter(n)) for n, p in frozen.items())
     assert model.model.layers[1] is model.get_submodule("model.layers.1") and len(model.model.layers) == 2
-
-
-def per_layer(d: int, b: int) -> int:
-    return 2 * (2 * d * b + b + d)
 
 
 @pytest.mark.parametrize(
